@@ -1,0 +1,1 @@
+//! Examples of durable-jobs; see the `examples/` folder.

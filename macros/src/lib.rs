@@ -1,0 +1,1 @@
+//! Attribute macros of durable-jobs. Use them through the `durable-jobs` crate.

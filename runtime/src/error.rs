@@ -1,0 +1,245 @@
+//! The one error type every engine and client operation returns.
+//!
+//! Which operation returns which variant:
+//!
+//! | operation | variants |
+//! |---|---|
+//! | builder `start` | `Storage` (the file cannot be opened or migrated), `Validation` (bad configuration) |
+//! | continuous `start` | `Validation` (id, input), `Execution` (the first run failed with no retry policy), `Scheduler`, `Storage` |
+//! | `trigger` (continuous, task) | `InstanceNotFound`, `Execution`, `InvalidState` (called from inside the same instance's execution) |
+//! | `terminate`, debounce `flush` and `clear` | `InstanceNotFound`, `Execution` (flush), `InvalidState` |
+//! | debounce `add`, task `send` | `Validation` (id, event, state, event id), `DuplicateEvent`, `Execution` (a `max_events` flush or `on_event` failed), `InvalidState` |
+//! | `status`, `get_state` | `Validation` (id; stored state that no longer deserialises), `Storage`; never `InstanceNotFound`: a missing instance is a `not_found` status or `None` |
+//! | dynamic `by_name` | `JobNotFound` |
+//! | any operation after `shutdown` | `Scheduler` |
+
+use std::fmt;
+
+use crate::id::InstanceKey;
+
+/// A boxed error from user code or a dependency, kept as a source so callers can downcast it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type of every engine and client operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong. Match on it; every variant carries its context.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No job with this name is registered (dynamic calls by name).
+    #[error("job not found: {name}")]
+    JobNotFound {
+        /// The name that was asked for.
+        name: String,
+    },
+
+    /// The command needs an existing instance and there is none.
+    #[error("cannot {operation} {instance}: instance not found")]
+    InstanceNotFound {
+        /// The instance that was addressed.
+        instance: InstanceKey,
+        /// The command.
+        operation: Operation,
+    },
+
+    /// The command is not allowed in the instance's current state.
+    #[error("cannot {operation} {instance} while it is {state}")]
+    InvalidState {
+        /// The instance that was addressed.
+        instance: InstanceKey,
+        /// The command.
+        operation: Operation,
+        /// The state that refused it.
+        state: String,
+    },
+
+    /// Input was refused before anything was written.
+    #[error("invalid {target}{}: {message}", job.as_ref().map(|j| format!(" for job {j}")).unwrap_or_default())]
+    Validation {
+        /// What was invalid.
+        target: ValidationTarget,
+        /// The job concerned, when known.
+        job: Option<String>,
+        /// Why it was refused.
+        message: String,
+    },
+
+    /// User code (`execute`, `on_event`, ...) failed; the user's error is the source.
+    #[error("{operation} of {instance} failed: {source}")]
+    Execution {
+        /// The instance whose code failed.
+        instance: InstanceKey,
+        /// The command or alarm that ran it.
+        operation: Operation,
+        /// The user's error, downcastable with `source.downcast_ref::<MyError>()`.
+        #[source]
+        source: BoxError,
+    },
+
+    /// An event id was seen before for this instance; nothing changed.
+    #[error("duplicate event {event_id} for {instance}")]
+    DuplicateEvent {
+        /// The instance that already saw the event.
+        instance: InstanceKey,
+        /// The repeated event id.
+        event_id: String,
+    },
+
+    /// The store failed.
+    #[error("storage failed during {operation}: {source}")]
+    Storage {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The store's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// An alarm could not be computed or the engine no longer schedules work.
+    #[error("scheduler failed during {operation}: {message}")]
+    Scheduler {
+        /// What the scheduler was doing.
+        operation: &'static str,
+        /// Why it failed.
+        message: String,
+    },
+
+    /// A wait (such as `trigger_and_wait`) ran out of time; the work itself goes on.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// The command that waited.
+        operation: Operation,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
+}
+
+impl Error {
+    pub(crate) fn storage(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Storage { operation, source: source.into() }
+    }
+
+    pub(crate) fn validation(
+        target: ValidationTarget,
+        job: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Validation { target, job: job.map(str::to_owned), message: message.into() }
+    }
+}
+
+/// The operations named in errors.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Continuous `start`.
+    Start,
+    /// Continuous or task `trigger`.
+    Trigger,
+    /// `terminate`.
+    Terminate,
+    /// Debounce `add`.
+    Add,
+    /// Debounce `flush`.
+    Flush,
+    /// Debounce `clear`.
+    Clear,
+    /// Task `send`.
+    Send,
+    /// `status`.
+    Status,
+    /// `get_state`.
+    GetState,
+    /// An alarm firing.
+    Alarm,
+    /// Step job `trigger` or `batch_trigger`.
+    TriggerRun,
+    /// Step job `trigger_and_wait` or `wait_for_run`.
+    WaitForRun,
+    /// Step job `get_run` or `get_runs`.
+    GetRun,
+    /// Step job `retrigger`.
+    Retrigger,
+    /// Step job `cancel`.
+    Cancel,
+    /// Step job `delete_run`.
+    DeleteRun,
+    /// A step run executing.
+    Run,
+}
+
+impl Operation {
+    /// The lowercase name of the operation.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Start => "start",
+            Operation::Trigger => "trigger",
+            Operation::Terminate => "terminate",
+            Operation::Add => "add",
+            Operation::Flush => "flush",
+            Operation::Clear => "clear",
+            Operation::Send => "send",
+            Operation::Status => "status",
+            Operation::GetState => "get_state",
+            Operation::Alarm => "alarm",
+            Operation::TriggerRun => "trigger",
+            Operation::WaitForRun => "wait_for_run",
+            Operation::GetRun => "get_run",
+            Operation::Retrigger => "retrigger",
+            Operation::Cancel => "cancel",
+            Operation::DeleteRun => "delete_run",
+            Operation::Run => "run",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a [`Error::Validation`] refused.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum ValidationTarget {
+    /// An instance id.
+    Id,
+    /// A continuous job's start input or a step job's input.
+    Input,
+    /// A debounce or task event.
+    Event,
+    /// Job state, as produced by user code or as stored.
+    State,
+    /// An event id.
+    EventId,
+    /// A step job's output.
+    Output,
+    /// An idempotency or concurrency key, or a label.
+    Key,
+    /// Engine or job configuration.
+    Config,
+}
+
+impl ValidationTarget {
+    /// The lowercase name of the target.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ValidationTarget::Id => "id",
+            ValidationTarget::Input => "input",
+            ValidationTarget::Event => "event",
+            ValidationTarget::State => "state",
+            ValidationTarget::EventId => "event id",
+            ValidationTarget::Output => "output",
+            ValidationTarget::Key => "key",
+            ValidationTarget::Config => "configuration",
+        }
+    }
+}
+
+impl fmt::Display for ValidationTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

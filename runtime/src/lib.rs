@@ -1,0 +1,42 @@
+//! Durable background jobs for Rust services.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+extern crate self as durable_jobs;
+
+mod clock;
+mod error;
+mod id;
+pub mod job;
+mod retry;
+pub mod steps;
+pub mod store;
+pub mod telemetry;
+mod time;
+
+pub use clock::Clock;
+pub use error::{BoxError, Error, Operation, Result, ValidationTarget};
+pub use id::{InstanceKey, JobKind, MAX_ID_BYTES};
+pub use job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
+pub use job::debounce::{DebounceConfig, DebounceJob, EventContext, FlushContext, FlushReason};
+pub use job::schedule::{CronSchedule, Schedule};
+pub use job::step::StepJob;
+pub use job::task::{ErrorSource, IdleReason, TaskContext, TaskJob};
+pub use job::{Job, JobError, Payload, Registered, RetryExhausted};
+pub use retry::{Backoff, ExhaustionReason, RetryPolicy};
+pub use steps::{StepContext, StepJobConfig};
+pub use time::Timestamp;
+
+/// Helpers for testing code that uses durable jobs.
+pub mod testing {
+    pub use crate::clock::TestClock;
+}
+
+/// The names most job definitions need.
+pub mod prelude {
+    pub use crate::{
+        Backoff, ContinuousConfig, ContinuousContext, ContinuousJob, DebounceConfig, DebounceJob,
+        ErrorSource, EventContext, FlushContext, FlushReason, IdleReason, Job, JobKind,
+        RetryPolicy, Schedule, StepContext, StepJob, StepJobConfig, TaskContext, TaskJob,
+        Timestamp,
+    };
+}

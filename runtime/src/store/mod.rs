@@ -1,0 +1,228 @@
+//! The storage boundary: what the engine asks of a backend.
+//!
+//! The engine never assumes it is the only process using the store. Every instance row carries a
+//! `version` bumped by every write, so a write based on a stale read fails with
+//! [`StoreError::Conflict`] instead of overwriting; an alarm execution first *claims* its row
+//! with a lease (owner, expiry, generation), which moves the row's alarm to the lease expiry so a
+//! crashed owner's work fires again when the lease runs out.
+//!
+//! The embedded backend is SQLite ([`sqlite::SqliteStore`]); a PostgreSQL backend implements the
+//! same trait.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::error::BoxError;
+use crate::id::InstanceKey;
+use crate::time::Timestamp;
+
+/// A boxed, sendable future, as the object-safe [`Backend`] methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a backend call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A write's expected version (or an insert's absence) did not hold: someone else wrote the
+    /// instance first. Nothing of the batch was applied.
+    #[error("conflicting write to {0}")]
+    Conflict(InstanceKey),
+    /// The event id was already recorded for the instance. Nothing of the batch was applied.
+    #[error("event {event_id} was already recorded for {key}")]
+    DuplicateEvent {
+        /// The instance.
+        key: InstanceKey,
+        /// The repeated id.
+        event_id: String,
+    },
+    /// The database failed.
+    #[error("{0}")]
+    Database(#[source] BoxError),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// One instance, as one row. Fields a kind does not use stay at their defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceRecord {
+    /// Kind, job and user id.
+    pub key: InstanceKey,
+    /// The state as JSON, when there is one.
+    pub state: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Time of the last write.
+    pub updated_at: Timestamp,
+    /// Continuous: runs so far (retries do not count).
+    pub run_count: u64,
+    /// Debounce: events in the current batch. Task: events received.
+    pub event_count: u64,
+    /// Task: executions so far.
+    pub execute_count: u64,
+    /// Debounce: when the first event of the batch arrived.
+    pub batch_started_at: Option<Timestamp>,
+    /// Debounce: when the last event arrived (for the quiet period).
+    pub last_event_at: Option<Timestamp>,
+    /// The one alarm of the instance. While an execution holds a lease, the lease expiry.
+    pub alarm_at: Option<Timestamp>,
+    /// Retry bookkeeping: the attempt the next alarm makes (0 when no retry is pending).
+    pub retry_attempt: u32,
+    /// When the first failed attempt of the current retry sequence started.
+    pub retry_started_at: Option<Timestamp>,
+    /// Message of the last failed attempt.
+    pub retry_last_error: Option<String>,
+    /// Bumped by every write; writes are conditional on it.
+    pub version: u64,
+    /// The lease of the execution that claimed the alarm, if any.
+    pub lease: Option<Lease>,
+    /// Bumped by every claim; fences the claimed execution's writes.
+    pub lease_generation: u64,
+}
+
+impl InstanceRecord {
+    /// A fresh record for `key`, created at `now`, version 0.
+    pub fn new(key: InstanceKey, now: Timestamp) -> Self {
+        InstanceRecord {
+            key,
+            state: None,
+            created_at: now,
+            updated_at: now,
+            run_count: 0,
+            event_count: 0,
+            execute_count: 0,
+            batch_started_at: None,
+            last_event_at: None,
+            alarm_at: None,
+            retry_attempt: 0,
+            retry_started_at: None,
+            retry_last_error: None,
+            version: 0,
+            lease: None,
+            lease_generation: 0,
+        }
+    }
+}
+
+/// Who holds a claimed alarm, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The engine that claimed it.
+    pub owner: String,
+    /// When the claim lapses.
+    pub until: Timestamp,
+}
+
+/// One write of a [`WriteBatch`].
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Creates an instance; [`StoreError::Conflict`] if it exists.
+    Insert(InstanceRecord),
+    /// Replaces every column of an instance if its stored version is `expected_version`;
+    /// [`StoreError::Conflict`] otherwise. The stored row becomes `record`, lease included.
+    Update {
+        /// The new row (its `version` is the new version).
+        record: InstanceRecord,
+        /// The version the write was computed from.
+        expected_version: u64,
+    },
+    /// Deletes an instance if its stored version is `expected_version`.
+    Delete {
+        /// The instance.
+        key: InstanceKey,
+        /// The version the delete was decided on.
+        expected_version: u64,
+    },
+    /// Records that `event_id` was processed for `key`; [`StoreError::DuplicateEvent`] if it was
+    /// recorded before. Records outlive the instance (see [`Backend::prune_event_ids`]).
+    RecordEvent {
+        /// The instance.
+        key: InstanceKey,
+        /// The caller's event id.
+        event_id: String,
+        /// When it was processed.
+        at: Timestamp,
+    },
+    /// Appends telemetry events (JSON objects) to the outbox.
+    Outbox(Vec<String>),
+}
+
+/// Writes applied atomically: all of them or none.
+pub type WriteBatch = Vec<Write>;
+
+/// What [`Backend::scan_alarms`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlarmScan {
+    /// Due alarms (at or before `now`), earliest first, at most `limit`.
+    pub due: Vec<(InstanceKey, Timestamp)>,
+    /// The earliest alarm after `now`, if any.
+    pub next: Option<Timestamp>,
+}
+
+/// One telemetry event waiting in the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxEntry {
+    /// Position in the outbox, increasing.
+    pub seq: i64,
+    /// The event as a JSON object.
+    pub json: String,
+}
+
+/// A store the engine can run on.
+pub trait Backend: Send + Sync + 'static {
+    /// Reads one instance as last committed.
+    fn load<'a>(&'a self, key: &'a InstanceKey) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>>;
+
+    /// Whether `event_id` was recorded for `key`.
+    fn has_event_id<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Applies a batch atomically and durably (per the configured synchronous mode). Returns
+    /// only after it is committed.
+    fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Claims the alarm of `key` if it is due at `now` and not leased by a live lease: sets the
+    /// lease to `owner` until `lease_until`, moves `alarm_at` to `lease_until`, bumps
+    /// `lease_generation` and `version`, and returns the claimed row. `None` when the alarm is
+    /// not due any more or someone else holds it.
+    fn claim_alarm<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        now: Timestamp,
+        owner: &'a str,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>>;
+
+    /// Extends every lease held by `owner` to `lease_until` (and their alarms with them).
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Due alarms and the next one. Uses an index: cost does not grow with the number of
+    /// scheduled instances.
+    fn scan_alarms(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<AlarmScan, StoreError>>;
+
+    /// Called once at start-up by `owner`. A backend that knows no other process can hold
+    /// leases (SQLite holds an exclusive lock on the file) releases every lease so that
+    /// interrupted executions fire at once.
+    fn recover(&self, owner: &str, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Up to `limit` outbox events, oldest first.
+    fn outbox_peek(&self, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StoreError>>;
+
+    /// Removes outbox events up to and including `seq`.
+    fn outbox_ack(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Deletes event-id records older than `before`.
+    fn prune_event_ids(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Stops accepting work, finishes queued writes and closes the database.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

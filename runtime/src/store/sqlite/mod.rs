@@ -1,0 +1,7 @@
+//! The embedded SQLite backend.
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    _private: (),
+}

@@ -1,0 +1,1 @@
+//! Integration tests of durable-jobs; see `tests/tests/`.

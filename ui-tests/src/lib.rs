@@ -1,0 +1,1 @@
+//! Compile-error tests of durable-jobs; see `tests/ui.rs`.
