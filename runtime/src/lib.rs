@@ -4,6 +4,7 @@
 extern crate self as durable_jobs;
 
 mod clock;
+mod engine;
 mod error;
 mod id;
 pub mod job;
@@ -14,6 +15,7 @@ pub mod telemetry;
 mod time;
 
 pub use clock::Clock;
+pub use engine::{JobSet, Registry};
 pub use error::{BoxError, Error, Operation, Result, ValidationTarget};
 pub use id::{InstanceKey, JobKind, MAX_ID_BYTES};
 pub use job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
@@ -25,6 +27,14 @@ pub use job::{Job, JobError, Payload, Registered, RetryExhausted};
 pub use retry::{Backoff, ExhaustionReason, RetryPolicy};
 pub use steps::{StepContext, StepJobConfig};
 pub use time::Timestamp;
+
+/// Not public API. Used by generated code.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::engine::RegisterJob;
+    pub use serde;
+    pub use std::time::Duration;
+}
 
 /// Helpers for testing code that uses durable jobs.
 pub mod testing {

@@ -21,3 +21,14 @@ impl StepJobConfig {
 pub struct StepContext {
     _private: (),
 }
+
+/// A step job behind type erasure, as the engine stores it.
+pub(crate) trait ErasedStepJob<A>: Send + Sync {}
+
+struct Erased<J>(#[allow(dead_code)] J);
+
+impl<A, J: Send + Sync> ErasedStepJob<A> for Erased<J> {}
+
+pub(crate) fn erase<A: Send + Sync + 'static, J: crate::StepJob<A>>(job: J) -> std::sync::Arc<dyn ErasedStepJob<A>> {
+    std::sync::Arc::new(Erased(job))
+}

@@ -1,0 +1,385 @@
+//! Type erasure: the engine works on JSON state and boxed events; these adapters turn a typed
+//! job into handlers it can store in one table and call by name.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{BoxError, Error, ValidationTarget};
+use crate::id::InstanceKey;
+use crate::job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
+use crate::job::debounce::{DebounceConfig, DebounceJob, EventContext, FlushContext, FlushReason};
+use crate::job::task::{ErrorSource, IdleReason, ScheduleChange, TaskContext, TaskJob};
+use crate::job::RetryExhausted;
+use crate::retry::ExhaustionReason;
+use crate::store::BoxFuture;
+use crate::time::Timestamp;
+
+/// A payload handed to the engine: a typed value from the typed client, or JSON from a dynamic
+/// caller (which is validated by decoding it into the job's type).
+pub(crate) enum Input {
+    Typed(Box<dyn Any + Send>),
+    Json(serde_json::Value),
+}
+
+impl Input {
+    pub(crate) fn typed<T: Send + 'static>(value: T) -> Self {
+        Input::Typed(Box::new(value))
+    }
+
+    fn into_value<T: DeserializeOwned + 'static>(self) -> Result<T, String> {
+        match self {
+            Input::Typed(b) => b
+                .downcast::<T>()
+                .map(|b| *b)
+                .map_err(|_| "payload of the wrong type".to_owned()),
+            Input::Json(v) => serde_json::from_value(v).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string(value).map_err(|e| e.to_string())
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(json: &str, job: &str) -> Result<T, Error> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::validation(ValidationTarget::State, Some(job), format!("stored state no longer deserialises: {e}"))
+    })
+}
+
+/// The information every exhaustion hook receives, before it is typed.
+pub(crate) struct ExhaustedInfo {
+    pub(crate) instance: InstanceKey,
+    pub(crate) attempts: u32,
+    pub(crate) reason: ExhaustionReason,
+    pub(crate) last_error: String,
+    pub(crate) total_duration: Duration,
+}
+
+impl ExhaustedInfo {
+    fn typed<S>(self, state: Option<S>) -> RetryExhausted<S> {
+        RetryExhausted {
+            instance: self.instance,
+            state,
+            attempts: self.attempts,
+            reason: self.reason,
+            last_error: self.last_error,
+            total_duration: self.total_duration,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Continuous
+
+pub(crate) struct RunMeta {
+    pub(crate) instance: InstanceKey,
+    pub(crate) run_count: u64,
+    pub(crate) attempt: u32,
+    pub(crate) now: Timestamp,
+}
+
+pub(crate) struct RunOutcome {
+    pub(crate) result: Result<(), BoxError>,
+    /// The new state, when the run changed it.
+    pub(crate) state: Option<String>,
+    pub(crate) terminate: Option<String>,
+}
+
+pub(crate) trait ContinuousHandler<A>: Send + Sync {
+    fn config(&self) -> &ContinuousConfig;
+    fn encode_input(&self, input: Input) -> Result<String, String>;
+    fn run<'a>(&'a self, state: &'a str, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome>;
+    fn exhausted<'a>(&'a self, state: Option<&'a str>, info: ExhaustedInfo, app: &'a A) -> BoxFuture<'a, ()>;
+}
+
+struct Continuous<J> {
+    job: J,
+    config: ContinuousConfig,
+}
+
+pub(crate) fn continuous<A: Send + Sync + 'static, J: ContinuousJob<A>>(job: J) -> Arc<dyn ContinuousHandler<A>> {
+    let config = job.config();
+    Arc::new(Continuous { job, config })
+}
+
+impl<A: Send + Sync + 'static, J: ContinuousJob<A>> ContinuousHandler<A> for Continuous<J> {
+    fn config(&self) -> &ContinuousConfig {
+        &self.config
+    }
+
+    fn encode_input(&self, input: Input) -> Result<String, String> {
+        encode(&input.into_value::<J::State>()?)
+    }
+
+    fn run<'a>(&'a self, state: &'a str, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome> {
+        Box::pin(async move {
+            let state: J::State = match decode(state, J::NAME) {
+                Ok(s) => s,
+                Err(e) => return RunOutcome { result: Err(e.into()), state: None, terminate: None },
+            };
+            let mut ctx = ContinuousContext {
+                state,
+                dirty: false,
+                terminate: None,
+                instance: meta.instance,
+                run_count: meta.run_count,
+                attempt: meta.attempt,
+                started_at: meta.now,
+            };
+            let result = self.job.execute(&mut ctx, app).await.map_err(Into::into);
+            let state = match (ctx.dirty, &result) {
+                (true, Ok(())) => match encode(&ctx.state) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        let err = Error::validation(ValidationTarget::State, Some(J::NAME), e);
+                        return RunOutcome { result: Err(err.into()), state: None, terminate: ctx.terminate };
+                    }
+                },
+                _ => None,
+            };
+            RunOutcome { result, state, terminate: ctx.terminate }
+        })
+    }
+
+    fn exhausted<'a>(&'a self, state: Option<&'a str>, info: ExhaustedInfo, app: &'a A) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
+            self.job.on_retry_exhausted(info.typed(state), app).await
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debounce
+
+pub(crate) struct FlushMeta {
+    pub(crate) instance: InstanceKey,
+    pub(crate) event_count: u64,
+    pub(crate) started_at: Timestamp,
+    pub(crate) reason: FlushReason,
+    pub(crate) attempt: u32,
+    pub(crate) now: Timestamp,
+}
+
+pub(crate) trait DebounceHandler<A>: Send + Sync {
+    fn config(&self) -> &DebounceConfig;
+    /// Decodes an event before anything is touched.
+    fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
+    /// Folds a decoded event into the stored state and returns the new state as JSON.
+    fn fold(&self, state: Option<&str>, event: Box<dyn Any + Send>, ctx: &EventContext) -> Result<String, Error>;
+    fn flush<'a>(&'a self, state: &'a str, meta: FlushMeta, app: &'a A) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn exhausted<'a>(&'a self, state: Option<&'a str>, info: ExhaustedInfo, app: &'a A) -> BoxFuture<'a, ()>;
+}
+
+struct Debounce<J> {
+    job: J,
+    config: DebounceConfig,
+}
+
+pub(crate) fn debounce<A: Send + Sync + 'static, J: DebounceJob<A>>(job: J) -> Arc<dyn DebounceHandler<A>> {
+    let config = job.config();
+    Arc::new(Debounce { job, config })
+}
+
+impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounce<J> {
+    fn config(&self) -> &DebounceConfig {
+        &self.config
+    }
+
+    fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error> {
+        match event {
+            Input::Typed(b) if b.is::<J::Event>() => Ok(b),
+            other => other
+                .into_value::<J::Event>()
+                .map(|e| Box::new(e) as Box<dyn Any + Send>)
+                .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m)),
+        }
+    }
+
+    fn fold(&self, state: Option<&str>, event: Box<dyn Any + Send>, ctx: &EventContext) -> Result<String, Error> {
+        let event = *event
+            .downcast::<J::Event>()
+            .map_err(|_| Error::validation(ValidationTarget::Event, Some(J::NAME), "payload of the wrong type"))?;
+        let state = state.map(|s| decode::<J::State>(s, J::NAME)).transpose()?;
+        let next = self.job.on_event(state, event, ctx);
+        encode(&next).map_err(|m| Error::validation(ValidationTarget::State, Some(J::NAME), m))
+    }
+
+    fn flush<'a>(&'a self, state: &'a str, meta: FlushMeta, app: &'a A) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            let state: J::State = decode(state, J::NAME)?;
+            let mut ctx = FlushContext {
+                state,
+                instance: meta.instance,
+                event_count: meta.event_count,
+                started_at: meta.started_at,
+                reason: meta.reason,
+                attempt: meta.attempt,
+                now: meta.now,
+            };
+            self.job.execute(&mut ctx, app).await.map_err(Into::into)
+        })
+    }
+
+    fn exhausted<'a>(&'a self, state: Option<&'a str>, info: ExhaustedInfo, app: &'a A) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
+            self.job.on_retry_exhausted(info.typed(state), app).await
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task
+
+pub(crate) enum Invocation {
+    Event(Box<dyn Any + Send>),
+    Execute,
+}
+
+pub(crate) struct TaskMeta {
+    pub(crate) instance: InstanceKey,
+    pub(crate) event_count: u64,
+    pub(crate) execute_count: u64,
+    pub(crate) created_at: Timestamp,
+    pub(crate) now: Timestamp,
+    /// The schedule in effect when the invocation starts (`None` for an alarm, which consumed it).
+    pub(crate) stored_schedule: Option<Timestamp>,
+}
+
+pub(crate) enum TaskOutcome {
+    /// A handler called `terminate`.
+    Terminated,
+    /// A handler failed and `on_error` did not rescue it: nothing is kept.
+    Failed(BoxError),
+    /// Success (possibly rescued by `on_error`).
+    Done {
+        /// The new state, when it changed.
+        state: Option<String>,
+        /// The schedule in effect afterwards.
+        schedule: Option<Timestamp>,
+        /// Each applied `schedule_*` call with its trigger, for `task.scheduled`.
+        scheduled: Vec<(Timestamp, &'static str)>,
+    },
+}
+
+pub(crate) trait TaskHandler<A>: Send + Sync {
+    fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
+    fn invoke<'a>(
+        &'a self,
+        invocation: Invocation,
+        state: Option<&'a str>,
+        meta: TaskMeta,
+        app: &'a A,
+    ) -> BoxFuture<'a, TaskOutcome>;
+}
+
+struct Task<J> {
+    job: J,
+}
+
+pub(crate) fn task<A: Send + Sync + 'static, J: TaskJob<A>>(job: J) -> Arc<dyn TaskHandler<A>> {
+    Arc::new(Task { job })
+}
+
+impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
+    fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error> {
+        match event {
+            Input::Typed(b) if b.is::<J::Event>() => Ok(b),
+            other => other
+                .into_value::<J::Event>()
+                .map(|e| Box::new(e) as Box<dyn Any + Send>)
+                .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m)),
+        }
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        invocation: Invocation,
+        state: Option<&'a str>,
+        meta: TaskMeta,
+        app: &'a A,
+    ) -> BoxFuture<'a, TaskOutcome> {
+        Box::pin(async move {
+            let state = match state.map(|s| decode::<J::State>(s, J::NAME)).transpose() {
+                Ok(s) => s,
+                Err(e) => return TaskOutcome::Failed(e.into()),
+            };
+            let mut ctx = TaskContext {
+                is_first_event: state.is_none(),
+                state,
+                dirty: false,
+                schedule: ScheduleChange::Unchanged,
+                stored_schedule: meta.stored_schedule,
+                terminate: false,
+                instance: meta.instance,
+                event_count: meta.event_count,
+                execute_count: meta.execute_count,
+                created_at: meta.created_at,
+                now: meta.now,
+            };
+            let (result, source, trigger, idle) = match invocation {
+                Invocation::Event(event) => match event.downcast::<J::Event>() {
+                    Ok(event) => {
+                        let r = self.job.on_event(&mut ctx, *event, app).await;
+                        (r, ErrorSource::Event, "event", IdleReason::Event)
+                    }
+                    Err(_) => {
+                        let e = Error::validation(ValidationTarget::Event, Some(J::NAME), "payload of the wrong type");
+                        return TaskOutcome::Failed(e.into());
+                    }
+                },
+                Invocation::Execute => {
+                    let r = self.job.execute(&mut ctx, app).await;
+                    (r, ErrorSource::Execute, "execute", IdleReason::Execute)
+                }
+            };
+            if ctx.terminate {
+                return TaskOutcome::Terminated;
+            }
+            let result = match result {
+                Ok(()) => Ok(()),
+                Err(e) => self.job.on_error(&mut ctx, e, source, app).await,
+            };
+            if ctx.terminate {
+                return TaskOutcome::Terminated;
+            }
+            if let Err(e) = result {
+                return TaskOutcome::Failed(e.into());
+            }
+            let mut scheduled = Vec::new();
+            let mut effective = ctx.scheduled_at();
+            if let ScheduleChange::At(t) = ctx.schedule {
+                scheduled.push((t, trigger));
+            }
+            if effective.is_none() {
+                ctx.schedule = ScheduleChange::Unchanged;
+                ctx.stored_schedule = None;
+                self.job.on_idle(&mut ctx, idle, app).await;
+                if ctx.terminate {
+                    return TaskOutcome::Terminated;
+                }
+                if let ScheduleChange::At(t) = ctx.schedule {
+                    scheduled.push((t, "idle"));
+                }
+                effective = ctx.scheduled_at();
+            }
+            let state = match (ctx.dirty, &ctx.state) {
+                (true, Some(s)) => match encode(s) {
+                    Ok(json) => Some(json),
+                    Err(m) => {
+                        let e = Error::validation(ValidationTarget::State, Some(J::NAME), m);
+                        return TaskOutcome::Failed(e.into());
+                    }
+                },
+                _ => None,
+            };
+            TaskOutcome::Done { state, schedule: effective, scheduled }
+        })
+    }
+}
