@@ -5,3 +5,5 @@
 pub struct SqliteStore {
     _private: (),
 }
+
+pub(crate) mod runs;
