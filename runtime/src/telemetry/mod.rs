@@ -28,7 +28,15 @@ pub(crate) struct Telemetry {
 impl Telemetry {
     pub(crate) fn new(outbox: bool) -> Self {
         let (subscribers, _) = broadcast::channel(4096);
-        Telemetry { subscribers, outbox: outbox.then(|| Arc::new(Notify::new())) }
+        Telemetry {
+            subscribers,
+            outbox: outbox.then(|| Arc::new(Notify::new())),
+        }
+    }
+
+    /// Whether anyone would see an event: an outbox or a live subscriber.
+    pub(crate) fn enabled(&self) -> bool {
+        self.outbox.is_some() || self.subscribers.receiver_count() > 0
     }
 
     /// The events' outbox rows, when the outbox is in use.
@@ -55,7 +63,9 @@ impl Telemetry {
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {
-        EventStream { inner: tokio_stream_shim::BroadcastStream::new(self.subscribers.subscribe()) }
+        EventStream {
+            inner: tokio_stream_shim::BroadcastStream::new(self.subscribers.subscribe()),
+        }
     }
 }
 
@@ -92,7 +102,16 @@ mod tokio_stream_shim {
 
     use super::JobEvent;
 
-    type Recv = Pin<Box<dyn Future<Output = (Result<Arc<JobEvent>, RecvError>, broadcast::Receiver<Arc<JobEvent>>)> + Send>>;
+    type Recv = Pin<
+        Box<
+            dyn Future<
+                    Output = (
+                        Result<Arc<JobEvent>, RecvError>,
+                        broadcast::Receiver<Arc<JobEvent>>,
+                    ),
+                > + Send,
+        >,
+    >;
 
     pub(super) struct BroadcastStream {
         fut: Recv,
@@ -110,7 +129,10 @@ mod tokio_stream_shim {
             BroadcastStream { fut: recv(rx) }
         }
 
-        pub(super) fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Arc<JobEvent>>> {
+        pub(super) fn poll_next(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Arc<JobEvent>>> {
             loop {
                 let (result, rx) = match self.fut.as_mut().poll(cx) {
                     Poll::Ready(r) => r,
@@ -121,7 +143,10 @@ mod tokio_stream_shim {
                     Ok(e) => return Poll::Ready(Some(e)),
                     Err(RecvError::Closed) => return Poll::Ready(None),
                     Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "telemetry subscriber fell behind; events skipped");
+                        tracing::warn!(
+                            skipped = n,
+                            "telemetry subscriber fell behind; events skipped"
+                        );
                     }
                 }
             }
