@@ -323,3 +323,20 @@ async fn event_ids_outlive_the_flushed_batch() {
     ));
     assert!(d.status("c").await.unwrap().is_not_found());
 }
+
+#[tokio::test]
+async fn event_ids_do_not_collide_by_prefix_and_may_hold_any_printable_text() {
+    let h = Harness::start().await;
+    let d = h.client.debounce::<QuietBatcher>();
+    for id in [
+        "123",
+        "123456",
+        "12",
+        "a:b/c?d=e&f",
+        "ünïcödé ✓",
+        "with space",
+    ] {
+        d.add_with_id("c", hook(1), id).await.unwrap();
+    }
+    assert_eq!(d.status("c").await.unwrap().event_count, 6);
+}

@@ -354,3 +354,30 @@ async fn a_repeated_event_id_is_refused() {
     assert_eq!(t.get_state("o").await.unwrap().unwrap().total, 1);
     assert_eq!(h.probe.calls_of("on_event").len(), 1);
 }
+
+#[tokio::test]
+async fn a_later_schedule_replaces_the_earlier_one() {
+    let h = Harness::start().await;
+    let t = h.client.task::<Orders>();
+    let t0 = h.clock.now();
+    t.send(
+        "o",
+        OrderEvent::AddAndSchedule {
+            amount: 1,
+            secs: 60,
+        },
+    )
+    .await
+    .unwrap();
+    h.clock.advance(secs(10)).await;
+    // Relative to the current clock, and replacing the 60 s schedule (one alarm per instance).
+    let sent = t
+        .send("o", OrderEvent::AddAndSchedule { amount: 1, secs: 5 })
+        .await
+        .unwrap();
+    assert_eq!(sent.scheduled_at, Some(t0 + secs(15)));
+    h.clock.advance(secs(60)).await;
+    let exec = h.probe.calls_of("execute");
+    assert_eq!(exec.len(), 1);
+    assert_eq!(exec[0].at, t0 + secs(15));
+}
