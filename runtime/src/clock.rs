@@ -146,6 +146,7 @@ impl TestClock {
     pub async fn advance(&self, by: Duration) {
         let _turn = self.inner.advancing.lock().await;
         let target = self.now() + by;
+        self.settle_all().await;
         loop {
             let mut next: Option<Timestamp> = None;
             for driven in self.driven() {
@@ -154,7 +155,7 @@ impl TestClock {
                 }
             }
             match next {
-                Some(at) if at <= target => {
+                Some(at) if at > self.now() && at <= target => {
                     self.set_at_least(at);
                     self.settle_all().await;
                 }
@@ -196,7 +197,11 @@ impl TestClock {
     }
 
     pub(crate) fn drive(&self, driven: Weak<dyn ClockDriven>) {
-        self.inner.driven.lock().unwrap_or_else(|e| e.into_inner()).push(driven);
+        self.inner
+            .driven
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(driven);
     }
 }
 

@@ -117,7 +117,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn storage(operation: &'static str, source: impl Into<BoxError>) -> Self {
-        Error::Storage { operation, source: source.into() }
+        Error::Storage {
+            operation,
+            source: source.into(),
+        }
     }
 
     pub(crate) fn validation(
@@ -125,7 +128,11 @@ impl Error {
         job: Option<&str>,
         message: impl Into<String>,
     ) -> Self {
-        Error::Validation { target, job: job.map(str::to_owned), message: message.into() }
+        Error::Validation {
+            target,
+            job: job.map(str::to_owned),
+            message: message.into(),
+        }
     }
 }
 

@@ -76,7 +76,11 @@ pub struct InstanceKey {
 impl InstanceKey {
     /// The key of instance `id` of job `job` of kind `kind`. Does not validate `id`.
     pub fn new(kind: JobKind, job: impl Into<String>, id: impl Into<String>) -> Self {
-        InstanceKey { kind, job: job.into(), id: id.into() }
+        InstanceKey {
+            kind,
+            job: job.into(),
+            id: id.into(),
+        }
     }
 
     /// The job's kind.
@@ -108,7 +112,10 @@ pub(crate) fn check_identifier(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() > MAX_ID_BYTES {
-        return Err(format!("is {} bytes long, the limit is {MAX_ID_BYTES}", value.len()));
+        return Err(format!(
+            "is {} bytes long, the limit is {MAX_ID_BYTES}",
+            value.len()
+        ));
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(format!("contains the control character {c:?}"));
@@ -133,7 +140,12 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for kind in [JobKind::Continuous, JobKind::Debounce, JobKind::Task, JobKind::Step] {
+        for kind in [
+            JobKind::Continuous,
+            JobKind::Debounce,
+            JobKind::Task,
+            JobKind::Step,
+        ] {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
         }
     }

@@ -3,6 +3,7 @@
 
 extern crate self as durable_jobs;
 
+pub mod client;
 mod clock;
 mod engine;
 mod error;
@@ -14,8 +15,13 @@ pub mod store;
 pub mod telemetry;
 mod time;
 
+pub use client::Client;
 pub use clock::Clock;
-pub use engine::{JobSet, Registry};
+pub use engine::{
+    AddResult, ClearResult, ContinuousState, ContinuousStatus, DebounceState, DebounceStatus,
+    Engine, EngineBuilder, FlushOutcome, FlushResult, JobSet, Limits, NoApp, Registry, SendResult,
+    StartResult, TaskState, TaskStatus, TaskTriggerResult, TerminateResult, TriggerResult, WithApp,
+};
 pub use error::{BoxError, Error, Operation, Result, ValidationTarget};
 pub use id::{InstanceKey, JobKind, MAX_ID_BYTES};
 pub use job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
@@ -25,7 +31,9 @@ pub use job::step::StepJob;
 pub use job::task::{ErrorSource, IdleReason, TaskContext, TaskJob};
 pub use job::{Job, JobError, Payload, Registered, RetryExhausted};
 pub use retry::{Backoff, ExhaustionReason, RetryPolicy};
-pub use steps::{StepContext, StepJobConfig};
+pub use steps::{StepContext, StepJobConfig, StepOptions};
+pub use store::sqlite::Synchronous;
+pub use telemetry::{EventKind, EventStream, HttpTelemetry, JobEvent};
 pub use time::Timestamp;
 
 /// Not public API. Used by generated code.

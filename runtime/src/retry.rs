@@ -155,12 +155,20 @@ impl Backoff {
 
     /// Delays growing by `increment` per failure.
     pub fn linear(initial: Duration, increment: Duration) -> Self {
-        Backoff::Linear { initial, increment, max: None }
+        Backoff::Linear {
+            initial,
+            increment,
+            max: None,
+        }
     }
 
     /// Delays doubling per failure.
     pub fn exponential(initial: Duration) -> Self {
-        Backoff::Exponential { initial, factor: 2.0, max: None }
+        Backoff::Exponential {
+            initial,
+            factor: 2.0,
+            max: None,
+        }
     }
 
     /// Sets the growth factor of an exponential backoff; ignored by the others.
@@ -185,11 +193,19 @@ impl Backoff {
         let n = failed.max(1) - 1;
         match self {
             Backoff::Constant(d) => *d,
-            Backoff::Linear { initial, increment, max } => {
+            Backoff::Linear {
+                initial,
+                increment,
+                max,
+            } => {
                 let d = initial.saturating_add(increment.saturating_mul(n));
                 max.map_or(d, |m| d.min(m))
             }
-            Backoff::Exponential { initial, factor, max } => {
+            Backoff::Exponential {
+                initial,
+                factor,
+                max,
+            } => {
                 let secs = initial.as_secs_f64() * factor.powi(n.min(1_000) as i32);
                 let cap = max.map_or(f64::MAX, |m| m.as_secs_f64());
                 let secs = secs.min(cap).min(u32::MAX as f64);
@@ -232,8 +248,14 @@ mod tests {
     fn max_attempts_counts_the_first_run() {
         let p = RetryPolicy::new(3).jitter(false);
         let t0 = Timestamp::from_millis(0);
-        assert!(matches!(p.after_failure(1, t0, t0, 0.0), RetryDecision::Retry { attempt: 2, .. }));
-        assert!(matches!(p.after_failure(2, t0, t0, 0.0), RetryDecision::Retry { attempt: 3, .. }));
+        assert!(matches!(
+            p.after_failure(1, t0, t0, 0.0),
+            RetryDecision::Retry { attempt: 2, .. }
+        ));
+        assert!(matches!(
+            p.after_failure(2, t0, t0, 0.0),
+            RetryDecision::Retry { attempt: 3, .. }
+        ));
         assert!(matches!(
             p.after_failure(3, t0, t0, 0.0),
             RetryDecision::Exhausted(ExhaustionReason::MaxAttempts)
@@ -247,7 +269,10 @@ mod tests {
             .jitter(false)
             .max_duration(Duration::from_secs(8));
         let t0 = Timestamp::from_millis(0);
-        assert!(matches!(p.after_failure(1, t0, t0, 0.0), RetryDecision::Retry { .. }));
+        assert!(matches!(
+            p.after_failure(1, t0, t0, 0.0),
+            RetryDecision::Retry { .. }
+        ));
         let later = t0 + Duration::from_secs(5);
         assert!(matches!(
             p.after_failure(2, t0, later, 0.0),

@@ -1,1 +1,590 @@
-//! Integration tests of durable-jobs; see `tests/tests/`.
+//! Shared fixtures of the integration tests: jobs that record what they see and do what the
+//! test tells them, a registry, and a harness that runs an engine on a real SQLite file with a
+//! test clock.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use durable_jobs::prelude::*;
+use durable_jobs::testing::TestClock;
+use durable_jobs::{Client, Engine, JobSet, Registered, Registry};
+use serde::{Deserialize, Serialize};
+
+/// What a handler was called with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// The job's persisted name.
+    pub job: &'static str,
+    /// The handler (`execute`, `on_event`, `on_idle`, `on_error`, `exhausted`).
+    pub handler: &'static str,
+    /// Run or execute count seen by the handler.
+    pub count: u64,
+    /// Attempt seen by the handler.
+    pub attempt: u32,
+    /// State seen by the handler, as JSON.
+    pub state: serde_json::Value,
+    /// When it was called.
+    pub at: Timestamp,
+    /// Extra detail (flush reason, idle reason, error text).
+    pub detail: String,
+}
+
+/// The application state of the test jobs: a call log and scripted failures.
+#[derive(Clone, Default)]
+pub struct Probe {
+    calls: Arc<Mutex<Vec<Call>>>,
+    failures: Arc<Mutex<VecDeque<String>>>,
+    fail_always: Arc<Mutex<Option<String>>>,
+}
+
+impl Probe {
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Calls of one handler.
+    pub fn calls_of(&self, handler: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.handler == handler)
+            .collect()
+    }
+
+    /// The next `n` executions fail with `message`.
+    pub fn fail_next(&self, n: usize, message: &str) {
+        let mut f = self.failures.lock().unwrap();
+        for _ in 0..n {
+            f.push_back(message.to_owned());
+        }
+    }
+
+    /// Every execution fails with `message` (or none, with `None`).
+    pub fn fail_always(&self, message: Option<&str>) {
+        *self.fail_always.lock().unwrap() = message.map(str::to_owned);
+    }
+
+    fn scripted_failure(&self) -> Result<(), ProbeError> {
+        if let Some(m) = self.fail_always.lock().unwrap().clone() {
+            return Err(ProbeError(m));
+        }
+        match self.failures.lock().unwrap().pop_front() {
+            Some(m) => Err(ProbeError(m)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error the test jobs fail with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProbeError(pub String);
+
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Continuous
+
+/// State of the continuous test jobs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Count {
+    /// Incremented by every successful run.
+    pub count: i64,
+    /// When set, the run that reaches this run count terminates the instance.
+    pub max_runs: Option<u64>,
+}
+
+async fn count_up(
+    ctx: &mut ContinuousContext<Count>,
+    app: &Probe,
+    job: &'static str,
+) -> Result<(), ProbeError> {
+    app.record(Call {
+        job,
+        handler: "execute",
+        count: ctx.run_count(),
+        attempt: ctx.attempt(),
+        state: json(ctx.state()),
+        at: ctx.now(),
+        detail: ctx.instance().to_string(),
+    });
+    ctx.state_mut().count += 1;
+    if ctx
+        .state()
+        .max_runs
+        .is_some_and(|max| ctx.run_count() >= max)
+    {
+        return ctx.terminate("max runs reached");
+    }
+    app.scripted_failure()
+}
+
+macro_rules! continuous_job {
+    ($ty:ident, $name:literal, $config:expr) => {
+        #[doc = concat!("Continuous test job `", $name, "`.")]
+        pub struct $ty;
+        impl Job for $ty {
+            const NAME: &'static str = $name;
+            const KIND: JobKind = JobKind::Continuous;
+        }
+        impl ContinuousJob<Probe> for $ty {
+            type State = Count;
+            type Error = ProbeError;
+            fn config(&self) -> ContinuousConfig {
+                $config
+            }
+            async fn execute(
+                &self,
+                ctx: &mut ContinuousContext<Count>,
+                app: &Probe,
+            ) -> Result<(), ProbeError> {
+                count_up(ctx, app, $name).await
+            }
+            async fn on_retry_exhausted(
+                &self,
+                e: durable_jobs::RetryExhausted<Count>,
+                app: &Probe,
+            ) {
+                app.record(Call {
+                    job: $name,
+                    handler: "exhausted",
+                    count: 0,
+                    attempt: e.attempts,
+                    state: json(&e.state),
+                    at: Timestamp::EPOCH,
+                    detail: format!("{}: {}", e.reason.as_str(), e.last_error),
+                });
+            }
+        }
+        impl Registered<TestJobs> for $ty {}
+    };
+}
+
+/// Thirty minutes.
+pub const HALF_HOUR: Duration = Duration::from_secs(30 * 60);
+
+continuous_job!(
+    Refresher,
+    "refresher",
+    ContinuousConfig::new(Schedule::every(HALF_HOUR))
+);
+continuous_job!(
+    LazyRefresher,
+    "lazy_refresher",
+    ContinuousConfig::new(Schedule::every(HALF_HOUR)).start_immediately(false)
+);
+continuous_job!(
+    RetryingRefresher,
+    "retrying_refresher",
+    ContinuousConfig::new(Schedule::every(Duration::from_secs(3600))).retry(
+        RetryPolicy::new(3)
+            .backoff(Backoff::constant(Duration::from_secs(1)))
+            .jitter(false)
+    )
+);
+continuous_job!(
+    PatientRefresher,
+    "patient_refresher",
+    ContinuousConfig::new(Schedule::every(Duration::from_secs(3600))).retry(
+        RetryPolicy::new(10)
+            .backoff(Backoff::constant(Duration::from_secs(60)))
+            .jitter(false)
+            .max_duration(Duration::from_secs(150))
+    )
+);
+continuous_job!(
+    NightlyReport,
+    "nightly_report",
+    ContinuousConfig::new(Schedule::cron("30 4 * * *", None).unwrap()).start_immediately(false)
+);
+
+// ---------------------------------------------------------------------------------------------
+// Debounce
+
+/// A webhook event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hook {
+    /// Payload.
+    pub n: i64,
+}
+
+/// The batch of the debounce test jobs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Events in order.
+    pub events: Vec<i64>,
+}
+
+fn fold(state: Option<Batch>, event: Hook) -> Batch {
+    let mut b = state.unwrap_or_default();
+    b.events.push(event.n);
+    b
+}
+
+async fn deliver(
+    ctx: &mut FlushContext<Batch>,
+    app: &Probe,
+    job: &'static str,
+) -> Result<(), ProbeError> {
+    app.record(Call {
+        job,
+        handler: "execute",
+        count: ctx.event_count(),
+        attempt: ctx.attempt(),
+        state: json(ctx.state()),
+        at: ctx.now(),
+        detail: ctx.flush_reason().as_str().to_owned(),
+    });
+    app.scripted_failure()
+}
+
+macro_rules! debounce_job {
+    ($ty:ident, $name:literal, $config:expr) => {
+        #[doc = concat!("Debounce test job `", $name, "`.")]
+        pub struct $ty;
+        impl Job for $ty {
+            const NAME: &'static str = $name;
+            const KIND: JobKind = JobKind::Debounce;
+        }
+        impl DebounceJob<Probe> for $ty {
+            type Event = Hook;
+            type State = Batch;
+            type Error = ProbeError;
+            fn config(&self) -> DebounceConfig {
+                $config
+            }
+            fn on_event(&self, state: Option<Batch>, event: Hook, _ctx: &EventContext) -> Batch {
+                fold(state, event)
+            }
+            async fn execute(
+                &self,
+                ctx: &mut FlushContext<Batch>,
+                app: &Probe,
+            ) -> Result<(), ProbeError> {
+                deliver(ctx, app, $name).await
+            }
+            async fn on_retry_exhausted(
+                &self,
+                e: durable_jobs::RetryExhausted<Batch>,
+                app: &Probe,
+            ) {
+                app.record(Call {
+                    job: $name,
+                    handler: "exhausted",
+                    count: 0,
+                    attempt: e.attempts,
+                    state: json(&e.state),
+                    at: Timestamp::EPOCH,
+                    detail: format!("{}: {}", e.reason.as_str(), e.last_error),
+                });
+            }
+        }
+        impl Registered<TestJobs> for $ty {}
+    };
+}
+
+debounce_job!(
+    Batcher,
+    "batcher",
+    DebounceConfig::new(Duration::from_secs(5)).max_events(3)
+);
+debounce_job!(
+    QuietBatcher,
+    "quiet_batcher",
+    DebounceConfig::new(Duration::from_secs(60)).quiet(Duration::from_secs(5))
+);
+debounce_job!(
+    RetryBatcher,
+    "retry_batcher",
+    DebounceConfig::new(Duration::from_secs(5))
+        .max_events(10)
+        .retry(
+            RetryPolicy::new(3)
+                .backoff(Backoff::constant(Duration::from_secs(1)))
+                .jitter(false)
+        )
+);
+
+// ---------------------------------------------------------------------------------------------
+// Task
+
+/// State of the task test job.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// Sum of amounts.
+    pub total: i64,
+    /// Executions seen by the job itself.
+    pub executed: u64,
+}
+
+/// Events of the task test job: each one scripts what `on_event` does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum OrderEvent {
+    /// Adds to the total; nothing scheduled.
+    Add {
+        /// Amount.
+        amount: i64,
+    },
+    /// Adds and schedules `execute` in `secs` seconds.
+    AddAndSchedule {
+        /// Amount.
+        amount: i64,
+        /// Delay.
+        secs: u64,
+    },
+    /// Schedules, then cancels.
+    ScheduleThenCancel,
+    /// Sets the total, then fails.
+    SetThenFail {
+        /// The total set before failing.
+        total: i64,
+    },
+    /// Sets the total, then reads it back into the call log.
+    SetThenRead {
+        /// The total set.
+        total: i64,
+    },
+    /// Terminates the instance.
+    Terminate,
+}
+
+/// The task test job; `on_error` rescues errors whose message starts with "rescue".
+pub struct Orders;
+
+impl Job for Orders {
+    const NAME: &'static str = "orders";
+    const KIND: JobKind = JobKind::Task;
+}
+
+impl Registered<TestJobs> for Orders {}
+
+impl TaskJob<Probe> for Orders {
+    type State = Order;
+    type Event = OrderEvent;
+    type Error = ProbeError;
+
+    async fn on_event(
+        &self,
+        ctx: &mut TaskContext<Order>,
+        event: OrderEvent,
+        app: &Probe,
+    ) -> Result<(), ProbeError> {
+        app.record(Call {
+            job: "orders",
+            handler: "on_event",
+            count: ctx.event_count(),
+            attempt: 1,
+            state: json(&event),
+            at: ctx.now(),
+            detail: format!("first={}", ctx.is_first_event()),
+        });
+        let mut order = ctx.state().cloned().unwrap_or_default();
+        match event {
+            OrderEvent::Add { amount } => {
+                order.total += amount;
+                ctx.set_state(order);
+            }
+            OrderEvent::AddAndSchedule { amount, secs } => {
+                order.total += amount;
+                ctx.set_state(order);
+                ctx.schedule_in(Duration::from_secs(secs));
+            }
+            OrderEvent::ScheduleThenCancel => {
+                ctx.schedule_in(Duration::from_secs(5));
+                ctx.cancel_schedule();
+            }
+            OrderEvent::SetThenFail { total } => {
+                order.total = total;
+                ctx.set_state(order);
+                return Err(ProbeError(format!("rescue: failed after setting {total}")));
+            }
+            OrderEvent::SetThenRead { total } => {
+                order.total = total;
+                ctx.set_state(order);
+                let seen = ctx.state().map(|o| o.total).unwrap_or(-1);
+                app.record(Call {
+                    job: "orders",
+                    handler: "read",
+                    count: 0,
+                    attempt: 1,
+                    state: json(&seen),
+                    at: ctx.now(),
+                    detail: String::new(),
+                });
+            }
+            OrderEvent::Terminate => return ctx.terminate(),
+        }
+        app.scripted_failure()
+    }
+
+    async fn execute(&self, ctx: &mut TaskContext<Order>, app: &Probe) -> Result<(), ProbeError> {
+        app.record(Call {
+            job: "orders",
+            handler: "execute",
+            count: ctx.execute_count(),
+            attempt: 1,
+            state: json(&ctx.state()),
+            at: ctx.now(),
+            detail: String::new(),
+        });
+        ctx.update_state(|o| o.executed += 1);
+        let seen = ctx.state().map(|o| o.executed).unwrap_or(0);
+        app.record(Call {
+            job: "orders",
+            handler: "read",
+            count: seen,
+            attempt: 1,
+            state: json(&ctx.state()),
+            at: ctx.now(),
+            detail: String::new(),
+        });
+        app.scripted_failure()
+    }
+
+    async fn on_idle(&self, ctx: &mut TaskContext<Order>, reason: IdleReason, app: &Probe) {
+        app.record(Call {
+            job: "orders",
+            handler: "on_idle",
+            count: ctx.execute_count(),
+            attempt: 1,
+            state: json(&ctx.state()),
+            at: ctx.now(),
+            detail: format!("{reason:?}"),
+        });
+        if ctx.state().is_some_and(|o| o.total >= 1000) {
+            ctx.schedule_in(Duration::from_secs(10));
+        }
+    }
+
+    async fn on_error(
+        &self,
+        ctx: &mut TaskContext<Order>,
+        error: ProbeError,
+        source: ErrorSource,
+        app: &Probe,
+    ) -> Result<(), ProbeError> {
+        app.record(Call {
+            job: "orders",
+            handler: "on_error",
+            count: ctx.event_count(),
+            attempt: 1,
+            state: json(&ctx.state()),
+            at: ctx.now(),
+            detail: format!("{source:?}: {error}"),
+        });
+        if error.0.starts_with("rescue") {
+            ctx.update_state(|o| o.total += 100);
+            ctx.schedule_in(Duration::from_secs(30));
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry and harness
+
+/// Every test job.
+pub struct TestJobs;
+
+impl Registry for TestJobs {
+    type App = Probe;
+    fn register(jobs: &mut JobSet<Probe>) {
+        jobs.continuous(Refresher)
+            .continuous(LazyRefresher)
+            .continuous(RetryingRefresher)
+            .continuous(PatientRefresher)
+            .continuous(NightlyReport)
+            .debounce(Batcher)
+            .debounce(QuietBatcher)
+            .debounce(RetryBatcher)
+            .task(Orders);
+    }
+}
+
+/// An engine on a real SQLite file in a temporary folder, driven by a test clock.
+pub struct Harness {
+    /// The engine.
+    pub engine: Engine<TestJobs>,
+    /// Its client.
+    pub client: Client<TestJobs>,
+    /// The clock it runs on.
+    pub clock: TestClock,
+    /// The jobs' application state.
+    pub probe: Probe,
+    /// The database file.
+    pub path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// A fresh engine on a new file.
+    pub async fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let clock = TestClock::new();
+        let probe = Probe::default();
+        let engine = Engine::<TestJobs>::builder()
+            .sqlite(&path)
+            .clock(clock.clone())
+            .app(probe.clone())
+            .start()
+            .await
+            .unwrap();
+        let client = engine.client();
+        Harness {
+            engine,
+            client,
+            clock,
+            probe,
+            path,
+            dir,
+        }
+    }
+
+    /// Shuts the engine down gracefully and starts a new one on the same file and clock.
+    pub async fn restart(self) -> Harness {
+        let Harness {
+            engine,
+            client,
+            clock,
+            probe,
+            path,
+            dir,
+        } = self;
+        drop(client);
+        engine.shutdown().await.unwrap();
+        let engine = Engine::<TestJobs>::builder()
+            .sqlite(&path)
+            .clock(clock.clone())
+            .app(probe.clone())
+            .start()
+            .await
+            .unwrap();
+        let client = engine.client();
+        clock.settle().await;
+        Harness {
+            engine,
+            client,
+            clock,
+            probe,
+            path,
+            dir,
+        }
+    }
+
+    /// The temporary folder.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}

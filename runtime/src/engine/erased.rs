@@ -47,7 +47,11 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<String, String> {
 
 pub(crate) fn decode<T: DeserializeOwned>(json: &str, job: &str) -> Result<T, Error> {
     serde_json::from_str(json).map_err(|e| {
-        Error::validation(ValidationTarget::State, Some(job), format!("stored state no longer deserialises: {e}"))
+        Error::validation(
+            ValidationTarget::State,
+            Some(job),
+            format!("stored state no longer deserialises: {e}"),
+        )
     })
 }
 
@@ -94,7 +98,12 @@ pub(crate) trait ContinuousHandler<A>: Send + Sync {
     fn config(&self) -> &ContinuousConfig;
     fn encode_input(&self, input: Input) -> Result<String, String>;
     fn run<'a>(&'a self, state: &'a str, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome>;
-    fn exhausted<'a>(&'a self, state: Option<&'a str>, info: ExhaustedInfo, app: &'a A) -> BoxFuture<'a, ()>;
+    fn exhausted<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        info: ExhaustedInfo,
+        app: &'a A,
+    ) -> BoxFuture<'a, ()>;
 }
 
 struct Continuous<J> {
@@ -102,7 +111,9 @@ struct Continuous<J> {
     config: ContinuousConfig,
 }
 
-pub(crate) fn continuous<A: Send + Sync + 'static, J: ContinuousJob<A>>(job: J) -> Arc<dyn ContinuousHandler<A>> {
+pub(crate) fn continuous<A: Send + Sync + 'static, J: ContinuousJob<A>>(
+    job: J,
+) -> Arc<dyn ContinuousHandler<A>> {
     let config = job.config();
     Arc::new(Continuous { job, config })
 }
@@ -120,7 +131,13 @@ impl<A: Send + Sync + 'static, J: ContinuousJob<A>> ContinuousHandler<A> for Con
         Box::pin(async move {
             let state: J::State = match decode(state, J::NAME) {
                 Ok(s) => s,
-                Err(e) => return RunOutcome { result: Err(e.into()), state: None, terminate: None },
+                Err(e) => {
+                    return RunOutcome {
+                        result: Err(e.into()),
+                        state: None,
+                        terminate: None,
+                    }
+                }
             };
             let mut ctx = ContinuousContext {
                 state,
@@ -137,16 +154,29 @@ impl<A: Send + Sync + 'static, J: ContinuousJob<A>> ContinuousHandler<A> for Con
                     Ok(s) => Some(s),
                     Err(e) => {
                         let err = Error::validation(ValidationTarget::State, Some(J::NAME), e);
-                        return RunOutcome { result: Err(err.into()), state: None, terminate: ctx.terminate };
+                        return RunOutcome {
+                            result: Err(err.into()),
+                            state: None,
+                            terminate: ctx.terminate,
+                        };
                     }
                 },
                 _ => None,
             };
-            RunOutcome { result, state, terminate: ctx.terminate }
+            RunOutcome {
+                result,
+                state,
+                terminate: ctx.terminate,
+            }
         })
     }
 
-    fn exhausted<'a>(&'a self, state: Option<&'a str>, info: ExhaustedInfo, app: &'a A) -> BoxFuture<'a, ()> {
+    fn exhausted<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        info: ExhaustedInfo,
+        app: &'a A,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
             self.job.on_retry_exhausted(info.typed(state), app).await
@@ -171,9 +201,24 @@ pub(crate) trait DebounceHandler<A>: Send + Sync {
     /// Decodes an event before anything is touched.
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
     /// Folds a decoded event into the stored state and returns the new state as JSON.
-    fn fold(&self, state: Option<&str>, event: Box<dyn Any + Send>, ctx: &EventContext) -> Result<String, Error>;
-    fn flush<'a>(&'a self, state: &'a str, meta: FlushMeta, app: &'a A) -> BoxFuture<'a, Result<(), BoxError>>;
-    fn exhausted<'a>(&'a self, state: Option<&'a str>, info: ExhaustedInfo, app: &'a A) -> BoxFuture<'a, ()>;
+    fn fold(
+        &self,
+        state: Option<&str>,
+        event: Box<dyn Any + Send>,
+        ctx: &EventContext,
+    ) -> Result<String, Error>;
+    fn flush<'a>(
+        &'a self,
+        state: &'a str,
+        meta: FlushMeta,
+        app: &'a A,
+    ) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn exhausted<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        info: ExhaustedInfo,
+        app: &'a A,
+    ) -> BoxFuture<'a, ()>;
 }
 
 struct Debounce<J> {
@@ -181,7 +226,9 @@ struct Debounce<J> {
     config: DebounceConfig,
 }
 
-pub(crate) fn debounce<A: Send + Sync + 'static, J: DebounceJob<A>>(job: J) -> Arc<dyn DebounceHandler<A>> {
+pub(crate) fn debounce<A: Send + Sync + 'static, J: DebounceJob<A>>(
+    job: J,
+) -> Arc<dyn DebounceHandler<A>> {
     let config = job.config();
     Arc::new(Debounce { job, config })
 }
@@ -201,16 +248,30 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
         }
     }
 
-    fn fold(&self, state: Option<&str>, event: Box<dyn Any + Send>, ctx: &EventContext) -> Result<String, Error> {
-        let event = *event
-            .downcast::<J::Event>()
-            .map_err(|_| Error::validation(ValidationTarget::Event, Some(J::NAME), "payload of the wrong type"))?;
+    fn fold(
+        &self,
+        state: Option<&str>,
+        event: Box<dyn Any + Send>,
+        ctx: &EventContext,
+    ) -> Result<String, Error> {
+        let event = *event.downcast::<J::Event>().map_err(|_| {
+            Error::validation(
+                ValidationTarget::Event,
+                Some(J::NAME),
+                "payload of the wrong type",
+            )
+        })?;
         let state = state.map(|s| decode::<J::State>(s, J::NAME)).transpose()?;
         let next = self.job.on_event(state, event, ctx);
         encode(&next).map_err(|m| Error::validation(ValidationTarget::State, Some(J::NAME), m))
     }
 
-    fn flush<'a>(&'a self, state: &'a str, meta: FlushMeta, app: &'a A) -> BoxFuture<'a, Result<(), BoxError>> {
+    fn flush<'a>(
+        &'a self,
+        state: &'a str,
+        meta: FlushMeta,
+        app: &'a A,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async move {
             let state: J::State = decode(state, J::NAME)?;
             let mut ctx = FlushContext {
@@ -226,7 +287,12 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
         })
     }
 
-    fn exhausted<'a>(&'a self, state: Option<&'a str>, info: ExhaustedInfo, app: &'a A) -> BoxFuture<'a, ()> {
+    fn exhausted<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        info: ExhaustedInfo,
+        app: &'a A,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
             self.job.on_retry_exhausted(info.typed(state), app).await
@@ -330,7 +396,11 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
                         (r, ErrorSource::Event, "event", IdleReason::Event)
                     }
                     Err(_) => {
-                        let e = Error::validation(ValidationTarget::Event, Some(J::NAME), "payload of the wrong type");
+                        let e = Error::validation(
+                            ValidationTarget::Event,
+                            Some(J::NAME),
+                            "payload of the wrong type",
+                        );
                         return TaskOutcome::Failed(e.into());
                     }
                 },
@@ -379,7 +449,11 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
                 },
                 _ => None,
             };
-            TaskOutcome::Done { state, schedule: effective, scheduled }
+            TaskOutcome::Done {
+                state,
+                schedule: effective,
+                scheduled,
+            }
         })
     }
 }

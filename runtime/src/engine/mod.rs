@@ -1,8 +1,441 @@
 //! The engine: job table, per-instance serialisation, the alarm scheduler and the actions of
 //! each job kind.
 
+mod builder;
+mod continuous;
+mod debounce;
 pub(crate) mod erased;
+mod lifecycle;
+mod locks;
 mod registry;
+mod scheduler;
+mod task;
 
-pub use registry::{JobSet, RegisterJob, Registry};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+pub use builder::{EngineBuilder, Limits, NoApp, WithApp};
 pub(crate) use registry::Handler;
+pub use registry::{JobSet, RegisterJob, Registry};
+
+pub use continuous::{
+    ContinuousState, ContinuousStatus, StartResult, TerminateResult, TriggerResult,
+};
+pub use debounce::{
+    AddResult, ClearResult, DebounceState, DebounceStatus, FlushOutcome, FlushResult,
+};
+pub use task::{SendResult, TaskState, TaskStatus, TaskTriggerResult};
+
+use self::lifecycle::{Activity, ActivityGuard};
+use self::locks::{KeyGuard, KeyedLocks};
+use self::scheduler::Scheduler;
+use crate::clock::Clock;
+use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
+use crate::id::{check_identifier, InstanceKey, JobKind};
+use crate::retry::{ExhaustionReason, RetryDecision, RetryPolicy};
+use crate::steps::StepRuntime;
+use crate::store::{Backend, InstanceRecord, StoreError, Write, WriteBatch};
+use crate::telemetry::{EventKind, EventStream, JobEvent, Telemetry};
+use crate::time::Timestamp;
+
+tokio::task_local! {
+    /// The instance whose user code is running on this task, to refuse re-entrant actions.
+    static EXECUTING: InstanceKey;
+}
+
+/// A running engine for the jobs of registry `R`.
+///
+/// Cheap to clone; every clone and every [`Client`](crate::Client) shares the engine. Call
+/// [`shutdown`](Self::shutdown) to stop it gracefully. When the last handle is dropped without
+/// a shutdown, the engine stops at once, as after a crash: running executions are abandoned and
+/// their alarms fire again after a restart.
+pub struct Engine<R: Registry> {
+    pub(crate) handle: Arc<lifecycle::EngineHandle<R::App>>,
+}
+
+impl<R: Registry> Clone for Engine<R> {
+    fn clone(&self) -> Self {
+        Engine {
+            handle: self.handle.clone(),
+        }
+    }
+}
+
+impl<R: Registry> Engine<R> {
+    /// A builder for an engine running the jobs of `R`.
+    pub fn builder() -> EngineBuilder<R> {
+        EngineBuilder::new()
+    }
+
+    /// A typed client.
+    pub fn client(&self) -> crate::Client<R> {
+        crate::Client::new(self.clone())
+    }
+
+    /// Committed telemetry events, as they happen.
+    pub fn events(&self) -> EventStream {
+        self.handle.inner.telemetry.subscribe()
+    }
+
+    /// Stops gracefully: no new actions or claims, running executions finish (up to the
+    /// configured shutdown timeout), telemetry is flushed, the store is closed.
+    ///
+    /// # Errors
+    ///
+    /// `Storage` when the store fails to close cleanly.
+    pub async fn shutdown(self) -> Result<()> {
+        self.handle.shutdown().await
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner<R::App>> {
+        &self.handle.inner
+    }
+}
+
+/// The state shared by the engine's tasks.
+pub(crate) struct Inner<A> {
+    pub(crate) app: Arc<A>,
+    pub(crate) jobs: JobSet<A>,
+    pub(crate) store: Arc<dyn Backend>,
+    pub(crate) clock: Clock,
+    pub(crate) locks: KeyedLocks,
+    pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) limits: Limits,
+    pub(crate) owner: String,
+    pub(crate) lease: Duration,
+    pub(crate) activity: Activity,
+    pub(crate) steps: Option<Arc<StepRuntime<A>>>,
+    jitter_seed: AtomicU64,
+}
+
+/// Events produced by one action, collected only when someone listens.
+pub(crate) struct Events {
+    enabled: bool,
+    pub(crate) list: Vec<JobEvent>,
+}
+
+impl Events {
+    pub(crate) fn push(
+        &mut self,
+        key: &InstanceKey,
+        at: Timestamp,
+        kind: impl FnOnce() -> EventKind,
+    ) {
+        if self.enabled {
+            self.list.push(JobEvent::new(key, at, kind()));
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+/// How a failed execution continues.
+pub(crate) enum Failure {
+    /// A retry is scheduled at this time (the record's alarm holds it).
+    Retry(Timestamp),
+    /// The retry policy gave up.
+    Exhausted {
+        reason: ExhaustionReason,
+        attempts: u32,
+        total: Duration,
+    },
+    /// There is no retry policy.
+    NoPolicy,
+}
+
+impl<A: Send + Sync + 'static> Inner<A> {
+    /// Refuses new work once shutdown has begun; the guard keeps shutdown waiting.
+    pub(crate) fn enter(&self, operation: Operation) -> Result<ActivityGuard<'_>> {
+        self.activity.enter().ok_or(Error::Scheduler {
+            operation: operation.as_str(),
+            message: "the engine is shutting down".into(),
+        })
+    }
+
+    pub(crate) fn key(&self, kind: JobKind, job: &str, id: &str) -> Result<InstanceKey> {
+        check_identifier(id).map_err(|why| {
+            Error::validation(
+                ValidationTarget::Id,
+                Some(job),
+                format!("instance id {why}"),
+            )
+        })?;
+        Ok(InstanceKey::new(kind, job, id))
+    }
+
+    pub(crate) fn check_event_id(&self, job: &str, event_id: Option<&str>) -> Result<()> {
+        match event_id {
+            Some(e) => check_identifier(e).map_err(|why| {
+                Error::validation(
+                    ValidationTarget::EventId,
+                    Some(job),
+                    format!("event id {why}"),
+                )
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn check_size(&self, json: &str, target: ValidationTarget, job: &str) -> Result<()> {
+        if json.len() > self.limits.max_payload_bytes {
+            return Err(Error::validation(
+                target,
+                Some(job),
+                format!(
+                    "is {} bytes as JSON, the limit is {}",
+                    json.len(),
+                    self.limits.max_payload_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn handler(&self, name: &str) -> Result<&Handler<A>> {
+        self.jobs.get(name).ok_or_else(|| Error::JobNotFound {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Takes the instance's lock; refuses when called from the instance's own execution, which
+    /// would wait for itself.
+    pub(crate) async fn lock(
+        &self,
+        key: &InstanceKey,
+        operation: Operation,
+    ) -> Result<KeyGuard<'_>> {
+        if EXECUTING
+            .try_with(|running| running == key)
+            .unwrap_or(false)
+        {
+            return Err(Error::InvalidState {
+                instance: key.clone(),
+                operation,
+                state: "executing (the call comes from its own handler)".into(),
+            });
+        }
+        Ok(self.locks.lock(key).await)
+    }
+
+    pub(crate) async fn load(
+        &self,
+        key: &InstanceKey,
+        operation: Operation,
+    ) -> Result<Option<InstanceRecord>> {
+        self.store
+            .load(key)
+            .await
+            .map_err(|e| store_error(e, operation))
+    }
+
+    pub(crate) async fn load_existing(
+        &self,
+        key: &InstanceKey,
+        operation: Operation,
+    ) -> Result<InstanceRecord> {
+        self.load(key, operation)
+            .await?
+            .ok_or_else(|| Error::InstanceNotFound {
+                instance: key.clone(),
+                operation,
+            })
+    }
+
+    pub(crate) async fn ensure_new_event(
+        &self,
+        key: &InstanceKey,
+        event_id: Option<&str>,
+        operation: Operation,
+    ) -> Result<()> {
+        if let Some(event_id) = event_id {
+            if self
+                .store
+                .has_event_id(key, event_id)
+                .await
+                .map_err(|e| store_error(e, operation))?
+            {
+                return Err(Error::DuplicateEvent {
+                    instance: key.clone(),
+                    event_id: event_id.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn events(&self) -> Events {
+        Events {
+            enabled: self.telemetry.enabled(),
+            list: Vec::new(),
+        }
+    }
+
+    /// Commits a batch with its telemetry, then publishes the events and wakes the scheduler
+    /// when an alarm was written.
+    pub(crate) async fn commit(
+        &self,
+        mut batch: WriteBatch,
+        events: Events,
+        alarm: Option<Timestamp>,
+        operation: Operation,
+    ) -> Result<()> {
+        if let Some(rows) = self.telemetry.outbox_rows(&events.list) {
+            batch.push(Write::Outbox(rows));
+        }
+        if !batch.is_empty() {
+            self.store
+                .commit(batch)
+                .await
+                .map_err(|e| store_error(e, operation))?;
+        }
+        self.telemetry.committed(events.list);
+        if let Some(at) = alarm {
+            self.scheduler.alarm_written(at);
+        }
+        Ok(())
+    }
+
+    /// Runs user code on behalf of `key`, inside a tracing span, marked so that re-entrant
+    /// actions on the same instance are refused instead of deadlocking.
+    pub(crate) async fn user_code<F: std::future::Future>(
+        &self,
+        key: &InstanceKey,
+        operation: Operation,
+        fut: F,
+    ) -> F::Output {
+        let span = tracing::info_span!(
+            "durable_jobs.execute",
+            kind = key.kind().as_str(),
+            job = key.job(),
+            instance = key.id(),
+            operation = operation.as_str(),
+        );
+        EXECUTING.scope(key.clone(), fut).instrument(span).await
+    }
+
+    /// Decides what follows a failed attempt and records it in `rec` (retry bookkeeping and
+    /// the retry alarm).
+    pub(crate) fn after_failure(
+        &self,
+        policy: Option<&RetryPolicy>,
+        rec: &mut InstanceRecord,
+        attempt: u32,
+        message: &str,
+        now: Timestamp,
+    ) -> Failure {
+        let Some(policy) = policy else {
+            clear_retry(rec);
+            return Failure::NoPolicy;
+        };
+        let first = rec.retry_started_at.unwrap_or(now);
+        match policy.after_failure(attempt, first, now, self.jitter_unit()) {
+            RetryDecision::Retry { attempt: next, at } => {
+                rec.retry_attempt = next;
+                rec.retry_started_at = Some(first);
+                rec.retry_last_error = Some(message.to_owned());
+                rec.alarm_at = Some(at);
+                Failure::Retry(at)
+            }
+            RetryDecision::Exhausted(reason) => {
+                clear_retry(rec);
+                Failure::Exhausted {
+                    reason,
+                    attempts: attempt,
+                    total: now.saturating_duration_since(first),
+                }
+            }
+        }
+    }
+
+    /// A number in [-1, 1] for retry jitter (splitmix64; quality is irrelevant here).
+    fn jitter_unit(&self) -> f64 {
+        let mut z = self
+            .jitter_seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+
+    /// The write that makes the store hold `rec` (or nothing), given the version it was read at.
+    pub(crate) fn persist(
+        expected: Option<u64>,
+        key: &InstanceKey,
+        rec: Option<InstanceRecord>,
+        now: Timestamp,
+    ) -> Option<Write> {
+        match (expected, rec) {
+            (None, Some(mut rec)) => {
+                rec.updated_at = now;
+                rec.lease = None;
+                rec.version = 0;
+                Some(Write::Insert(rec))
+            }
+            (Some(v), Some(mut rec)) => {
+                rec.updated_at = now;
+                rec.lease = None;
+                rec.version = v + 1;
+                Some(Write::Update {
+                    record: rec,
+                    expected_version: v,
+                })
+            }
+            (Some(v), None) => Some(Write::Delete {
+                key: key.clone(),
+                expected_version: v,
+            }),
+            (None, None) => None,
+        }
+    }
+}
+
+pub(crate) fn clear_retry(rec: &mut InstanceRecord) {
+    rec.retry_attempt = 0;
+    rec.retry_started_at = None;
+    rec.retry_last_error = None;
+}
+
+pub(crate) fn execution_error(
+    instance: &InstanceKey,
+    operation: Operation,
+    source: BoxError,
+) -> Error {
+    Error::Execution {
+        instance: instance.clone(),
+        operation,
+        source,
+    }
+}
+
+pub(crate) fn store_error(e: StoreError, operation: Operation) -> Error {
+    match e {
+        StoreError::DuplicateEvent { key, event_id } => Error::DuplicateEvent {
+            instance: key,
+            event_id,
+        },
+        StoreError::Closed => Error::Scheduler {
+            operation: operation.as_str(),
+            message: "the engine is shut down".into(),
+        },
+        other => Error::Storage {
+            operation: operation.as_str(),
+            source: Box::new(other),
+        },
+    }
+}
+
+pub(crate) fn state_json(rec: &InstanceRecord, events: &Events) -> Option<serde_json::Value> {
+    if !events.enabled() {
+        return None;
+    }
+    rec.state
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+}

@@ -87,7 +87,10 @@ pub struct JobSet<A> {
 
 impl<A: Send + Sync + 'static> JobSet<A> {
     pub(crate) fn new() -> Self {
-        JobSet { jobs: HashMap::new(), duplicates: Vec::new() }
+        JobSet {
+            jobs: HashMap::new(),
+            duplicates: Vec::new(),
+        }
     }
 
     fn insert<J: Job>(&mut self, handler: Handler<A>) -> &mut Self {
@@ -134,7 +137,11 @@ impl<A: Send + Sync + 'static> JobSet<A> {
         }
         for name in self.jobs.keys() {
             if let Err(why) = crate::id::check_identifier(name) {
-                return Err(Error::validation(ValidationTarget::Config, Some(name), format!("job name {why}")));
+                return Err(Error::validation(
+                    ValidationTarget::Config,
+                    Some(name),
+                    format!("job name {why}"),
+                ));
             }
         }
         Ok(())

@@ -82,7 +82,11 @@ pub struct ContinuousConfig {
 impl ContinuousConfig {
     /// Runs on `schedule`, once immediately at `start`, without retries.
     pub fn new(schedule: Schedule) -> Self {
-        ContinuousConfig { schedule, start_immediately: true, retry: None }
+        ContinuousConfig {
+            schedule,
+            start_immediately: true,
+            retry: None,
+        }
     }
 
     /// Whether `start` runs `execute` at once (the default) or only schedules the first run.

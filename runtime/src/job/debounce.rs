@@ -32,8 +32,12 @@ pub trait DebounceJob<A: Send + Sync + 'static = ()>: Job {
     fn config(&self) -> DebounceConfig;
 
     /// Folds one event into the batch; `state` is `None` for the first event of a batch.
-    fn on_event(&self, state: Option<Self::State>, event: Self::Event, ctx: &EventContext)
-        -> Self::State;
+    fn on_event(
+        &self,
+        state: Option<Self::State>,
+        event: Self::Event,
+        ctx: &EventContext,
+    ) -> Self::State;
 
     /// Processes the batch.
     fn execute(
@@ -65,7 +69,12 @@ pub struct DebounceConfig {
 impl DebounceConfig {
     /// Flushes at the latest `flush_after` after the first event of a batch.
     pub fn new(flush_after: Duration) -> Self {
-        DebounceConfig { flush_after, quiet: None, max_events: None, retry: None }
+        DebounceConfig {
+            flush_after,
+            quiet: None,
+            max_events: None,
+            retry: None,
+        }
     }
 
     /// Also flushes once no event arrived for `quiet` (a trailing debounce).
@@ -134,16 +143,6 @@ impl FlushReason {
             FlushReason::Quiet => "quiet",
             FlushReason::Manual => "manual",
         }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "maxEvents" => FlushReason::MaxEvents,
-            "flushAfter" => FlushReason::FlushAfter,
-            "quiet" => FlushReason::Quiet,
-            "manual" => FlushReason::Manual,
-            _ => return None,
-        })
     }
 }
 

@@ -89,10 +89,15 @@ impl CronSchedule {
             .map_err(|e| format!("invalid cron expression `{expression}`: {e}"))?;
         let zone = match time_zone {
             None => chrono_tz::UTC,
-            Some(name) => chrono_tz::Tz::from_str(name)
-                .map_err(|_| format!("unknown time zone `{name}`"))?,
+            Some(name) => {
+                chrono_tz::Tz::from_str(name).map_err(|_| format!("unknown time zone `{name}`"))?
+            }
         };
-        Ok(CronSchedule { expression: expression.to_owned(), cron, zone })
+        Ok(CronSchedule {
+            expression: expression.to_owned(),
+            cron,
+            zone,
+        })
     }
 
     /// The expression as written.

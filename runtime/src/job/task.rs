@@ -197,3 +197,52 @@ impl<S> TaskContext<S> {
         self.is_first_event
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::JobKind;
+
+    fn ctx(state: Option<i32>, stored: Option<Timestamp>) -> TaskContext<i32> {
+        TaskContext {
+            is_first_event: state.is_none(),
+            state,
+            dirty: false,
+            schedule: ScheduleChange::Unchanged,
+            stored_schedule: stored,
+            terminate: false,
+            instance: InstanceKey::new(JobKind::Task, "t", "1"),
+            event_count: 1,
+            execute_count: 0,
+            created_at: Timestamp::from_millis(0),
+            now: Timestamp::from_millis(10_000),
+        }
+    }
+
+    #[test]
+    fn state_is_none_until_set_and_updates_are_no_ops_until_then() {
+        let mut c = ctx(None, None);
+        assert_eq!(c.state(), None);
+        c.update_state(|s| *s += 1);
+        assert_eq!(c.state(), None);
+        assert!(!c.dirty);
+        c.set_state(5);
+        c.update_state(|s| *s += 1);
+        assert_eq!(c.state(), Some(&6));
+        assert!(c.dirty);
+    }
+
+    #[test]
+    fn the_last_schedule_call_wins_and_is_relative_to_the_invocation_time() {
+        let mut c = ctx(Some(1), Some(Timestamp::from_millis(99_000)));
+        assert_eq!(c.scheduled_at(), Some(Timestamp::from_millis(99_000)));
+        c.schedule_in(Duration::from_secs(5));
+        assert_eq!(c.scheduled_at(), Some(Timestamp::from_millis(15_000)));
+        c.schedule_at(Timestamp::from_millis(1));
+        assert_eq!(c.scheduled_at(), Some(Timestamp::from_millis(1)));
+        c.cancel_schedule();
+        assert_eq!(c.scheduled_at(), None);
+        c.schedule_in(Duration::ZERO);
+        assert_eq!(c.scheduled_at(), Some(Timestamp::from_millis(10_000)));
+    }
+}

@@ -106,7 +106,12 @@ impl EventKind {
 
 impl JobEvent {
     pub(crate) fn new(instance: &InstanceKey, timestamp: Timestamp, kind: EventKind) -> Self {
-        JobEvent { event_id: uuid::Uuid::now_v7().to_string(), timestamp, instance: instance.clone(), kind }
+        JobEvent {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            timestamp,
+            instance: instance.clone(),
+            kind,
+        }
     }
 
     /// The wire name, such as `job.started`.
@@ -128,21 +133,43 @@ impl JobEvent {
         m.insert("jobName".into(), json!(self.instance.job()));
         let payload = match &self.kind {
             EventKind::Started { input } => json!({ "input": input }),
-            EventKind::Executed { run_count, duration_ms, attempt, pre_execution_state } => json!({
+            EventKind::Executed {
+                run_count,
+                duration_ms,
+                attempt,
+                pre_execution_state,
+            } => json!({
                 "runCount": run_count, "durationMs": duration_ms, "attempt": attempt,
                 "preExecutionState": pre_execution_state,
             }),
-            EventKind::Failed { message, run_count, attempt, will_retry, pre_execution_state } => json!({
+            EventKind::Failed {
+                message,
+                run_count,
+                attempt,
+                will_retry,
+                pre_execution_state,
+            } => json!({
                 "error": { "message": message }, "runCount": run_count, "attempt": attempt,
                 "willRetry": will_retry, "preExecutionState": pre_execution_state,
             }),
-            EventKind::RetryExhausted { attempts, reason } => json!({ "attempts": attempts, "reason": reason }),
-            EventKind::Terminated { reason, run_count } => json!({ "reason": reason, "runCount": run_count }),
+            EventKind::RetryExhausted { attempts, reason } => {
+                json!({ "attempts": attempts, "reason": reason })
+            }
+            EventKind::Terminated { reason, run_count } => {
+                json!({ "reason": reason, "runCount": run_count })
+            }
             EventKind::DebounceStarted { flush_at } => json!({ "flushAt": flush_at.to_rfc3339() }),
-            EventKind::DebounceFlushed { event_count, reason, duration_ms } => json!({
+            EventKind::DebounceFlushed {
+                event_count,
+                reason,
+                duration_ms,
+            } => json!({
                 "eventCount": event_count, "reason": reason, "durationMs": duration_ms,
             }),
-            EventKind::TaskScheduled { scheduled_at, trigger } => json!({
+            EventKind::TaskScheduled {
+                scheduled_at,
+                trigger,
+            } => json!({
                 "scheduledAt": scheduled_at.to_rfc3339(), "trigger": trigger,
             }),
         };

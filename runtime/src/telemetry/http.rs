@@ -18,7 +18,11 @@ pub struct HttpTelemetry {
 
 impl HttpTelemetry {
     /// Sends to `endpoint`, tagging events with `env` and `service_key`; batches of 100.
-    pub fn new(endpoint: impl Into<String>, env: impl Into<String>, service_key: impl Into<String>) -> Self {
+    pub fn new(
+        endpoint: impl Into<String>,
+        env: impl Into<String>,
+        service_key: impl Into<String>,
+    ) -> Self {
         HttpTelemetry {
             endpoint: endpoint.into(),
             env: env.into(),
@@ -40,4 +44,19 @@ impl HttpTelemetry {
         self.headers.push((name.into(), value.into()));
         self
     }
+}
+
+/// The running sender.
+pub(crate) struct HttpSender;
+
+impl HttpSender {
+    pub(crate) async fn shutdown(self, _timeout: Duration) {}
+}
+
+pub(crate) fn spawn_sender(
+    _store: std::sync::Arc<dyn crate::store::Backend>,
+    _config: HttpTelemetry,
+    _wake: std::sync::Arc<tokio::sync::Notify>,
+) -> HttpSender {
+    HttpSender
 }

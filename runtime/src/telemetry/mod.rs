@@ -13,22 +13,37 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::{broadcast, Notify};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, Notify};
 
 pub use event::{EventKind, JobEvent};
 pub use http::HttpTelemetry;
 
 /// Fans events out after commit and wakes the outbox sender.
 pub(crate) struct Telemetry {
-    subscribers: broadcast::Sender<Arc<JobEvent>>,
+    subscribers: Mutex<Vec<mpsc::Sender<Arc<JobEvent>>>>,
+    has_subscribers: AtomicBool,
     /// Set when an HTTP endpoint is configured: events then also go to the outbox.
     pub(crate) outbox: Option<Arc<Notify>>,
 }
 
+/// Events a subscriber may fall behind by before the oldest are skipped.
+const SUBSCRIBER_BUFFER: usize = 4096;
+
 impl Telemetry {
     pub(crate) fn new(outbox: bool) -> Self {
-        let (subscribers, _) = broadcast::channel(4096);
-        Telemetry { subscribers, outbox: outbox.then(|| Arc::new(Notify::new())) }
+        Telemetry {
+            subscribers: Mutex::new(Vec::new()),
+            has_subscribers: AtomicBool::new(false),
+            outbox: outbox.then(|| Arc::new(Notify::new())),
+        }
+    }
+
+    /// Whether anyone would see an event: an outbox or a live subscriber.
+    pub(crate) fn enabled(&self) -> bool {
+        self.outbox.is_some() || self.has_subscribers.load(Ordering::Relaxed)
     }
 
     /// The events' outbox rows, when the outbox is in use.
@@ -47,84 +62,69 @@ impl Telemetry {
         if let Some(n) = &self.outbox {
             n.notify_one();
         }
-        if self.subscribers.receiver_count() > 0 {
-            for e in events {
-                let _ = self.subscribers.send(Arc::new(e));
-            }
+        if !self.has_subscribers.load(Ordering::Relaxed) {
+            return;
         }
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            let event = Arc::new(event);
+            subscribers.retain(|tx| match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!("a telemetry subscriber fell {SUBSCRIBER_BUFFER} events behind; event skipped");
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        }
+        self.has_subscribers
+            .store(!subscribers.is_empty(), Ordering::Relaxed);
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {
-        EventStream { inner: tokio_stream_shim::BroadcastStream::new(self.subscribers.subscribe()) }
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.push(tx);
+        self.has_subscribers.store(true, Ordering::Relaxed);
+        EventStream { rx }
     }
 }
 
 /// A stream of committed telemetry events, from [`Engine::events`](crate::Engine::events).
 ///
-/// A subscriber that falls more than 4,096 events behind skips the oldest ones (a `tracing`
-/// warning says how many); the HTTP outbox never skips.
+/// A subscriber that falls more than 4,096 events behind skips the newest ones (a `tracing`
+/// warning says so); the HTTP outbox never skips. Events are only produced while someone
+/// subscribes or an HTTP endpoint is configured.
 pub struct EventStream {
-    inner: tokio_stream_shim::BroadcastStream,
+    rx: mpsc::Receiver<Arc<JobEvent>>,
 }
 
 impl EventStream {
     /// The next event; `None` once the engine is gone.
     pub async fn next(&mut self) -> Option<Arc<JobEvent>> {
-        std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_next(cx)).await
+        self.rx.recv().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_next(&mut self) -> Option<Arc<JobEvent>> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Every event waiting now.
+    pub fn drain(&mut self) -> Vec<Arc<JobEvent>> {
+        std::iter::from_fn(|| self.try_next()).collect()
     }
 }
 
 impl futures_core::Stream for EventStream {
     type Item = Arc<JobEvent>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.inner).poll_next(cx)
+        self.rx.poll_recv(cx)
     }
 }
 
-mod tokio_stream_shim {
-    //! A broadcast receiver as a stream, without another dependency.
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::sync::Arc;
-    use std::task::{Context, Poll};
-
-    use tokio::sync::broadcast::{self, error::RecvError};
-
-    use super::JobEvent;
-
-    type Recv = Pin<Box<dyn Future<Output = (Result<Arc<JobEvent>, RecvError>, broadcast::Receiver<Arc<JobEvent>>)> + Send>>;
-
-    pub(super) struct BroadcastStream {
-        fut: Recv,
-    }
-
-    fn recv(mut rx: broadcast::Receiver<Arc<JobEvent>>) -> Recv {
-        Box::pin(async move {
-            let r = rx.recv().await;
-            (r, rx)
-        })
-    }
-
-    impl BroadcastStream {
-        pub(super) fn new(rx: broadcast::Receiver<Arc<JobEvent>>) -> Self {
-            BroadcastStream { fut: recv(rx) }
-        }
-
-        pub(super) fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Arc<JobEvent>>> {
-            loop {
-                let (result, rx) = match self.fut.as_mut().poll(cx) {
-                    Poll::Ready(r) => r,
-                    Poll::Pending => return Poll::Pending,
-                };
-                self.fut = recv(rx);
-                match result {
-                    Ok(e) => return Poll::Ready(Some(e)),
-                    Err(RecvError::Closed) => return Poll::Ready(None),
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "telemetry subscriber fell behind; events skipped");
-                    }
-                }
-            }
-        }
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventStream")
     }
 }

@@ -1,0 +1,319 @@
+//! Configuring and starting an engine.
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lifecycle::{Activity, EngineHandle};
+use super::locks::KeyedLocks;
+use super::scheduler::{self, ClockDriver, Scheduler};
+use super::{Engine, Handler, Inner, JobSet, Registry};
+use crate::clock::{Clock, ClockDriven};
+use crate::error::{Error, Result, ValidationTarget};
+use crate::steps::{StepOptions, StepRuntime};
+use crate::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use crate::store::Backend;
+use crate::telemetry::{http, HttpTelemetry, Telemetry};
+
+/// Size limits on what is stored.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest stored payload (a continuous job's input, any job's state, a step job's input
+    /// or output), in bytes of JSON. Default 1 MiB.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the largest stored payload, in bytes of JSON.
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+}
+
+/// The builder state before `.app(...)` was called.
+#[derive(Debug, Default)]
+pub struct NoApp;
+
+/// The builder state after `.app(...)`.
+#[derive(Debug)]
+pub struct WithApp<A>(A);
+
+/// Configures an engine; get one from [`Engine::builder`] or the registry's `builder()`.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use durable_jobs::{Engine, JobSet, Registry};
+/// # struct Jobs;
+/// # impl Registry for Jobs { type App = (); fn register(_: &mut JobSet<()>) {} }
+/// # async fn run() -> durable_jobs::Result<()> {
+/// let engine = Engine::<Jobs>::builder().sqlite("jobs.db").start().await?;
+/// engine.shutdown().await
+/// # }
+/// ```
+#[must_use = "call `.start().await` to run the engine"]
+pub struct EngineBuilder<R: Registry, S = NoApp> {
+    app: S,
+    store: Option<SqliteOptions>,
+    synchronous: Option<Synchronous>,
+    clock: Clock,
+    telemetry: Option<HttpTelemetry>,
+    limits: Limits,
+    max_concurrent_executions: usize,
+    shutdown_timeout: Duration,
+    lease: Duration,
+    steps: StepOptions,
+    _registry: PhantomData<fn() -> R>,
+}
+
+impl<R: Registry> EngineBuilder<R, NoApp> {
+    pub(crate) fn new() -> Self {
+        EngineBuilder {
+            app: NoApp,
+            store: None,
+            synchronous: None,
+            clock: Clock::system(),
+            telemetry: None,
+            limits: Limits::default(),
+            max_concurrent_executions: 256,
+            shutdown_timeout: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
+            steps: StepOptions::default(),
+            _registry: PhantomData,
+        }
+    }
+
+    /// The application state every handler receives as `&App`.
+    pub fn app(self, app: R::App) -> EngineBuilder<R, WithApp<R::App>> {
+        EngineBuilder {
+            app: WithApp(app),
+            store: self.store,
+            synchronous: self.synchronous,
+            clock: self.clock,
+            telemetry: self.telemetry,
+            limits: self.limits,
+            max_concurrent_executions: self.max_concurrent_executions,
+            shutdown_timeout: self.shutdown_timeout,
+            lease: self.lease,
+            steps: self.steps,
+            _registry: PhantomData,
+        }
+    }
+
+    /// Starts the engine with the application state's default value.
+    ///
+    /// # Errors
+    ///
+    /// As [`EngineBuilder::start`] with an app.
+    pub async fn start(self) -> Result<Engine<R>>
+    where
+        R::App: Default,
+    {
+        self.app(R::App::default()).start().await
+    }
+}
+
+impl<R: Registry, S> EngineBuilder<R, S> {
+    /// Keeps everything in the SQLite database file at `path` (created if missing; WAL mode).
+    pub fn sqlite(mut self, path: impl Into<PathBuf>) -> Self {
+        self.store = Some(SqliteOptions::file(path.into()));
+        self
+    }
+
+    /// Keeps everything in memory: nothing survives the process. For tests.
+    pub fn in_memory(mut self) -> Self {
+        self.store = Some(SqliteOptions::in_memory());
+        self
+    }
+
+    /// SQLite's durability mode: `Normal` (default in WAL: a crash of the process loses
+    /// nothing, a power loss may lose the last commits) or `Full` (fsync on every commit).
+    pub fn synchronous(mut self, mode: Synchronous) -> Self {
+        self.synchronous = Some(mode);
+        self
+    }
+
+    /// The clock: the system clock by default, a [`TestClock`](crate::testing::TestClock) in tests.
+    pub fn clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// Sends telemetry to an HTTP endpoint through a durable outbox.
+    pub fn telemetry(mut self, http: HttpTelemetry) -> Self {
+        self.telemetry = Some(http);
+        self
+    }
+
+    /// Size limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Alarm executions running at once (default 256).
+    pub fn max_concurrent_executions(mut self, n: usize) -> Self {
+        self.max_concurrent_executions = n.max(1);
+        self
+    }
+
+    /// How long `shutdown` waits for running executions (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long a claimed alarm stays claimed without renewal (default 60 s). If the process
+    /// dies, another engine (or this one after a restart) runs it after this long.
+    pub fn lease_duration(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Worker settings of step jobs.
+    pub fn step_options(mut self, options: StepOptions) -> Self {
+        self.steps = options;
+        self
+    }
+}
+
+impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
+    /// Opens the store, recovers interrupted work, and starts the scheduler and workers.
+    /// Alarms that fell due while the engine was down fire at once.
+    ///
+    /// # Errors
+    ///
+    /// `Validation` for an invalid registry or configuration (duplicate names, no store
+    /// chosen); `Storage` when the database cannot be opened, is in use by another engine, or
+    /// cannot be migrated.
+    pub async fn start(self) -> Result<Engine<R>> {
+        let mut jobs = JobSet::new();
+        R::register(&mut jobs);
+        jobs.check()?;
+        check_configs(&jobs)?;
+        let mut options = self.store.ok_or_else(|| {
+            Error::validation(
+                ValidationTarget::Config,
+                None,
+                "no store chosen: call `.sqlite(path)` or `.in_memory()` on the builder",
+            )
+        })?;
+        if let Some(mode) = self.synchronous {
+            options = options.synchronous(mode);
+        }
+        let sqlite = SqliteStore::open(options).map_err(|e| Error::storage("open", e))?;
+        let store: Arc<dyn Backend> = sqlite.clone();
+        let owner = format!("engine-{}", uuid::Uuid::now_v7());
+        store
+            .recover(&owner, self.clock.now())
+            .await
+            .map_err(|e| Error::storage("recover", e))?;
+
+        let telemetry = Telemetry::new(self.telemetry.is_some());
+        let http = match (&self.telemetry, &telemetry.outbox) {
+            (Some(config), Some(wake)) => Some(http::spawn_sender(
+                store.clone(),
+                config.clone(),
+                wake.clone(),
+            )),
+            _ => None,
+        };
+        let app = Arc::new(self.app.0);
+        let step_jobs = jobs
+            .jobs
+            .iter()
+            .filter_map(|(name, h)| match h {
+                Handler::Step(s) => Some((*name, s.clone())),
+                _ => None,
+            })
+            .collect::<std::collections::HashMap<_, _>>();
+        let steps = (!step_jobs.is_empty()).then(|| {
+            StepRuntime::new(
+                sqlite.clone(),
+                step_jobs,
+                app.clone(),
+                self.clock.clone(),
+                self.steps.clone(),
+            )
+        });
+
+        let inner = Arc::new(Inner {
+            app,
+            jobs,
+            store,
+            clock: self.clock.clone(),
+            locks: KeyedLocks::new(),
+            scheduler: Scheduler::new(self.max_concurrent_executions),
+            telemetry,
+            limits: self.limits,
+            owner,
+            lease: self.lease,
+            activity: Activity::new(),
+            steps: steps.clone(),
+            jitter_seed: AtomicU64::new(self.clock.now().as_millis() as u64),
+        });
+        let tasks = vec![
+            tokio::spawn(scheduler::run(inner.clone())),
+            tokio::spawn(scheduler::renew_leases(inner.clone())),
+        ];
+        if let Some(steps) = &steps {
+            steps.start();
+        }
+        let driver: Option<Arc<dyn ClockDriven>> = self.clock.as_test().map(|test| {
+            let driver: Arc<dyn ClockDriven> = Arc::new(ClockDriver {
+                inner: Arc::downgrade(&inner),
+            });
+            test.drive(Arc::downgrade(&driver));
+            driver
+        });
+        let handle = EngineHandle::new(
+            inner,
+            tasks,
+            Some(sqlite),
+            http,
+            self.shutdown_timeout,
+            driver,
+        );
+        tracing::info!(jobs = ?handle.inner.jobs.names(), "durable-jobs engine started");
+        Ok(Engine {
+            handle: Arc::new(handle),
+        })
+    }
+}
+
+fn check_configs<A: Send + Sync + 'static>(jobs: &JobSet<A>) -> Result<()> {
+    for (name, handler) in &jobs.jobs {
+        let problem = match handler {
+            Handler::Debounce(h) if h.config().flush_after.is_zero() => {
+                Some("`flush_after` must be longer than zero")
+            }
+            Handler::Continuous(h) => match &h.config().schedule {
+                crate::Schedule::Every(d) if d.is_zero() => {
+                    Some("`every` must be longer than zero")
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(Error::validation(
+                ValidationTarget::Config,
+                Some(name),
+                problem,
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Continuous jobs: start, trigger, terminate, status, and the alarm that runs them.
+//!
+//! A run that fails without a retry policy keeps the cadence: the next run is scheduled as
+//! after a success, and the caller (if any) gets the error. After downtime or a clock jump the
+//! missed runs collapse into one run, and the cadence restarts from its end.
+
+use std::sync::Arc;
+
+use super::erased::{ContinuousHandler, ExhaustedInfo, Input, RunMeta};
+use super::{execution_error, state_json, Events, Failure, Handler, Inner};
+use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
+use crate::id::{InstanceKey, JobKind};
+use crate::job::continuous::ContinuousConfig;
+use crate::store::InstanceRecord;
+use crate::telemetry::EventKind;
+use crate::time::Timestamp;
+
+/// Whether a continuous instance exists and what it is doing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ContinuousState {
+    /// Scheduled on its cadence (or running now).
+    Running,
+    /// A failed run is waiting for its retry.
+    Retrying,
+    /// It ended during this call (`ctx.terminate` in the first run).
+    Terminated,
+    /// There is no such instance.
+    NotFound,
+}
+
+/// The answer to `start`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct StartResult {
+    /// The instance.
+    pub instance: InstanceKey,
+    /// Whether this call created it (`false`: it existed and was left unchanged).
+    pub created: bool,
+    /// Its state after the call.
+    pub status: ContinuousState,
+    /// When it runs next.
+    pub next_run_at: Option<Timestamp>,
+}
+
+/// The answer to `trigger`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct TriggerResult {
+    /// The instance.
+    pub instance: InstanceKey,
+    /// The run called `ctx.terminate`: the instance is gone.
+    pub terminated: bool,
+    /// The run failed and a retry is scheduled.
+    pub retry_scheduled: bool,
+    /// When it runs next.
+    pub next_run_at: Option<Timestamp>,
+}
+
+/// The answer to `terminate`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct TerminateResult {
+    /// The instance, now deleted.
+    pub instance: InstanceKey,
+    /// The reason given.
+    pub reason: Option<String>,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ContinuousStatus {
+    /// Whether it exists and what it is doing.
+    pub status: ContinuousState,
+    /// Runs so far (retries do not count).
+    pub run_count: u64,
+    /// When it runs next (the retry time while retrying; `None` while it runs).
+    pub next_run_at: Option<Timestamp>,
+    /// The attempt the next run makes.
+    pub attempt: u32,
+    /// When it was created.
+    pub created_at: Option<Timestamp>,
+}
+
+impl ContinuousStatus {
+    /// Whether there is no such instance.
+    pub fn is_not_found(&self) -> bool {
+        self.status == ContinuousState::NotFound
+    }
+}
+
+/// How one run ended.
+enum RunEnd {
+    Succeeded,
+    Terminated(String),
+    RetryScheduled,
+    Failed(BoxError),
+    Exhausted(BoxError),
+}
+
+impl<A: Send + Sync + 'static> Inner<A> {
+    fn continuous_handler(&self, name: &str) -> Result<Arc<dyn ContinuousHandler<A>>> {
+        match self.handler(name)? {
+            Handler::Continuous(h) => Ok(h.clone()),
+            _ => Err(Error::JobNotFound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    fn next_run(
+        &self,
+        config: &ContinuousConfig,
+        key: &InstanceKey,
+        after: Timestamp,
+    ) -> Result<Timestamp> {
+        config
+            .schedule
+            .next_after(after)
+            .ok_or_else(|| Error::Scheduler {
+                operation: "schedule",
+                message: format!("the schedule of {key} has no run after {after}"),
+            })
+    }
+
+    pub(crate) async fn continuous_start(
+        &self,
+        job: &str,
+        id: &str,
+        input: Input,
+    ) -> Result<StartResult> {
+        let op = Operation::Start;
+        let _active = self.enter(op)?;
+        let h = self.continuous_handler(job)?;
+        let key = self.key(JobKind::Continuous, job, id)?;
+        let state = h
+            .encode_input(input)
+            .map_err(|m| Error::validation(ValidationTarget::Input, Some(job), m))?;
+        self.check_size(&state, ValidationTarget::Input, job)?;
+        let _lock = self.lock(&key, op).await?;
+        if let Some(rec) = self.load(&key, op).await? {
+            return Ok(StartResult {
+                status: status_of(&rec),
+                next_run_at: rec.alarm_at,
+                instance: key,
+                created: false,
+            });
+        }
+        let now = self.clock.now();
+        let config = h.config();
+        let mut rec = InstanceRecord::new(key.clone(), now);
+        let mut events = self.events();
+        events.push(&key, now, || EventKind::Started {
+            input: serde_json::from_str(&state).unwrap_or(serde_json::Value::Null),
+        });
+        rec.state = Some(state);
+        if !config.start_immediately {
+            rec.alarm_at = Some(self.next_run(config, &key, now)?);
+            let at = rec.alarm_at;
+            let write = Self::persist(None, &key, Some(rec), now);
+            self.commit(write.into_iter().collect(), events, at, op)
+                .await?;
+            return Ok(StartResult {
+                instance: key,
+                created: true,
+                status: ContinuousState::Running,
+                next_run_at: at,
+            });
+        }
+        rec.run_count = 1;
+        let end = self.run_continuous(&h, &mut rec, op, &mut events).await;
+        let (result, next) = self.finish_run(&h, None, rec, end, events, op).await?;
+        match result {
+            Ok(terminated) => Ok(StartResult {
+                instance: key,
+                created: true,
+                status: if terminated {
+                    ContinuousState::Terminated
+                } else {
+                    next.1
+                },
+                next_run_at: next.0,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) async fn continuous_trigger(&self, job: &str, id: &str) -> Result<TriggerResult> {
+        let op = Operation::Trigger;
+        let _active = self.enter(op)?;
+        let h = self.continuous_handler(job)?;
+        let key = self.key(JobKind::Continuous, job, id)?;
+        let _lock = self.lock(&key, op).await?;
+        let mut rec = self.load_existing(&key, op).await?;
+        let expected = rec.version;
+        // A manual run starts a fresh attempt sequence; a pending retry is abandoned.
+        super::clear_retry(&mut rec);
+        rec.run_count += 1;
+        let mut events = self.events();
+        let end = self.run_continuous(&h, &mut rec, op, &mut events).await;
+        let retry_scheduled = matches!(end, RunEnd::RetryScheduled);
+        let (result, next) = self
+            .finish_run(&h, Some(expected), rec, end, events, op)
+            .await?;
+        let terminated = result?;
+        Ok(TriggerResult {
+            instance: key,
+            terminated,
+            retry_scheduled,
+            next_run_at: next.0,
+        })
+    }
+
+    pub(crate) async fn continuous_terminate(
+        &self,
+        job: &str,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<TerminateResult> {
+        let op = Operation::Terminate;
+        let _active = self.enter(op)?;
+        self.continuous_handler(job)?;
+        let key = self.key(JobKind::Continuous, job, id)?;
+        let _lock = self.lock(&key, op).await?;
+        let rec = self.load_existing(&key, op).await?;
+        let now = self.clock.now();
+        let mut events = self.events();
+        events.push(&key, now, || EventKind::Terminated {
+            reason: reason.clone(),
+            run_count: rec.run_count,
+        });
+        let write = Self::persist(Some(rec.version), &key, None, now);
+        self.commit(write.into_iter().collect(), events, None, op)
+            .await?;
+        Ok(TerminateResult {
+            instance: key,
+            reason,
+        })
+    }
+
+    pub(crate) async fn continuous_status(&self, job: &str, id: &str) -> Result<ContinuousStatus> {
+        let key = self.key(JobKind::Continuous, job, id)?;
+        Ok(match self.load(&key, Operation::Status).await? {
+            None => ContinuousStatus {
+                status: ContinuousState::NotFound,
+                run_count: 0,
+                next_run_at: None,
+                attempt: 0,
+                created_at: None,
+            },
+            Some(rec) => ContinuousStatus {
+                status: status_of(&rec),
+                run_count: rec.run_count,
+                next_run_at: if rec.lease.is_some() {
+                    None
+                } else {
+                    rec.alarm_at
+                },
+                attempt: rec.retry_attempt.max(1),
+                created_at: Some(rec.created_at),
+            },
+        })
+    }
+
+    pub(crate) async fn continuous_alarm(
+        &self,
+        h: Arc<dyn ContinuousHandler<A>>,
+        mut rec: InstanceRecord,
+    ) -> Result<()> {
+        let op = Operation::Alarm;
+        let expected = rec.version;
+        if rec.retry_attempt <= 1 {
+            rec.run_count += 1;
+        }
+        let mut events = self.events();
+        let end = self.run_continuous(&h, &mut rec, op, &mut events).await;
+        let key = rec.key.clone();
+        let (result, _) = self
+            .finish_run(&h, Some(expected), rec, end, events, op)
+            .await?;
+        if let Err(e) = result {
+            tracing::warn!(instance = %key, error = %e, "continuous run failed");
+        }
+        Ok(())
+    }
+
+    /// Runs `execute` once and records the outcome in `rec` and `events`.
+    async fn run_continuous(
+        &self,
+        h: &Arc<dyn ContinuousHandler<A>>,
+        rec: &mut InstanceRecord,
+        op: Operation,
+        events: &mut Events,
+    ) -> RunEnd {
+        let key = rec.key.clone();
+        let attempt = rec.retry_attempt.max(1);
+        let started = self.clock.now();
+        if attempt == 1 {
+            rec.retry_started_at = Some(started);
+        }
+        let pre_state = state_json(rec, events);
+        let state = rec.state.clone().unwrap_or_else(|| "null".to_owned());
+        let meta = RunMeta {
+            instance: key.clone(),
+            run_count: rec.run_count,
+            attempt,
+            now: started,
+        };
+        let outcome = self
+            .user_code(&key, op, h.run(&state, meta, &self.app))
+            .await;
+        let now = self.clock.now();
+        let duration_ms = now.saturating_duration_since(started).as_millis() as u64;
+        if let Some(reason) = outcome.terminate {
+            return RunEnd::Terminated(reason);
+        }
+        match outcome.result {
+            Ok(()) => {
+                if let Some(s) = outcome.state {
+                    if let Err(e) = self.check_size(&s, ValidationTarget::State, key.job()) {
+                        return self
+                            .continuous_failure(h, rec, attempt, e.into(), pre_state, events, now)
+                            .await;
+                    }
+                    rec.state = Some(s);
+                }
+                super::clear_retry(rec);
+                let run_count = rec.run_count;
+                events.push(&key, now, || EventKind::Executed {
+                    run_count,
+                    duration_ms,
+                    attempt,
+                    pre_execution_state: pre_state,
+                });
+                RunEnd::Succeeded
+            }
+            Err(e) => {
+                self.continuous_failure(h, rec, attempt, e, pre_state, events, now)
+                    .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn continuous_failure(
+        &self,
+        h: &Arc<dyn ContinuousHandler<A>>,
+        rec: &mut InstanceRecord,
+        attempt: u32,
+        error: BoxError,
+        pre_state: Option<serde_json::Value>,
+        events: &mut Events,
+        now: Timestamp,
+    ) -> RunEnd {
+        let key = rec.key.clone();
+        let message = error.to_string();
+        let failure = self.after_failure(h.config().retry.as_ref(), rec, attempt, &message, now);
+        let run_count = rec.run_count;
+        let will_retry = matches!(failure, Failure::Retry(_));
+        events.push(&key, now, || EventKind::Failed {
+            message: message.clone(),
+            run_count,
+            attempt,
+            will_retry,
+            pre_execution_state: pre_state,
+        });
+        match failure {
+            Failure::Retry(_) => RunEnd::RetryScheduled,
+            Failure::NoPolicy => RunEnd::Failed(error),
+            Failure::Exhausted {
+                reason,
+                attempts,
+                total,
+            } => {
+                events.push(&key, now, || EventKind::RetryExhausted {
+                    attempts,
+                    reason: reason.as_str(),
+                });
+                let info = ExhaustedInfo {
+                    instance: key.clone(),
+                    attempts,
+                    reason,
+                    last_error: message,
+                    total_duration: total,
+                };
+                self.user_code(
+                    &key,
+                    Operation::Alarm,
+                    h.exhausted(rec.state.as_deref(), info, &self.app),
+                )
+                .await;
+                RunEnd::Exhausted(error)
+            }
+        }
+    }
+
+    /// Schedules what follows a run and commits it. Returns whether the instance ended
+    /// (or the run's error) and the next run time with the resulting state.
+    async fn finish_run(
+        &self,
+        h: &Arc<dyn ContinuousHandler<A>>,
+        expected: Option<u64>,
+        mut rec: InstanceRecord,
+        end: RunEnd,
+        mut events: Events,
+        op: Operation,
+    ) -> Result<(Result<bool>, (Option<Timestamp>, ContinuousState))> {
+        let key = rec.key.clone();
+        let now = self.clock.now();
+        let (keep, outcome) = match end {
+            RunEnd::Succeeded => {
+                rec.alarm_at = Some(self.next_run(h.config(), &key, now)?);
+                (true, Ok(false))
+            }
+            RunEnd::RetryScheduled => (true, Ok(false)),
+            RunEnd::Failed(e) => {
+                rec.alarm_at = Some(self.next_run(h.config(), &key, now)?);
+                (true, Err(execution_error(&key, op, e)))
+            }
+            RunEnd::Terminated(reason) => {
+                let run_count = rec.run_count;
+                events.push(&key, now, || EventKind::Terminated {
+                    reason: Some(reason),
+                    run_count,
+                });
+                (false, Ok(true))
+            }
+            RunEnd::Exhausted(e) => (false, Err(execution_error(&key, op, e))),
+        };
+        let next = if keep {
+            (rec.alarm_at, status_of(&rec))
+        } else {
+            (None, ContinuousState::NotFound)
+        };
+        let alarm = if keep { rec.alarm_at } else { None };
+        let write = Self::persist(expected, &key, keep.then_some(rec), now);
+        self.commit(write.into_iter().collect(), events, alarm, op)
+            .await?;
+        Ok((outcome, next))
+    }
+}
+
+fn status_of(rec: &InstanceRecord) -> ContinuousState {
+    if rec.retry_attempt > 1 {
+        ContinuousState::Retrying
+    } else {
+        ContinuousState::Running
+    }
+}

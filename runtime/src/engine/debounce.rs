@@ -1,0 +1,440 @@
+//! Debounce jobs: add, flush, clear, status, and the alarm that flushes a batch.
+//!
+//! A flush that fails without a retry policy keeps its batch and re-arms a flush `flush_after`
+//! later (never a zombie). A successful or exhausted flush deletes the instance.
+
+use std::sync::Arc;
+
+use super::erased::{DebounceHandler, ExhaustedInfo, FlushMeta, Input};
+use super::{execution_error, Events, Failure, Handler, Inner};
+use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
+use crate::id::{InstanceKey, JobKind};
+use crate::job::debounce::{DebounceConfig, EventContext, FlushReason};
+use crate::store::{InstanceRecord, Write};
+use crate::telemetry::EventKind;
+use crate::time::Timestamp;
+
+/// Whether a debounce instance exists and what it is doing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DebounceState {
+    /// Collecting events until its flush.
+    Debouncing,
+    /// A failed flush is waiting for its retry.
+    Retrying,
+    /// There is no pending batch.
+    NotFound,
+}
+
+/// What happened to a flush that ran inside a call.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum FlushOutcome {
+    /// `execute` succeeded; the batch is gone.
+    Flushed,
+    /// `execute` failed; a retry is scheduled at this time.
+    RetryScheduled(Timestamp),
+    /// `execute` failed without a retry policy; the batch is kept and flushed again later.
+    Failed {
+        /// The error's message.
+        message: String,
+        /// When the batch is flushed again.
+        next_flush_at: Timestamp,
+    },
+    /// `execute` failed and the retry policy gave up; the batch was dropped.
+    Exhausted {
+        /// The error's message.
+        message: String,
+    },
+}
+
+/// The answer to `add`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct AddResult {
+    /// The instance.
+    pub instance: InstanceKey,
+    /// Whether this event started a new batch.
+    pub created: bool,
+    /// Events in the batch, counting this one.
+    pub event_count: u64,
+    /// When the batch will be flushed (`None` when this add flushed it).
+    pub will_flush_at: Option<Timestamp>,
+    /// The flush this add caused by reaching `max_events`, if any.
+    pub flush: Option<FlushOutcome>,
+}
+
+/// The answer to `flush`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct FlushResult {
+    /// The instance.
+    pub instance: InstanceKey,
+    /// Whether `execute` succeeded (the batch is gone).
+    pub flushed: bool,
+    /// Events in the batch.
+    pub event_count: u64,
+    /// Whether a retry is scheduled.
+    pub retry_scheduled: bool,
+    /// When the batch is flushed next, if it is kept.
+    pub will_flush_at: Option<Timestamp>,
+}
+
+/// The answer to `clear`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ClearResult {
+    /// The instance, now deleted.
+    pub instance: InstanceKey,
+    /// Events dropped without `execute`.
+    pub discarded_events: u64,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct DebounceStatus {
+    /// Whether a batch exists and what it is doing.
+    pub status: DebounceState,
+    /// Events in the batch.
+    pub event_count: u64,
+    /// When the first event arrived.
+    pub started_at: Option<Timestamp>,
+    /// When the batch will be flushed (`None` while it flushes).
+    pub will_flush_at: Option<Timestamp>,
+    /// The attempt the next flush makes.
+    pub attempt: u32,
+}
+
+impl DebounceStatus {
+    /// Whether there is no pending batch.
+    pub fn is_not_found(&self) -> bool {
+        self.status == DebounceState::NotFound
+    }
+}
+
+enum FlushEnd {
+    Flushed,
+    RetryScheduled(Timestamp),
+    Failed(BoxError),
+    Exhausted(BoxError),
+}
+
+/// When the batch flushes by itself: `flush_after` after its first event, or earlier once it
+/// has been quiet for `quiet`.
+fn due_at(config: &DebounceConfig, rec: &InstanceRecord) -> Timestamp {
+    let started = rec.batch_started_at.unwrap_or(rec.created_at);
+    let deadline = started + config.flush_after;
+    match (config.quiet, rec.last_event_at) {
+        (Some(quiet), Some(last)) => deadline.min(last + quiet),
+        _ => deadline,
+    }
+}
+
+fn telemetry_reason(reason: FlushReason) -> &'static str {
+    match reason {
+        FlushReason::FlushAfter => "timeout",
+        FlushReason::Quiet => "quiet",
+        FlushReason::MaxEvents => "maxEvents",
+        FlushReason::Manual => "manual",
+    }
+}
+
+impl<A: Send + Sync + 'static> Inner<A> {
+    fn debounce_handler(&self, name: &str) -> Result<Arc<dyn DebounceHandler<A>>> {
+        match self.handler(name)? {
+            Handler::Debounce(h) => Ok(h.clone()),
+            _ => Err(Error::JobNotFound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    pub(crate) async fn debounce_add(
+        &self,
+        job: &str,
+        id: &str,
+        event: Input,
+        event_id: Option<&str>,
+    ) -> Result<AddResult> {
+        let op = Operation::Add;
+        let _active = self.enter(op)?;
+        let h = self.debounce_handler(job)?;
+        let key = self.key(JobKind::Debounce, job, id)?;
+        self.check_event_id(job, event_id)?;
+        let event = h.decode_event(event)?;
+        let _lock = self.lock(&key, op).await?;
+        let existing = self.load(&key, op).await?;
+        self.ensure_new_event(&key, event_id, op).await?;
+        let now = self.clock.now();
+        let config = h.config();
+        let expected = existing.as_ref().map(|r| r.version);
+        let created = existing.is_none();
+        let mut rec = existing.unwrap_or_else(|| {
+            let mut r = InstanceRecord::new(key.clone(), now);
+            r.batch_started_at = Some(now);
+            r
+        });
+        let event_count = rec.event_count + 1;
+        let ctx = EventContext {
+            instance: key.clone(),
+            event_count,
+            now,
+        };
+        let state = h.fold(rec.state.as_deref(), event, &ctx)?;
+        self.check_size(&state, ValidationTarget::State, job)?;
+        rec.state = Some(state);
+        rec.event_count = event_count;
+        rec.last_event_at = Some(now);
+        if rec.retry_attempt <= 1 {
+            rec.alarm_at = Some(due_at(config, &rec));
+        }
+        let mut events = self.events();
+        if created {
+            let flush_at = now + config.flush_after;
+            events.push(&key, now, || EventKind::DebounceStarted { flush_at });
+        }
+        let mut batch = Vec::with_capacity(2);
+        if let Some(event_id) = event_id {
+            batch.push(Write::RecordEvent {
+                key: key.clone(),
+                event_id: event_id.to_owned(),
+                at: now,
+            });
+        }
+        let flush = match config.max_events {
+            Some(max) if event_count >= max => Some(
+                self.run_flush(&h, &mut rec, FlushReason::MaxEvents, op, &mut events)
+                    .await,
+            ),
+            _ => None,
+        };
+        let keep = !matches!(
+            flush,
+            Some(FlushEnd::Flushed) | Some(FlushEnd::Exhausted(_))
+        );
+        let will_flush_at = if keep { rec.alarm_at } else { None };
+        let now = self.clock.now();
+        batch.extend(Self::persist(expected, &key, keep.then_some(rec), now));
+        self.commit(batch, events, will_flush_at, op).await?;
+        let flush = flush.map(|end| match end {
+            FlushEnd::Flushed => FlushOutcome::Flushed,
+            FlushEnd::RetryScheduled(at) => FlushOutcome::RetryScheduled(at),
+            FlushEnd::Failed(e) => FlushOutcome::Failed {
+                message: e.to_string(),
+                next_flush_at: will_flush_at.unwrap_or(now),
+            },
+            FlushEnd::Exhausted(e) => FlushOutcome::Exhausted {
+                message: e.to_string(),
+            },
+        });
+        Ok(AddResult {
+            instance: key,
+            created,
+            event_count,
+            will_flush_at,
+            flush,
+        })
+    }
+
+    pub(crate) async fn debounce_flush(&self, job: &str, id: &str) -> Result<FlushResult> {
+        let op = Operation::Flush;
+        let _active = self.enter(op)?;
+        let h = self.debounce_handler(job)?;
+        let key = self.key(JobKind::Debounce, job, id)?;
+        let _lock = self.lock(&key, op).await?;
+        let mut rec = self.load_existing(&key, op).await?;
+        let expected = rec.version;
+        let event_count = rec.event_count;
+        let mut events = self.events();
+        let end = self
+            .run_flush(&h, &mut rec, FlushReason::Manual, op, &mut events)
+            .await;
+        let (keep, result) = match end {
+            FlushEnd::Flushed => (false, Ok((true, false))),
+            FlushEnd::RetryScheduled(_) => (true, Ok((false, true))),
+            FlushEnd::Failed(e) => (true, Err(execution_error(&key, op, e))),
+            FlushEnd::Exhausted(e) => (false, Err(execution_error(&key, op, e))),
+        };
+        let will_flush_at = if keep { rec.alarm_at } else { None };
+        let now = self.clock.now();
+        let write = Self::persist(Some(expected), &key, keep.then_some(rec), now);
+        self.commit(write.into_iter().collect(), events, will_flush_at, op)
+            .await?;
+        let (flushed, retry_scheduled) = result?;
+        Ok(FlushResult {
+            instance: key,
+            flushed,
+            event_count,
+            retry_scheduled,
+            will_flush_at,
+        })
+    }
+
+    pub(crate) async fn debounce_clear(&self, job: &str, id: &str) -> Result<ClearResult> {
+        let op = Operation::Clear;
+        let _active = self.enter(op)?;
+        self.debounce_handler(job)?;
+        let key = self.key(JobKind::Debounce, job, id)?;
+        let _lock = self.lock(&key, op).await?;
+        let rec = self.load_existing(&key, op).await?;
+        let now = self.clock.now();
+        let write = Self::persist(Some(rec.version), &key, None, now);
+        self.commit(write.into_iter().collect(), self.events(), None, op)
+            .await?;
+        Ok(ClearResult {
+            instance: key,
+            discarded_events: rec.event_count,
+        })
+    }
+
+    pub(crate) async fn debounce_status(&self, job: &str, id: &str) -> Result<DebounceStatus> {
+        let key = self.key(JobKind::Debounce, job, id)?;
+        Ok(match self.load(&key, Operation::Status).await? {
+            None => DebounceStatus {
+                status: DebounceState::NotFound,
+                event_count: 0,
+                started_at: None,
+                will_flush_at: None,
+                attempt: 0,
+            },
+            Some(rec) => DebounceStatus {
+                status: if rec.retry_attempt > 1 {
+                    DebounceState::Retrying
+                } else {
+                    DebounceState::Debouncing
+                },
+                event_count: rec.event_count,
+                started_at: rec.batch_started_at,
+                will_flush_at: if rec.lease.is_some() {
+                    None
+                } else {
+                    rec.alarm_at
+                },
+                attempt: rec.retry_attempt.max(1),
+            },
+        })
+    }
+
+    pub(crate) async fn debounce_alarm(
+        &self,
+        h: Arc<dyn DebounceHandler<A>>,
+        mut rec: InstanceRecord,
+    ) -> Result<()> {
+        let op = Operation::Alarm;
+        let expected = rec.version;
+        let now = self.clock.now();
+        let config = h.config();
+        let deadline = rec.batch_started_at.unwrap_or(rec.created_at) + config.flush_after;
+        let reason = if config.quiet.is_some() && now < deadline {
+            FlushReason::Quiet
+        } else {
+            FlushReason::FlushAfter
+        };
+        let mut events = self.events();
+        let key = rec.key.clone();
+        let end = self.run_flush(&h, &mut rec, reason, op, &mut events).await;
+        let keep = matches!(end, FlushEnd::RetryScheduled(_) | FlushEnd::Failed(_));
+        if let FlushEnd::Failed(e) | FlushEnd::Exhausted(e) = &end {
+            tracing::warn!(instance = %key, error = %e, "debounce flush failed");
+        }
+        let alarm = if keep { rec.alarm_at } else { None };
+        let now = self.clock.now();
+        let write = Self::persist(Some(expected), &key, keep.then_some(rec), now);
+        self.commit(write.into_iter().collect(), events, alarm, op)
+            .await
+    }
+
+    /// Runs `execute` on the batch and records the outcome in `rec` and `events`.
+    async fn run_flush(
+        &self,
+        h: &Arc<dyn DebounceHandler<A>>,
+        rec: &mut InstanceRecord,
+        reason: FlushReason,
+        op: Operation,
+        events: &mut Events,
+    ) -> FlushEnd {
+        let key = rec.key.clone();
+        let attempt = rec.retry_attempt.max(1);
+        let started = self.clock.now();
+        if attempt == 1 {
+            rec.retry_started_at = Some(started);
+        }
+        let batch_started = rec.batch_started_at.unwrap_or(rec.created_at);
+        let meta = FlushMeta {
+            instance: key.clone(),
+            event_count: rec.event_count,
+            started_at: batch_started,
+            reason,
+            attempt,
+            now: started,
+        };
+        let state = rec.state.clone().unwrap_or_else(|| "null".to_owned());
+        let result = self
+            .user_code(&key, op, h.flush(&state, meta, &self.app))
+            .await;
+        let now = self.clock.now();
+        let event_count = rec.event_count;
+        match result {
+            Ok(()) => {
+                let duration_ms = now.saturating_duration_since(started).as_millis() as u64;
+                events.push(&key, now, || EventKind::Executed {
+                    run_count: 0,
+                    duration_ms,
+                    attempt,
+                    pre_execution_state: None,
+                });
+                let batch_ms = now.saturating_duration_since(batch_started).as_millis() as u64;
+                events.push(&key, now, || EventKind::DebounceFlushed {
+                    event_count,
+                    reason: telemetry_reason(reason),
+                    duration_ms: batch_ms,
+                });
+                FlushEnd::Flushed
+            }
+            Err(error) => {
+                let message = error.to_string();
+                let failure =
+                    self.after_failure(h.config().retry.as_ref(), rec, attempt, &message, now);
+                let will_retry = matches!(failure, Failure::Retry(_));
+                events.push(&key, now, || EventKind::Failed {
+                    message: message.clone(),
+                    run_count: 0,
+                    attempt,
+                    will_retry,
+                    pre_execution_state: None,
+                });
+                match failure {
+                    Failure::Retry(at) => FlushEnd::RetryScheduled(at),
+                    Failure::NoPolicy => {
+                        rec.alarm_at = Some(now + h.config().flush_after);
+                        FlushEnd::Failed(error)
+                    }
+                    Failure::Exhausted {
+                        reason,
+                        attempts,
+                        total,
+                    } => {
+                        events.push(&key, now, || EventKind::RetryExhausted {
+                            attempts,
+                            reason: reason.as_str(),
+                        });
+                        let info = ExhaustedInfo {
+                            instance: key.clone(),
+                            attempts,
+                            reason,
+                            last_error: message,
+                            total_duration: total,
+                        };
+                        self.user_code(
+                            &key,
+                            op,
+                            h.exhausted(rec.state.as_deref(), info, &self.app),
+                        )
+                        .await;
+                        FlushEnd::Exhausted(error)
+                    }
+                }
+            }
+        }
+    }
+}

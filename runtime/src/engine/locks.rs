@@ -1,0 +1,116 @@
+//! Per-instance serialisation: a keyed async mutex whose entries disappear when unused.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use crate::id::InstanceKey;
+
+const SHARDS: usize = 64;
+
+type Shard = Mutex<HashMap<InstanceKey, Arc<AsyncMutex<()>>>>;
+
+/// One async mutex per instance key, created on first use and dropped with its last user, so
+/// memory follows the number of instances being worked on, not the number that exist.
+pub(crate) struct KeyedLocks {
+    shards: Box<[Shard]>,
+}
+
+/// Holds one instance's lock; releases it (and its map entry, when unused) on drop.
+pub(crate) struct KeyGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: InstanceKey,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl KeyedLocks {
+    pub(crate) fn new() -> Self {
+        KeyedLocks {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, key: &InstanceKey) -> &Shard {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    pub(crate) async fn lock(&self, key: &InstanceKey) -> KeyGuard<'_> {
+        let mutex = {
+            let mut map = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let guard = mutex.lock_owned().await;
+        KeyGuard {
+            locks: self,
+            key: key.clone(),
+            guard: Some(guard),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .locks
+            .shard(&self.key)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The map and our guard hold one reference each; any more are waiters.
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 2)
+        {
+            map.remove(&self.key);
+        }
+        self.guard.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::JobKind;
+
+    #[tokio::test]
+    async fn entries_are_removed_when_unused() {
+        let locks = KeyedLocks::new();
+        let key = InstanceKey::new(JobKind::Task, "t", "1");
+        {
+            let _g = locks.lock(&key).await;
+            assert_eq!(locks.len(), 1);
+        }
+        assert_eq!(locks.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_second_locker_waits_and_keeps_the_entry() {
+        let locks = Arc::new(KeyedLocks::new());
+        let key = InstanceKey::new(JobKind::Task, "t", "1");
+        let first = locks.lock(&key).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let l2 = locks.clone();
+        let k2 = key.clone();
+        let waiter = tokio::spawn(async move {
+            let _g = l2.lock(&k2).await;
+            tx.send(()).ok();
+        });
+        tokio::task::yield_now().await;
+        drop(first);
+        rx.await.unwrap();
+        waiter.await.unwrap();
+        assert_eq!(locks.len(), 0);
+    }
+}

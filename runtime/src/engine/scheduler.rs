@@ -1,0 +1,252 @@
+//! The alarm scheduler: one task that asks the store for due alarms and the time of the next
+//! one, runs the due ones, and sleeps until the next one or until a write announces an earlier
+//! one. No polling interval, no per-instance timer, no in-memory copy of the alarm table: memory
+//! is bounded by the executions in flight.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::{Handler, Inner};
+use crate::clock::ClockDriven;
+use crate::id::{InstanceKey, JobKind};
+use crate::store::BoxFuture;
+use crate::time::Timestamp;
+
+#[derive(Clone, Copy, Debug)]
+struct Status {
+    /// The last settle request this status answers.
+    served: u64,
+    /// Nothing due was left waiting and nothing was in flight.
+    idle: bool,
+}
+
+pub(crate) struct Scheduler {
+    wake: Notify,
+    busy: Notify,
+    stopped: AtomicBool,
+    next_wake: AtomicI64,
+    requests: AtomicU64,
+    status: watch::Sender<Status>,
+    in_flight: Mutex<HashSet<InstanceKey>>,
+    max_in_flight: usize,
+}
+
+impl Scheduler {
+    pub(crate) fn new(max_in_flight: usize) -> Arc<Self> {
+        Arc::new(Scheduler {
+            wake: Notify::new(),
+            busy: Notify::new(),
+            stopped: AtomicBool::new(false),
+            next_wake: AtomicI64::new(i64::MIN),
+            requests: AtomicU64::new(0),
+            status: watch::channel(Status {
+                served: 0,
+                idle: false,
+            })
+            .0,
+            in_flight: Mutex::new(HashSet::new()),
+            max_in_flight: max_in_flight.max(1),
+        })
+    }
+
+    /// Called after a commit that set an alarm: wakes the scheduler if the alarm is earlier
+    /// than its planned wake-up.
+    pub(crate) fn alarm_written(&self, at: Timestamp) {
+        if at.as_millis() < self.next_wake.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        self.busy.notify_one();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<InstanceKey>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns once everything due now has run and nothing is in flight.
+    async fn settle(&self) {
+        let requested = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        let mut rx = self.status.subscribe();
+        let _ = rx.wait_for(|s| s.served >= requested && s.idle).await;
+    }
+}
+
+/// Removes an execution from the in-flight set when it ends, however it ends.
+struct InFlight {
+    scheduler: Arc<Scheduler>,
+    key: InstanceKey,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.scheduler.in_flight().remove(&self.key);
+        self.scheduler.wake.notify_one();
+    }
+}
+
+/// The scheduler's loop.
+pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
+    let scheduler = inner.scheduler.clone();
+    let mut backoff = Duration::from_millis(10);
+    while !scheduler.is_stopped() {
+        let serving = scheduler.requests.load(Ordering::SeqCst);
+        let now = inner.clock.now();
+        let busy = scheduler.in_flight().len();
+        let scan = match inner
+            .store
+            .scan_alarms(now, scheduler.max_in_flight + busy)
+            .await
+        {
+            Ok(scan) => {
+                backoff = Duration::from_millis(10);
+                scan
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ?backoff, "scanning alarms failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut left_waiting = false;
+        let mut started = 0usize;
+        {
+            let mut in_flight = scheduler.in_flight();
+            for (key, _) in scan.due {
+                if in_flight.contains(&key) {
+                    continue;
+                }
+                if in_flight.len() >= scheduler.max_in_flight {
+                    left_waiting = true;
+                    break;
+                }
+                if in_flight.is_empty() {
+                    scheduler.busy.notify_one();
+                }
+                in_flight.insert(key.clone());
+                started += 1;
+                let guard = InFlight {
+                    scheduler: scheduler.clone(),
+                    key: key.clone(),
+                };
+                tokio::spawn(fire(inner.clone(), key, guard));
+            }
+        }
+        let idle = started == 0 && !left_waiting && scheduler.in_flight().is_empty();
+        scheduler.next_wake.store(
+            scan.next.map_or(i64::MAX, Timestamp::as_millis),
+            Ordering::SeqCst,
+        );
+        scheduler.status.send_replace(Status {
+            served: serving,
+            idle,
+        });
+        match scan.next {
+            Some(at) => {
+                tokio::select! {
+                    _ = scheduler.wake.notified() => {}
+                    _ = inner.clock.sleep_until(at) => {}
+                }
+            }
+            None => scheduler.wake.notified().await,
+        }
+    }
+    scheduler.status.send_replace(Status {
+        served: u64::MAX,
+        idle: true,
+    });
+}
+
+/// Claims and runs one due alarm under the instance's lock.
+async fn fire<A: Send + Sync + 'static>(
+    inner: Arc<Inner<A>>,
+    key: InstanceKey,
+    _in_flight: InFlight,
+) {
+    let Some(_activity) = inner.activity.enter() else {
+        return;
+    };
+    let _lock = inner.locks.lock(&key).await;
+    let now = inner.clock.now();
+    let claimed = match inner
+        .store
+        .claim_alarm(&key, now, &inner.owner, now + inner.lease)
+        .await
+    {
+        Ok(Some(rec)) => rec,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(instance = %key, error = %e, "claiming an alarm failed");
+            return;
+        }
+    };
+    let result = match (inner.jobs.get(key.job()), key.kind()) {
+        (Some(Handler::Continuous(h)), JobKind::Continuous) => {
+            inner.continuous_alarm(h.clone(), claimed).await
+        }
+        (Some(Handler::Debounce(h)), JobKind::Debounce) => {
+            inner.debounce_alarm(h.clone(), claimed).await
+        }
+        (Some(Handler::Task(h)), JobKind::Task) => inner.task_alarm(h.clone(), claimed).await,
+        _ => inner.orphan_alarm(claimed).await,
+    };
+    if let Err(e) = result {
+        tracing::error!(instance = %key, error = %e, "alarm execution failed");
+    }
+}
+
+/// Renews the leases of executions in flight, so a long execution keeps its claim. Sleeps
+/// while nothing is in flight.
+pub(crate) async fn renew_leases<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
+    let scheduler = inner.scheduler.clone();
+    let period = inner.lease / 3;
+    while !scheduler.is_stopped() {
+        if scheduler.in_flight().is_empty() {
+            scheduler.busy.notified().await;
+            continue;
+        }
+        tokio::time::sleep(period).await;
+        let until = inner.clock.now() + inner.lease;
+        if let Err(e) = inner.store.renew_leases(&inner.owner, until).await {
+            tracing::warn!(error = %e, "renewing leases failed");
+        }
+    }
+}
+
+/// Lets a [`TestClock`](crate::testing::TestClock) step through this engine's alarms.
+pub(crate) struct ClockDriver<A> {
+    pub(crate) inner: Weak<Inner<A>>,
+}
+
+impl<A: Send + Sync + 'static> ClockDriven for ClockDriver<A> {
+    fn next_alarm(&self) -> BoxFuture<'_, Option<Timestamp>> {
+        Box::pin(async move {
+            let inner = self.inner.upgrade()?;
+            let scan = inner.store.scan_alarms(inner.clock.now(), 1).await.ok()?;
+            scan.due.first().map(|(_, at)| *at).or(scan.next)
+        })
+    }
+
+    fn settle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(inner) = self.inner.upgrade() {
+                let scheduler = inner.scheduler.clone();
+                drop(inner);
+                scheduler.settle().await;
+            }
+        })
+    }
+}

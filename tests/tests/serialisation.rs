@@ -1,0 +1,185 @@
+//! Per-instance serialisation: an action waits behind a running execution of the same
+//! instance; other instances and read-only queries do not wait.
+
+use std::sync::{Arc, Mutex};
+
+use durable_jobs::prelude::*;
+use durable_jobs::{Engine, JobSet, Registered, Registry};
+use tokio::sync::Semaphore;
+
+struct Gate {
+    log: Mutex<Vec<String>>,
+    open: Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            log: Mutex::default(),
+            open: Semaphore::new(0),
+        }
+    }
+}
+
+impl Gate {
+    fn log(&self, s: impl Into<String>) {
+        self.log.lock().unwrap().push(s.into());
+    }
+}
+
+struct Slow;
+impl Job for Slow {
+    const NAME: &'static str = "slow";
+    const KIND: JobKind = JobKind::Task;
+}
+impl Registered<GateJobs> for Slow {}
+impl TaskJob<Arc<Gate>> for Slow {
+    type State = u32;
+    type Event = String;
+    type Error = std::convert::Infallible;
+    async fn on_event(
+        &self,
+        ctx: &mut TaskContext<u32>,
+        event: String,
+        app: &Arc<Gate>,
+    ) -> Result<(), Self::Error> {
+        app.log(format!("event {event} on {}", ctx.id()));
+        ctx.set_state(ctx.state().copied().unwrap_or(0) + 1);
+        Ok(())
+    }
+    async fn execute(
+        &self,
+        ctx: &mut TaskContext<u32>,
+        app: &Arc<Gate>,
+    ) -> Result<(), Self::Error> {
+        app.log(format!("execute begins on {}", ctx.id()));
+        app.open.acquire().await.expect("semaphore open").forget();
+        app.log(format!("execute ends on {}", ctx.id()));
+        ctx.set_state(100);
+        Ok(())
+    }
+}
+
+struct GateJobs;
+impl Registry for GateJobs {
+    type App = Arc<Gate>;
+    fn register(jobs: &mut JobSet<Arc<Gate>>) {
+        jobs.task(Slow);
+    }
+}
+
+async fn until_logged(gate: &Gate, line: &str) {
+    while !gate.log.lock().unwrap().iter().any(|l| l == line) {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_waits_behind_a_running_execution() {
+    let gate = Arc::new(Gate::default());
+    let engine = Engine::<GateJobs>::builder()
+        .in_memory()
+        .app(gate.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = engine.client();
+    client
+        .task::<Slow>()
+        .send("a", "create".into())
+        .await
+        .unwrap();
+    client
+        .task::<Slow>()
+        .send("b", "create".into())
+        .await
+        .unwrap();
+
+    let c = client.clone();
+    let trigger = tokio::spawn(async move { c.task::<Slow>().trigger("a").await });
+    until_logged(&gate, "execute begins on a").await;
+
+    // Reads do not wait for the running execution, and see the last committed state.
+    assert_eq!(client.task::<Slow>().get_state("a").await.unwrap(), Some(1));
+    assert_eq!(
+        client
+            .task::<Slow>()
+            .status("a")
+            .await
+            .unwrap()
+            .execute_count,
+        0
+    );
+    // Another instance is not blocked.
+    client
+        .task::<Slow>()
+        .send("b", "during".into())
+        .await
+        .unwrap();
+
+    // An action on the same instance waits.
+    let c = client.clone();
+    let send = tokio::spawn(async move { c.task::<Slow>().send("a", "during".into()).await });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!send.is_finished(), "the send must wait for the execution");
+    gate.open.add_permits(1);
+    trigger.await.unwrap().unwrap();
+    send.await.unwrap().unwrap();
+
+    let log = gate.log.lock().unwrap().clone();
+    let pos = |s: &str| log.iter().position(|l| l == s).unwrap();
+    assert!(
+        pos("execute ends on a") < pos("event during on a"),
+        "{log:?}"
+    );
+    assert!(
+        pos("event during on b") < pos("execute ends on a"),
+        "{log:?}"
+    );
+    // The send saw the execution's committed state.
+    assert_eq!(
+        client.task::<Slow>().get_state("a").await.unwrap(),
+        Some(101)
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_running_executions() {
+    let gate = Arc::new(Gate::default());
+    let engine = Engine::<GateJobs>::builder()
+        .in_memory()
+        .app(gate.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = engine.client();
+    client
+        .task::<Slow>()
+        .send("a", "create".into())
+        .await
+        .unwrap();
+    let c = client.clone();
+    let trigger = tokio::spawn(async move { c.task::<Slow>().trigger("a").await });
+    until_logged(&gate, "execute begins on a").await;
+    let e = engine.clone();
+    let shutdown = tokio::spawn(async move { e.shutdown().await });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the running execution"
+    );
+    // New work is refused while shutting down.
+    assert!(client
+        .task::<Slow>()
+        .send("z", "late".into())
+        .await
+        .is_err());
+    gate.open.add_permits(1);
+    trigger.await.unwrap().unwrap();
+    shutdown.await.unwrap().unwrap();
+}

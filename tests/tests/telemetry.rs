@@ -1,0 +1,280 @@
+//! Telemetry: event payloads (7.4), in-process subscribers, and delivery to a real HTTP server
+//! through the outbox, including across a restart while the endpoint was down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use durable_jobs::{Engine, HttpTelemetry};
+use durable_jobs_tests::*;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+fn count(n: i64) -> Count {
+    Count {
+        count: n,
+        max_runs: None,
+    }
+}
+
+#[tokio::test]
+async fn executed_carries_the_state_before_the_run() {
+    let h = Harness::start().await;
+    let mut events = h.engine.events();
+    h.client
+        .continuous::<Refresher>()
+        .start("u", count(10))
+        .await
+        .unwrap();
+    h.client
+        .continuous::<Refresher>()
+        .start("zero", count(0))
+        .await
+        .unwrap();
+    h.clock.advance(HALF_HOUR).await;
+    let executed: Vec<Value> = events
+        .drain()
+        .iter()
+        .filter(|e| e.type_name() == "job.executed")
+        .map(|e| e.to_json())
+        .collect();
+    let of = |id: &str| {
+        executed
+            .iter()
+            .filter(|e| e["id"] == id)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let u = of("u");
+    assert_eq!(
+        u[0]["preExecutionState"],
+        json!({"count": 10, "max_runs": null}),
+        "pre-mutation state"
+    );
+    assert_eq!(
+        (u[0]["runCount"].clone(), u[0]["attempt"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        u[1]["preExecutionState"]["count"], 11,
+        "the alarm run sees the first run's state"
+    );
+    assert_eq!(u[1]["runCount"], 2);
+    assert_eq!(
+        of("zero")[0]["preExecutionState"]["count"],
+        0,
+        "a zero value is captured"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_emits_exactly_one_failed_event_with_the_real_message() {
+    let h = Harness::start().await;
+    let mut events = h.engine.events();
+    h.probe.fail_next(1, "upstream said 503");
+    let _ = h
+        .client
+        .continuous::<Refresher>()
+        .start("u", count(3))
+        .await;
+    let failed: Vec<Value> = events
+        .drain()
+        .iter()
+        .filter(|e| e.type_name() == "job.failed")
+        .map(|e| e.to_json())
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["willRetry"], false);
+    assert_eq!(failed[0]["error"]["message"], "upstream said 503");
+    assert_eq!(failed[0]["preExecutionState"]["count"], 3);
+}
+
+#[tokio::test]
+async fn every_event_has_the_base_fields() {
+    let h = Harness::start().await;
+    let mut events = h.engine.events();
+    h.client
+        .continuous::<Refresher>()
+        .start("u", count(0))
+        .await
+        .unwrap();
+    h.client
+        .debounce::<Batcher>()
+        .add("c", Hook { n: 1 })
+        .await
+        .unwrap();
+    h.client
+        .task::<Orders>()
+        .send("o", OrderEvent::AddAndSchedule { amount: 1, secs: 5 })
+        .await
+        .unwrap();
+    h.client
+        .continuous::<Refresher>()
+        .terminate("u", Some("bye"))
+        .await
+        .unwrap();
+    h.clock.advance(Duration::from_secs(5)).await;
+    let all: Vec<Value> = events.drain().iter().map(|e| e.to_json()).collect();
+    let types: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for expected in [
+        "job.started",
+        "job.executed",
+        "job.terminated",
+        "debounce.started",
+        "debounce.flushed",
+        "task.scheduled",
+    ] {
+        assert!(
+            types.contains(&expected),
+            "{expected} missing from {types:?}"
+        );
+    }
+    for e in &all {
+        for field in [
+            "eventId",
+            "timestamp",
+            "source",
+            "instanceId",
+            "id",
+            "jobType",
+            "jobName",
+            "type",
+        ] {
+            assert!(e.get(field).is_some(), "{field} missing in {e}");
+        }
+        assert_eq!(e["source"], "job");
+        if e["type"] == "job.executed" {
+            assert!(e["durationMs"].is_u64());
+        }
+    }
+    let terminated = all.iter().find(|e| e["type"] == "job.terminated").unwrap();
+    assert_eq!(
+        (terminated["reason"].clone(), terminated["runCount"].clone()),
+        (json!("bye"), json!(1))
+    );
+    let flushed = all
+        .iter()
+        .find(|e| e["type"] == "debounce.flushed")
+        .unwrap();
+    assert_eq!(
+        (flushed["reason"].clone(), flushed["eventCount"].clone()),
+        (json!("timeout"), json!(1))
+    );
+    assert_eq!(flushed["durationMs"], 5000);
+    let started = all
+        .iter()
+        .find(|e| e["type"] == "debounce.started")
+        .unwrap();
+    assert_eq!(started["instanceId"], "debounce:batcher:c");
+    assert_eq!(started["flushAt"], "2026-01-01T00:00:05.000Z");
+}
+
+/// A real HTTP server on a loopback port that forwards every posted batch.
+async fn collector() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    async fn ingest(
+        State(tx): State<Arc<mpsc::UnboundedSender<Value>>>,
+        Json(body): Json<Value>,
+    ) -> &'static str {
+        tx.send(body).ok();
+        "ok"
+    }
+    let app = Router::new()
+        .route("/ingest", post(ingest))
+        .with_state(Arc::new(tx));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, rx)
+}
+
+async fn receive(rx: &mut mpsc::UnboundedReceiver<Value>, n: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        let batch = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("delivery")
+            .unwrap();
+        events.extend(batch["events"].as_array().unwrap().iter().cloned());
+    }
+    events
+}
+
+#[tokio::test]
+async fn events_reach_an_http_endpoint_with_env_and_service_key() {
+    let (url, mut rx) = collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Probe::default();
+    let engine = Engine::<TestJobs>::builder()
+        .sqlite(dir.path().join("jobs.db"))
+        .telemetry(HttpTelemetry::new(&url, "test", "svc-key").batch_size(2))
+        .app(probe)
+        .start()
+        .await
+        .unwrap();
+    let client = engine.client();
+    client
+        .continuous::<Refresher>()
+        .start("u", count(0))
+        .await
+        .unwrap();
+    client
+        .continuous::<Refresher>()
+        .terminate("u", None)
+        .await
+        .unwrap();
+    let events = receive(&mut rx, 3).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["job.started", "job.executed", "job.terminated"]);
+    for e in &events {
+        assert_eq!(e["env"], "test");
+        assert_eq!(e["serviceKey"], "svc-key");
+    }
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_written_while_the_endpoint_was_down_are_delivered_after_a_restart() {
+    // A port that refuses connections: bind, note the address, close.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/ingest", dead.local_addr().unwrap());
+    drop(dead);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let engine = Engine::<TestJobs>::builder()
+        .sqlite(&path)
+        .telemetry(HttpTelemetry::new(&dead_url, "test", "svc"))
+        .shutdown_timeout(Duration::from_millis(200))
+        .app(Probe::default())
+        .start()
+        .await
+        .unwrap();
+    engine
+        .client()
+        .task::<Orders>()
+        .send(
+            "o",
+            OrderEvent::AddAndSchedule {
+                amount: 1,
+                secs: 60,
+            },
+        )
+        .await
+        .unwrap();
+    engine.shutdown().await.unwrap();
+
+    let (url, mut rx) = collector().await;
+    let engine = Engine::<TestJobs>::builder()
+        .sqlite(&path)
+        .telemetry(HttpTelemetry::new(&url, "test", "svc"))
+        .app(Probe::default())
+        .start()
+        .await
+        .unwrap();
+    let events = receive(&mut rx, 2).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["job.executed", "task.scheduled"]);
+    engine.shutdown().await.unwrap();
+}
