@@ -560,7 +560,7 @@ pub(crate) fn enqueue(conn: &Connection, runs: &[NewRun], now: Timestamp) -> Res
 pub(crate) fn get_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
     let mut sql = String::from("WHERE 1 = 1");
     let mut values: Vec<String> = Vec::new();
-    let mut placeholder = |values: &mut Vec<String>, v: String| {
+    let placeholder = |values: &mut Vec<String>, v: String| {
         values.push(v);
         format!("?{}", values.len())
     };
