@@ -173,7 +173,10 @@ pub struct OutboxEntry {
 /// A store the engine can run on.
 pub trait Backend: Send + Sync + 'static {
     /// Reads one instance as last committed.
-    fn load<'a>(&'a self, key: &'a InstanceKey) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>>;
+    fn load<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>>;
 
     /// Whether `event_id` was recorded for `key`.
     fn has_event_id<'a>(
@@ -207,7 +210,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Due alarms and the next one. Uses an index: cost does not grow with the number of
     /// scheduled instances.
-    fn scan_alarms(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<AlarmScan, StoreError>>;
+    fn scan_alarms(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<AlarmScan, StoreError>>;
 
     /// Called once at start-up by `owner`. A backend that knows no other process can hold
     /// leases (SQLite holds an exclusive lock on the file) releases every lease so that
@@ -225,4 +232,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stops accepting work, finishes queued writes and closes the database.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// As [`close`](Self::close), blocking the calling thread instead of returning a future:
+    /// for `Drop` impls, which cannot await, to release the database (and a file lock) at once.
+    /// Does nothing if the store is closed. The default does nothing.
+    fn close_blocking(&self) {}
 }
