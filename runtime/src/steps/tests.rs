@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::error::BoxError;
 use crate::id::JobKind;
 use crate::job::Job;
-use crate::store::sqlite::runs::harness::TestDb;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{BoxFuture, StoreError};
 use crate::testing::TestClock;
 use crate::time::Timestamp;
@@ -347,7 +347,7 @@ pub(super) fn jobs() -> HashMap<&'static str, Arc<dyn ErasedStepJob<App>>> {
 pub(super) struct Env {
     pub(super) _dir: Option<tempfile::TempDir>,
     pub(super) path: PathBuf,
-    pub(super) db: Arc<TestDb>,
+    pub(super) db: Arc<SqliteStore>,
     pub(super) store: Arc<dyn RunStore>,
     pub(super) rt: Arc<StepRuntime<App>>,
     pub(super) app: Arc<App>,
@@ -404,7 +404,7 @@ impl EnvBuilder {
                 (Some(dir), path)
             }
         };
-        let db = TestDb::open(&path).expect("open db");
+        let db = SqliteStore::open(SqliteOptions::file(&path)).expect("open db");
         let store: Arc<dyn RunStore> = match &self.wrap {
             Some(w) => {
                 *w.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
@@ -459,8 +459,17 @@ impl Env {
         self.rt.get_steps(None, id).await.expect("steps")
     }
 
+    /// Runs a query returning one number on a connection of its own.
     pub(super) fn count(&self, sql: &str) -> i64 {
-        self.db.query_i64(sql)
+        let conn = rusqlite::Connection::open(&self.path).expect("open");
+        conn.query_row(sql, [], |r| r.get(0)).expect("query")
+    }
+
+    /// Runs SQL on a connection of its own, as another process would.
+    pub(super) fn exec(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(&self.path).expect("open");
+        conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+        conn.execute_batch(sql).expect("exec");
     }
 
     /// Waits until the worker has claimed everything due (test clock only).
@@ -474,14 +483,14 @@ impl Env {
 
 #[derive(Default)]
 pub(super) struct Wrap {
-    inner: Mutex<Option<Arc<TestDb>>>,
+    inner: Mutex<Option<Arc<SqliteStore>>>,
     pub(super) claims: AtomicUsize,
     pub(super) reads: AtomicUsize,
     pub(super) fail_claims: AtomicBool,
 }
 
 impl Wrap {
-    fn inner(&self) -> Arc<TestDb> {
+    fn inner(&self) -> Arc<SqliteStore> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone().expect("wrapped store")
     }
 }

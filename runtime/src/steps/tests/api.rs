@@ -308,7 +308,7 @@ async fn retrigger_with_input_that_no_longer_decodes_is_refused() {
     let double = env.client::<Double>();
     let t = double.trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
     double.cancel(&t.id).await.expect("cancel");
-    env.db.exec(&format!("UPDATE durably_runs SET input = '{{\"value\":\"x\"}}' WHERE id = '{}'", t.id));
+    env.exec(&format!("UPDATE durably_runs SET input = '{{\"value\":\"x\"}}' WHERE id = '{}'", t.id));
     let e = assert_err!(double.retrigger(&t.id).await, Error::Validation { target: ValidationTarget::Input, .. });
     assert!(e.to_string().contains("cannot retrigger"), "{e}");
 }

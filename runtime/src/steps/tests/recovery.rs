@@ -101,7 +101,7 @@ async fn a_worker_that_lost_its_lease_stops_at_the_next_step() {
     env.app.entered().await;
     // Another worker takes the run over (its lease expired while this process stalled).
     let later = env.clock().now() + Duration::from_secs(31);
-    env.db.exec(&format!(
+    env.exec(&format!(
         "UPDATE durably_runs SET lease_owner = 'thief', lease_generation = lease_generation + 1, lease_expires_at = '{}' WHERE id = '{}'",
         crate::store::sqlite::runs::format_ts(later + Duration::from_secs(3600)),
         t.id
@@ -128,7 +128,7 @@ async fn renewal_detects_a_lost_lease_and_cancels_the_token() {
     let script = env.client::<Script>();
     let t = script.trigger(super::script(&["s", "after"]), TriggerOptions::new()).await.expect("trigger");
     env.app.entered().await;
-    env.db.exec(&format!("UPDATE durably_runs SET lease_owner = 'thief' WHERE id = '{}'", t.id));
+    env.exec(&format!("UPDATE durably_runs SET lease_owner = 'thief' WHERE id = '{}'", t.id));
     env.clock().advance(Duration::from_secs(5)).await;
     // The blocked step observes the lost lease through its token and stops.
     tokio::time::timeout(WAIT, async {
@@ -152,7 +152,7 @@ async fn killing_the_worker_mid_run_resumes_after_reopening_without_rerunning_st
     assert_eq!(env.app.entered().await, "c");
     // Crash: no graceful stop, the step never finishes; the database keeps what committed.
     env.rt.abort();
-    env.db.close();
+    env.db.close_blocking();
     let first_app = env.app.clone();
     drop(env);
 

@@ -64,7 +64,7 @@ async fn a_resumed_run_replays_completed_steps() {
     let t = env.client::<Script>().trigger(script(&["step1", "step2"]), TriggerOptions::new()).await.expect("trigger");
     env.wait(&t.id).await.expect_err("first attempt fails");
     // Back to pending by hand, as upstream's resume test does.
-    env.db.exec(&format!("UPDATE durably_runs SET status = 'pending', completed_at = NULL WHERE id = '{}'", t.id));
+    env.exec(&format!("UPDATE durably_runs SET status = 'pending', completed_at = NULL WHERE id = '{}'", t.id));
     env.rt.shared.wake.notify_one();
     let run = env.wait(&t.id).await.expect("second attempt completes");
     assert_eq!(run.output.as_deref(), Some(r#"["step1-1","step2-2"]"#));
@@ -77,7 +77,7 @@ async fn the_step_index_does_not_drift_on_resume() {
     env.app.fail("c", 1);
     let t = env.client::<Script>().trigger(script(&["a", "b", "c"]), TriggerOptions::new()).await.expect("trigger");
     env.wait(&t.id).await.expect_err("fails at c");
-    env.db.exec(&format!("UPDATE durably_runs SET status = 'pending', completed_at = NULL WHERE id = '{}'", t.id));
+    env.exec(&format!("UPDATE durably_runs SET status = 'pending', completed_at = NULL WHERE id = '{}'", t.id));
     env.rt.shared.wake.notify_one();
     env.wait(&t.id).await.expect("completes");
     let steps = env.steps(&t.id).await;
@@ -192,7 +192,7 @@ async fn a_cancel_written_to_the_database_while_a_step_runs_wins() {
     let t = script.trigger(super::script(&["step1", "step2"]), TriggerOptions::new()).await.expect("trigger");
     env.app.entered().await;
     // Another process cancels: nothing in this process is told.
-    env.db.exec(&format!("UPDATE durably_runs SET status = 'cancelled' WHERE id = '{}'", t.id));
+    env.exec(&format!("UPDATE durably_runs SET status = 'cancelled' WHERE id = '{}'", t.id));
     env.app.release(1);
     // The step's persist is refused, the run stays cancelled and step2 never runs.
     let e = assert_err!(env.wait(&t.id).await, Error::InvalidState { .. });

@@ -16,6 +16,7 @@ mod lock;
 pub(crate) mod migrations;
 mod outbox;
 mod readers;
+pub(crate) mod runs;
 mod writer;
 
 use std::borrow::Cow;
@@ -756,5 +757,3 @@ mod tests {
         assert!(matches!(err, StoreError::Database(_)));
     }
 }
-
-pub(crate) mod runs;

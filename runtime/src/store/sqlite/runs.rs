@@ -1138,27 +1138,22 @@ pub(crate) fn recover(conn: &Connection, now: Timestamp) -> Result<u64, StoreErr
 }
 
 #[cfg(test)]
-pub(crate) mod harness;
-
-#[cfg(test)]
 mod tests;
 
-// Until the SQLite store's group-committed writer lands, the engine's store cannot run step
-// jobs; every operation reports the store as closed.
 impl SqlExecutor for super::SqliteStore {
-    fn write<T, F>(&self, _op: F) -> impl Future<Output = Result<T, StoreError>> + Send
+    fn write<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        async { Err(StoreError::Closed) }
+        super::SqliteStore::write(self, op)
     }
 
-    fn read<T, F>(&self, _op: F) -> impl Future<Output = Result<T, StoreError>> + Send
+    fn read<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        async { Err(StoreError::Closed) }
+        super::SqliteStore::read(self, op)
     }
 }
