@@ -5,7 +5,9 @@ use proc_macro2::Span;
 use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, Ident, ImplItem, ItemFn, ItemImpl, PathArguments, ReturnType, Type};
+use syn::{
+    FnArg, GenericArgument, Ident, ImplItem, ItemFn, ItemImpl, PathArguments, ReturnType, Type,
+};
 
 use crate::attr::Kind;
 use crate::errors::Errors;
@@ -40,7 +42,11 @@ pub(crate) fn job_fn(kind: Kind, item: ItemFn, errors: &mut Errors) -> Option<Jo
         ok = false;
     };
     if sig.asyncness.is_none() {
-        fail(errors, &sig.fn_token, format!("{attr} goes on an `async fn`; add `async` before `fn`"));
+        fail(
+            errors,
+            &sig.fn_token,
+            format!("{attr} goes on an `async fn`; add `async` before `fn`"),
+        );
     }
     if let Some(t) = &sig.constness {
         fail(errors, t, format!("a {attr} function cannot be `const`"));
@@ -49,13 +55,19 @@ pub(crate) fn job_fn(kind: Kind, item: ItemFn, errors: &mut Errors) -> Option<Jo
         fail(errors, t, format!("a {attr} function cannot be `unsafe`"));
     }
     if let Some(abi) = &sig.abi {
-        fail(errors, abi, format!("a {attr} function cannot have an `extern` ABI"));
+        fail(
+            errors,
+            abi,
+            format!("a {attr} function cannot have an `extern` ABI"),
+        );
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         fail(
             errors,
             &sig.generics,
-            format!("a {attr} function cannot be generic: the job is one type with one persisted name"),
+            format!(
+                "a {attr} function cannot be generic: the job is one type with one persisted name"
+            ),
         );
     }
     if let Some(v) = &sig.variadic {
@@ -73,12 +85,24 @@ pub(crate) fn job_fn(kind: Kind, item: ItemFn, errors: &mut Errors) -> Option<Jo
             FnArg::Typed(pat) => types.push(&*pat.ty),
         }
     }
-    let (min, max) = if kind == Kind::Continuous { (1, 2) } else { (2, 3) };
+    let (min, max) = if kind == Kind::Continuous {
+        (1, 2)
+    } else {
+        (2, 3)
+    };
     if types.len() < min || types.len() > max {
-        let span = if sig.inputs.is_empty() { sig.paren_token.span.join() } else { sig.inputs.span() };
+        let span = if sig.inputs.is_empty() {
+            sig.paren_token.span.join()
+        } else {
+            sig.inputs.span()
+        };
         errors.push(syn::Error::new(
             span,
-            format!("a {attr} function takes {} parameters; write {}", describe(min, max), signature_hint(kind)),
+            format!(
+                "a {attr} function takes {} parameters; write {}",
+                describe(min, max),
+                signature_hint(kind)
+            ),
         ));
         return None;
     }
@@ -86,8 +110,16 @@ pub(crate) fn job_fn(kind: Kind, item: ItemFn, errors: &mut Errors) -> Option<Jo
     let context = match types[0] {
         Type::Reference(r) if r.mutability.is_some() => Some((*r.elem).clone()),
         other => {
-            let expected = if kind == Kind::Continuous { "&mut ContinuousContext<State>" } else { "&mut StepContext" };
-            fail(errors, other, format!("the first parameter of a {attr} function is the context, `{expected}`"));
+            let expected = if kind == Kind::Continuous {
+                "&mut ContinuousContext<State>"
+            } else {
+                "&mut StepContext"
+            };
+            fail(
+                errors,
+                other,
+                format!("the first parameter of a {attr} function is the context, `{expected}`"),
+            );
             None
         }
     };
@@ -111,7 +143,11 @@ pub(crate) fn job_fn(kind: Kind, item: ItemFn, errors: &mut Errors) -> Option<Jo
     let output = match &sig.output {
         ReturnType::Type(_, ty) => Some((**ty).clone()),
         ReturnType::Default => {
-            let expected = if kind == Kind::Continuous { "Result<(), Error>" } else { "Result<Output, Error>" };
+            let expected = if kind == Kind::Continuous {
+                "Result<(), Error>"
+            } else {
+                "Result<Output, Error>"
+            };
             fail(
                 errors,
                 &sig.ident,
@@ -123,7 +159,13 @@ pub(crate) fn job_fn(kind: Kind, item: ItemFn, errors: &mut Errors) -> Option<Jo
     if !ok {
         return None;
     }
-    Some(JobFn { context: context?, input, app, output: output?, item })
+    Some(JobFn {
+        context: context?,
+        input,
+        app,
+        output: output?,
+        item,
+    })
 }
 
 fn describe(min: usize, max: usize) -> String {
@@ -137,7 +179,9 @@ pub(crate) fn type_args<'a>(ty: &'a Type, name: &str) -> Option<Vec<&'a Type>> {
     if last.ident != name {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     args.args
         .iter()
         .map(|a| match a {
@@ -185,7 +229,10 @@ pub(crate) fn job_impl(kind: Kind, item: ItemImpl, errors: &mut Errors) -> Optio
         return None;
     };
     if let Some(bang) = bang {
-        errors.at(bang, format!("{attr} goes on a positive impl of `{expected}`; remove `!`"));
+        errors.at(
+            bang,
+            format!("{attr} goes on a positive impl of `{expected}`; remove `!`"),
+        );
         return None;
     }
     let Some(last) = path.segments.last() else {
@@ -198,7 +245,10 @@ pub(crate) fn job_impl(kind: Kind, item: ItemImpl, errors: &mut Errors) -> Optio
             Some(other) => format!("; an impl of `{found}` takes {other}"),
             None => String::new(),
         };
-        errors.at(&last.ident, format!("{attr} goes on an impl of `{expected}`, not `{found}`{hint}"));
+        errors.at(
+            &last.ident,
+            format!("{attr} goes on an impl of `{expected}`, not `{found}`{hint}"),
+        );
         return None;
     }
     let app = match &last.arguments {
@@ -206,7 +256,10 @@ pub(crate) fn job_impl(kind: Kind, item: ItemImpl, errors: &mut Errors) -> Optio
         PathArguments::AngleBracketed(args) if args.args.len() == 1 => match &args.args[0] {
             GenericArgument::Type(t) => Some(t.clone()),
             other => {
-                errors.at(other, format!("`{expected}<App>` takes the application state type"));
+                errors.at(
+                    other,
+                    format!("`{expected}<App>` takes the application state type"),
+                );
                 return None;
             }
         },
@@ -230,7 +283,12 @@ pub(crate) fn job_impl(kind: Kind, item: ItemImpl, errors: &mut Errors) -> Optio
         _ => None,
     };
     let Some(self_ident) = self_ident else {
-        errors.at(&item.self_ty, format!("{attr} goes on an impl for a named type, e.g. `impl {expected}<App> for MyJob`"));
+        errors.at(
+            &item.self_ty,
+            format!(
+                "{attr} goes on an impl for a named type, e.g. `impl {expected}<App> for MyJob`"
+            ),
+        );
         return None;
     };
     if app.is_none() && !item.generics.params.is_empty() {
@@ -240,7 +298,11 @@ pub(crate) fn job_impl(kind: Kind, item: ItemImpl, errors: &mut Errors) -> Optio
         );
         return None;
     }
-    Some(JobImpl { item, self_ident, app })
+    Some(JobImpl {
+        item,
+        self_ident,
+        app,
+    })
 }
 
 /// The names of the methods an impl defines.

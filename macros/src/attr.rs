@@ -108,7 +108,10 @@ pub(crate) struct JobArgs {
 
 pub(crate) enum ScheduleArg {
     Every(u64),
-    Cron { expression: LitStr, time_zone: Option<LitStr> },
+    Cron {
+        expression: LitStr,
+        time_zone: Option<LitStr>,
+    },
 }
 
 pub(crate) struct RetryArgs {
@@ -120,8 +123,16 @@ pub(crate) struct RetryArgs {
 
 pub(crate) enum BackoffArg {
     Constant(u64),
-    Linear { initial: u64, increment: u64, max: Option<u64> },
-    Exponential { initial: u64, factor: Option<f64>, max: Option<u64> },
+    Linear {
+        initial: u64,
+        increment: u64,
+        max: Option<u64>,
+    },
+    Exponential {
+        initial: u64,
+        factor: Option<f64>,
+        max: Option<u64>,
+    },
 }
 
 /// An example of each argument, quoted in errors.
@@ -147,12 +158,19 @@ fn example(key: &str) -> &'static str {
 
 fn unknown_key(key: &Ident, context: &str, accepted: &[&str]) -> syn::Error {
     let name = key.unraw().to_string();
-    let list = accepted.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    let list = accepted
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let hint = match closest(&name, accepted.iter().copied()) {
-        Some(close) => format!("; did you mean `{close}`?"),
+        Some(close) => format!(" (did you mean `{close}`?)"),
         None => String::new(),
     };
-    syn::Error::new(key.span(), format!("unknown argument `{name}`{hint} {context} accepts {list}"))
+    syn::Error::new(
+        key.span(),
+        format!("unknown argument `{name}`{hint}; {context} accepts {list}"),
+    )
 }
 
 /// Reads the arguments of a job attribute. Every problem is recorded in `errors`.
@@ -219,7 +237,10 @@ pub(crate) fn job_args(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> 
             _ => {} // the value was invalid and is reported already
         }
         if let (Some((tz_key, _)), None) = (&tz, &cron) {
-            errors.at(tz_key, "`tz` applies to a `cron` schedule only; remove it, or use `cron = \"...\"`");
+            errors.at(
+                tz_key,
+                "`tz` applies to a `cron` schedule only; remove it, or use `cron = \"...\"`",
+            );
         }
     }
 
@@ -230,7 +251,9 @@ pub(crate) fn job_args(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> 
                 "#[debounce] needs `flush_after`, the longest a batch waits, e.g. #[debounce(flush_after = \"5s\")]",
             ));
         }
-        if let (Some(quiet), Some(flush_after), Some(key)) = (out.quiet, out.flush_after, &quiet_key) {
+        if let (Some(quiet), Some(flush_after), Some(key)) =
+            (out.quiet, out.flush_after, &quiet_key)
+        {
             if quiet >= flush_after {
                 errors.at(
                     key,
@@ -242,7 +265,7 @@ pub(crate) fn job_args(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> 
     out
 }
 
-fn expr_of<'a>(arg: &'a Arg) -> syn::Result<&'a Expr> {
+fn expr_of(arg: &Arg) -> syn::Result<&Expr> {
     let key = arg.key.unraw().to_string();
     match &arg.value {
         Value::Expr(expr) => Ok(strip_groups(expr)),
@@ -295,7 +318,10 @@ pub(crate) fn check_name(lit: &LitStr) -> syn::Result<()> {
     let problem = if value.is_empty() {
         Some("a persisted job name cannot be empty".to_owned())
     } else if value.len() > 512 {
-        Some(format!("a persisted job name is at most 512 bytes; this one has {}", value.len()))
+        Some(format!(
+            "a persisted job name is at most 512 bytes; this one has {}",
+            value.len()
+        ))
     } else {
         value
             .chars()
@@ -313,7 +339,10 @@ fn duration_lit(lit: &LitStr, key: &str, allow_zero: bool) -> syn::Result<u64> {
     let millis = duration::parse(&text).map_err(|why| {
         syn::Error::new(
             lit.span(),
-            format!("invalid duration \"{text}\" for `{key}`: {why}; {}", duration::FORMAT_HINT),
+            format!(
+                "invalid duration \"{text}\" for `{key}`: {why}; {}",
+                duration::FORMAT_HINT
+            ),
         )
     })?;
     if millis == 0 && !allow_zero {
@@ -341,6 +370,8 @@ fn cron_expression(arg: &Arg) -> syn::Result<LitStr> {
         .build()
         .parse(&expression)
         .map_err(|why| {
+            let why = why.to_string();
+            let why = why.trim_end_matches('.').to_lowercase();
             syn::Error::new(
                 lit.span(),
                 format!(
@@ -363,7 +394,10 @@ fn time_zone(arg: &Arg) -> syn::Result<LitStr> {
         Some(close) => format!("did you mean \"{close}\"?"),
         None => "use an IANA name such as \"Europe/Paris\" or \"America/New_York\"".to_owned(),
     };
-    Err(syn::Error::new(lit.span(), format!("unknown time zone \"{zone}\"; {hint}")))
+    Err(syn::Error::new(
+        lit.span(),
+        format!("unknown time zone \"{zone}\"; {hint}"),
+    ))
 }
 
 fn bool_of(arg: &Arg) -> syn::Result<bool> {
@@ -382,9 +416,9 @@ fn int_of<T: FromStr<Err = std::num::ParseIntError>>(arg: &Arg) -> syn::Result<T
     let key = arg.key.unraw().to_string();
     let expr = expr_of(arg)?;
     match lit_of(expr) {
-        Some(Lit::Int(int)) => int.base10_parse::<T>().map_err(|_| {
-            syn::Error::new_spanned(int, format!("`{key}` is too large"))
-        }),
+        Some(Lit::Int(int)) => int
+            .base10_parse::<T>()
+            .map_err(|_| syn::Error::new_spanned(int, format!("`{key}` is too large"))),
         _ => Err(syn::Error::new_spanned(
             expr,
             format!("`{key}` takes a whole number, e.g. `{}`", example(&key)),
@@ -410,7 +444,10 @@ fn path_of(arg: &Arg) -> syn::Result<syn::Path> {
         Expr::Path(p) if p.qself.is_none() => Ok(p.path.clone()),
         other => Err(syn::Error::new_spanned(
             other,
-            format!("`{key}` takes the path of an async function, e.g. `{}`", example(&key)),
+            format!(
+                "`{key}` takes the path of an async function, e.g. `{}`",
+                example(&key)
+            ),
         )),
     }
 }
@@ -470,21 +507,32 @@ fn retry(arg: &Arg, errors: &mut Errors) -> Option<RetryArgs> {
         }
         return None;
     };
-    ok.then_some(RetryArgs { max_attempts, backoff, jitter, max_duration })
+    ok.then_some(RetryArgs {
+        max_attempts,
+        backoff,
+        jitter,
+        max_duration,
+    })
 }
 
 const BACKOFF_HINT: &str = "use constant(\"5s\"), linear(\"1s\", \"2s\", max = \"30s\") or exponential(\"1s\", factor = 2.0, max = \"30s\")";
 
 fn backoff_of(expr: &Expr) -> syn::Result<BackoffArg> {
     let Expr::Call(call) = expr else {
-        return Err(syn::Error::new_spanned(expr, format!("`backoff` takes a strategy; {BACKOFF_HINT}")));
+        return Err(syn::Error::new_spanned(
+            expr,
+            format!("`backoff` takes a strategy; {BACKOFF_HINT}"),
+        ));
     };
     let func = match strip_groups(&call.func) {
         Expr::Path(p) if p.path.get_ident().is_some() => p.path.get_ident().cloned(),
         _ => None,
     };
     let Some(func) = func else {
-        return Err(syn::Error::new_spanned(&call.func, format!("unknown backoff; {BACKOFF_HINT}")));
+        return Err(syn::Error::new_spanned(
+            &call.func,
+            format!("unknown backoff; {BACKOFF_HINT}"),
+        ));
     };
     let mut positional = Vec::new();
     let mut named: Vec<(Ident, &Expr)> = Vec::new();
@@ -496,7 +544,10 @@ fn backoff_of(expr: &Expr) -> syn::Result<BackoffArg> {
                     named.push((ident, &assign.right));
                 }
                 other => {
-                    return Err(syn::Error::new_spanned(other, format!("expected an option name; {BACKOFF_HINT}")))
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        format!("expected an option name; {BACKOFF_HINT}"),
+                    ))
                 }
             },
             other => positional.push(other),
@@ -509,15 +560,21 @@ fn backoff_of(expr: &Expr) -> syn::Result<BackoffArg> {
         "exponential" => (1, &["factor", "max"]),
         _ => {
             let hint = closest(&kind, ["constant", "linear", "exponential"])
-                .map(|c| format!("did you mean `{c}`? "))
+                .map(|c| format!(" (did you mean `{c}`?)"))
                 .unwrap_or_default();
-            return Err(syn::Error::new_spanned(&func, format!("unknown backoff `{kind}`; {hint}{BACKOFF_HINT}")));
+            return Err(syn::Error::new_spanned(
+                &func,
+                format!("unknown backoff `{kind}`{hint}; {BACKOFF_HINT}"),
+            ));
         }
     };
     if positional.len() != arity {
         return Err(syn::Error::new_spanned(
             call,
-            format!("`{kind}` takes {arity} duration{}; {BACKOFF_HINT}", if arity == 1 { "" } else { "s" }),
+            format!(
+                "`{kind}` takes {arity} duration{}; {BACKOFF_HINT}",
+                if arity == 1 { "" } else { "s" }
+            ),
         ));
     }
     let durations = positional
@@ -532,9 +589,16 @@ fn backoff_of(expr: &Expr) -> syn::Result<BackoffArg> {
             let list = if options.is_empty() {
                 "no options".to_owned()
             } else {
-                options.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(" and ")
+                options
+                    .iter()
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             };
-            return Err(syn::Error::new_spanned(&ident, format!("`{kind}` takes {list}, not `{option}`")));
+            return Err(syn::Error::new_spanned(
+                &ident,
+                format!("`{kind}` takes {list}, not `{option}`"),
+            ));
         }
         if option == "max" {
             max = Some(duration_lit(&str_of(value, "backoff")?, "max", false)?);
@@ -557,7 +621,15 @@ fn backoff_of(expr: &Expr) -> syn::Result<BackoffArg> {
     }
     Ok(match kind.as_str() {
         "constant" => BackoffArg::Constant(durations[0]),
-        "linear" => BackoffArg::Linear { initial: durations[0], increment: durations[1], max },
-        _ => BackoffArg::Exponential { initial: durations[0], factor, max },
+        "linear" => BackoffArg::Linear {
+            initial: durations[0],
+            increment: durations[1],
+            max,
+        },
+        _ => BackoffArg::Exponential {
+            initial: durations[0],
+            factor,
+            max,
+        },
     })
 }

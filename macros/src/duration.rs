@@ -20,7 +20,10 @@ pub(crate) fn parse(text: &str) -> Result<u64, String> {
         }
         if start == i {
             let found = text[i..].chars().next().unwrap_or(' ');
-            return Err(format!("expected a number at `{}`, found `{found}`", &text[i..]));
+            return Err(format!(
+                "expected a number at `{}`, found `{found}`",
+                &text[i..]
+            ));
         }
         let number: u64 = text[start..i]
             .parse()
@@ -116,7 +119,13 @@ mod tests {
 
     #[test]
     fn overflow_is_an_error() {
-        assert_eq!(parse("99999999999999999999s"), Err("`99999999999999999999` is too large".into()));
-        assert_eq!(parse("18446744073709551615d"), Err("the duration is too long".into()));
+        assert_eq!(
+            parse("99999999999999999999s"),
+            Err("`99999999999999999999` is too large".into())
+        );
+        assert_eq!(
+            parse("18446744073709551615d"),
+            Err("the duration is too long".into())
+        );
     }
 }

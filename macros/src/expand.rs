@@ -36,9 +36,16 @@ fn misplaced(kind: Kind, item: TokenStream, mut errors: Errors) -> TokenStream {
     let attr = kind.attr();
     let message = match kind {
         Kind::Continuous | Kind::Step => format!("{attr} goes on an `async fn`"),
-        _ => format!("{attr} goes on `impl {}<App> for YourType {{ ... }}`", ast::trait_name(kind)),
+        _ => format!(
+            "{attr} goes on `impl {}<App> for YourType {{ ... }}`",
+            ast::trait_name(kind)
+        ),
     };
-    let span = item.clone().into_iter().next().map_or_else(Span::call_site, |t| t.span());
+    let span = item
+        .clone()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span());
     errors.push(syn::Error::new(span, message));
     let errors = errors.to_compile_errors();
     quote!(#errors #item)
@@ -62,7 +69,11 @@ fn retry_policy(retry: &RetryArgs) -> TokenStream {
                 let d = duration(*d);
                 quote!(::durable_jobs::Backoff::constant(#d))
             }
-            BackoffArg::Linear { initial, increment, max } => {
+            BackoffArg::Linear {
+                initial,
+                increment,
+                max,
+            } => {
                 let (i, inc) = (duration(*initial), duration(*increment));
                 let max = max.map(|m| {
                     let m = duration(m);
@@ -70,7 +81,11 @@ fn retry_policy(retry: &RetryArgs) -> TokenStream {
                 });
                 quote!(::durable_jobs::Backoff::linear(#i, #inc) #max)
             }
-            BackoffArg::Exponential { initial, factor, max } => {
+            BackoffArg::Exponential {
+                initial,
+                factor,
+                max,
+            } => {
                 let i = duration(*initial);
                 let factor = factor.map(|f| {
                     let f = Literal::f64_unsuffixed(f);
@@ -130,7 +145,13 @@ fn job_impl(kind: Kind, ty: &TokenStream, name: &LitStr) -> TokenStream {
     }
 }
 
-fn register_impl(kind: Kind, ty: &TokenStream, app: &TokenStream, generics: &TokenStream, where_clause: &TokenStream) -> TokenStream {
+fn register_impl(
+    kind: Kind,
+    ty: &TokenStream,
+    app: &TokenStream,
+    generics: &TokenStream,
+    where_clause: &TokenStream,
+) -> TokenStream {
     let method = match kind {
         Kind::Continuous => quote!(continuous),
         Kind::Debounce => quote!(debounce),
@@ -244,9 +265,16 @@ fn fn_job(kind: Kind, args: &JobArgs, item: ItemFn, mut errors: Errors) -> Token
     let ty_ident = syn::Ident::new(&type_name, fn_ident.span());
     let ty = ty_ident.to_token_stream();
     let vis = item.vis.clone();
-    let docs: Vec<&Attribute> = item.attrs.iter().filter(|a| a.path().is_ident("doc")).collect();
+    let docs: Vec<&Attribute> = item
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .collect();
     let default_doc = docs.is_empty().then(|| {
-        let doc = format!("The {} job defined by the function `{fn_name}`.", kind.attr());
+        let doc = format!(
+            "The {} job defined by the function `{fn_name}`.",
+            kind.attr()
+        );
         quote!(#[doc = #doc])
     });
     let cfgs = cfg_attrs(&item.attrs);
@@ -317,7 +345,9 @@ fn continuous_impl(args: &JobArgs, job: &JobFn, ty: &TokenStream, args_ok: bool)
     let context = &job.context;
     let state = match ast::type_args(context, "ContinuousContext") {
         Some(a) if a.len() == 1 => a[0].to_token_stream(),
-        _ => quote_spanned!(context.span()=> <#context as ::durable_jobs::__private::ContinuousContextParts>::State),
+        _ => {
+            quote_spanned!(context.span()=> <#context as ::durable_jobs::__private::ContinuousContextParts>::State)
+        }
     };
     let (_, error) = result_parts(&job.output);
     let (app, generics) = app_of(job.app.as_ref());
@@ -329,16 +359,23 @@ fn continuous_impl(args: &JobArgs, job: &JobFn, ty: &TokenStream, args_ok: bool)
                 let d = duration(*ms);
                 quote!(::durable_jobs::Schedule::every(#d))
             }
-            Some(ScheduleArg::Cron { expression, time_zone }) => {
+            Some(ScheduleArg::Cron {
+                expression,
+                time_zone,
+            }) => {
                 let zone = match time_zone {
                     Some(z) => quote!(::core::option::Option::Some(#z)),
                     None => quote!(::core::option::Option::None),
                 };
                 quote!(::durable_jobs::__private::cron_schedule(#expression, #zone))
             }
-            None => quote!(::durable_jobs::Schedule::every(::core::time::Duration::from_secs(60))),
+            None => quote!(::durable_jobs::Schedule::every(
+                ::core::time::Duration::from_secs(60)
+            )),
         };
-        let start = args.start_immediately.map(|b| quote!(.start_immediately(#b)));
+        let start = args
+            .start_immediately
+            .map(|b| quote!(.start_immediately(#b)));
         let retry = retry_call(args);
         quote!(::durable_jobs::ContinuousConfig::new(#schedule) #start #retry)
     } else {
@@ -469,7 +506,10 @@ fn handlers(kind: Kind) -> &'static [Handler] {
 /// A stand-in for a missing handler, emitted only next to the error that reports it, so rustc
 /// does not report the same omission a second time.
 fn stub(kind: Kind, name: &str, app: &TokenStream) -> ImplItem {
-    let done = quote!(impl ::core::future::Future<Output = ::core::result::Result<(), Self::Error>> + ::core::marker::Send);
+    let done = quote!(
+        impl ::core::future::Future<Output = ::core::result::Result<(), Self::Error>>
+            + ::core::marker::Send
+    );
     let tokens = match (kind, name) {
         (Kind::Debounce, "on_event") => quote! {
             fn on_event(&self, _: ::core::option::Option<Self::State>, _: Self::Event, _: &::durable_jobs::EventContext) -> Self::State { loop {} }
@@ -489,14 +529,21 @@ fn stub(kind: Kind, name: &str, app: &TokenStream) -> ImplItem {
 
 fn impl_job(kind: Kind, args: &JobArgs, item: ItemImpl, mut errors: Errors) -> TokenStream {
     let original = item.clone();
-    let Some(JobImpl { mut item, self_ident, app }) = ast::job_impl(kind, item, &mut errors) else {
+    let Some(JobImpl {
+        mut item,
+        self_ident,
+        app,
+    }) = ast::job_impl(kind, item, &mut errors)
+    else {
         let errors = errors.to_compile_errors();
         return quote!(#errors #original);
     };
     let attr = kind.attr();
     let trait_name = ast::trait_name(kind);
     let any_app = app.is_none();
-    let app_tokens = app.as_ref().map_or_else(|| quote!(__DurableApp), ToTokens::to_token_stream);
+    let app_tokens = app
+        .as_ref()
+        .map_or_else(|| quote!(__DurableApp), ToTokens::to_token_stream);
 
     // Handlers: present, missing, and (for an impl for any app) without an `app` parameter.
     let present = ast::method_names(&item);
@@ -519,7 +566,10 @@ fn impl_job(kind: Kind, args: &JobArgs, item: ItemImpl, mut errors: Errors) -> T
             };
             errors.at(
                 &trait_path,
-                format!("this {attr} impl has no `{}` handler; add `{signature} {{ ... }}`", handler.name),
+                format!(
+                    "this {attr} impl has no `{}` handler; add `{signature} {{ ... }}`",
+                    handler.name
+                ),
             );
             stubs.push(stub(kind, handler.name, &app_tokens));
         }
@@ -528,12 +578,26 @@ fn impl_job(kind: Kind, args: &JobArgs, item: ItemImpl, mut errors: Errors) -> T
         for impl_item in &mut item.items {
             let ImplItem::Fn(f) = impl_item else { continue };
             let name = f.sig.ident.unraw().to_string();
-            let Some(arity) = handlers(kind).iter().find(|h| h.name == name).and_then(|h| h.arity_with_app) else {
+            let Some(arity) = handlers(kind)
+                .iter()
+                .find(|h| h.name == name)
+                .and_then(|h| h.arity_with_app)
+            else {
                 continue;
             };
-            let params = f.sig.inputs.iter().filter(|a| matches!(a, FnArg::Typed(_))).count();
+            let params = f
+                .sig
+                .inputs
+                .iter()
+                .filter(|a| matches!(a, FnArg::Typed(_)))
+                .count();
             if params == arity {
                 let last = f.sig.inputs.last().map(ToTokens::to_token_stream);
+                // Give the parameter the type the trait expects, so rustc does not add a
+                // signature mismatch (suggesting the hidden generic) to the error below.
+                if let Some(FnArg::Typed(param)) = f.sig.inputs.last_mut() {
+                    param.ty = syn::parse_quote!(&__DurableApp);
+                }
                 errors.at(
                     last,
                     format!(
@@ -549,7 +613,8 @@ fn impl_job(kind: Kind, args: &JobArgs, item: ItemImpl, mut errors: Errors) -> T
         item.generics.params.push(syn::parse_quote!(#generic));
         if let Some((_, path, _)) = &mut item.trait_ {
             if let Some(last) = path.segments.last_mut() {
-                last.arguments = syn::PathArguments::AngleBracketed(syn::parse_quote!(<__DurableApp>));
+                last.arguments =
+                    syn::PathArguments::AngleBracketed(syn::parse_quote!(<__DurableApp>));
             }
         }
     }

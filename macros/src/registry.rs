@@ -37,7 +37,10 @@ impl Parse for RegistryInput {
             ));
         }
         let ident: Ident = input.parse().map_err(|e| {
-            syn::Error::new(e.span(), "expected the registry's name, e.g. `registry! { pub Jobs<App> { MyJob } }`")
+            syn::Error::new(
+                e.span(),
+                "expected the registry's name, e.g. `registry! { pub Jobs<App> { MyJob } }`",
+            )
         })?;
         let app = if input.peek(Token![<]) {
             input.parse::<Token![<]>()?;
@@ -51,9 +54,17 @@ impl Parse for RegistryInput {
         syn::braced!(content in input);
         let jobs = Punctuated::<syn::Path, Token![,]>::parse_terminated(&content)?;
         if !input.is_empty() {
-            return Err(input.error("unexpected tokens after the list of jobs; one `registry!` defines one registry"));
+            return Err(input.error(
+                "unexpected tokens after the list of jobs; one `registry!` defines one registry",
+            ));
         }
-        Ok(RegistryInput { attrs, vis, ident, app, jobs: jobs.into_iter().collect() })
+        Ok(RegistryInput {
+            attrs,
+            vis,
+            ident,
+            app,
+            jobs: jobs.into_iter().collect(),
+        })
     }
 }
 
@@ -65,7 +76,13 @@ pub(crate) fn expand(tokens: TokenStream) -> TokenStream {
 }
 
 fn generate(input: RegistryInput) -> TokenStream {
-    let RegistryInput { attrs, vis, ident, app, jobs } = input;
+    let RegistryInput {
+        attrs,
+        vis,
+        ident,
+        app,
+        jobs,
+    } = input;
     let app = app.map_or_else(|| quote!(()), |a| a.to_token_stream());
     let mut errors = Errors::default();
 
@@ -75,10 +92,15 @@ fn generate(input: RegistryInput) -> TokenStream {
     let mut entries: Vec<(syn::Path, Ident)> = Vec::new();
     for path in jobs {
         let key = path.to_token_stream().to_string();
-        let Some(last) = path.segments.last() else { continue };
+        let Some(last) = path.segments.last() else {
+            continue;
+        };
         let variant = last.ident.unraw();
         if by_path.insert(key.clone(), ()).is_some() {
-            errors.at(&path, format!("`{key}` is listed twice in `{ident}`; remove one"));
+            errors.at(
+                &path,
+                format!("`{key}` is listed twice in `{ident}`; remove one"),
+            );
             continue;
         }
         if let Some(first) = by_variant.insert(variant.to_string(), key.clone()) {
@@ -94,14 +116,20 @@ fn generate(input: RegistryInput) -> TokenStream {
 
     let docs_given = attrs.iter().any(|a| a.path().is_ident("doc"));
     let default_doc = (!docs_given).then(|| {
-        let doc = format!("The jobs of this application, as listed in `registry!`: {}.", list(&entries));
+        let doc = format!(
+            "The jobs of this application, as listed in `registry!`: {}.",
+            list(&entries)
+        );
         quote!(#[doc = #doc])
     });
     let name_enum = format_ident!("{}Name", ident);
     let enum_doc = format!("The persisted name of each job in [`{ident}`], for storage and for callers that have a name as a string.");
     let count = entries.len();
     let variants = entries.iter().map(|(path, variant)| {
-        let doc = format!("The job `{}`.", path.to_token_stream().to_string().replace(' ', ""));
+        let doc = format!(
+            "The job `{}`.",
+            path.to_token_stream().to_string().replace(' ', "")
+        );
         quote!(#[doc = #doc] #variant)
     });
     let variant_idents: Vec<&Ident> = entries.iter().map(|(_, v)| v).collect();

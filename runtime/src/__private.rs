@@ -40,12 +40,15 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
 /// the engine registers the job at start-up.
 pub fn cron_schedule(expression: &'static str, time_zone: Option<&'static str>) -> Schedule {
     #[allow(clippy::expect_used)]
-    Schedule::cron(expression, time_zone).expect("cron expression validated by #[continuous] at compile time")
+    Schedule::cron(expression, time_zone)
+        .expect("cron expression validated by #[continuous] at compile time")
 }
 
 /// The error of `JobsName::from_str` for a name that is not in the registry.
 pub fn job_not_found(name: &str) -> Error {
-    Error::JobNotFound { name: name.to_owned() }
+    Error::JobNotFound {
+        name: name.to_owned(),
+    }
 }
 
 /// The state type of a continuous job's context, for a context written through an alias.

@@ -21,14 +21,22 @@ pub struct Tokens {
 
 /// Keeps OAuth tokens fresh.
 #[durable_jobs::continuous(every = "30m", retry(max_attempts = 5, backoff = exponential("1s", max = "30s")))]
-async fn token_refresher(ctx: &mut ContinuousContext<Tokens>, _app: &App) -> Result<(), std::io::Error> {
+async fn token_refresher(
+    ctx: &mut ContinuousContext<Tokens>,
+    _app: &App,
+) -> Result<(), std::io::Error> {
     if ctx.state().refresh_token.is_empty() {
         return ctx.terminate("no refresh token");
     }
     Ok(())
 }
 
-#[durable_jobs::continuous(cron = "0 4 * * *", tz = "Europe/Paris", start_immediately = false, name = "nightly-report")]
+#[durable_jobs::continuous(
+    cron = "0 4 * * *",
+    tz = "Europe/Paris",
+    start_immediately = false,
+    name = "nightly-report"
+)]
 async fn nightly(_ctx: &mut ContinuousContext<u64>) -> Result<(), std::io::Error> {
     Ok(())
 }
@@ -42,13 +50,22 @@ impl DebounceJob<App> for WebhookBatcher {
     type State = Vec<String>;
     type Error = std::io::Error;
 
-    fn on_event(&self, state: Option<Vec<String>>, event: String, _ctx: &EventContext) -> Vec<String> {
+    fn on_event(
+        &self,
+        state: Option<Vec<String>>,
+        event: String,
+        _ctx: &EventContext,
+    ) -> Vec<String> {
         let mut batch = state.unwrap_or_default();
         batch.push(event);
         batch
     }
 
-    async fn execute(&self, _ctx: &mut FlushContext<Vec<String>>, _app: &App) -> Result<(), std::io::Error> {
+    async fn execute(
+        &self,
+        _ctx: &mut FlushContext<Vec<String>>,
+        _app: &App,
+    ) -> Result<(), std::io::Error> {
         Ok(())
     }
 }
@@ -80,7 +97,11 @@ pub struct SyncInput {
 }
 
 #[durable_jobs::step_job(name = "sync-users", retry(max_attempts = 3))]
-async fn sync_users(_step: &mut StepContext, input: SyncInput, _app: &App) -> Result<usize, std::io::Error> {
+async fn sync_users(
+    _step: &mut StepContext,
+    input: SyncInput,
+    _app: &App,
+) -> Result<usize, std::io::Error> {
     Ok(input.org_id.len())
 }
 
@@ -109,7 +130,16 @@ fn kinds_follow_the_attribute() {
 #[test]
 fn the_name_enum_round_trips() {
     let names: Vec<&str> = JobsName::ALL.iter().map(|n| n.as_str()).collect();
-    assert_eq!(names, ["token_refresher", "nightly-report", "webhook_batcher", "http_poller", "sync-users"]);
+    assert_eq!(
+        names,
+        [
+            "token_refresher",
+            "nightly-report",
+            "webhook_batcher",
+            "http_poller",
+            "sync-users"
+        ]
+    );
     for job in JobsName::ALL {
         assert_eq!(JobsName::from_str(job.as_str()).unwrap(), job);
         assert_eq!(job.to_string(), job.as_str());
@@ -128,9 +158,15 @@ fn attribute_arguments_become_the_config() {
     assert!(debug.contains("Every(1800s)"), "{debug}");
     assert!(debug.contains("max_attempts: 5"), "{debug}");
     let nightly = format!("{:?}", <Nightly as ContinuousJob<App>>::config(&Nightly));
-    assert!(nightly.contains("0 4 * * *") && nightly.contains("Europe/Paris"), "{nightly}");
+    assert!(
+        nightly.contains("0 4 * * *") && nightly.contains("Europe/Paris"),
+        "{nightly}"
+    );
     assert!(nightly.contains("start_immediately: false"), "{nightly}");
     let batcher = format!("{:?}", WebhookBatcher.config());
-    assert!(batcher.contains("flush_after: 5s") && batcher.contains("quiet: Some(1s)"), "{batcher}");
+    assert!(
+        batcher.contains("flush_after: 5s") && batcher.contains("quiet: Some(1s)"),
+        "{batcher}"
+    );
     assert!(batcher.contains("max_events: Some(100)"), "{batcher}");
 }
