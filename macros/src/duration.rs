@@ -28,6 +28,12 @@ pub(crate) fn parse(text: &str) -> Result<u64, String> {
         let number: u64 = text[start..i]
             .parse()
             .map_err(|_| format!("`{}` is too large", &text[start..i]))?;
+        if bytes.get(i) == Some(&b'.') {
+            return Err(format!(
+                "`{}.` is not a whole number; use a smaller unit, e.g. \"1500ms\" for 1.5s",
+                &text[start..i]
+            ));
+        }
         let unit_start = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -103,7 +109,7 @@ mod tests {
     fn numbers_must_come_first() {
         assert!(parse("").is_err());
         assert!(parse("s").unwrap_err().starts_with("expected a number"));
-        assert!(parse("1.5s").unwrap_err().starts_with("expected a number"));
+        assert!(parse("1.5s").unwrap_err().contains("not a whole number"));
         assert!(parse("5 s").is_err());
         assert!(parse(" 5s").is_err());
         assert!(parse("-5s").is_err());

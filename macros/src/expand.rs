@@ -259,8 +259,14 @@ fn fn_job(kind: Kind, args: &JobArgs, item: ItemFn, mut errors: Errors) -> Token
     if type_name == fn_name {
         errors.at(
             &fn_ident,
-            format!("name the function in snake_case, e.g. `{}`: {} generates the type `{type_name}` from it", snake_case(&fn_name), kind.attr()),
+            format!(
+                "name the function in snake_case, e.g. `{}`: {} generates the type `{type_name}` from it",
+                snake_case(&fn_name),
+                kind.attr()
+            ),
         );
+        let errors = errors.to_compile_errors();
+        return quote!(#errors #item);
     }
     let ty_ident = syn::Ident::new(&type_name, fn_ident.span());
     let ty = ty_ident.to_token_stream();
