@@ -156,8 +156,8 @@ impl<A: Send + Sync + 'static> JobSet<A> {
 /// macros implement it; the `registry!` macro calls it.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be listed in a registry whose app type is `{A}`",
-    label = "not a job of this registry's app type",
+    message = "`{Self}` is not a job that runs with `{A}`, the app type of this registry",
+    label = "not a job for this registry's app type",
     note = "every job in `registry!` is defined with #[continuous], #[debounce], #[task] or #[step_job], for the registry's app type (`app: &App`, `impl TaskJob<App> for ..`) or for any app (no `app` parameter, `impl TaskJob for ..`)"
 )]
 pub trait RegisterJob<A> {
