@@ -38,8 +38,8 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
 /// compile time otherwise. `ContinuousJob::config` cannot return an error, and a wrong schedule
 /// must not be replaced silently by another one, hence the `expect`. It would run once, when
 /// the engine registers the job at start-up.
+#[allow(clippy::expect_used)]
 pub fn cron_schedule(expression: &'static str, time_zone: Option<&'static str>) -> Schedule {
-    #[allow(clippy::expect_used)]
     Schedule::cron(expression, time_zone)
         .expect("cron expression validated by #[continuous] at compile time")
 }
@@ -105,7 +105,7 @@ pub mod kind {
 
     macro_rules! wrong_kind {
         ($($name:ident: $message:literal, $label:literal, $note:literal;)*) => {$(
-            #[doc = $message]
+            /// A wrong-kind diagnostic, never implemented; see the module documentation.
             #[diagnostic::on_unimplemented(message = $message, label = $label, note = $note)]
             pub trait $name<J, A> {
                 /// Never callable: the trait has no implementations.

@@ -83,3 +83,44 @@ fn main() {
     let _ = Jobs::builder();
     let _ = JobsName::ALL;
 }
+
+/// Without any prelude at all, as serde tests its derives.
+#[no_implicit_prelude]
+mod without_prelude {
+    #[::durable_jobs::continuous(cron = "0 4 * * *", tz = "UTC", retry(max_attempts = 2, backoff = constant("1s")))]
+    async fn nightly(
+        ctx: &mut ::durable_jobs::ContinuousContext<u64>,
+    ) -> ::std::result::Result<(), ::std::io::Error> {
+        *ctx.state_mut() += 1;
+        ::std::result::Result::Ok(())
+    }
+
+    pub struct Counter;
+
+    #[::durable_jobs::task(name = "counter")]
+    impl ::durable_jobs::TaskJob for Counter {
+        type State = u64;
+        type Event = u64;
+        type Error = ::std::convert::Infallible;
+
+        async fn on_event(
+            &self,
+            ctx: &mut ::durable_jobs::TaskContext<u64>,
+            event: u64,
+        ) -> ::std::result::Result<(), ::std::convert::Infallible> {
+            ctx.set_state(event);
+            ::std::result::Result::Ok(())
+        }
+
+        async fn execute(
+            &self,
+            _ctx: &mut ::durable_jobs::TaskContext<u64>,
+        ) -> ::std::result::Result<(), ::std::convert::Infallible> {
+            ::std::result::Result::Ok(())
+        }
+    }
+
+    ::durable_jobs::registry! {
+        pub Jobs { Nightly, Counter }
+    }
+}
