@@ -9,8 +9,9 @@
 //! waiting in its queue and runs them in one transaction, each in its own savepoint (group
 //! commit): one commit, and with [`Synchronous::Full`] one fsync, serves many writes, and a write
 //! that fails rolls back alone. Reads run on a small pool of read-only connections and see
-//! committed data only.
+//! committed data only. WAL checkpoints run on a thread of their own, off the writer's path.
 
+mod checkpoint;
 mod instances;
 mod lock;
 pub(crate) mod migrations;
@@ -35,6 +36,7 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 
+use checkpoint::Checkpointer;
 use lock::FileLock;
 use readers::Readers;
 use writer::Writer;
@@ -205,7 +207,11 @@ impl SqliteStore {
         };
         configure_writer(&conn, &options)?;
         migrations::apply(&mut conn, migrations::MIGRATIONS, Timestamp::now_system())?;
-        let writer = Writer::spawn(conn)?;
+        let checkpointer = match &options.path {
+            Some(path) => Some(Checkpointer::start(&mut conn, path, options.busy_timeout)?),
+            None => None,
+        };
+        let writer = Writer::spawn(conn, checkpointer)?;
         let readers = options.path.as_ref().map(|path| {
             Arc::new(Readers::new(
                 path.clone(),
@@ -334,7 +340,7 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), St
         }
     }
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY;",
+        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
         options.synchronous.pragma_value()
     ))
     .context("setting pragmas")?;
