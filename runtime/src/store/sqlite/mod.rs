@@ -238,9 +238,8 @@ impl SqliteStore {
     /// releases the file lock. Blocks the calling thread meanwhile. Does nothing if the store
     /// is already closed.
     pub fn close_blocking(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
+        // Every step is idempotent, so this also finishes a `close` whose future was dropped.
+        self.closed.store(true, Ordering::Release);
         if let Some(readers) = &self.readers {
             readers.close();
         }
@@ -451,9 +450,9 @@ impl Backend for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            if self.closed.swap(true, Ordering::AcqRel) {
-                return Ok(());
-            }
+            // Every step is idempotent: a second close (or one after a dropped close) finishes
+            // the job and returns once the store is closed.
+            self.closed.store(true, Ordering::Release);
             if let Some(readers) = &self.readers {
                 readers.close_and_wait().await;
             }
@@ -631,6 +630,22 @@ mod tests {
         let third = file_store(&dir);
         third.close_blocking();
         third.close_blocking();
+    }
+
+    #[tokio::test]
+    async fn concurrent_and_interrupted_closes_still_release_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let (a, b) = tokio::join!(store.close(), store.close());
+        a.unwrap();
+        b.unwrap();
+        let store = file_store(&dir);
+
+        // A close polled once, then dropped, perhaps half-way.
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, store.close()).await;
+        store.close_blocking();
+        let store = file_store(&dir);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
