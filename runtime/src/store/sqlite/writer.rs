@@ -22,7 +22,7 @@ use super::{database_error, shared_database_error};
 use crate::store::StoreError;
 
 /// Most writes committed in one transaction. Bounds the latency a group adds to its first write.
-pub(super) const MAX_GROUP: usize = 1024;
+const MAX_GROUP: usize = 1024;
 
 /// What the writer thread is asked to do.
 enum Message {
@@ -30,7 +30,7 @@ enum Message {
     /// Only in memory, where the writer's connection is the only one.
     Read(Box<dyn ReadJob>),
     /// Finish the queued writes, close the connection, then acknowledge.
-    Close(Option<oneshot::Sender<()>>),
+    Close(oneshot::Sender<()>),
 }
 
 /// A write with its reply channel, type-erased for the queue.
@@ -174,7 +174,7 @@ impl Writer {
     /// the connection is closed; writes queued after this get [`StoreError::Closed`].
     pub(super) fn close(&self) -> Option<oneshot::Receiver<()>> {
         let (done, rx) = oneshot::channel();
-        self.queue.send(Message::Close(Some(done))).ok()?;
+        self.queue.send(Message::Close(done)).ok()?;
         Some(rx)
     }
 
@@ -210,7 +210,7 @@ fn run(
                 Message::Write(job) => group.push(job),
                 Message::Read(job) => reads.push(job),
                 Message::Close(ack) => {
-                    close_ack = ack;
+                    close_ack = Some(ack);
                     break;
                 }
             }
