@@ -856,41 +856,76 @@ mod tests {
         assert!(store.has_event_id(&key("a"), "e").await.unwrap());
     }
 
-    /// Not a benchmark: shows that group commit keeps up with many concurrent writers. Run with
-    /// `cargo test --release -p durable-jobs group_commit_throughput -- --ignored --nocapture`.
+    /// Not a benchmark: shows how group commit keeps up with many concurrent writers, for
+    /// inserts (a growing table, random keys) and for updates of a hot set of instances. Run
+    /// with `cargo test --release -p durable-jobs --lib group_commit_throughput -- --ignored
+    /// --nocapture`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "measures throughput; run by hand in release mode"]
     async fn group_commit_throughput() {
+        const TASKS: u64 = 512;
+        const PER_TASK: u64 = 400;
         let dir = tempfile::tempdir().unwrap();
         let store = file_store(&dir);
-        let tasks = 512;
-        let per_task = 400;
-        let started = std::time::Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|t| {
-                let store = std::sync::Arc::clone(&store);
-                tokio::spawn(async move {
-                    for i in 0..per_task {
-                        let mut record = InstanceRecord::new(key(&format!("{t}-{i}")), ms(0));
-                        record.state = Some("{\"n\":1}".into());
-                        record.alarm_at = Some(ms(i));
-                        store.commit(vec![Write::Insert(record)]).await.unwrap();
-                    }
+
+        let run = |update: bool| {
+            let handles: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let store = std::sync::Arc::clone(&store);
+                    tokio::spawn(async move {
+                        let mut record = InstanceRecord::new(key(&format!("hot-{t}")), ms(0));
+                        for i in 0..PER_TASK {
+                            let write = if update {
+                                record.version += 1;
+                                record.run_count = i;
+                                record.alarm_at = Some(ms(i as i64));
+                                Write::Update {
+                                    record: record.clone(),
+                                    expected_version: record.version - 1,
+                                }
+                            } else {
+                                let mut fresh =
+                                    InstanceRecord::new(key(&format!("{t}-{i}")), ms(0));
+                                fresh.state = Some("{\"n\":1}".into());
+                                fresh.alarm_at = Some(ms(i as i64));
+                                Write::Insert(fresh)
+                            };
+                            store.commit(vec![write]).await.unwrap();
+                        }
+                    })
                 })
-            })
-            .collect();
-        for handle in handles {
-            handle.await.unwrap();
-        }
-        let elapsed = started.elapsed();
-        let writes = tasks * per_task;
-        println!(
-            "{writes} durable writes in {elapsed:?}: {:.0}/s in {} groups",
-            writes as f64 / elapsed.as_secs_f64(),
-            store
+                .collect();
+            async move {
+                let started = std::time::Instant::now();
+                for handle in handles {
+                    handle.await.unwrap();
+                }
+                started.elapsed()
+            }
+        };
+
+        insert_all(
+            &store,
+            (0..TASKS).map(|t| InstanceRecord::new(key(&format!("hot-{t}")), ms(0))),
+        )
+        .await;
+        for (name, update) in [("inserts", false), ("updates", true)] {
+            let groups = store
+                .writer
+                .groups
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let elapsed = run(update).await;
+            let writes = TASKS * PER_TASK;
+            let groups = store
                 .writer
                 .groups
                 .load(std::sync::atomic::Ordering::Relaxed)
-        );
+                - groups;
+            println!(
+                "{name}: {writes} durable writes in {elapsed:?}: {:.0}/s, {} per group",
+                writes as f64 / elapsed.as_secs_f64(),
+                writes / groups as u64
+            );
+        }
     }
 }
