@@ -181,11 +181,7 @@ async fn fire<A: Send + Sync + 'static>(
     };
     let _lock = inner.locks.lock(&key).await;
     let now = inner.clock.now();
-    let claimed = match inner
-        .store
-        .claim_alarm(&key, now, &inner.owner, now + inner.lease)
-        .await
-    {
+    let claimed = match inner.claim(&key, now).await {
         Ok(Some(rec)) => rec,
         Ok(None) => return,
         Err(e) => {

@@ -360,6 +360,11 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
 }
 
 impl Backend for SqliteStore {
+    fn exclusive(&self) -> bool {
+        // The `<db>.lock` file is held from open to close: no other engine writes this file.
+        true
+    }
+
     fn load<'a>(
         &'a self,
         key: &'a InstanceKey,
