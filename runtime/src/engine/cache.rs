@@ -33,10 +33,15 @@ impl RecordCache {
         }
     }
 
-    fn shard(&self, key: &InstanceKey) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Option<InstanceRecord>>> {
+    fn shard(
+        &self,
+        key: &InstanceKey,
+    ) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Option<InstanceRecord>>> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
-        self.shards[(h.finish() as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[(h.finish() as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// `Some(row or absence)` when known.
@@ -64,7 +69,9 @@ impl RecordCache {
         batch
             .iter()
             .filter_map(|w| match w {
-                Write::Insert(r) | Write::Update { record: r, .. } => Some((r.key.clone(), Some(r.clone()))),
+                Write::Insert(r) | Write::Update { record: r, .. } => {
+                    Some((r.key.clone(), Some(r.clone())))
+                }
                 Write::Delete { key, .. } => Some((key.clone(), None)),
                 Write::RecordEvent { .. } | Write::Outbox(_) => None,
             })

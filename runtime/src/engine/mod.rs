@@ -234,7 +234,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
         if let Some(known) = self.cache.as_ref().and_then(|c| c.get(key)) {
             return Ok(known);
         }
-        let loaded = self.store.load(key).await.map_err(|e| store_error(e, operation))?;
+        let loaded = self
+            .store
+            .load(key)
+            .await
+            .map_err(|e| store_error(e, operation))?;
         if let Some(cache) = &self.cache {
             cache.put(key.clone(), loaded.clone());
         }
@@ -242,7 +246,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
     }
 
     /// Claims a due alarm (see [`Backend::claim_alarm`]) and remembers the claimed row.
-    pub(crate) async fn claim(&self, key: &InstanceKey, now: Timestamp) -> Result<Option<InstanceRecord>> {
+    pub(crate) async fn claim(
+        &self,
+        key: &InstanceKey,
+        now: Timestamp,
+    ) -> Result<Option<InstanceRecord>> {
         let claimed = self
             .store
             .claim_alarm(key, now, &self.owner, now + self.lease)
@@ -313,7 +321,10 @@ impl<A: Send + Sync + 'static> Inner<A> {
             batch.push(Write::Outbox(rows));
         }
         if !batch.is_empty() {
-            let effects = self.cache.as_ref().map(|_| cache::RecordCache::effects(&batch));
+            let effects = self
+                .cache
+                .as_ref()
+                .map(|_| cache::RecordCache::effects(&batch));
             let committed = self.store.commit(batch).await;
             if let (Some(cache), Some(effects)) = (&self.cache, effects) {
                 for (key, record) in effects {
