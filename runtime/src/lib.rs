@@ -193,11 +193,12 @@
 //! | [`#[continuous]`](macro@continuous) on an `async fn` | `execute` at `start` (unless `start_immediately = false`), then on its schedule: `every = "30m"` after each run ends, or `cron = "0 4 * * *"` with `tz` | [`continuous`](Client::continuous): `start`, `trigger`, `status`, `get_state`, `terminate` |
 //! | [`#[debounce]`](macro@debounce) on `impl DebounceJob<App>` | `on_event` folds each event into the batch; `execute` flushes it `flush_after` after its first event, after a `quiet` period, inside the `add` that reaches `max_events`, or on `flush` | [`debounce`](Client::debounce): `add`, `add_with_id`, `flush`, `clear`, `status`, `get_state` |
 //! | [`#[task]`](macro@task) on `impl TaskJob<App>` | `on_event` per event; `execute` when a handler's [`schedule_in`](TaskContext::schedule_in) comes due or on `trigger`; `on_idle` when nothing is scheduled; `on_error` may rescue a failure | [`task`](Client::task): `send`, `send_with_id`, `trigger`, `status`, `get_state`, `terminate` |
-//! | [`#[step_job]`](macro@step_job) on an `async fn` | a run per trigger, made of memoised steps | [`step_job`](Client::step_job) |
+//! | [`#[step_job]`](macro@step_job) on an `async fn` | a run per `trigger`, executed by the engine's step worker; each [`step.run(name, ...)`](StepContext::run) is persisted as it completes, so a retried or interrupted run resumes after its last completed step | [`step_job`](Client::step_job): `trigger`, `trigger_and_wait`, `batch_trigger`, `wait_for_run`, `get_run`, `get_runs`, `retrigger`, `cancel`, `delete_run` |
 //!
-//! Each instance is addressed by its job and an id of yours (`"user-123"`); its
-//! [`InstanceKey`] is the kind, the job's persisted name and that id. Actions on one instance
-//! are serialised; different instances run concurrently. What happens on failure, retry
+//! An instance of the first three kinds is addressed by its job and an id of yours
+//! (`"user-123"`); its [`InstanceKey`] is the kind, the job's persisted name and that id.
+//! Actions on one instance are serialised; different instances run concurrently. A step job
+//! has runs instead, with ids the engine gives them, idempotency keys and concurrency keys. What happens on failure, retry
 //! policies, the quiet period, missed runs, event ids and size limits are described exactly in
 //! [`docs/jobs.md`](https://github.com/durable-jobs/durable-jobs/blob/main/docs/jobs.md). In
 //! short: a failure never leaves an instance stuck. Without a retry policy a continuous job
@@ -240,8 +241,10 @@
 //!
 //! A claimed alarm carries a lease. If the process dies during an execution, nothing of that
 //! execution is committed and its alarm fires again after the next start (alarms that fell due
-//! while the engine was down fire at once). Executions are therefore *at least once*: an
-//! `execute` that called an external service may call it again, so make such calls idempotent.
+//! while the engine was down fire at once). A step-job run persists each step as it completes;
+//! a run whose process died is claimed again when its lease lapses and skips the steps already
+//! done. Executions are therefore *at least once*: an `execute` or a step that called an
+//! external service may call it again, so make such calls idempotent.
 //! [`Engine::shutdown`] stops taking work, waits for running executions, flushes telemetry and
 //! closes the file; dropping the last engine handle without it behaves like a crash.
 //!
@@ -262,7 +265,9 @@
 //! - **`#[step_job]` and `client.step_job::<J>()`, not `#[job]` and `client.job::<J>()`.**
 //!   Every kind is a job: [`Job`] is the identity trait all four share and [`JobKind`] lists
 //!   them. A bare `#[job]` would read as the generic attribute; each attribute and each client
-//!   accessor is named after its kind instead.
+//!   accessor is named after its kind instead. The step context is [`StepContext`] (not
+//!   `Step`), and `trigger_and_wait(input, options, timeout)` takes its timeout as an argument
+//!   rather than inside the options.
 //! - **`impl DebounceJob<App> for X`, not `impl Debounce for X`** (and `TaskJob`, not `Task`).
 //!   The trait is the one the client accessor is bounded on and the one compile errors name
 //!   (`` `X` is not a #[debounce] job ``). Its parameter is the application type, so the same
