@@ -709,34 +709,31 @@ pub(crate) fn claim(
     let now_s = format_ts(now);
     let until_s = format_ts(lease_until);
     // Over-fetch a little: candidates sharing a concurrency key are skipped after the first.
-    let fetch = (limit + limit / 4 + 1) as i64;
+    // The fetch size is written into the SQL, rounded up to a power of two: SQLite plans a
+    // `LIMIT ?` with the bound value and re-prepares the statement whenever it changes, which
+    // cost more than the claim itself; a handful of cached texts avoids that.
+    let fetch = (limit + limit / 4 + 1).next_power_of_two();
     let mut candidates: Vec<Candidate> = Vec::new();
     {
         let mut pending = conn
             .prepare_cached(&format!(
                 "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
                  WHERE r.status = 'pending' AND (r.not_before IS NULL OR r.not_before <= ?1) AND {KEY_FREE}
-                 ORDER BY r.created_at, r.id LIMIT ?2"
+                 ORDER BY r.created_at, r.id LIMIT {fetch}"
             ))
             .map_err(db)?;
-        for c in pending
-            .query_map(params![now_s, fetch], candidate)
-            .map_err(db)?
-        {
+        for c in pending.query_map(params![now_s], candidate).map_err(db)? {
             candidates.push(c.map_err(db)?);
         }
         let mut expired = conn
             .prepare_cached(&format!(
                 "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
                  WHERE r.status = 'leased' AND r.lease_expires_at <= ?1 AND {KEY_FREE}
-                 ORDER BY r.lease_expires_at LIMIT ?2"
+                 ORDER BY r.lease_expires_at LIMIT {fetch}"
             ))
             .map_err(db)?;
         let before = candidates.len();
-        for c in expired
-            .query_map(params![now_s, fetch], candidate)
-            .map_err(db)?
-        {
+        for c in expired.query_map(params![now_s], candidate).map_err(db)? {
             candidates.push(c.map_err(db)?);
         }
         if candidates.len() > before && before > 0 {
