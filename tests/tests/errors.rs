@@ -4,9 +4,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use durable_jobs::prelude::*;
-use durable_jobs::{
-    Client, Engine, Error, JobSet, Limits, Operation, Registered, Registry, ValidationTarget,
-};
+use durable_jobs::{Client, Engine, Error, JobSet, Limits, Registered, Registry, ValidationTarget};
 use durable_jobs_tests::*;
 use serde::{Deserialize, Serialize};
 
@@ -239,11 +237,11 @@ mod v2 {
 
     /// The order state after a breaking change: `total` became a string.
     #[derive(Clone, Debug, Serialize, Deserialize)]
-    pub struct Order {
-        pub total: String,
+    pub(crate) struct Order {
+        pub(crate) total: String,
     }
 
-    pub struct Orders;
+    pub(crate) struct Orders;
     impl Job for Orders {
         const NAME: &'static str = "orders";
         const KIND: JobKind = JobKind::Task;
@@ -266,7 +264,7 @@ mod v2 {
         }
     }
 
-    pub struct Jobs;
+    pub(crate) struct Jobs;
     impl Registry for Jobs {
         type App = ();
         fn register(jobs: &mut JobSet<()>) {
@@ -407,8 +405,6 @@ async fn a_handler_calling_its_own_instance_gets_invalid_state() {
     assert!(seen[0].contains("InvalidState"), "{}", seen[0]);
     assert!(seen[0].contains("Trigger"), "{}", seen[0]);
     assert!(seen[0].contains("executing"), "{}", seen[0]);
-    let _ = Operation::Trigger;
-    app.client.get().map(|_| ());
     drop(app);
     tokio::time::timeout(Duration::from_secs(30), engine.shutdown())
         .await

@@ -31,7 +31,7 @@ pub enum Schedule {
     /// Runs this long after the previous run finished.
     Every(Duration),
     /// Runs at each time matching a cron expression.
-    Cron(CronSchedule),
+    Cron(Box<CronSchedule>),
 }
 
 impl Schedule {
@@ -46,7 +46,7 @@ impl Schedule {
     ///
     /// The reason, when the expression or the time zone is invalid.
     pub fn cron(expression: &str, time_zone: Option<&str>) -> Result<Self, String> {
-        CronSchedule::parse(expression, time_zone).map(Schedule::Cron)
+        CronSchedule::parse(expression, time_zone).map(|c| Schedule::Cron(Box::new(c)))
     }
 
     /// The next run strictly after `now`, or `None` when the schedule has no further run.

@@ -232,4 +232,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stops accepting work, finishes queued writes and closes the database.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// As [`close`](Self::close), blocking the calling thread instead of returning a future:
+    /// for `Drop` impls, which cannot await, to release the database (and a file lock) at once.
+    /// Does nothing if the store is closed. The default does nothing.
+    fn close_blocking(&self) {}
 }

@@ -1,11 +1,39 @@
 //! Delivery of outbox events to an HTTP endpoint, in batches, with retries.
+//!
+//! Events reach the endpoint from the outbox table, never from memory: a row is removed only
+//! after the endpoint accepted the request that carried it (a 2xx answer), so an event whose
+//! change committed is delivered at least once, even across crashes and outages. A request whose
+//! answer is lost is sent again; receivers de-duplicate on `eventId`.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use serde_json::{Map, Value};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::store::{Backend, OutboxEntry, StoreError};
 
 /// Where and how to send telemetry over HTTP.
 ///
 /// Events are posted as `{"events": [...]}` with JSON content type, each event carrying `env`
-/// and `serviceKey` besides its own fields.
+/// and `serviceKey` besides its own fields. A failed request is retried with exponential
+/// backoff (from 100 ms, doubling, up to [`max_backoff`](Self::max_backoff)); events wait in
+/// the database meanwhile, so none is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_jobs::telemetry::HttpTelemetry;
+///
+/// let telemetry = HttpTelemetry::new("http://collector.internal/v1/events", "production", "billing")
+///     .batch_size(50)
+///     .header("authorization", "Bearer secret")
+///     .max_backoff(Duration::from_secs(30));
+/// # let _ = telemetry;
+/// ```
 #[derive(Clone, Debug)]
 pub struct HttpTelemetry {
     pub(crate) endpoint: String,
@@ -14,6 +42,8 @@ pub struct HttpTelemetry {
     pub(crate) batch_size: usize,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) max_backoff: Duration,
+    /// The first retry delay; tests shorten it.
+    pub(crate) initial_backoff: Duration,
 }
 
 impl HttpTelemetry {
@@ -30,6 +60,7 @@ impl HttpTelemetry {
             batch_size: 100,
             headers: Vec::new(),
             max_backoff: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(100),
         }
     }
 
@@ -44,19 +75,496 @@ impl HttpTelemetry {
         self.headers.push((name.into(), value.into()));
         self
     }
+
+    /// The longest wait between two attempts while the endpoint fails (default 60 s).
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
+    }
 }
 
-/// The running sender.
-pub(crate) struct HttpSender;
+/// Longest wait for an answer to one request; a hung endpoint counts as a failure.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The running sender task.
+pub(crate) struct HttpSender {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
 
 impl HttpSender {
-    pub(crate) async fn shutdown(self, _timeout: Duration) {}
+    /// Delivers what is in the outbox, for at most `timeout`, then stops. What could not be
+    /// delivered stays in the outbox for the next start.
+    pub(crate) async fn shutdown(mut self, timeout: Duration) {
+        let _ = self.stop.send(true);
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if tokio::time::timeout(timeout, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+            tracing::warn!(
+                ?timeout,
+                "telemetry not fully delivered at shutdown; the rest stays in the outbox for the next start"
+            );
+        }
+    }
 }
 
+impl Drop for HttpSender {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts delivering the outbox of `store` to the endpoint of `config`: at once (for rows left
+/// by an earlier run), then whenever `wake` is notified (after a commit that wrote outbox rows).
 pub(crate) fn spawn_sender(
-    _store: std::sync::Arc<dyn crate::store::Backend>,
-    _config: HttpTelemetry,
-    _wake: std::sync::Arc<tokio::sync::Notify>,
+    store: Arc<dyn Backend>,
+    config: HttpTelemetry,
+    wake: Arc<Notify>,
 ) -> HttpSender {
-    HttpSender
+    let (stop, stopping) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let Some(sender) = Sender::new(store, config) else {
+            return;
+        };
+        sender.run(&wake, stopping).await;
+    });
+    HttpSender {
+        stop,
+        task: Some(task),
+    }
+}
+
+struct Sender {
+    store: Arc<dyn Backend>,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    config: HttpTelemetry,
+}
+
+/// Why a delivery round ended.
+enum Ended {
+    /// The outbox is empty.
+    Drained,
+    /// The store is closed: nothing more can be delivered.
+    StoreClosed,
+}
+
+impl Sender {
+    fn new(store: Arc<dyn Backend>, config: HttpTelemetry) -> Option<Sender> {
+        let client = match reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the telemetry HTTP client; events stay in the outbox");
+                return None;
+            }
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            match (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => tracing::warn!(header = %name, "invalid telemetry header; it is not sent"),
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Some(Sender {
+            store,
+            client,
+            headers,
+            config,
+        })
+    }
+
+    async fn run(&self, wake: &Notify, mut stopping: watch::Receiver<bool>) {
+        loop {
+            match self.deliver_all(&mut stopping).await {
+                Ended::StoreClosed => return,
+                Ended::Drained if *stopping.borrow() => return,
+                Ended::Drained => {}
+            }
+            tokio::select! {
+                () = wake.notified() => {}
+                // Stopping: one more round delivers what the last commits wrote.
+                changed = stopping.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Sends batches until the outbox is empty, retrying failures with backoff.
+    async fn deliver_all(&self, stopping: &mut watch::Receiver<bool>) -> Ended {
+        let mut backoff = Backoff::new(self.config.initial_backoff, self.config.max_backoff);
+        loop {
+            let batch = match self.store.outbox_peek(self.config.batch_size).await {
+                Ok(batch) => batch,
+                Err(StoreError::Closed) => return Ended::StoreClosed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the telemetry outbox failed; retrying");
+                    backoff.wait(stopping).await;
+                    continue;
+                }
+            };
+            let Some(last) = batch.last().map(|entry| entry.seq) else {
+                return Ended::Drained;
+            };
+            if let Err(e) = self.post(&batch).await {
+                tracing::warn!(
+                    endpoint = %self.config.endpoint,
+                    events = batch.len(),
+                    retry_in = ?backoff.next,
+                    error = %e,
+                    "sending telemetry failed; the events stay in the outbox"
+                );
+                backoff.wait(stopping).await;
+                continue;
+            }
+            match self.store.outbox_ack(last).await {
+                Ok(()) => backoff.reset(),
+                Err(StoreError::Closed) => return Ended::StoreClosed,
+                Err(e) => {
+                    // The batch will be sent again; receivers de-duplicate on `eventId`.
+                    tracing::warn!(error = %e, "removing delivered telemetry from the outbox failed");
+                    backoff.wait(stopping).await;
+                }
+            }
+        }
+    }
+
+    async fn post(&self, batch: &[OutboxEntry]) -> Result<(), String> {
+        let response = self
+            .client
+            .post(&self.config.endpoint)
+            .headers(self.headers.clone())
+            .body(self.body(batch))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the endpoint answered {status}"))
+        }
+    }
+
+    /// `{"events": [...]}`, each event with `env` and `serviceKey`.
+    fn body(&self, batch: &[OutboxEntry]) -> String {
+        let events: Vec<Value> = batch.iter().map(|entry| self.event(&entry.json)).collect();
+        let mut body = Map::new();
+        body.insert("events".into(), Value::Array(events));
+        Value::Object(body).to_string()
+    }
+
+    fn event(&self, json: &str) -> Value {
+        let mut event = match serde_json::from_str(json) {
+            Ok(Value::Object(fields)) => fields,
+            // The engine writes objects only; anything else is passed on rather than blocking
+            // the outbox behind it.
+            _ => {
+                let mut fields = Map::new();
+                fields.insert("raw".into(), Value::String(json.to_owned()));
+                fields
+            }
+        };
+        event.insert("env".into(), Value::String(self.config.env.clone()));
+        event.insert(
+            "serviceKey".into(),
+            Value::String(self.config.service_key.clone()),
+        );
+        Value::Object(event)
+    }
+}
+
+/// Exponential backoff between failed attempts, on real time.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.min(max);
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    /// The current delay; doubles the next one.
+    fn advance(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Waits the current delay and doubles it. A shutdown request cuts the wait short once, so
+    /// the last attempts happen within the shutdown timeout.
+    async fn wait(&mut self, stopping: &mut watch::Receiver<bool>) {
+        let delay = self.advance();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            changed = stopping.changed() => {
+                if changed.is_ok() {
+                    self.reset();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+    use crate::store::Write;
+
+    /// One request as the server saw it, and what it answered.
+    struct Received {
+        headers: HeaderMap,
+        body: Value,
+        status: StatusCode,
+    }
+
+    #[derive(Clone)]
+    struct Server {
+        received: mpsc::UnboundedSender<Received>,
+        /// Answers for the next requests; 200 once empty.
+        script: Arc<Mutex<VecDeque<StatusCode>>>,
+    }
+
+    async fn collect(
+        State(server): State<Server>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> StatusCode {
+        let status = server
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(StatusCode::OK);
+        let _ = server.received.send(Received {
+            headers,
+            body,
+            status,
+        });
+        status
+    }
+
+    /// A real HTTP server on a free loopback port; returns its URL and what it receives.
+    async fn serve(
+        script: impl IntoIterator<Item = StatusCode>,
+    ) -> (String, mpsc::UnboundedReceiver<Received>) {
+        let (received, rx) = mpsc::unbounded_channel();
+        let state = Server {
+            received,
+            script: Arc::new(Mutex::new(script.into_iter().collect())),
+        };
+        let app = Router::new()
+            .route("/events", post(collect))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, rx)
+    }
+
+    fn config(url: &str) -> HttpTelemetry {
+        let mut config = HttpTelemetry::new(url, "test", "svc-key");
+        config.initial_backoff = Duration::from_millis(1);
+        config
+    }
+
+    async fn write_events(store: &SqliteStore, numbers: std::ops::Range<u32>) {
+        let rows = numbers
+            .map(|n| format!(r#"{{"type":"job.executed","n":{n}}}"#))
+            .collect();
+        store.commit(vec![Write::Outbox(rows)]).await.unwrap();
+    }
+
+    fn numbers(received: &Received) -> Vec<u64> {
+        received.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["n"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn delivers_the_outbox_in_order_in_batches_with_env_and_service_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db"))).unwrap();
+        // Left over from an earlier run: sent at start-up.
+        write_events(&store, 0..4).await;
+        write_events(&store, 4..7).await;
+
+        let (url, mut received) = serve([]).await;
+        let wake = Arc::new(Notify::new());
+        let backend: Arc<dyn Backend> = store.clone();
+        let sender = spawn_sender(
+            backend,
+            config(&url)
+                .batch_size(3)
+                .header("authorization", "Bearer t"),
+            wake.clone(),
+        );
+
+        let mut batches = Vec::new();
+        for _ in 0..3 {
+            let request = received.recv().await.unwrap();
+            assert_eq!(request.headers["content-type"], "application/json");
+            assert_eq!(request.headers["authorization"], "Bearer t");
+            for event in request.body["events"].as_array().unwrap() {
+                assert_eq!(event["env"], "test");
+                assert_eq!(event["serviceKey"], "svc-key");
+                assert_eq!(event["type"], "job.executed");
+            }
+            batches.push(numbers(&request));
+        }
+        assert_eq!(batches, [vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+
+        // A commit that wrote outbox rows wakes the sender.
+        write_events(&store, 7..9).await;
+        wake.notify_one();
+        assert_eq!(numbers(&received.recv().await.unwrap()), [7, 8]);
+
+        sender.shutdown(Duration::from_secs(10)).await;
+        assert!(store.outbox_peek(10).await.unwrap().is_empty());
+        assert!(received.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failing_endpoint_is_retried_until_every_event_is_accepted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db"))).unwrap();
+        write_events(&store, 0..5).await;
+        let (url, mut received) = serve([
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ])
+        .await;
+        let backend: Arc<dyn Backend> = store.clone();
+        let sender = spawn_sender(backend, config(&url), Arc::new(Notify::new()));
+
+        let mut attempts = Vec::new();
+        while attempts
+            .last()
+            .is_none_or(|r: &Received| r.status != StatusCode::OK)
+        {
+            attempts.push(received.recv().await.unwrap());
+        }
+        sender.shutdown(Duration::from_secs(10)).await;
+
+        let statuses: Vec<_> = attempts.iter().map(|r| r.status.as_u16()).collect();
+        assert_eq!(statuses, [500, 500, 200]);
+        assert!(attempts.iter().all(|r| numbers(r) == [0, 1, 2, 3, 4]));
+        // Nothing was sent again after the accepted request, and nothing is left.
+        assert!(received.try_recv().is_err());
+        assert!(store.outbox_peek(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_with_an_unreachable_endpoint_returns_in_time_and_keeps_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db"))).unwrap();
+        write_events(&store, 0..3).await;
+        // A port nobody listens on any more.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        drop(listener);
+
+        let backend: Arc<dyn Backend> = store.clone();
+        let sender = spawn_sender(backend, config(&url), Arc::new(Notify::new()));
+        let timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        sender.shutdown(timeout).await;
+        assert!(
+            started.elapsed() < timeout + Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(store.outbox_peek(10).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_sender_stops_when_the_store_closes() {
+        let store = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        let (url, _received) = serve([]).await;
+        let backend: Arc<dyn Backend> = store.clone();
+        let wake = Arc::new(Notify::new());
+        let sender = spawn_sender(backend, config(&url), wake.clone());
+        store.close().await.unwrap();
+        wake.notify_one();
+        // The task ends by itself: shutdown does not need its timeout.
+        let started = Instant::now();
+        sender.shutdown(Duration::from_secs(30)).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn events_get_env_and_service_key_and_odd_rows_are_passed_on() {
+        let store: Arc<dyn Backend> = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        let sender = Sender::new(
+            store,
+            HttpTelemetry::new("http://127.0.0.1:1/", "prod", "svc"),
+        )
+        .unwrap();
+        let body: Value = serde_json::from_str(&sender.body(&[
+            OutboxEntry {
+                seq: 1,
+                json: r#"{"type":"job.started","env":"overridden"}"#.into(),
+            },
+            OutboxEntry {
+                seq: 2,
+                json: "not json".into(),
+            },
+        ]))
+        .unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"events": [
+                {"type": "job.started", "env": "prod", "serviceKey": "svc"},
+                {"raw": "not json", "env": "prod", "serviceKey": "svc"},
+            ]})
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<_> = (0..4).map(|_| backoff.advance().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.next, Duration::from_millis(100));
+    }
 }

@@ -1,126 +1,758 @@
 //! The embedded SQLite backend.
+//!
+//! One file holds every instance, alarm, event id and outbox row. The store owns the file: it
+//! takes an exclusive advisory lock on `<path>.lock` for its lifetime, so no other engine can use
+//! the same database at the same time, and leases left by a crashed process can be released at
+//! start-up ([`Backend::recover`]).
+//!
+//! Writes go to one dedicated thread that owns the write connection. It takes every write
+//! waiting in its queue and runs them in one transaction, each in its own savepoint (group
+//! commit): one commit, and with [`Synchronous::Full`] one fsync, serves many writes, and a write
+//! that fails rolls back alone. Reads run on a small pool of read-only connections and see
+//! committed data only.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod instances;
+mod lock;
+pub(crate) mod migrations;
+mod outbox;
+mod readers;
+mod writer;
 
-use super::{AlarmScan, Backend, BoxFuture, InstanceRecord, OutboxEntry, StoreError, WriteBatch};
-use crate::id::InstanceKey;
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+
+use crate::id::{InstanceKey, JobKind};
+use crate::store::{
+    AlarmScan, Backend, BoxFuture, InstanceRecord, OutboxEntry, StoreError, WriteBatch,
+};
 use crate::time::Timestamp;
 
-/// SQLite's durability mode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+use lock::FileLock;
+use readers::Readers;
+use writer::Writer;
+
+/// How hard SQLite works to make a commit survive a power loss.
+///
+/// Either way a commit survives a crash of the process; the modes differ on a crash of the
+/// machine.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::store::sqlite::{SqliteOptions, Synchronous};
+///
+/// let options = SqliteOptions::file("jobs.db").synchronous(Synchronous::Full);
+/// # let _ = options;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Synchronous {
-    /// fsync at checkpoints only.
+    /// `PRAGMA synchronous = NORMAL`: the log is synced at checkpoints, not at every commit. A
+    /// power loss can undo the last commits, never corrupt the file. The default.
     #[default]
     Normal,
-    /// fsync on every commit.
+    /// `PRAGMA synchronous = FULL`: every commit is synced before it returns. Group commit makes
+    /// one sync serve every write of a group.
     Full,
 }
 
-/// Where and how to open the database.
+impl Synchronous {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// Where the SQLite store keeps its data and how it opens it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_jobs::store::sqlite::{SqliteOptions, Synchronous};
+///
+/// let on_disk = SqliteOptions::file("/var/lib/my-service/jobs.db")
+///     .synchronous(Synchronous::Full)
+///     .busy_timeout(Duration::from_secs(10));
+/// assert!(on_disk.path().is_some());
+///
+/// let for_tests = SqliteOptions::in_memory();
+/// assert!(for_tests.path().is_none());
+/// ```
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
     path: Option<PathBuf>,
     synchronous: Synchronous,
+    busy_timeout: Duration,
+    readers: usize,
 }
 
 impl SqliteOptions {
-    /// A database file.
+    /// A database in the file at `path`, created if missing. Its directory must exist.
     pub fn file(path: impl Into<PathBuf>) -> Self {
         SqliteOptions {
             path: Some(path.into()),
-            synchronous: Synchronous::Normal,
+            ..Self::in_memory()
         }
     }
 
-    /// An in-memory database.
+    /// A private database in memory, gone when the store closes. For tests and examples.
     pub fn in_memory() -> Self {
         SqliteOptions {
             path: None,
             synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+            readers: 4,
         }
     }
 
-    /// The durability mode.
-    pub fn synchronous(mut self, mode: Synchronous) -> Self {
-        self.synchronous = mode;
+    /// How commits are synced to disk (default [`Synchronous::Normal`]).
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
         self
+    }
+
+    /// How long a connection waits for a lock held by another connection before failing
+    /// (default 5 s). Checkpoints and readers can hold such locks briefly.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The most read-only connections open at once (default 4, at least 1). Unused with
+    /// [`in_memory`](Self::in_memory), where the one connection serves reads too.
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 }
 
-/// The SQLite store.
-#[derive(Debug)]
+/// The embedded SQLite store: a [`Backend`] in one file (or in memory).
+///
+/// Open it once per database; a second open of the same file, from this process or another,
+/// fails until the first store is closed. Closing (explicitly, or by dropping the last handle)
+/// finishes the queued writes and releases the file.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::store::sqlite::{SqliteOptions, SqliteStore};
+/// use durable_jobs::store::Backend;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), durable_jobs::store::StoreError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db")))?;
+/// assert!(store.outbox_peek(10).await?.is_empty());
+///
+/// // The file is ours until the store is closed.
+/// assert!(SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db"))).is_err());
+/// store.close().await?;
+/// assert!(SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db"))).is_ok());
+/// # Ok(())
+/// # }
+/// ```
 pub struct SqliteStore {
-    _options: SqliteOptions,
+    path: Option<PathBuf>,
+    writer: Writer,
+    /// Read-only connections; `None` in memory, where reads go through the writer thread.
+    readers: Option<Arc<Readers>>,
+    closed: AtomicBool,
+    /// Held from open to close.
+    lock: Mutex<Option<FileLock>>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqliteStore {
-    /// Opens the database.
+    /// Opens (creating if needed) the database, takes the file lock, applies missing migrations
+    /// and starts the writer thread.
     ///
     /// # Errors
     ///
-    /// When it cannot be opened.
+    /// [`StoreError::Database`] when the file is in use by another engine, cannot be opened or
+    /// switched to WAL mode, or was written by a newer version of this crate (its schema version
+    /// is unknown here).
     pub fn open(options: SqliteOptions) -> Result<Arc<SqliteStore>, StoreError> {
-        Ok(Arc::new(SqliteStore { _options: options }))
+        let lock = options.path.as_deref().map(FileLock::acquire).transpose()?;
+        let mut conn = match &options.path {
+            Some(path) => {
+                Connection::open(path).context_with(|| format!("opening {}", path.display()))?
+            }
+            None => Connection::open_in_memory().context("opening an in-memory database")?,
+        };
+        configure_writer(&conn, &options)?;
+        migrations::apply(&mut conn, migrations::MIGRATIONS, Timestamp::now_system())?;
+        let writer = Writer::spawn(conn)?;
+        let readers = options.path.as_ref().map(|path| {
+            Arc::new(Readers::new(
+                path.clone(),
+                options.busy_timeout,
+                options.readers,
+            ))
+        });
+        Ok(Arc::new(SqliteStore {
+            path: options.path,
+            writer,
+            readers,
+            closed: AtomicBool::new(false),
+            lock: Mutex::new(lock),
+        }))
     }
 
-    /// Closes at once.
-    pub fn close_blocking(&self) {}
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Closes the store without an async runtime, for `Drop` impls: stops accepting work,
+    /// waits for the writer thread to finish the queued writes, closes the connections and
+    /// releases the file lock. Blocks the calling thread meanwhile. Does nothing if the store
+    /// is already closed.
+    pub fn close_blocking(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(readers) = &self.readers {
+            readers.close();
+        }
+        // The acknowledgement is not awaited: joining the thread waits for the same thing.
+        drop(self.writer.close());
+        self.writer.join();
+        self.release_lock();
+    }
+
+    /// Runs `op` on the write connection, inside the transaction of a write group and in its own
+    /// savepoint: if `op` fails (or panics), what it wrote is rolled back and the other writes of
+    /// the group commit. The result is returned after the group committed; if the commit fails,
+    /// the error is returned instead.
+    ///
+    /// Writes are queued (and applied) in the order of the calls to `write`, when it is called,
+    /// not when the future is first polled. Dropping the future does not cancel the write.
+    pub(crate) fn write<T, F>(
+        &self,
+        op: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let queued = if self.closed.load(Ordering::Acquire) {
+            None
+        } else {
+            self.writer.write(op)
+        };
+        async move {
+            match queued {
+                Some(reply) => reply.await.unwrap_or(Err(StoreError::Closed)),
+                None => Err(StoreError::Closed),
+            }
+        }
+    }
+
+    /// Runs `op` on a read-only connection that sees committed data only. Each statement sees
+    /// the latest commit; `op` opens a transaction itself if it needs one snapshot across
+    /// statements. In memory, `op` runs on the writer thread between write groups.
+    pub(crate) fn read<T, F>(
+        &self,
+        op: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        enum Route<T, F> {
+            Pool(Arc<Readers>, F),
+            Writer(tokio::sync::oneshot::Receiver<Result<T, StoreError>>),
+            Closed,
+        }
+        let route = match &self.readers {
+            _ if self.closed.load(Ordering::Acquire) => Route::Closed,
+            Some(readers) => Route::Pool(Arc::clone(readers), op),
+            None => self.writer.read(op).map_or(Route::Closed, Route::Writer),
+        };
+        async move {
+            match route {
+                Route::Pool(readers, op) => readers.run(op).await,
+                Route::Writer(reply) => reply.await.unwrap_or(Err(StoreError::Closed)),
+                Route::Closed => Err(StoreError::Closed),
+            }
+        }
+    }
+
+    fn release_lock(&self) {
+        drop(
+            self.lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close_blocking();
+    }
+}
+
+/// Pragmas of the write connection. WAL persists in the file, so readers inherit it.
+fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), StoreError> {
+    conn.busy_timeout(options.busy_timeout)
+        .context("setting busy_timeout")?;
+    conn.set_prepared_statement_cache_capacity(128);
+    if options.path.is_some() {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .context("switching to WAL mode")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(database_error(format!(
+                "the database could not be switched to WAL mode (journal_mode is {mode})"
+            )));
+        }
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY;",
+        options.synchronous.pragma_value()
+    ))
+    .context("setting pragmas")?;
+    Ok(())
+}
+
+/// Opens a read-only connection to the file.
+fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)
+        .context_with(|| format!("opening a reader of {}", path.display()))?;
+    conn.busy_timeout(busy_timeout)
+        .context("setting busy_timeout")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 impl Backend for SqliteStore {
     fn load<'a>(
         &'a self,
-        _key: &'a InstanceKey,
+        key: &'a InstanceKey,
     ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+        let key = key.clone();
+        Box::pin(self.read(move |conn| instances::load(conn, &key)))
     }
+
     fn has_event_id<'a>(
         &'a self,
-        _key: &'a InstanceKey,
-        _event_id: &'a str,
+        key: &'a InstanceKey,
+        event_id: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+        let key = key.clone();
+        let event_id = event_id.to_owned();
+        Box::pin(self.read(move |conn| instances::has_event_id(conn, &key, &event_id)))
     }
-    fn commit(&self, _batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+
+    fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+        if batch.is_empty() {
+            let result = if self.closed.load(Ordering::Acquire) {
+                Err(StoreError::Closed)
+            } else {
+                Ok(())
+            };
+            return Box::pin(std::future::ready(result));
+        }
+        Box::pin(self.write(move |conn| instances::apply_batch(conn, batch)))
     }
+
     fn claim_alarm<'a>(
         &'a self,
-        _key: &'a InstanceKey,
-        _now: Timestamp,
-        _owner: &'a str,
-        _lease_until: Timestamp,
+        key: &'a InstanceKey,
+        now: Timestamp,
+        owner: &'a str,
+        lease_until: Timestamp,
     ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+        let key = key.clone();
+        let owner = owner.to_owned();
+        Box::pin(
+            self.write(move |conn| instances::claim_alarm(conn, &key, now, &owner, lease_until)),
+        )
     }
+
     fn renew_leases<'a>(
         &'a self,
-        _owner: &'a str,
-        _lease_until: Timestamp,
+        owner: &'a str,
+        lease_until: Timestamp,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+        let owner = owner.to_owned();
+        Box::pin(self.write(move |conn| instances::renew_leases(conn, &owner, lease_until)))
     }
+
     fn scan_alarms(
         &self,
-        _now: Timestamp,
-        _limit: usize,
+        now: Timestamp,
+        limit: usize,
     ) -> BoxFuture<'_, Result<AlarmScan, StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+        Box::pin(self.read(move |conn| instances::scan_alarms(conn, now, limit)))
     }
-    fn recover(&self, _owner: &str, _now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+
+    fn recover(&self, owner: &str, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
+        let owner = owner.to_owned();
+        Box::pin(self.write(move |conn| {
+            let released = instances::release_all_leases(conn, now)?;
+            if released > 0 {
+                tracing::info!(
+                    owner,
+                    released,
+                    "released the leases of interrupted executions; their alarms fire now"
+                );
+            }
+            Ok(())
+        }))
     }
-    fn outbox_peek(&self, _limit: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+
+    fn outbox_peek(&self, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StoreError>> {
+        Box::pin(self.read(move |conn| outbox::peek(conn, limit)))
     }
-    fn outbox_ack(&self, _seq: i64) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+
+    fn outbox_ack(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| outbox::ack(conn, seq)))
     }
-    fn prune_event_ids(&self, _before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async { Err(StoreError::Closed) })
+
+    fn prune_event_ids(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(move |conn| instances::prune_event_ids(conn, before)))
     }
+
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            if let Some(readers) = &self.readers {
+                readers.close_and_wait().await;
+            }
+            if let Some(done) = self.writer.close() {
+                // Sent after the queued writes committed and the connection closed.
+                let _ = done.await;
+            }
+            // The thread has nothing left to do but return.
+            self.writer.join();
+            self.release_lock();
+            Ok(())
+        })
+    }
+
+    fn close_blocking(&self) {
+        SqliteStore::close_blocking(self);
+    }
+}
+
+/// A database failure with what the store was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("sqlite: {context}{}", source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+pub(crate) struct SqliteError {
+    context: Cow<'static, str>,
+    #[source]
+    source: Option<Arc<rusqlite::Error>>,
+}
+
+/// A [`StoreError::Database`] with a message and no underlying SQLite error.
+pub(crate) fn database_error(message: impl Into<Cow<'static, str>>) -> StoreError {
+    StoreError::Database(Box::new(SqliteError {
+        context: message.into(),
+        source: None,
+    }))
+}
+
+/// A [`StoreError::Database`] for `source`, which several callers may share.
+pub(crate) fn shared_database_error(
+    context: impl Into<Cow<'static, str>>,
+    source: Arc<rusqlite::Error>,
+) -> StoreError {
+    StoreError::Database(Box::new(SqliteError {
+        context: context.into(),
+        source: Some(source),
+    }))
+}
+
+/// Adds what the store was doing to a rusqlite error.
+pub(crate) trait Context<T> {
+    /// Maps the error to [`StoreError::Database`] with `context`.
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+    /// As [`context`](Self::context), computing the message only on error.
+    fn context_with(self, context: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| shared_database_error(context, Arc::new(e)))
+    }
+
+    fn context_with(self, context: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|e| shared_database_error(context(), Arc::new(e)))
+    }
+}
+
+impl ToSql for Timestamp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_millis()))
+    }
+}
+
+impl FromSql for Timestamp {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        i64::column_result(value).map(Timestamp::from_millis)
+    }
+}
+
+impl ToSql for JobKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for JobKind {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let name = value.as_str()?;
+        JobKind::parse(name)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown job kind {name:?}").into()))
+    }
+}
+
+/// Counters are `u64` in Rust and `INTEGER` (i64) in SQLite; no counter gets near the limit.
+pub(crate) fn u64_to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The inverse of [`u64_to_sql`]; negative values (never written) read as 0.
+pub(crate) fn u64_from_sql(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// `usize` limits as SQL `LIMIT` values.
+pub(crate) fn limit_to_sql(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub(crate) fn key(id: &str) -> InstanceKey {
+        InstanceKey::new(JobKind::Task, "job", id)
+    }
+
+    pub(crate) fn file_store(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+        SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db"))).expect("open")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use crate::store::{Lease, Write};
+
+    #[tokio::test]
+    async fn data_survives_close_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = InstanceRecord::new(key("a"), Timestamp::from_millis(5));
+        record.state = Some("{\"n\":1}".into());
+        record.lease = Some(Lease {
+            owner: "me".into(),
+            until: Timestamp::from_millis(9),
+        });
+
+        let store = file_store(&dir);
+        store
+            .commit(vec![
+                Write::Insert(record.clone()),
+                Write::Outbox(vec!["{}".into()]),
+            ])
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+
+        let store = file_store(&dir);
+        assert_eq!(store.load(&key("a")).await.unwrap(), Some(record));
+        assert_eq!(store.outbox_peek(10).await.unwrap().len(), 1);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_file_fails_until_the_first_store_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = file_store(&dir);
+        let err = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db"))).unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)));
+        assert!(
+            err.to_string().contains("is in use by another engine"),
+            "{err}"
+        );
+
+        first.close().await.unwrap();
+        let second = file_store(&dir);
+        second.close().await.unwrap();
+    }
+
+    #[test]
+    fn close_blocking_releases_the_file_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = file_store(&dir);
+        first.close_blocking();
+        let second = file_store(&dir);
+        drop(second); // dropping the last handle closes too
+        let third = file_store(&dir);
+        third.close_blocking();
+        third.close_blocking();
+    }
+
+    #[tokio::test]
+    async fn every_call_after_close_returns_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [
+            file_store(&dir),
+            SqliteStore::open(SqliteOptions::in_memory()).unwrap(),
+        ] {
+            store.close().await.unwrap();
+            let k = key("a");
+            let now = Timestamp::from_millis(1);
+            assert!(matches!(store.load(&k).await, Err(StoreError::Closed)));
+            assert!(matches!(
+                store.has_event_id(&k, "e").await,
+                Err(StoreError::Closed)
+            ));
+            let insert = vec![Write::Insert(InstanceRecord::new(k.clone(), now))];
+            assert!(matches!(
+                store.commit(insert).await,
+                Err(StoreError::Closed)
+            ));
+            assert!(matches!(
+                store.commit(Vec::new()).await,
+                Err(StoreError::Closed)
+            ));
+            assert!(matches!(
+                store.claim_alarm(&k, now, "me", now).await,
+                Err(StoreError::Closed)
+            ));
+            assert!(matches!(
+                store.renew_leases("me", now).await,
+                Err(StoreError::Closed)
+            ));
+            assert!(matches!(
+                store.scan_alarms(now, 10).await,
+                Err(StoreError::Closed)
+            ));
+            assert!(matches!(
+                store.recover("me", now).await,
+                Err(StoreError::Closed)
+            ));
+            assert!(matches!(
+                store.outbox_peek(1).await,
+                Err(StoreError::Closed)
+            ));
+            assert!(matches!(store.outbox_ack(1).await, Err(StoreError::Closed)));
+            assert!(matches!(
+                store.prune_event_ids(now).await,
+                Err(StoreError::Closed)
+            ));
+            store.close().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn close_finishes_the_queued_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let writes: Vec<_> = (0..100)
+            .map(|i| {
+                store.commit(vec![Write::Insert(InstanceRecord::new(
+                    key(&i.to_string()),
+                    Timestamp::EPOCH,
+                ))])
+            })
+            .collect();
+        store.close().await.unwrap();
+        for w in writes {
+            w.await.unwrap();
+        }
+        let store = file_store(&dir);
+        for i in 0..100 {
+            assert!(store.load(&key(&i.to_string())).await.unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn in_memory_mode_reads_and_writes() {
+        let store = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        assert_eq!(store.path(), None);
+        let record = InstanceRecord::new(key("a"), Timestamp::from_millis(1));
+        store
+            .commit(vec![Write::Insert(record.clone())])
+            .await
+            .unwrap();
+        assert_eq!(store.load(&key("a")).await.unwrap(), Some(record));
+        // Two in-memory stores are independent.
+        let other = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        assert_eq!(other.load(&key("a")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn synchronous_full_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            SqliteOptions::file(dir.path().join("jobs.db")).synchronous(Synchronous::Full);
+        let store = SqliteStore::open(options).unwrap();
+        let (sync, mode) = store
+            .write(|conn| {
+                let sync: i64 = conn
+                    .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .context("pragma")?;
+                let mode: String = conn
+                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .context("pragma")?;
+                Ok((sync, mode))
+            })
+            .await
+            .unwrap();
+        assert_eq!((sync, mode.as_str()), (2, "wal"));
+    }
+
+    #[tokio::test]
+    async fn readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let result = store
+            .read(|conn| conn.execute("DELETE FROM outbox", []).context("delete"))
+            .await;
+        assert!(matches!(result, Err(StoreError::Database(_))));
+    }
+
+    #[test]
+    fn open_fails_clearly_when_the_directory_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            SqliteStore::open(SqliteOptions::file(dir.path().join("missing/jobs.db"))).unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)));
     }
 }

@@ -1,0 +1,896 @@
+//! SQL for instances (with their alarm and lease) and processed event ids.
+//!
+//! Every function takes the connection it runs on; the caller decides whether that is the
+//! writer (inside a group's savepoint) or a reader.
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Statement};
+
+use super::{limit_to_sql, outbox, u64_from_sql, u64_to_sql, Context};
+use crate::id::InstanceKey;
+use crate::store::{AlarmScan, InstanceRecord, Lease, StoreError, Write, WriteBatch};
+use crate::time::Timestamp;
+
+/// The columns of an instance row, in the order [`record_from_row`] reads them and
+/// [`bind_record`] binds them (`?1` to `?19`).
+macro_rules! record_columns {
+    () => {
+        "kind, job, id, state, created_at, updated_at, run_count, event_count, execute_count, \
+         batch_started_at, last_event_at, alarm_at, retry_attempt, retry_started_at, \
+         retry_last_error, version, lease_owner, lease_until, lease_generation"
+    };
+}
+
+/// The instance row of `key`, if any.
+pub(super) fn load(
+    conn: &Connection,
+    key: &InstanceKey,
+) -> Result<Option<InstanceRecord>, StoreError> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM instances WHERE kind = ?1 AND job = ?2 AND id = ?3"
+    ))
+    .context("preparing to load an instance")?
+    .query_row(params![key.kind(), key.job(), key.id()], record_from_row)
+    .optional()
+    .context_with(|| format!("loading {key}"))
+}
+
+/// Whether `event_id` was recorded for `key`.
+pub(super) fn has_event_id(
+    conn: &Connection,
+    key: &InstanceKey,
+    event_id: &str,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT 1 FROM event_ids WHERE kind = ?1 AND job = ?2 AND id = ?3 AND event_id = ?4",
+    )
+    .context("preparing to look up an event id")?
+    .exists(params![key.kind(), key.job(), key.id(), event_id])
+    .context_with(|| format!("looking up event {event_id} of {key}"))
+}
+
+/// Applies every write of `batch`. Runs inside the savepoint of one write job, so an error
+/// leaves nothing of the batch applied.
+pub(super) fn apply_batch(conn: &Connection, batch: WriteBatch) -> Result<(), StoreError> {
+    for write in batch {
+        match write {
+            Write::Insert(record) => insert(conn, &record)?,
+            Write::Update {
+                record,
+                expected_version,
+            } => update(conn, &record, expected_version)?,
+            Write::Delete {
+                key,
+                expected_version,
+            } => delete(conn, &key, expected_version)?,
+            Write::RecordEvent { key, event_id, at } => record_event(conn, key, event_id, at)?,
+            Write::Outbox(rows) => outbox::append(conn, &rows)?,
+        }
+    }
+    Ok(())
+}
+
+fn insert(conn: &Connection, record: &InstanceRecord) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "INSERT INTO instances (",
+            record_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+             ON CONFLICT DO NOTHING"
+        ))
+        .context("preparing to insert an instance")?;
+    bind_record(&mut stmt, record).context("binding an instance")?;
+    match stmt
+        .raw_execute()
+        .context_with(|| format!("inserting {}", record.key))?
+    {
+        0 => Err(StoreError::Conflict(record.key.clone())),
+        _ => Ok(()),
+    }
+}
+
+fn update(
+    conn: &Connection,
+    record: &InstanceRecord,
+    expected_version: u64,
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE instances SET state = ?4, created_at = ?5, updated_at = ?6, run_count = ?7,
+                event_count = ?8, execute_count = ?9, batch_started_at = ?10, last_event_at = ?11,
+                alarm_at = ?12, retry_attempt = ?13, retry_started_at = ?14, retry_last_error = ?15,
+                version = ?16, lease_owner = ?17, lease_until = ?18, lease_generation = ?19
+             WHERE kind = ?1 AND job = ?2 AND id = ?3 AND version = ?20",
+        )
+        .context("preparing to update an instance")?;
+    bind_record(&mut stmt, record).context("binding an instance")?;
+    stmt.raw_bind_parameter(20, u64_to_sql(expected_version))
+        .context("binding a version")?;
+    match stmt
+        .raw_execute()
+        .context_with(|| format!("updating {}", record.key))?
+    {
+        0 => Err(StoreError::Conflict(record.key.clone())),
+        _ => Ok(()),
+    }
+}
+
+fn delete(conn: &Connection, key: &InstanceKey, expected_version: u64) -> Result<(), StoreError> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM instances WHERE kind = ?1 AND job = ?2 AND id = ?3 AND version = ?4",
+        )
+        .context("preparing to delete an instance")?
+        .execute(params![
+            key.kind(),
+            key.job(),
+            key.id(),
+            u64_to_sql(expected_version)
+        ])
+        .context_with(|| format!("deleting {key}"))?;
+    match deleted {
+        0 => Err(StoreError::Conflict(key.clone())),
+        _ => Ok(()),
+    }
+}
+
+fn record_event(
+    conn: &Connection,
+    key: InstanceKey,
+    event_id: String,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO event_ids (kind, job, id, event_id, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT DO NOTHING",
+        )
+        .context("preparing to record an event id")?
+        .execute(params![key.kind(), key.job(), key.id(), event_id, at])
+        .context_with(|| format!("recording event {event_id} of {key}"))?;
+    match inserted {
+        0 => Err(StoreError::DuplicateEvent { key, event_id }),
+        _ => Ok(()),
+    }
+}
+
+/// Claims the alarm of `key` if it is due and not held by a live lease; see
+/// [`Backend::claim_alarm`](crate::store::Backend::claim_alarm).
+pub(super) fn claim_alarm(
+    conn: &Connection,
+    key: &InstanceKey,
+    now: Timestamp,
+    owner: &str,
+    lease_until: Timestamp,
+) -> Result<Option<InstanceRecord>, StoreError> {
+    conn.prepare_cached(concat!(
+        "UPDATE instances
+            SET lease_owner = ?5, lease_until = ?6, alarm_at = ?6,
+                lease_generation = lease_generation + 1, version = version + 1
+          WHERE kind = ?1 AND job = ?2 AND id = ?3
+            AND alarm_at IS NOT NULL AND alarm_at <= ?4
+            AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?4)
+          RETURNING ",
+        record_columns!()
+    ))
+    .context("preparing to claim an alarm")?
+    .query_row(
+        params![key.kind(), key.job(), key.id(), now, owner, lease_until],
+        record_from_row,
+    )
+    .optional()
+    .context_with(|| format!("claiming the alarm of {key}"))
+}
+
+/// Extends the leases of `owner`, and the alarms that stand for them, to `lease_until`.
+///
+/// The version is left alone: the executions holding these leases write with the version they
+/// claimed.
+pub(super) fn renew_leases(
+    conn: &Connection,
+    owner: &str,
+    lease_until: Timestamp,
+) -> Result<u64, StoreError> {
+    let renewed = conn
+        .prepare_cached(
+            "UPDATE instances SET lease_until = ?2, alarm_at = ?2 WHERE lease_owner = ?1",
+        )
+        .context("preparing to renew leases")?
+        .execute(params![owner, lease_until])
+        .context("renewing leases")?;
+    Ok(renewed as u64)
+}
+
+/// Due alarms, earliest first, and the first alarm after `now`. Both queries walk the partial
+/// index on `alarm_at`, which holds the key: the cost depends on `limit`, not on the number of
+/// instances.
+pub(super) fn scan_alarms(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> Result<AlarmScan, StoreError> {
+    let mut due = Vec::new();
+    if limit > 0 {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT kind, job, id, alarm_at FROM instances
+                  WHERE alarm_at IS NOT NULL AND alarm_at <= ?1
+                  ORDER BY alarm_at LIMIT ?2",
+            )
+            .context("preparing to scan due alarms")?;
+        let mut rows = stmt
+            .query(params![now, limit_to_sql(limit)])
+            .context("scanning due alarms")?;
+        while let Some(row) = rows.next().context("scanning due alarms")? {
+            let key = InstanceKey::new(
+                row.get(0).context("reading an alarm")?,
+                row.get::<_, String>(1).context("reading an alarm")?,
+                row.get::<_, String>(2).context("reading an alarm")?,
+            );
+            due.push((key, row.get(3).context("reading an alarm")?));
+        }
+    }
+    let next = conn
+        .prepare_cached(
+            "SELECT MIN(alarm_at) FROM instances WHERE alarm_at IS NOT NULL AND alarm_at > ?1",
+        )
+        .context("preparing to find the next alarm")?
+        .query_row(params![now], |row| row.get(0))
+        .context("finding the next alarm")?;
+    Ok(AlarmScan { due, next })
+}
+
+/// Releases every lease and makes its alarm due at `now`, so interrupted executions run again
+/// at once. Returns how many rows had a lease.
+pub(super) fn release_all_leases(conn: &Connection, now: Timestamp) -> Result<u64, StoreError> {
+    let released = conn
+        .prepare_cached(
+            "UPDATE instances SET lease_owner = NULL, lease_until = NULL, alarm_at = ?1, version = version + 1
+              WHERE lease_owner IS NOT NULL",
+        )
+        .context("preparing to release leases")?
+        .execute(params![now])
+        .context("releasing leases")?;
+    Ok(released as u64)
+}
+
+/// Deletes event-id records seen before `before`.
+pub(super) fn prune_event_ids(conn: &Connection, before: Timestamp) -> Result<u64, StoreError> {
+    let pruned = conn
+        .prepare_cached("DELETE FROM event_ids WHERE seen_at < ?1")
+        .context("preparing to prune event ids")?
+        .execute(params![before])
+        .context("pruning event ids")?;
+    Ok(pruned as u64)
+}
+
+/// Binds the columns of [`record_columns!`] to `?1` .. `?19`.
+fn bind_record(stmt: &mut Statement<'_>, r: &InstanceRecord) -> rusqlite::Result<()> {
+    let (lease_owner, lease_until) = match &r.lease {
+        Some(lease) => (Some(lease.owner.as_str()), Some(lease.until)),
+        None => (None, None),
+    };
+    stmt.raw_bind_parameter(1, r.key.kind())?;
+    stmt.raw_bind_parameter(2, r.key.job())?;
+    stmt.raw_bind_parameter(3, r.key.id())?;
+    stmt.raw_bind_parameter(4, r.state.as_deref())?;
+    stmt.raw_bind_parameter(5, r.created_at)?;
+    stmt.raw_bind_parameter(6, r.updated_at)?;
+    stmt.raw_bind_parameter(7, u64_to_sql(r.run_count))?;
+    stmt.raw_bind_parameter(8, u64_to_sql(r.event_count))?;
+    stmt.raw_bind_parameter(9, u64_to_sql(r.execute_count))?;
+    stmt.raw_bind_parameter(10, r.batch_started_at)?;
+    stmt.raw_bind_parameter(11, r.last_event_at)?;
+    stmt.raw_bind_parameter(12, r.alarm_at)?;
+    stmt.raw_bind_parameter(13, r.retry_attempt)?;
+    stmt.raw_bind_parameter(14, r.retry_started_at)?;
+    stmt.raw_bind_parameter(15, r.retry_last_error.as_deref())?;
+    stmt.raw_bind_parameter(16, u64_to_sql(r.version))?;
+    stmt.raw_bind_parameter(17, lease_owner)?;
+    stmt.raw_bind_parameter(18, lease_until)?;
+    stmt.raw_bind_parameter(19, u64_to_sql(r.lease_generation))?;
+    Ok(())
+}
+
+/// Reads a row selected with [`record_columns!`].
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
+    let lease = match (
+        row.get::<_, Option<String>>(16)?,
+        row.get::<_, Option<Timestamp>>(17)?,
+    ) {
+        (Some(owner), Some(until)) => Some(Lease { owner, until }),
+        _ => None,
+    };
+    Ok(InstanceRecord {
+        key: InstanceKey::new(
+            row.get(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ),
+        state: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+        run_count: u64_from_sql(row.get(6)?),
+        event_count: u64_from_sql(row.get(7)?),
+        execute_count: u64_from_sql(row.get(8)?),
+        batch_started_at: row.get(9)?,
+        last_event_at: row.get(10)?,
+        alarm_at: row.get(11)?,
+        retry_attempt: row.get(12)?,
+        retry_started_at: row.get(13)?,
+        retry_last_error: row.get(14)?,
+        version: u64_from_sql(row.get(15)?),
+        lease,
+        lease_generation: u64_from_sql(row.get(18)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{SqliteOptions, SqliteStore};
+    use super::*;
+    use crate::id::JobKind;
+    use crate::store::Backend;
+
+    fn ms(millis: i64) -> Timestamp {
+        Timestamp::from_millis(millis)
+    }
+
+    fn every_field_set(key: InstanceKey) -> InstanceRecord {
+        InstanceRecord {
+            key,
+            state: Some(r#"{"count":3,"name":"é ☃"}"#.into()),
+            created_at: ms(1_700_000_000_001),
+            updated_at: ms(1_700_000_000_002),
+            run_count: 3,
+            event_count: 4,
+            execute_count: 5,
+            batch_started_at: Some(ms(6)),
+            last_event_at: Some(ms(7)),
+            alarm_at: Some(ms(8)),
+            retry_attempt: 9,
+            retry_started_at: Some(ms(10)),
+            retry_last_error: Some("boom".into()),
+            version: 11,
+            lease: Some(Lease {
+                owner: "engine-1".into(),
+                until: ms(12),
+            }),
+            lease_generation: 13,
+        }
+    }
+
+    fn scheduled(id: &str, alarm_at: i64) -> InstanceRecord {
+        let mut record = InstanceRecord::new(key(id), ms(0));
+        record.alarm_at = Some(ms(alarm_at));
+        record
+    }
+
+    async fn insert_all(store: &SqliteStore, records: impl IntoIterator<Item = InstanceRecord>) {
+        store
+            .commit(records.into_iter().map(Write::Insert).collect())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_field_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let full = every_field_set(InstanceKey::new(
+            JobKind::Continuous,
+            "job:with:colons",
+            "id:1",
+        ));
+        let empty = InstanceRecord::new(InstanceKey::new(JobKind::Debounce, "job", "id"), ms(-5));
+        insert_all(&store, [full.clone(), empty.clone()]).await;
+        assert_eq!(store.load(&full.key).await.unwrap(), Some(full.clone()));
+        assert_eq!(store.load(&empty.key).await.unwrap(), Some(empty.clone()));
+
+        // An update replaces every column, including clearing the optional ones.
+        let mut cleared = InstanceRecord::new(full.key.clone(), ms(1));
+        cleared.version = 12;
+        store
+            .commit(vec![Write::Update {
+                record: cleared.clone(),
+                expected_version: 11,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.load(&full.key).await.unwrap(), Some(cleared));
+
+        // Kinds are part of the key.
+        let other_kind = InstanceKey::new(JobKind::Task, "job", "id");
+        assert_eq!(store.load(&other_kind).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_leaves_nothing_of_the_batch_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        insert_all(&store, [InstanceRecord::new(key("a"), ms(0))]).await;
+        let event = |id: &str| Write::RecordEvent {
+            key: key("a"),
+            event_id: id.into(),
+            at: ms(1),
+        };
+
+        // Insert of an existing instance.
+        let batch = vec![
+            event("e1"),
+            Write::Insert(InstanceRecord::new(key("b"), ms(0))),
+            Write::Outbox(vec!["{}".into()]),
+            Write::Insert(InstanceRecord::new(key("a"), ms(0))),
+        ];
+        assert!(matches!(store.commit(batch).await, Err(StoreError::Conflict(k)) if k == key("a")));
+
+        // Update and delete with a stale version.
+        let mut stale = InstanceRecord::new(key("a"), ms(0));
+        stale.version = 2;
+        let batch = vec![
+            event("e2"),
+            Write::Update {
+                record: stale,
+                expected_version: 1,
+            },
+        ];
+        assert!(matches!(
+            store.commit(batch).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let batch = vec![
+            event("e3"),
+            Write::Delete {
+                key: key("a"),
+                expected_version: 1,
+            },
+        ];
+        assert!(matches!(
+            store.commit(batch).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let batch = vec![
+            event("e4"),
+            Write::Delete {
+                key: key("missing"),
+                expected_version: 0,
+            },
+        ];
+        assert!(matches!(
+            store.commit(batch).await,
+            Err(StoreError::Conflict(_))
+        ));
+
+        assert_eq!(store.load(&key("b")).await.unwrap(), None);
+        assert!(store.outbox_peek(10).await.unwrap().is_empty());
+        for id in ["e1", "e2", "e3", "e4"] {
+            assert!(!store.has_event_id(&key("a"), id).await.unwrap());
+        }
+        assert_eq!(
+            store.load(&key("a")).await.unwrap(),
+            Some(InstanceRecord::new(key("a"), ms(0)))
+        );
+
+        // With the right version both go through.
+        let mut next = InstanceRecord::new(key("a"), ms(0));
+        next.version = 1;
+        store
+            .commit(vec![Write::Update {
+                record: next,
+                expected_version: 0,
+            }])
+            .await
+            .unwrap();
+        store
+            .commit(vec![Write::Delete {
+                key: key("a"),
+                expected_version: 1,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.load(&key("a")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_event_id_is_refused_and_rolls_back_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let event = |id: &str| Write::RecordEvent {
+            key: key("a"),
+            event_id: id.into(),
+            at: ms(1),
+        };
+        store.commit(vec![event("e1")]).await.unwrap();
+        assert!(store.has_event_id(&key("a"), "e1").await.unwrap());
+        assert!(!store.has_event_id(&key("b"), "e1").await.unwrap());
+
+        let batch = vec![
+            Write::Insert(InstanceRecord::new(key("a"), ms(0))),
+            event("e2"),
+            event("e1"),
+        ];
+        match store.commit(batch).await {
+            Err(StoreError::DuplicateEvent { key: k, event_id }) => {
+                assert_eq!((k, event_id.as_str()), (key("a"), "e1"))
+            }
+            other => panic!("expected a duplicate event, got {other:?}"),
+        }
+        assert_eq!(store.load(&key("a")).await.unwrap(), None);
+        assert!(!store.has_event_id(&key("a"), "e2").await.unwrap());
+        // The same id in one batch is a duplicate too.
+        assert!(matches!(
+            store.commit(vec![event("e3"), event("e3")]).await,
+            Err(StoreError::DuplicateEvent { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_batches_each_get_their_own_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        insert_all(&store, [InstanceRecord::new(key("taken"), ms(0))]).await;
+        // Queued together, so most share a group.
+        let commits: Vec<_> = (0..200)
+            .map(|i| {
+                let id = if i % 4 == 0 {
+                    "taken".to_owned()
+                } else {
+                    format!("i{i}")
+                };
+                store.commit(vec![
+                    Write::Outbox(vec![format!("{{\"i\":{i}}}")]),
+                    Write::Insert(InstanceRecord::new(key(&id), ms(0))),
+                ])
+            })
+            .collect();
+        for (i, commit) in commits.into_iter().enumerate() {
+            let result = commit.await;
+            if i % 4 == 0 {
+                assert!(
+                    matches!(result, Err(StoreError::Conflict(_))),
+                    "{i}: {result:?}"
+                );
+            } else {
+                result.unwrap();
+                assert!(store.load(&key(&format!("i{i}"))).await.unwrap().is_some());
+            }
+        }
+        assert_eq!(store.outbox_peek(1000).await.unwrap().len(), 150);
+    }
+
+    #[tokio::test]
+    async fn claiming_an_alarm() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        insert_all(
+            &store,
+            [scheduled("a", 100), InstanceRecord::new(key("idle"), ms(0))],
+        )
+        .await;
+
+        // Not due, or no alarm at all.
+        assert_eq!(
+            store
+                .claim_alarm(&key("a"), ms(99), "one", ms(1_099))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .claim_alarm(&key("idle"), ms(99), "one", ms(1_099))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .claim_alarm(&key("missing"), ms(99), "one", ms(1_099))
+                .await
+                .unwrap(),
+            None
+        );
+
+        // Due: claimed, the alarm moves to the lease expiry.
+        let claimed = store
+            .claim_alarm(&key("a"), ms(100), "one", ms(1_100))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            claimed.lease,
+            Some(Lease {
+                owner: "one".into(),
+                until: ms(1_100)
+            })
+        );
+        assert_eq!(claimed.alarm_at, Some(ms(1_100)));
+        assert_eq!((claimed.lease_generation, claimed.version), (1, 1));
+        assert_eq!(store.load(&key("a")).await.unwrap(), Some(claimed.clone()));
+
+        // Held by a live lease.
+        assert_eq!(
+            store
+                .claim_alarm(&key("a"), ms(500), "two", ms(1_500))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .claim_alarm(&key("a"), ms(1_099), "two", ms(2_099))
+                .await
+                .unwrap(),
+            None
+        );
+
+        // The lease lapsed: claimable again, by anyone.
+        let again = store
+            .claim_alarm(&key("a"), ms(1_100), "two", ms(2_100))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            again.lease,
+            Some(Lease {
+                owner: "two".into(),
+                until: ms(2_100)
+            })
+        );
+        assert_eq!(
+            (again.lease_generation, again.version, again.alarm_at),
+            (2, 2, Some(ms(2_100)))
+        );
+
+        // A write of the claimed execution that clears the alarm and the lease ends it.
+        let mut done = again.clone();
+        done.alarm_at = None;
+        done.lease = None;
+        done.version = 3;
+        store
+            .commit(vec![Write::Update {
+                record: done,
+                expected_version: 2,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .claim_alarm(&key("a"), ms(10_000), "one", ms(11_000))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn renewing_leases_moves_their_alarms_but_not_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        insert_all(
+            &store,
+            [scheduled("a", 0), scheduled("b", 0), scheduled("c", 0)],
+        )
+        .await;
+        store
+            .claim_alarm(&key("a"), ms(0), "one", ms(10))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .claim_alarm(&key("b"), ms(0), "one", ms(10))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .claim_alarm(&key("c"), ms(0), "two", ms(10))
+            .await
+            .unwrap()
+            .unwrap();
+
+        assert_eq!(store.renew_leases("one", ms(50)).await.unwrap(), 2);
+        let a = store.load(&key("a")).await.unwrap().unwrap();
+        assert_eq!(
+            (a.lease.unwrap().until, a.alarm_at, a.version),
+            (ms(50), Some(ms(50)), 1)
+        );
+        let c = store.load(&key("c")).await.unwrap().unwrap();
+        assert_eq!(c.alarm_at, Some(ms(10)));
+        // Renewed: still held after the original expiry.
+        assert_eq!(
+            store
+                .claim_alarm(&key("a"), ms(20), "two", ms(70))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn scanning_returns_due_alarms_earliest_first_and_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        assert_eq!(
+            store.scan_alarms(ms(100), 10).await.unwrap(),
+            AlarmScan::default()
+        );
+        insert_all(
+            &store,
+            [
+                scheduled("c", 30),
+                scheduled("a", 10),
+                scheduled("b", 20),
+                scheduled("later", 500),
+                scheduled("last", 900),
+            ],
+        )
+        .await;
+        insert_all(&store, [InstanceRecord::new(key("none"), ms(0))]).await;
+
+        let scan = store.scan_alarms(ms(100), 10).await.unwrap();
+        let due: Vec<_> = scan
+            .due
+            .iter()
+            .map(|(k, at)| (k.id(), at.as_millis()))
+            .collect();
+        assert_eq!(due, [("a", 10), ("b", 20), ("c", 30)]);
+        assert_eq!(scan.next, Some(ms(500)));
+
+        let scan = store.scan_alarms(ms(100), 2).await.unwrap();
+        assert_eq!(scan.due.len(), 2);
+        assert_eq!(scan.next, Some(ms(500)));
+        // Due means at or before `now`.
+        let scan = store.scan_alarms(ms(500), 0).await.unwrap();
+        assert!(scan.due.is_empty());
+        assert_eq!(scan.next, Some(ms(900)));
+        assert_eq!(store.scan_alarms(ms(900), 10).await.unwrap().next, None);
+    }
+
+    #[tokio::test]
+    async fn alarm_queries_only_walk_the_alarm_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let plans = store
+            .read(|conn| {
+                let plan = |sql: &str| -> rusqlite::Result<String> {
+                    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let mut rows = stmt.raw_query();
+                    let mut steps = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        steps.push(row.get::<_, String>(3)?);
+                    }
+                    Ok(steps.join("; "))
+                };
+                let due = plan(
+                    "SELECT kind, job, id, alarm_at FROM instances
+                      WHERE alarm_at IS NOT NULL AND alarm_at <= ?1 ORDER BY alarm_at LIMIT ?2",
+                )
+                .context("plan")?;
+                let next = plan("SELECT MIN(alarm_at) FROM instances WHERE alarm_at IS NOT NULL AND alarm_at > ?1")
+                    .context("plan")?;
+                Ok((due, next))
+            })
+            .await
+            .unwrap();
+        for plan in [plans.0, plans.1] {
+            assert!(plan.contains("COVERING INDEX instances_alarm_at"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
+
+    #[tokio::test]
+    async fn recover_fires_leased_rows_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        insert_all(
+            &store,
+            [scheduled("leased", 0), scheduled("waiting", 5_000)],
+        )
+        .await;
+        store
+            .claim_alarm(&key("leased"), ms(0), "crashed", ms(60_000))
+            .await
+            .unwrap()
+            .unwrap();
+
+        store.recover("me", ms(1_000)).await.unwrap();
+        let leased = store.load(&key("leased")).await.unwrap().unwrap();
+        assert_eq!((leased.lease, leased.alarm_at), (None, Some(ms(1_000))));
+        assert_eq!((leased.version, leased.lease_generation), (2, 1));
+        assert_eq!(
+            store.load(&key("waiting")).await.unwrap().unwrap().alarm_at,
+            Some(ms(5_000))
+        );
+        assert_eq!(
+            store.scan_alarms(ms(1_000), 10).await.unwrap().due,
+            vec![(key("leased"), ms(1_000))]
+        );
+        assert!(store
+            .claim_alarm(&key("leased"), ms(1_000), "me", ms(2_000))
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_old_event_ids_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let batch = (0..10)
+            .map(|i| Write::RecordEvent {
+                key: key("a"),
+                event_id: format!("e{i}"),
+                at: ms(i * 10),
+            })
+            .collect();
+        store.commit(batch).await.unwrap();
+        assert_eq!(store.prune_event_ids(ms(50)).await.unwrap(), 5);
+        assert!(!store.has_event_id(&key("a"), "e4").await.unwrap());
+        assert!(store.has_event_id(&key("a"), "e5").await.unwrap());
+        assert_eq!(store.prune_event_ids(ms(50)).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn event_ids_outlive_their_instance() {
+        let store = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        store
+            .commit(vec![
+                Write::Insert(InstanceRecord::new(key("a"), ms(0))),
+                Write::RecordEvent {
+                    key: key("a"),
+                    event_id: "e".into(),
+                    at: ms(0),
+                },
+            ])
+            .await
+            .unwrap();
+        store
+            .commit(vec![Write::Delete {
+                key: key("a"),
+                expected_version: 0,
+            }])
+            .await
+            .unwrap();
+        assert!(store.has_event_id(&key("a"), "e").await.unwrap());
+    }
+
+    /// Not a benchmark: shows that group commit keeps up with many concurrent writers. Run with
+    /// `cargo test --release -p durable-jobs group_commit_throughput -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measures throughput; run by hand in release mode"]
+    async fn group_commit_throughput() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let tasks = 512;
+        let per_task = 400;
+        let started = std::time::Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let store = std::sync::Arc::clone(&store);
+                tokio::spawn(async move {
+                    for i in 0..per_task {
+                        let mut record = InstanceRecord::new(key(&format!("{t}-{i}")), ms(0));
+                        record.state = Some("{\"n\":1}".into());
+                        record.alarm_at = Some(ms(i));
+                        store.commit(vec![Write::Insert(record)]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let writes = tasks * per_task;
+        println!(
+            "{writes} durable writes in {elapsed:?}: {:.0}/s in {} groups",
+            writes as f64 / elapsed.as_secs_f64(),
+            store
+                .writer
+                .groups
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+}

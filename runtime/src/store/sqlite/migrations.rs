@@ -1,0 +1,232 @@
+//! Versioned schema migrations.
+//!
+//! The applied versions are rows of `schema_migrations`. At open, the migrations the database
+//! lacks are applied in order, all in one transaction. A database with a version this build does
+//! not know was written by a newer build and is refused rather than misread.
+//!
+//! To change the schema, append a [`Migration`] with the next version to [`MIGRATIONS`]; never
+//! edit one that was released.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::{database_error, Context};
+use crate::store::StoreError;
+use crate::time::Timestamp;
+
+/// One schema change.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Migration {
+    /// Its number: 1, 2, 3, ... in the order of [`MIGRATIONS`].
+    pub(crate) version: i64,
+    /// The statements, run as one batch.
+    pub(crate) sql: &'static str,
+}
+
+/// Every migration, oldest first.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: INSTANCES,
+}];
+
+/// Instances (with their alarm and lease), processed event ids and the telemetry outbox.
+const INSTANCES: &str = "
+CREATE TABLE instances (
+    kind             TEXT    NOT NULL,
+    job              TEXT    NOT NULL,
+    id               TEXT    NOT NULL,
+    state            TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    run_count        INTEGER NOT NULL DEFAULT 0,
+    event_count      INTEGER NOT NULL DEFAULT 0,
+    execute_count    INTEGER NOT NULL DEFAULT 0,
+    batch_started_at INTEGER,
+    last_event_at    INTEGER,
+    alarm_at         INTEGER,
+    retry_attempt    INTEGER NOT NULL DEFAULT 0,
+    retry_started_at INTEGER,
+    retry_last_error TEXT,
+    version          INTEGER NOT NULL,
+    lease_owner      TEXT,
+    lease_until      INTEGER,
+    lease_generation INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, job, id)
+) WITHOUT ROWID;
+
+-- Carries the primary key, so scanning alarms never touches the table.
+CREATE INDEX instances_alarm_at ON instances (alarm_at) WHERE alarm_at IS NOT NULL;
+
+CREATE TABLE event_ids (
+    kind     TEXT    NOT NULL,
+    job      TEXT    NOT NULL,
+    id       TEXT    NOT NULL,
+    event_id TEXT    NOT NULL,
+    seen_at  INTEGER NOT NULL,
+    PRIMARY KEY (kind, job, id, event_id)
+) WITHOUT ROWID;
+
+CREATE INDEX event_ids_seen_at ON event_ids (seen_at);
+
+-- AUTOINCREMENT: a sequence number is never reused, even after every row was acknowledged.
+CREATE TABLE outbox (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    json TEXT    NOT NULL
+);
+";
+
+/// Applies the migrations of `migrations` that `conn`'s database lacks, in one transaction.
+///
+/// # Errors
+///
+/// [`StoreError::Database`] if the database has a version newer than the last of
+/// `migrations`, or if a migration fails (then none is applied).
+pub(crate) fn apply(
+    conn: &mut Connection,
+    migrations: &[Migration],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .context("starting the migration transaction")?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            applied_at INTEGER NOT NULL
+        )",
+    )
+    .context("creating schema_migrations")?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .context("reading the schema version")?;
+    let known = migrations.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(database_error(format!(
+            "the database has schema version {current}, newer than the newest this build of \
+             durable-jobs knows ({known}); it was written by a newer version, upgrade to open it"
+        )));
+    }
+    for migration in migrations.iter().filter(|m| m.version > current) {
+        tx.execute_batch(migration.sql)
+            .context_with(|| format!("applying schema migration {}", migration.version))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![migration.version, now],
+        )
+        .context("recording a schema migration")?;
+        tracing::info!(version = migration.version, "applied schema migration");
+    }
+    tx.commit().context("committing the migrations")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SqliteOptions, SqliteStore};
+    use super::*;
+
+    fn versions(path: &std::path::Path) -> Vec<(i64, i64)> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn versions_start_at_one_and_increase_by_one() {
+        for (i, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, i as i64 + 1);
+        }
+    }
+
+    #[test]
+    fn migrations_are_applied_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        SqliteStore::open(SqliteOptions::file(&path))
+            .unwrap()
+            .close_blocking();
+        let first = versions(&path);
+        assert_eq!(
+            first.iter().map(|v| v.0).collect::<Vec<_>>(),
+            (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>()
+        );
+
+        // Reopening applies nothing (re-running `CREATE TABLE instances` would fail anyway).
+        SqliteStore::open(SqliteOptions::file(&path))
+            .unwrap()
+            .close_blocking();
+        assert_eq!(versions(&path), first);
+    }
+
+    #[test]
+    fn an_appended_migration_is_applied_to_an_existing_database() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn, MIGRATIONS, Timestamp::from_millis(1)).unwrap();
+        let mut more = MIGRATIONS.to_vec();
+        more.push(Migration {
+            version: MIGRATIONS.len() as i64 + 1,
+            sql: "CREATE TABLE later (x INTEGER);",
+        });
+        apply(&mut conn, &more, Timestamp::from_millis(2)).unwrap();
+        conn.execute("INSERT INTO later (x) VALUES (1)", [])
+            .unwrap();
+        let applied: i64 = conn
+            .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(applied, more.len() as i64);
+    }
+
+    #[test]
+    fn a_failing_migration_applies_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let broken = [
+            MIGRATIONS[0],
+            Migration {
+                version: 2,
+                sql: "CREATE TABLE ok (x); NOT SQL;",
+            },
+        ];
+        assert!(apply(&mut conn, &broken, Timestamp::EPOCH).is_err());
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name IN ('instances', 'ok')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        SqliteStore::open(SqliteOptions::file(&path))
+            .unwrap()
+            .close_blocking();
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)",
+                [],
+            )
+            .unwrap();
+
+        let err = SqliteStore::open(SqliteOptions::file(&path)).unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)));
+        let message = err.to_string();
+        assert!(
+            message.contains("schema version 999") && message.contains("newer"),
+            "{message}"
+        );
+        // The refused open released the file.
+        assert!(super::super::lock::FileLock::acquire(&path).is_ok());
+    }
+}

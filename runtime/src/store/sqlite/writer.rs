@@ -1,0 +1,519 @@
+//! The writer thread: owns the write connection and commits queued writes in groups.
+//!
+//! The thread takes the first waiting write, then every other write already queued (up to
+//! [`MAX_GROUP`]), and runs them in one `BEGIN IMMEDIATE` ... `COMMIT`, each inside its own
+//! savepoint. A write that fails is rolled back to its savepoint and gets its own error; the
+//! others commit. Replies are sent only after `COMMIT` returned, so no caller sees a write that
+//! could still be rolled back. If the transaction itself fails, every write of the group gets
+//! the error.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::{database_error, shared_database_error};
+use crate::store::StoreError;
+
+/// Most writes committed in one transaction. Bounds the latency a group adds to its first write.
+pub(super) const MAX_GROUP: usize = 1024;
+
+/// What the writer thread is asked to do.
+enum Message {
+    Write(Box<dyn WriteJob>),
+    /// Only in memory, where the writer's connection is the only one.
+    Read(Box<dyn ReadJob>),
+    /// Finish the queued writes, close the connection, then acknowledge.
+    Close(Option<oneshot::Sender<()>>),
+}
+
+/// A write with its reply channel, type-erased for the queue.
+trait WriteJob: Send {
+    /// Runs the write (inside its savepoint) and keeps its outcome; `true` if it succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Replies: the write's own outcome, or `group_error` if the group did not commit.
+    fn finish(self: Box<Self>, group_error: Option<&Arc<rusqlite::Error>>);
+}
+
+trait ReadJob: Send {
+    fn run(self: Box<Self>, conn: &Connection);
+}
+
+struct Job<T, F> {
+    op: Option<F>,
+    outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = match self.op.take() {
+            Some(op) => guarded(op, conn),
+            None => Err(database_error("a write was run twice")),
+        };
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, group_error: Option<&Arc<rusqlite::Error>>) {
+        let result = match (self.outcome, group_error) {
+            // A failed write was rolled back whatever happened to the group: its own error says
+            // more.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), None) => Ok(value),
+            (_, Some(e)) => Err(shared_database_error(
+                "committing a write group",
+                Arc::clone(e),
+            )),
+            (None, None) => Err(database_error("a write was not run")),
+        };
+        // The caller may have stopped waiting; the write stands either way.
+        let _ = self.reply.send(result);
+    }
+}
+
+impl<T, F> ReadJob for Job<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) {
+        let result = match self.op {
+            Some(op) => guarded(op, conn),
+            None => Err(database_error("a read was run twice")),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Runs `op`, turning a panic into an error so that one bad write cannot stop the thread.
+fn guarded<T, F>(op: F, conn: &Connection) -> Result<T, StoreError>
+where
+    F: FnOnce(&Connection) -> Result<T, StoreError>,
+{
+    catch_unwind(AssertUnwindSafe(|| op(conn)))
+        .unwrap_or_else(|_| Err(database_error("a store operation panicked")))
+}
+
+/// The handle of the writer thread.
+pub(super) struct Writer {
+    queue: mpsc::Sender<Message>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Groups committed or failed so far.
+    #[cfg(test)]
+    pub(super) groups: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    /// Starts the thread that owns `conn`.
+    pub(super) fn spawn(conn: Connection) -> Result<Writer, StoreError> {
+        let (queue, rx) = mpsc::channel();
+        let groups = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&groups);
+        let thread = std::thread::Builder::new()
+            .name("durable-jobs-sqlite-writer".into())
+            .spawn(move || run(conn, rx, &counter))
+            .map_err(|e| StoreError::Database(Box::new(e)))?;
+        #[cfg(not(test))]
+        drop(groups);
+        Ok(Writer {
+            queue,
+            thread: Mutex::new(Some(thread)),
+            #[cfg(test)]
+            groups,
+        })
+    }
+
+    /// Queues a write; `None` if the thread is gone.
+    pub(super) fn write<T, F>(&self, op: F) -> Option<oneshot::Receiver<Result<T, StoreError>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(Job {
+            op: Some(op),
+            outcome: None,
+            reply,
+        });
+        self.queue.send(Message::Write(job)).ok()?;
+        Some(rx)
+    }
+
+    /// Queues a read, run between write groups; `None` if the thread is gone.
+    pub(super) fn read<T, F>(&self, op: F) -> Option<oneshot::Receiver<Result<T, StoreError>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(Job {
+            op: Some(op),
+            outcome: None,
+            reply,
+        });
+        self.queue.send(Message::Read(job)).ok()?;
+        Some(rx)
+    }
+
+    /// Asks the thread to finish the writes queued so far and stop. The receiver completes once
+    /// the connection is closed; writes queued after this get [`StoreError::Closed`].
+    pub(super) fn close(&self) -> Option<oneshot::Receiver<()>> {
+        let (done, rx) = oneshot::channel();
+        self.queue.send(Message::Close(Some(done))).ok()?;
+        Some(rx)
+    }
+
+    /// Waits for the thread to end (after [`close`](Self::close)). Blocks.
+    pub(super) fn join(&self) {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the sqlite writer thread panicked");
+            }
+        }
+    }
+}
+
+/// The thread's body: groups until asked to close or until every handle is gone.
+fn run(conn: Connection, queue: mpsc::Receiver<Message>, groups: &AtomicUsize) {
+    let mut group: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_GROUP);
+    let mut reads: Vec<Box<dyn ReadJob>> = Vec::new();
+    let mut close_ack = None;
+    'serve: while let Ok(first) = queue.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Write(job) => group.push(job),
+                Message::Read(job) => reads.push(job),
+                Message::Close(ack) => {
+                    close_ack = ack;
+                    break;
+                }
+            }
+            if group.len() < MAX_GROUP {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !group.is_empty() {
+            commit_group(&conn, &mut group);
+            groups.fetch_add(1, Ordering::Relaxed);
+        }
+        // Outside any transaction, after the group: reads see committed data only.
+        for read in reads.drain(..) {
+            read.run(&conn);
+        }
+        if close_ack.is_some() {
+            break 'serve;
+        }
+    }
+    // Writes queued after the close request are dropped here; their callers get `Closed`.
+    drop(queue);
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the sqlite write connection failed");
+    }
+    if let Some(ack) = close_ack {
+        let _ = ack.send(());
+    }
+}
+
+/// Runs one group in one transaction and replies to every write in it.
+fn commit_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>) {
+    let started = Instant::now();
+    match run_group(conn, group) {
+        Ok(failed) => {
+            tracing::debug!(
+                size = group.len(),
+                failed,
+                micros = started.elapsed().as_micros() as u64,
+                "committed a write group"
+            );
+            for job in group.drain(..) {
+                job.finish(None);
+            }
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                if let Err(rollback) = exec(conn, "ROLLBACK") {
+                    tracing::error!(error = %rollback, "rolling back a failed write group failed");
+                }
+            }
+            tracing::warn!(size = group.len(), error = %e, "a write group failed to commit");
+            let e = Arc::new(e);
+            for job in group.drain(..) {
+                job.finish(Some(&e));
+            }
+        }
+    }
+}
+
+/// `BEGIN IMMEDIATE`, each write in a savepoint, `COMMIT`. Returns how many writes failed (and
+/// were rolled back alone), or the error that stopped the whole group.
+fn run_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<usize> {
+    exec(conn, "BEGIN IMMEDIATE")?;
+    let mut failed = 0;
+    for job in group.iter_mut() {
+        exec(conn, "SAVEPOINT write")?;
+        let ok = job.run(conn);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error), or the write
+            // ended it: the earlier writes of the group are gone too.
+            return Err(aborted("the group transaction ended inside a write"));
+        }
+        if !ok {
+            failed += 1;
+            exec(conn, "ROLLBACK TO write")?;
+        }
+        exec(conn, "RELEASE write")?;
+    }
+    exec(conn, "COMMIT")?;
+    Ok(failed)
+}
+
+/// Runs a statement without parameters or results, prepared once per connection.
+fn exec(conn: &Connection, sql: &'static str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn aborted(message: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some(message.to_owned()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{Context, SqliteOptions, SqliteStore};
+    use super::*;
+
+    fn create_table(
+        store: &SqliteStore,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> {
+        store.write(|conn| {
+            conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+                .context("create")
+        })
+    }
+
+    /// Holds the writer thread inside a write until the returned sender is used.
+    fn block_writer(
+        store: &SqliteStore,
+    ) -> (
+        mpsc::Sender<()>,
+        impl std::future::Future<Output = Result<(), StoreError>>,
+    ) {
+        let (release, wait) = mpsc::channel::<()>();
+        let blocked = store.write(move |_| {
+            let _ = wait.recv();
+            Ok(())
+        });
+        (release, blocked)
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Outcome {
+        Commits,
+        Refused,
+        Panics,
+    }
+
+    fn outcome(n: i64) -> Outcome {
+        match n {
+            _ if n % 3 == 0 => Outcome::Refused,
+            1 | 151 => Outcome::Panics,
+            _ => Outcome::Commits,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_rolls_back_alone_and_the_rest_of_its_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        create_table(&store).await.unwrap();
+
+        let (release, blocked) = block_writer(&store);
+        let before = store.writer.groups.load(Ordering::Relaxed);
+        // Queued while the writer is busy, so they commit as one group.
+        let writes: Vec<_> = (0..300i64)
+            .map(|n| {
+                store.write(move |conn| {
+                    conn.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                        .context("insert")?;
+                    match outcome(n) {
+                        Outcome::Refused => Err(database_error(format!("write {n} refused"))),
+                        Outcome::Panics => panic!("write {n} panicked"),
+                        Outcome::Commits => Ok(n),
+                    }
+                })
+            })
+            .collect();
+        release.send(()).unwrap();
+        blocked.await.unwrap();
+        for (n, write) in (0..300i64).zip(writes) {
+            match (outcome(n), write.await) {
+                (Outcome::Refused, Err(e)) => {
+                    assert!(e.to_string().contains(&format!("write {n} refused")), "{e}")
+                }
+                (Outcome::Panics, Err(e)) => assert!(e.to_string().contains("panicked"), "{e}"),
+                (Outcome::Commits, Ok(got)) => assert_eq!(got, n),
+                (_, other) => panic!("write {n}: unexpected {other:?}"),
+            }
+        }
+        // The blocker's group, then at most one more (the writer may have taken the blocker
+        // after some writes were queued).
+        assert!(store.writer.groups.load(Ordering::Relaxed) - before <= 2);
+
+        let stored: Vec<i64> = store
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT n FROM t ORDER BY n")
+                    .context("prepare")?;
+                let rows = stmt.query_map([], |r| r.get(0)).context("query")?;
+                rows.collect::<rusqlite::Result<_>>().context("rows")
+            })
+            .await
+            .unwrap();
+        let expected: Vec<i64> = (0..300)
+            .filter(|&n| outcome(n) == Outcome::Commits)
+            .collect();
+        assert_eq!(stored, expected);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_write_of_the_group() {
+        // In memory, reads run on the writer's connection outside any transaction, where the
+        // foreign_keys pragma takes effect.
+        let store = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        store
+            .read(|conn| {
+                conn.execute_batch("PRAGMA foreign_keys = ON")
+                    .context("pragma")
+            })
+            .await
+            .unwrap();
+        store
+            .write(|conn| {
+                conn.execute_batch(
+                    "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                     CREATE TABLE child (id INTEGER PRIMARY KEY,
+                        parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+                )
+                .context("create")
+            })
+            .await
+            .unwrap();
+
+        let (release, blocked) = block_writer(&store);
+        let fine = store.write(|conn| {
+            conn.execute("INSERT INTO parent (id) VALUES (1)", [])
+                .context("insert")
+        });
+        // Checked only at COMMIT, which it makes fail.
+        let orphan = store.write(|conn| {
+            conn.execute("INSERT INTO child (id, parent) VALUES (1, 42)", [])
+                .context("insert")
+        });
+        release.send(()).unwrap();
+        let _ = blocked.await;
+        let fine = fine.await;
+        let orphan = orphan.await;
+        assert!(matches!(&fine, Err(StoreError::Database(_))), "{fine:?}");
+        assert!(fine
+            .unwrap_err()
+            .to_string()
+            .contains("committing a write group"));
+        assert!(matches!(orphan, Err(StoreError::Database(_))));
+
+        let parents: i64 = store
+            .read(|conn| {
+                conn.query_row("SELECT count(*) FROM parent", [], |r| r.get(0))
+                    .context("count")
+            })
+            .await
+            .unwrap();
+        assert_eq!(parents, 0);
+        // The writer goes on.
+        store
+            .write(|conn| {
+                conn.execute("INSERT INTO parent (id) VALUES (1)", [])
+                    .context("insert")
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn in_memory_reads_never_see_uncommitted_group_data() {
+        let store = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        create_table(&store).await.unwrap();
+        let (release, blocked) = block_writer(&store);
+        let write = store.write(|conn| {
+            conn.execute("INSERT INTO t (n) VALUES (1)", [])
+                .context("insert")
+        });
+        let read = store.read(|conn| {
+            assert!(
+                conn.is_autocommit(),
+                "reads run outside the group transaction"
+            );
+            conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                .context("count")
+        });
+        release.send(()).unwrap();
+        blocked.await.unwrap();
+        write.await.unwrap();
+        assert_eq!(read.await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn writes_apply_in_call_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE log (seq INTEGER PRIMARY KEY, n INTEGER)")
+                    .context("create")
+            })
+            .await
+            .unwrap();
+        let writes: Vec<_> = (0..50i64)
+            .map(|n| {
+                store.write(move |conn| {
+                    conn.execute("INSERT INTO log (n) VALUES (?1)", [n])
+                        .context("insert")
+                })
+            })
+            .collect();
+        for w in writes {
+            w.await.unwrap();
+        }
+        let order: Vec<i64> = store
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT n FROM log ORDER BY seq")
+                    .context("prepare")?;
+                let rows = stmt.query_map([], |r| r.get(0)).context("query")?;
+                rows.collect::<rusqlite::Result<_>>().context("rows")
+            })
+            .await
+            .unwrap();
+        assert_eq!(order, (0..50).collect::<Vec<_>>());
+    }
+}
