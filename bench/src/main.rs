@@ -134,6 +134,7 @@ pub(crate) fn sync_name(mode: Synchronous) -> &'static str {
     match mode {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
+        _ => "OTHER",
     }
 }
 
