@@ -38,11 +38,10 @@ pub use time::Timestamp;
 
 /// Not public API. Used by generated code.
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::engine::RegisterJob;
-    pub use serde;
-    pub use std::time::Duration;
-}
+pub mod __private;
+
+#[doc(inline)]
+pub use durable_jobs_macros::{continuous, debounce, registry, step_job, task};
 
 /// Helpers for testing code that uses durable jobs.
 pub mod testing {

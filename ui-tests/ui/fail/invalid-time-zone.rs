@@ -1,0 +1,8 @@
+use durable_jobs::prelude::*;
+
+#[durable_jobs::continuous(cron = "0 4 * * *", tz = "Europe/Pariss")]
+async fn nightly(_ctx: &mut ContinuousContext<u32>) -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+fn main() {}
