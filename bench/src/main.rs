@@ -51,6 +51,7 @@ OPTIONS:
     --sync normal|full|both   synchronous modes of `steps` and `limit` (default both)
     --runs N             steps: runs (default 20000)
     --batch N            steps: trigger batch size (default 500)
+    --step-concurrency N steps: the worker's max_concurrent_runs (default: the engine's, 32)
     --instances N        debounce, continuous, scale: instances
     --events N           debounce: events per instance (default 100)
     --callers N          debounce: concurrent callers (default 64)
@@ -78,6 +79,7 @@ pub(crate) struct Config {
     pub(crate) steps_runs: usize,
     pub(crate) steps_batch: usize,
     pub(crate) steps_per_run: usize,
+    pub(crate) step_concurrency: Option<usize>,
     pub(crate) debounce_instances: usize,
     pub(crate) debounce_events: usize,
     pub(crate) debounce_callers: usize,
@@ -101,6 +103,7 @@ impl Default for Config {
             steps_runs: 20_000,
             steps_batch: 500,
             steps_per_run: 3,
+            step_concurrency: None,
             debounce_instances: 1_000,
             debounce_events: 100,
             debounce_callers: 64,
@@ -180,7 +183,7 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
             "--no-peers" => cfg.peers = Some(false),
             "--repeat" | "--peer-runs" | "--sync" | "--runs" | "--batch" | "--instances"
             | "--events" | "--callers" | "--seconds" | "--iterations" | "--jobs"
-            | "--concurrency" | "--dir" => {
+            | "--concurrency" | "--dir" | "--step-concurrency" => {
                 let v = value(&arg)?;
                 overrides.push((arg, v));
             }
@@ -221,6 +224,7 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
             "--peer-runs" => cfg.peer_runs = Some(n()?),
             "--runs" => cfg.steps_runs = n()?,
             "--batch" => cfg.steps_batch = n()?.max(1),
+            "--step-concurrency" => cfg.step_concurrency = Some(n()?.clamp(1, 1000)),
             "--instances" => {
                 let n = n()?;
                 cfg.debounce_instances = n;

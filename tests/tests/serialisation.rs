@@ -174,7 +174,10 @@ async fn shutdown_waits_for_running_executions() {
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
-    assert!(!shutdown.is_finished(), "shutdown waits for the running execution");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the running execution"
+    );
     gate.open.add_permits(1);
     trigger.await.unwrap().unwrap();
     shutdown.await.unwrap().unwrap();

@@ -103,9 +103,12 @@ pub(crate) async fn run(
     let n = cfg.steps_runs;
     let steps = STEPS_PER_RUN as usize;
     for mode in &cfg.sync {
-        let variant = format!("synchronous={}", sync_name(*mode));
+        let mut variant = format!("synchronous={}", sync_name(*mode));
+        if let Some(c) = cfg.step_concurrency {
+            variant.push_str(&format!(" concurrency={c}"));
+        }
         let path = dir.join(format!("steps-{}.db", sync_name(*mode)));
-        let (engine, app) = engine(&path, *mode, None, false).await?;
+        let (engine, app) = engine(&path, *mode, cfg.step_concurrency, false).await?;
         let client = engine.client();
         let runs = client.step_job::<ThreeSteps>();
 
@@ -120,7 +123,10 @@ pub(crate) async fn run(
         let triggered = start.elapsed();
         let drain = Instant::now();
         app.open();
-        wait_drained(&runs, &app, n, StepOptions::default().max_concurrent_runs).await?;
+        let concurrency = cfg
+            .step_concurrency
+            .unwrap_or(StepOptions::default().max_concurrent_runs);
+        wait_drained(&runs, &app, n, concurrency).await?;
         let drained = drain.elapsed();
         check_all_completed(&runs).await?;
         drop(runs);
