@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use durable_jobs::prelude::*;
 use durable_jobs::testing::TestClock;
-use durable_jobs::{Client, Engine, JobSet, Registered, Registry};
+use durable_jobs::{Client, Engine};
 use serde::{Deserialize, Serialize};
 
 /// What a handler was called with.
@@ -127,84 +127,79 @@ async fn count_up(
     app.scripted_failure()
 }
 
-macro_rules! continuous_job {
-    ($ty:ident, $name:literal, $config:expr) => {
-        #[doc = concat!("Continuous test job `", $name, "`.")]
-        pub struct $ty;
-        impl Job for $ty {
-            const NAME: &'static str = $name;
-            const KIND: JobKind = JobKind::Continuous;
-        }
-        impl ContinuousJob<Probe> for $ty {
-            type State = Count;
-            type Error = ProbeError;
-            fn config(&self) -> ContinuousConfig {
-                $config
-            }
-            async fn execute(
-                &self,
-                ctx: &mut ContinuousContext<Count>,
-                app: &Probe,
-            ) -> Result<(), ProbeError> {
-                count_up(ctx, app, $name).await
-            }
-            async fn on_retry_exhausted(
-                &self,
-                e: durable_jobs::RetryExhausted<Count>,
-                app: &Probe,
-            ) {
-                app.record(Call {
-                    job: $name,
-                    handler: "exhausted",
-                    count: 0,
-                    attempt: e.attempts,
-                    state: json(&e.state),
-                    at: Timestamp::EPOCH,
-                    detail: format!("{}: {}", e.reason.as_str(), e.last_error),
-                });
-            }
-        }
-        impl Registered<TestJobs> for $ty {}
-    };
+fn exhausted<S: Serialize>(app: &Probe, job: &'static str, e: &durable_jobs::RetryExhausted<S>) {
+    app.record(Call {
+        job,
+        handler: "exhausted",
+        count: 0,
+        attempt: e.attempts,
+        state: json(&e.state),
+        at: Timestamp::EPOCH,
+        detail: format!("{}: {}", e.reason.as_str(), e.last_error),
+    });
 }
 
 /// Thirty minutes.
 pub const HALF_HOUR: Duration = Duration::from_secs(30 * 60);
 
-continuous_job!(
-    Refresher,
-    "refresher",
-    ContinuousConfig::new(Schedule::every(HALF_HOUR))
-);
-continuous_job!(
-    LazyRefresher,
-    "lazy_refresher",
-    ContinuousConfig::new(Schedule::every(HALF_HOUR)).start_immediately(false)
-);
-continuous_job!(
-    RetryingRefresher,
-    "retrying_refresher",
-    ContinuousConfig::new(Schedule::every(Duration::from_secs(3600))).retry(
-        RetryPolicy::new(3)
-            .backoff(Backoff::constant(Duration::from_secs(1)))
-            .jitter(false)
-    )
-);
-continuous_job!(
-    PatientRefresher,
-    "patient_refresher",
-    ContinuousConfig::new(Schedule::every(Duration::from_secs(3600))).retry(
-        RetryPolicy::new(10)
-            .backoff(Backoff::constant(Duration::from_secs(60)))
-            .jitter(false)
-            .max_duration(Duration::from_secs(150))
-    )
-);
-continuous_job!(
-    NightlyReport,
-    "nightly_report",
-    ContinuousConfig::new(Schedule::cron("30 4 * * *", None).unwrap()).start_immediately(false)
-);
+/// Runs every 30 minutes, at once on start.
+#[durable_jobs::continuous(every = "30m")]
+pub async fn refresher(ctx: &mut ContinuousContext<Count>, app: &Probe) -> Result<(), ProbeError> {
+    count_up(ctx, app, "refresher").await
+}
+
+/// Runs every 30 minutes, first after 30 minutes.
+#[durable_jobs::continuous(every = "30m", start_immediately = false)]
+pub async fn lazy_refresher(
+    ctx: &mut ContinuousContext<Count>,
+    app: &Probe,
+) -> Result<(), ProbeError> {
+    count_up(ctx, app, "lazy_refresher").await
+}
+
+/// Hourly, with three attempts one second apart.
+#[durable_jobs::continuous(
+    every = "1h",
+    retry(max_attempts = 3, backoff = constant("1s"), jitter = false),
+    on_retry_exhausted = retrying_exhausted
+)]
+pub async fn retrying_refresher(
+    ctx: &mut ContinuousContext<Count>,
+    app: &Probe,
+) -> Result<(), ProbeError> {
+    count_up(ctx, app, "retrying_refresher").await
+}
+
+async fn retrying_exhausted(e: durable_jobs::RetryExhausted<Count>, app: &Probe) {
+    exhausted(app, "retrying_refresher", &e);
+}
+
+/// Hourly, retrying every minute for at most 150 seconds.
+#[durable_jobs::continuous(
+    every = "1h",
+    retry(max_attempts = 10, backoff = constant("1m"), jitter = false, max_duration = "150s"),
+    on_retry_exhausted = patient_exhausted
+)]
+pub async fn patient_refresher(
+    ctx: &mut ContinuousContext<Count>,
+    app: &Probe,
+) -> Result<(), ProbeError> {
+    count_up(ctx, app, "patient_refresher").await
+}
+
+async fn patient_exhausted(e: durable_jobs::RetryExhausted<Count>, app: &Probe) {
+    exhausted(app, "patient_refresher", &e);
+}
+
+/// Every night at 04:30 UTC.
+#[durable_jobs::continuous(
+    cron = "30 4 * * *",
+    start_immediately = false,
+    name = "nightly_report"
+)]
+pub async fn nightly(ctx: &mut ContinuousContext<Count>, app: &Probe) -> Result<(), ProbeError> {
+    count_up(ctx, app, "nightly_report").await
+}
 
 // ---------------------------------------------------------------------------------------------
 // Debounce
@@ -246,72 +241,71 @@ async fn deliver(
     app.scripted_failure()
 }
 
-macro_rules! debounce_job {
-    ($ty:ident, $name:literal, $config:expr) => {
-        #[doc = concat!("Debounce test job `", $name, "`.")]
-        pub struct $ty;
-        impl Job for $ty {
-            const NAME: &'static str = $name;
-            const KIND: JobKind = JobKind::Debounce;
-        }
-        impl DebounceJob<Probe> for $ty {
-            type Event = Hook;
-            type State = Batch;
-            type Error = ProbeError;
-            fn config(&self) -> DebounceConfig {
-                $config
-            }
-            fn on_event(&self, state: Option<Batch>, event: Hook, _ctx: &EventContext) -> Batch {
-                fold(state, event)
-            }
-            async fn execute(
-                &self,
-                ctx: &mut FlushContext<Batch>,
-                app: &Probe,
-            ) -> Result<(), ProbeError> {
-                deliver(ctx, app, $name).await
-            }
-            async fn on_retry_exhausted(
-                &self,
-                e: durable_jobs::RetryExhausted<Batch>,
-                app: &Probe,
-            ) {
-                app.record(Call {
-                    job: $name,
-                    handler: "exhausted",
-                    count: 0,
-                    attempt: e.attempts,
-                    state: json(&e.state),
-                    at: Timestamp::EPOCH,
-                    detail: format!("{}: {}", e.reason.as_str(), e.last_error),
-                });
-            }
-        }
-        impl Registered<TestJobs> for $ty {}
-    };
+/// Flushes 5 s after the first event, or at 3 events.
+pub struct Batcher;
+
+#[durable_jobs::debounce(flush_after = "5s", max_events = 3)]
+impl DebounceJob<Probe> for Batcher {
+    type Event = Hook;
+    type State = Batch;
+    type Error = ProbeError;
+
+    fn on_event(&self, state: Option<Batch>, event: Hook, _ctx: &EventContext) -> Batch {
+        fold(state, event)
+    }
+
+    async fn execute(&self, ctx: &mut FlushContext<Batch>, app: &Probe) -> Result<(), ProbeError> {
+        deliver(ctx, app, "batcher").await
+    }
+
+    async fn on_retry_exhausted(&self, e: durable_jobs::RetryExhausted<Batch>, app: &Probe) {
+        exhausted(app, "batcher", &e);
+    }
 }
 
-debounce_job!(
-    Batcher,
-    "batcher",
-    DebounceConfig::new(Duration::from_secs(5)).max_events(3)
-);
-debounce_job!(
-    QuietBatcher,
-    "quiet_batcher",
-    DebounceConfig::new(Duration::from_secs(60)).quiet(Duration::from_secs(5))
-);
-debounce_job!(
-    RetryBatcher,
-    "retry_batcher",
-    DebounceConfig::new(Duration::from_secs(5))
-        .max_events(10)
-        .retry(
-            RetryPolicy::new(3)
-                .backoff(Backoff::constant(Duration::from_secs(1)))
-                .jitter(false)
-        )
-);
+/// Flushes after 5 s of quiet, at the latest 60 s after the first event.
+pub struct QuietBatcher;
+
+#[durable_jobs::debounce(flush_after = "60s", quiet = "5s")]
+impl DebounceJob<Probe> for QuietBatcher {
+    type Event = Hook;
+    type State = Batch;
+    type Error = ProbeError;
+
+    fn on_event(&self, state: Option<Batch>, event: Hook, _ctx: &EventContext) -> Batch {
+        fold(state, event)
+    }
+
+    async fn execute(&self, ctx: &mut FlushContext<Batch>, app: &Probe) -> Result<(), ProbeError> {
+        deliver(ctx, app, "quiet_batcher").await
+    }
+
+    async fn on_retry_exhausted(&self, e: durable_jobs::RetryExhausted<Batch>, app: &Probe) {
+        exhausted(app, "quiet_batcher", &e);
+    }
+}
+
+/// Retries failed flushes: three attempts one second apart.
+pub struct RetryBatcher;
+
+#[durable_jobs::debounce(flush_after = "5s", max_events = 10, retry(max_attempts = 3, backoff = constant("1s"), jitter = false))]
+impl DebounceJob<Probe> for RetryBatcher {
+    type Event = Hook;
+    type State = Batch;
+    type Error = ProbeError;
+
+    fn on_event(&self, state: Option<Batch>, event: Hook, _ctx: &EventContext) -> Batch {
+        fold(state, event)
+    }
+
+    async fn execute(&self, ctx: &mut FlushContext<Batch>, app: &Probe) -> Result<(), ProbeError> {
+        deliver(ctx, app, "retry_batcher").await
+    }
+
+    async fn on_retry_exhausted(&self, e: durable_jobs::RetryExhausted<Batch>, app: &Probe) {
+        exhausted(app, "retry_batcher", &e);
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Task
@@ -360,13 +354,7 @@ pub enum OrderEvent {
 /// The task test job; `on_error` rescues errors whose message starts with "rescue".
 pub struct Orders;
 
-impl Job for Orders {
-    const NAME: &'static str = "orders";
-    const KIND: JobKind = JobKind::Task;
-}
-
-impl Registered<TestJobs> for Orders {}
-
+#[durable_jobs::task]
 impl TaskJob<Probe> for Orders {
     type State = Order;
     type Event = OrderEvent;
@@ -494,21 +482,11 @@ impl TaskJob<Probe> for Orders {
 // ---------------------------------------------------------------------------------------------
 // Registry and harness
 
-/// Every test job.
-pub struct TestJobs;
-
-impl Registry for TestJobs {
-    type App = Probe;
-    fn register(jobs: &mut JobSet<Probe>) {
-        jobs.continuous(Refresher)
-            .continuous(LazyRefresher)
-            .continuous(RetryingRefresher)
-            .continuous(PatientRefresher)
-            .continuous(NightlyReport)
-            .debounce(Batcher)
-            .debounce(QuietBatcher)
-            .debounce(RetryBatcher)
-            .task(Orders);
+durable_jobs::registry! {
+    /// Every test job.
+    pub TestJobs<Probe> {
+        Refresher, LazyRefresher, RetryingRefresher, PatientRefresher, Nightly,
+        Batcher, QuietBatcher, RetryBatcher, Orders,
     }
 }
 

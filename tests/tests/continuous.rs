@@ -445,7 +445,7 @@ async fn max_duration_exhaustion_reports_its_own_reason() {
 #[tokio::test]
 async fn cron_schedules_run_at_the_matching_time() {
     let h = Harness::start().await;
-    let c = h.client.continuous::<NightlyReport>();
+    let c = h.client.continuous::<Nightly>();
     let s = c.start("r", count(0)).await.unwrap();
     let first = Timestamp::from_millis(
         durable_jobs::testing::TestClock::DEFAULT_START.as_millis() + (4 * 3600 + 30 * 60) * 1000,

@@ -12,7 +12,6 @@ durable_jobs::registry! {
 }
 
 #[tokio::test]
-#[ignore = "needs the SQLite store, which is a stub on this branch; run with `--ignored` once it lands"]
 async fn macro_jobs_run_on_the_engine() {
     let app = App {
         service: "crm".into(),

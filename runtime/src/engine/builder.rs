@@ -74,6 +74,7 @@ pub struct EngineBuilder<R: Registry, S = NoApp> {
     max_concurrent_executions: usize,
     shutdown_timeout: Duration,
     lease: Duration,
+    cache_capacity: usize,
     steps: StepOptions,
     _registry: PhantomData<fn() -> R>,
 }
@@ -90,6 +91,7 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
             max_concurrent_executions: 256,
             shutdown_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(60),
+            cache_capacity: 100_000,
             steps: StepOptions::default(),
             _registry: PhantomData,
         }
@@ -107,6 +109,7 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
             max_concurrent_executions: self.max_concurrent_executions,
             shutdown_timeout: self.shutdown_timeout,
             lease: self.lease,
+            cache_capacity: self.cache_capacity,
             steps: self.steps,
             _registry: PhantomData,
         }
@@ -182,6 +185,14 @@ impl<R: Registry, S> EngineBuilder<R, S> {
         self
     }
 
+    /// How many committed instance rows the engine keeps in memory so that actions need not
+    /// read them back (default 100,000; 0 turns the cache off). Only used with a store that is
+    /// the only writer of its data, as the SQLite file is.
+    pub fn cache_capacity(mut self, rows: usize) -> Self {
+        self.cache_capacity = rows;
+        self
+    }
+
     /// Worker settings of step jobs.
     pub fn step_options(mut self, options: StepOptions) -> Self {
         self.steps = options;
@@ -215,6 +226,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         }
         let sqlite = SqliteStore::open(options).map_err(|e| Error::storage("open", e))?;
         let store: Arc<dyn Backend> = sqlite.clone();
+        let exclusive = store.exclusive() && self.cache_capacity > 0;
         let owner = format!("engine-{}", uuid::Uuid::now_v7());
         store
             .recover(&owner, self.clock.now())
@@ -262,6 +274,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             lease: self.lease,
             activity: Activity::new(),
             steps: steps.clone(),
+            cache: exclusive.then(|| super::cache::RecordCache::new(self.cache_capacity)),
             jitter_seed: AtomicU64::new(self.clock.now().as_millis() as u64),
         });
         let tasks = vec![

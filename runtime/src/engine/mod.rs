@@ -2,6 +2,7 @@
 //! each job kind.
 
 mod builder;
+mod cache;
 mod continuous;
 mod debounce;
 pub(crate) mod erased;
@@ -109,6 +110,8 @@ pub(crate) struct Inner<A> {
     pub(crate) lease: Duration,
     pub(crate) activity: Activity,
     pub(crate) steps: Option<Arc<StepRuntime<A>>>,
+    /// Committed rows, when the store is exclusive.
+    pub(crate) cache: Option<cache::RecordCache>,
     jitter_seed: AtomicU64,
 }
 
@@ -228,10 +231,39 @@ impl<A: Send + Sync + 'static> Inner<A> {
         key: &InstanceKey,
         operation: Operation,
     ) -> Result<Option<InstanceRecord>> {
-        self.store
+        if let Some(known) = self.cache.as_ref().and_then(|c| c.get(key)) {
+            return Ok(known);
+        }
+        let loaded = self
+            .store
             .load(key)
             .await
-            .map_err(|e| store_error(e, operation))
+            .map_err(|e| store_error(e, operation))?;
+        if let Some(cache) = &self.cache {
+            cache.put(key.clone(), loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Claims a due alarm (see [`Backend::claim_alarm`]) and remembers the claimed row.
+    pub(crate) async fn claim(
+        &self,
+        key: &InstanceKey,
+        now: Timestamp,
+    ) -> Result<Option<InstanceRecord>> {
+        let claimed = self
+            .store
+            .claim_alarm(key, now, &self.owner, now + self.lease)
+            .await
+            .map_err(|e| store_error(e, Operation::Alarm));
+        if let Some(cache) = &self.cache {
+            match &claimed {
+                Ok(Some(rec)) => cache.put(key.clone(), Some(rec.clone())),
+                // Not due (or someone else's): what is cached may be older than the store.
+                _ => cache.forget(key),
+            }
+        }
+        claimed
     }
 
     pub(crate) async fn load_existing(
@@ -289,10 +321,20 @@ impl<A: Send + Sync + 'static> Inner<A> {
             batch.push(Write::Outbox(rows));
         }
         if !batch.is_empty() {
-            self.store
-                .commit(batch)
-                .await
-                .map_err(|e| store_error(e, operation))?;
+            let effects = self
+                .cache
+                .as_ref()
+                .map(|_| cache::RecordCache::effects(&batch));
+            let committed = self.store.commit(batch).await;
+            if let (Some(cache), Some(effects)) = (&self.cache, effects) {
+                for (key, record) in effects {
+                    match &committed {
+                        Ok(()) => cache.put(key, record),
+                        Err(_) => cache.forget(&key),
+                    }
+                }
+            }
+            committed.map_err(|e| store_error(e, operation))?;
         }
         self.telemetry.committed(events.list);
         if let Some(at) = alarm {

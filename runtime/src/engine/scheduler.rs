@@ -3,7 +3,7 @@
 //! one. No polling interval, no per-instance timer, no in-memory copy of the alarm table: memory
 //! is bounded by the executions in flight.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -25,7 +25,10 @@ struct Status {
 }
 
 pub(crate) struct Scheduler {
+    /// A write announced an earlier alarm, a test clock asks to settle, or the engine stops.
     wake: Notify,
+    /// An execution ended, so another can start.
+    slot_free: Notify,
     busy: Notify,
     stopped: AtomicBool,
     next_wake: AtomicI64,
@@ -39,6 +42,7 @@ impl Scheduler {
     pub(crate) fn new(max_in_flight: usize) -> Arc<Self> {
         Arc::new(Scheduler {
             wake: Notify::new(),
+            slot_free: Notify::new(),
             busy: Notify::new(),
             stopped: AtomicBool::new(false),
             next_wake: AtomicI64::new(i64::MIN),
@@ -93,51 +97,60 @@ struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.scheduler.in_flight().remove(&self.key);
-        self.scheduler.wake.notify_one();
+        self.scheduler.slot_free.notify_one();
     }
 }
 
+/// Due alarms read per scan. Alarms beyond it wait in the store for the next scan.
+const SCAN_WINDOW: usize = 1024;
+
 /// The scheduler's loop.
+///
+/// A scan reads up to [`SCAN_WINDOW`] due alarms into a local queue and the time of the next
+/// alarm. Executions are started from the queue as slots free up; the store is scanned again
+/// only when the queue runs dry while more was due, when the next alarm's time comes, or when
+/// a write announces an earlier alarm.
 pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
     let scheduler = inner.scheduler.clone();
     let mut backoff = Duration::from_millis(10);
+    let mut queue: VecDeque<InstanceKey> = VecDeque::new();
+    let mut next: Option<Timestamp> = None;
+    let mut truncated = false;
+    let mut rescan = true;
+    let mut served = 0;
     while !scheduler.is_stopped() {
-        let serving = scheduler.requests.load(Ordering::SeqCst);
-        let now = inner.clock.now();
-        let busy = scheduler.in_flight().len();
-        let scan = match inner
-            .store
-            .scan_alarms(now, scheduler.max_in_flight + busy)
-            .await
-        {
-            Ok(scan) => {
-                backoff = Duration::from_millis(10);
-                scan
-            }
-            Err(e) => {
-                tracing::error!(error = %e, ?backoff, "scanning alarms failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let mut left_waiting = false;
-        let mut started = 0usize;
-        {
-            let mut in_flight = scheduler.in_flight();
-            for (key, _) in scan.due {
-                if in_flight.contains(&key) {
+        if rescan || (queue.is_empty() && truncated) {
+            let requested = scheduler.requests.load(Ordering::SeqCst);
+            let now = inner.clock.now();
+            match inner.store.scan_alarms(now, SCAN_WINDOW).await {
+                Ok(scan) => {
+                    backoff = Duration::from_millis(10);
+                    truncated = scan.due.len() >= SCAN_WINDOW;
+                    queue = scan.due.into_iter().map(|(key, _)| key).collect();
+                    next = scan.next;
+                    rescan = false;
+                    served = requested;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ?backoff, "scanning alarms failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
-                if in_flight.len() >= scheduler.max_in_flight {
-                    left_waiting = true;
-                    break;
+            }
+        }
+        {
+            let mut in_flight = scheduler.in_flight();
+            while in_flight.len() < scheduler.max_in_flight {
+                let Some(key) = queue.pop_front() else { break };
+                if in_flight.contains(&key) {
+                    // Still running; its commit announces the alarm again if it is due.
+                    continue;
                 }
                 if in_flight.is_empty() {
                     scheduler.busy.notify_one();
                 }
                 in_flight.insert(key.clone());
-                started += 1;
                 let guard = InFlight {
                     scheduler: scheduler.clone(),
                     key: key.clone(),
@@ -145,29 +158,33 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                 tokio::spawn(fire(inner.clone(), key, guard));
             }
         }
-        let idle = started == 0 && !left_waiting && scheduler.in_flight().is_empty();
+        let idle = queue.is_empty() && !truncated && scheduler.in_flight().is_empty();
+        let wake_at = if queue.is_empty() { next } else { None };
         scheduler.next_wake.store(
-            scan.next.map_or(i64::MAX, Timestamp::as_millis),
+            wake_at.map_or(i64::MAX, Timestamp::as_millis),
             Ordering::SeqCst,
         );
-        scheduler.status.send_replace(Status {
-            served: serving,
-            idle,
-        });
-        match scan.next {
-            Some(at) => {
-                tokio::select! {
-                    _ = scheduler.wake.notified() => {}
-                    _ = inner.clock.sleep_until(at) => {}
-                }
-            }
-            None => scheduler.wake.notified().await,
+        scheduler.status.send_replace(Status { served, idle });
+        if queue.is_empty() && truncated {
+            continue;
+        }
+        tokio::select! {
+            _ = scheduler.wake.notified() => rescan = true,
+            _ = scheduler.slot_free.notified() => {}
+            _ = sleep_until(&inner, wake_at) => rescan = true,
         }
     }
     scheduler.status.send_replace(Status {
         served: u64::MAX,
         idle: true,
     });
+}
+
+async fn sleep_until<A>(inner: &Inner<A>, at: Option<Timestamp>) {
+    match at {
+        Some(at) => inner.clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Claims and runs one due alarm under the instance's lock.
@@ -181,11 +198,7 @@ async fn fire<A: Send + Sync + 'static>(
     };
     let _lock = inner.locks.lock(&key).await;
     let now = inner.clock.now();
-    let claimed = match inner
-        .store
-        .claim_alarm(&key, now, &inner.owner, now + inner.lease)
-        .await
-    {
+    let claimed = match inner.claim(&key, now).await {
         Ok(Some(rec)) => rec,
         Ok(None) => return,
         Err(e) => {

@@ -230,6 +230,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes event-id records older than `before`.
     fn prune_event_ids(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// Whether this store is the only writer of its data (no other process can change it while
+    /// it is open). The engine then keeps committed rows in a cache instead of reading them back
+    /// before each write. SQLite holds an exclusive lock on its file; a shared server database
+    /// answers `false`.
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     /// Stops accepting work, finishes queued writes and closes the database.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

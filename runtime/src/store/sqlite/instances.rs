@@ -855,42 +855,4 @@ mod tests {
             .unwrap();
         assert!(store.has_event_id(&key("a"), "e").await.unwrap());
     }
-
-    /// Not a benchmark: shows that group commit keeps up with many concurrent writers. Run with
-    /// `cargo test --release -p durable-jobs group_commit_throughput -- --ignored --nocapture`.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "measures throughput; run by hand in release mode"]
-    async fn group_commit_throughput() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = file_store(&dir);
-        let tasks = 512;
-        let per_task = 400;
-        let started = std::time::Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|t| {
-                let store = std::sync::Arc::clone(&store);
-                tokio::spawn(async move {
-                    for i in 0..per_task {
-                        let mut record = InstanceRecord::new(key(&format!("{t}-{i}")), ms(0));
-                        record.state = Some("{\"n\":1}".into());
-                        record.alarm_at = Some(ms(i));
-                        store.commit(vec![Write::Insert(record)]).await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle.await.unwrap();
-        }
-        let elapsed = started.elapsed();
-        let writes = tasks * per_task;
-        println!(
-            "{writes} durable writes in {elapsed:?}: {:.0}/s in {} groups",
-            writes as f64 / elapsed.as_secs_f64(),
-            store
-                .writer
-                .groups
-                .load(std::sync::atomic::Ordering::Relaxed)
-        );
-    }
 }

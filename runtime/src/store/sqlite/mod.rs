@@ -9,8 +9,9 @@
 //! waiting in its queue and runs them in one transaction, each in its own savepoint (group
 //! commit): one commit, and with [`Synchronous::Full`] one fsync, serves many writes, and a write
 //! that fails rolls back alone. Reads run on a small pool of read-only connections and see
-//! committed data only.
+//! committed data only. WAL checkpoints run on a thread of their own, off the writer's path.
 
+mod checkpoint;
 mod instances;
 mod lock;
 pub(crate) mod migrations;
@@ -35,6 +36,7 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 
+use checkpoint::Checkpointer;
 use lock::FileLock;
 use readers::Readers;
 use writer::Writer;
@@ -205,7 +207,11 @@ impl SqliteStore {
         };
         configure_writer(&conn, &options)?;
         migrations::apply(&mut conn, migrations::MIGRATIONS, Timestamp::now_system())?;
-        let writer = Writer::spawn(conn)?;
+        let checkpointer = match &options.path {
+            Some(path) => Some(Checkpointer::start(&mut conn, path, options.busy_timeout)?),
+            None => None,
+        };
+        let writer = Writer::spawn(conn, checkpointer)?;
         let readers = options.path.as_ref().map(|path| {
             Arc::new(Readers::new(
                 path.clone(),
@@ -232,9 +238,8 @@ impl SqliteStore {
     /// releases the file lock. Blocks the calling thread meanwhile. Does nothing if the store
     /// is already closed.
     pub fn close_blocking(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
+        // Every step is idempotent, so this also finishes a `close` whose future was dropped.
+        self.closed.store(true, Ordering::Release);
         if let Some(readers) = &self.readers {
             readers.close();
         }
@@ -334,7 +339,7 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), St
         }
     }
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY;",
+        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
         options.synchronous.pragma_value()
     ))
     .context("setting pragmas")?;
@@ -355,6 +360,11 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
 }
 
 impl Backend for SqliteStore {
+    fn exclusive(&self) -> bool {
+        // The `<db>.lock` file is held from open to close: no other engine writes this file.
+        true
+    }
+
     fn load<'a>(
         &'a self,
         key: &'a InstanceKey,
@@ -445,9 +455,9 @@ impl Backend for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            if self.closed.swap(true, Ordering::AcqRel) {
-                return Ok(());
-            }
+            // Every step is idempotent: a second close (or one after a dropped close) finishes
+            // the job and returns once the store is closed.
+            self.closed.store(true, Ordering::Release);
             if let Some(readers) = &self.readers {
                 readers.close_and_wait().await;
             }
@@ -625,6 +635,22 @@ mod tests {
         let third = file_store(&dir);
         third.close_blocking();
         third.close_blocking();
+    }
+
+    #[tokio::test]
+    async fn concurrent_and_interrupted_closes_still_release_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let (a, b) = tokio::join!(store.close(), store.close());
+        a.unwrap();
+        b.unwrap();
+        let store = file_store(&dir);
+
+        // A close polled once, then dropped, perhaps half-way.
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, store.close()).await;
+        store.close_blocking();
+        let store = file_store(&dir);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

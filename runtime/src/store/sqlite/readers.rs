@@ -26,9 +26,8 @@ pub(super) struct Readers {
 
 impl Readers {
     pub(super) fn new(path: PathBuf, busy_timeout: Duration, max: usize) -> Self {
-        let max = u32::try_from(max.max(1))
-            .unwrap_or(u32::MAX)
-            .min(Semaphore::MAX_PERMITS as u32);
+        // More connections than this would only contend for the same cores.
+        let max = max.clamp(1, 1024) as u32;
         Readers {
             path,
             busy_timeout,

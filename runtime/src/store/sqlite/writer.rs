@@ -17,11 +17,12 @@ use std::time::Instant;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::checkpoint::Checkpointer;
 use super::{database_error, shared_database_error};
 use crate::store::StoreError;
 
 /// Most writes committed in one transaction. Bounds the latency a group adds to its first write.
-pub(super) const MAX_GROUP: usize = 1024;
+const MAX_GROUP: usize = 1024;
 
 /// What the writer thread is asked to do.
 enum Message {
@@ -29,7 +30,7 @@ enum Message {
     /// Only in memory, where the writer's connection is the only one.
     Read(Box<dyn ReadJob>),
     /// Finish the queued writes, close the connection, then acknowledge.
-    Close(Option<oneshot::Sender<()>>),
+    Close(oneshot::Sender<()>),
 }
 
 /// A write with its reply channel, type-erased for the queue.
@@ -115,14 +116,17 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread that owns `conn`.
-    pub(super) fn spawn(conn: Connection) -> Result<Writer, StoreError> {
+    /// Starts the thread that owns `conn` (and stops `checkpointer` before closing it).
+    pub(super) fn spawn(
+        conn: Connection,
+        checkpointer: Option<Checkpointer>,
+    ) -> Result<Writer, StoreError> {
         let (queue, rx) = mpsc::channel();
         let groups = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&groups);
         let thread = std::thread::Builder::new()
-            .name("durable-jobs-sqlite-writer".into())
-            .spawn(move || run(conn, rx, &counter))
+            .name("dj-sqlite-write".into())
+            .spawn(move || run(conn, checkpointer, rx, &counter))
             .map_err(|e| StoreError::Database(Box::new(e)))?;
         #[cfg(not(test))]
         drop(groups);
@@ -170,7 +174,7 @@ impl Writer {
     /// the connection is closed; writes queued after this get [`StoreError::Closed`].
     pub(super) fn close(&self) -> Option<oneshot::Receiver<()>> {
         let (done, rx) = oneshot::channel();
-        self.queue.send(Message::Close(Some(done))).ok()?;
+        self.queue.send(Message::Close(done)).ok()?;
         Some(rx)
     }
 
@@ -190,7 +194,12 @@ impl Writer {
 }
 
 /// The thread's body: groups until asked to close or until every handle is gone.
-fn run(conn: Connection, queue: mpsc::Receiver<Message>, groups: &AtomicUsize) {
+fn run(
+    mut conn: Connection,
+    checkpointer: Option<Checkpointer>,
+    queue: mpsc::Receiver<Message>,
+    groups: &AtomicUsize,
+) {
     let mut group: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_GROUP);
     let mut reads: Vec<Box<dyn ReadJob>> = Vec::new();
     let mut close_ack = None;
@@ -201,7 +210,7 @@ fn run(conn: Connection, queue: mpsc::Receiver<Message>, groups: &AtomicUsize) {
                 Message::Write(job) => group.push(job),
                 Message::Read(job) => reads.push(job),
                 Message::Close(ack) => {
-                    close_ack = ack;
+                    close_ack = Some(ack);
                     break;
                 }
             }
@@ -223,6 +232,9 @@ fn run(conn: Connection, queue: mpsc::Receiver<Message>, groups: &AtomicUsize) {
     }
     // Writes queued after the close request are dropped here; their callers get `Closed`.
     drop(queue);
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.stop(&mut conn);
+    }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the sqlite write connection failed");
     }
