@@ -10,6 +10,7 @@ use crate::engine::{
 };
 use crate::error::{Error, Operation, Result};
 use crate::id::{InstanceKey, JobKind};
+use crate::steps::{Disposition, TriggerOptions};
 
 /// A job found by name. Match on the kind to reach its operations; payloads are JSON and are
 /// validated by decoding them into the job's types.
@@ -36,8 +37,8 @@ pub enum DynamicJob<R: Registry> {
     Debounce(DynamicDebounce<R>),
     /// A `#[task]` job.
     Task(DynamicTask<R>),
-    /// A `#[step_job]` (reached through the typed client).
-    Step(&'static str),
+    /// A `#[step_job]`.
+    Step(DynamicStep<R>),
 }
 
 struct Named<R: Registry> {
@@ -51,6 +52,8 @@ pub struct DynamicContinuous<R: Registry>(Named<R>);
 pub struct DynamicDebounce<R: Registry>(Named<R>);
 /// A task job reached by name.
 pub struct DynamicTask<R: Registry>(Named<R>);
+/// A step job reached by name.
+pub struct DynamicStep<R: Registry>(Named<R>);
 
 impl<R: Registry> DynamicJob<R> {
     pub(super) fn new(client: Client<R>, name: &str) -> Result<Self> {
@@ -67,7 +70,7 @@ impl<R: Registry> DynamicJob<R> {
             JobKind::Continuous => DynamicJob::Continuous(DynamicContinuous(named)),
             JobKind::Debounce => DynamicJob::Debounce(DynamicDebounce(named)),
             JobKind::Task => DynamicJob::Task(DynamicTask(named)),
-            _ => DynamicJob::Step(name),
+            _ => DynamicJob::Step(DynamicStep(named)),
         })
     }
 
@@ -77,7 +80,7 @@ impl<R: Registry> DynamicJob<R> {
             DynamicJob::Continuous(j) => j.0.name,
             DynamicJob::Debounce(j) => j.0.name,
             DynamicJob::Task(j) => j.0.name,
-            DynamicJob::Step(name) => name,
+            DynamicJob::Step(j) => j.0.name,
         }
     }
 
@@ -101,9 +104,9 @@ impl<R: Registry> DynamicJob<R> {
             DynamicJob::Continuous(j) => (&j.0.client, j.0.name),
             DynamicJob::Debounce(j) => (&j.0.client, j.0.name),
             DynamicJob::Task(j) => (&j.0.client, j.0.name),
-            DynamicJob::Step(name) => {
+            DynamicJob::Step(j) => {
                 return Err(Error::InvalidState {
-                    instance: InstanceKey::new(JobKind::Step, *name, id),
+                    instance: InstanceKey::new(JobKind::Step, j.0.name, id),
                     operation: Operation::GetState,
                     state: "a step job, whose runs are read with `get_run`".into(),
                 })
@@ -256,5 +259,32 @@ impl<R: Registry> DynamicTask<R> {
     /// As the typed `status`.
     pub async fn status(&self, id: &str) -> Result<TaskStatus> {
         self.0.client.inner().task_status(self.0.name, id).await
+    }
+}
+
+impl<R: Registry> DynamicStep<R> {
+    /// Triggers a run with a JSON input; returns the run id and whether it was created,
+    /// found by its idempotency key, or coalesced onto a pending run.
+    ///
+    /// # Errors
+    ///
+    /// `Validation` when `input` does not decode into the job's input type or the options are
+    /// invalid; `InvalidState` for a concurrency-key conflict; `Storage`.
+    pub async fn trigger(
+        &self,
+        input: Value,
+        options: TriggerOptions,
+    ) -> Result<(String, Disposition)> {
+        let mut runs = self
+            .0
+            .client
+            .inner()
+            .steps
+            .trigger_json(self.0.name, vec![(input, options)])
+            .await?;
+        let (run, disposition) = runs
+            .pop()
+            .ok_or_else(|| Error::storage("trigger", "no run was written"))?;
+        Ok((run.id, disposition))
     }
 }

@@ -6,7 +6,7 @@ mod dynamic;
 
 use std::marker::PhantomData;
 
-pub use dynamic::{DynamicContinuous, DynamicDebounce, DynamicJob, DynamicTask};
+pub use dynamic::{DynamicContinuous, DynamicDebounce, DynamicJob, DynamicStep, DynamicTask};
 
 use crate::engine::erased::{decode, Input};
 use crate::engine::{
@@ -83,12 +83,7 @@ impl<R: Registry> Client<R> {
     where
         J: StepJob<R::App> + Registered<R>,
     {
-        StepJobClient::new(
-            self.inner()
-                .steps
-                .clone()
-                .expect("a registered step job implies a step runtime"),
-        )
+        StepJobClient::new(self.inner().steps.clone())
     }
 
     /// A job by its persisted name, for callers that only have a string.

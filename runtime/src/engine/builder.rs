@@ -251,15 +251,14 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
                 _ => None,
             })
             .collect::<std::collections::HashMap<_, _>>();
-        let steps = (!step_jobs.is_empty()).then(|| {
-            StepRuntime::new(
-                sqlite.clone(),
-                step_jobs,
-                app.clone(),
-                self.clock.clone(),
-                self.steps.clone(),
-            )
-        });
+        let has_step_jobs = !step_jobs.is_empty();
+        let steps = StepRuntime::new(
+            sqlite.clone(),
+            step_jobs,
+            app.clone(),
+            self.clock.clone(),
+            self.steps.clone(),
+        );
 
         let inner = Arc::new(Inner {
             app,
@@ -281,7 +280,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             tokio::spawn(scheduler::run(inner.clone())),
             tokio::spawn(scheduler::renew_leases(inner.clone())),
         ];
-        if let Some(steps) = &steps {
+        if has_step_jobs {
             steps.start();
         }
         let driver: Option<Arc<dyn ClockDriven>> = self.clock.as_test().map(|test| {

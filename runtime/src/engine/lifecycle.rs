@@ -105,9 +105,7 @@ impl<A: Send + Sync + 'static> EngineHandle<A> {
         let timeout = self.shutdown_timeout;
         let inner = &self.inner;
         inner.scheduler.stop();
-        if let Some(steps) = &inner.steps {
-            steps.shutdown(timeout).await;
-        }
+        inner.steps.shutdown(timeout).await;
         if !inner.activity.close_and_drain(timeout).await {
             tracing::warn!(
                 ?timeout,
@@ -142,9 +140,7 @@ impl<A: Send + Sync + 'static> Drop for EngineHandle<A> {
         // Dropped without a shutdown: stop at once, like a crash, but release the file.
         self.inner.scheduler.stop();
         self.inner.activity.closing.store(true, Ordering::SeqCst);
-        if let Some(steps) = &self.inner.steps {
-            steps.abort();
-        }
+        self.inner.steps.abort();
         for task in self
             .tasks
             .lock()

@@ -109,7 +109,7 @@ pub(crate) struct Inner<A> {
     pub(crate) owner: String,
     pub(crate) lease: Duration,
     pub(crate) activity: Activity,
-    pub(crate) steps: Option<Arc<StepRuntime<A>>>,
+    pub(crate) steps: Arc<StepRuntime<A>>,
     /// Committed rows, when the store is exclusive.
     pub(crate) cache: Option<cache::RecordCache>,
     jitter_seed: AtomicU64,

@@ -1,74 +1,259 @@
-//! Step jobs: runs of memoised steps with leases, idempotency and concurrency keys.
+//! Step jobs: runs of memoised steps with leases, idempotency and concurrency keys (the
+//! `@coji/durably` model).
+//!
+//! A step job is an async function over a [`StepContext`] and a typed input. Each
+//! `step.run(name, f)` persists `f`'s output under `name`; a run that is interrupted (its
+//! process dies, its lease is lost, or it fails and its retry policy retries it) resumes with
+//! the stored outputs instead of running those steps again.
+//!
+//! Runs move through `pending → leased → completed | failed`, or to `cancelled`. A worker claims
+//! pending runs in batches and holds a lease on each (owner, expiry, generation); every write of
+//! the executing worker is fenced by the generation it claimed, so a worker that lost its lease
+//! can never overwrite anything. Leases are renewed by one periodic write per worker; an expired
+//! lease is reclaimed by the next claim, keeping the run's place in the queue.
+//!
+//! Differences from upstream, by design:
+//! - the step index is the position within the current execution (upstream drifts on resume);
+//! - `trigger` wakes an idle worker at once (upstream waits for its next poll);
+//! - claim errors back off exponentially (upstream retries in a hot loop);
+//! - a per-job retry policy ([`StepJobConfig::retry`]) sends a failed attempt back to pending
+//!   with a not-before time, keeping its completed steps;
+//! - the steps of a run cancelled while leased are cleaned up like those of a pending one;
+//! - `step.log` is always persisted (upstream needs a plugin), with the run's next write.
 
+mod cancel;
+mod client;
+mod context;
+mod events;
+pub(crate) mod run;
+mod runtime;
+pub(crate) mod store;
+mod worker;
+
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{BoxError, Error, ValidationTarget};
 use crate::retry::RetryPolicy;
+use crate::store::BoxFuture;
+
+pub use cancel::{CancelReason, Cancellation};
+pub use client::StepJobClient;
+pub use context::{StepContext, StepError, StepScope};
+pub use events::{RunEvent, RunEventKind, RunEventStream};
+pub use run::{
+    is_valid_label_key, BatchItem, Coalesce, Completed, Disposition, Labels, LogLevel, LogRecord, Progress, Run,
+    RunFilter, RunStatus, StepRecord, StepStatus, TriggerOptions, Triggered, MAX_LABEL_VALUE_BYTES,
+};
+pub use runtime::RunFailed;
+pub(crate) use runtime::StepRuntime;
+pub(crate) use store::RunStore;
 
 /// Per-job settings of a step job.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_jobs::{Backoff, RetryPolicy, StepJobConfig};
+///
+/// let config = StepJobConfig::default()
+///     .retry(RetryPolicy::new(3).backoff(Backoff::exponential(Duration::from_secs(1))));
+/// # let _ = config;
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct StepJobConfig {
     pub(crate) retry: Option<RetryPolicy>,
 }
 
 impl StepJobConfig {
-    /// Retries failed runs with this policy (upstream has no retries).
+    /// Retries failed runs with this policy (upstream has no retries): a failed attempt goes
+    /// back to pending, not before the policy's delay, and its completed steps stay memoised.
+    /// Cancelled runs and runs whose input no longer decodes are not retried.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
     }
 }
 
-/// What a step job's run uses to run memoised steps.
-#[derive(Debug)]
-pub struct StepContext {
-    _private: (),
+/// Settings of the step-job worker of an engine.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_jobs::steps::StepOptions;
+///
+/// let options = StepOptions::default()
+///     .max_concurrent_runs(50)
+///     .lease_duration(Duration::from_secs(60))
+///     .lease_renew_interval(Duration::from_secs(10))
+///     .preserve_steps(true)
+///     .retain_runs(Duration::from_secs(7 * 24 * 3600));
+/// assert_eq!(options.max_concurrent_runs, 50);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct StepOptions {
+    /// Runs executed at once by this worker, 1 to 1,000. Default 32 (upstream: 1). Runs with the
+    /// same concurrency key never run at once, whatever this says.
+    pub max_concurrent_runs: usize,
+    /// How long a claim holds a run; a run whose worker died is reclaimed this long after its
+    /// last renewal. Default 30 s.
+    pub lease_duration: Duration,
+    /// How often the worker renews all its leases (one write). Must be shorter than
+    /// `lease_duration`. Default 5 s.
+    pub lease_renew_interval: Duration,
+    /// Keep step and log rows after a run ends. Default `false`: they are deleted when the run
+    /// completes, fails or is cancelled.
+    pub preserve_steps: bool,
+    /// Delete completed, failed and cancelled runs this long after they ended (checked at
+    /// start and every minute). Default: keep them.
+    pub retain_runs: Option<Duration>,
 }
 
-/// A step job behind type erasure, as the engine stores it.
-pub(crate) trait ErasedStepJob<A>: Send + Sync {}
-
-struct Erased<J>(#[allow(dead_code)] J);
-
-impl<A, J: Send + Sync> ErasedStepJob<A> for Erased<J> {}
-
-pub(crate) fn erase<A: Send + Sync + 'static, J: crate::StepJob<A>>(
-    job: J,
-) -> std::sync::Arc<dyn ErasedStepJob<A>> {
-    std::sync::Arc::new(Erased(job))
-}
-
-/// Worker settings of step jobs.
-#[derive(Clone, Debug, Default)]
-pub struct StepOptions {}
-
-pub(crate) struct StepRuntime<A> {
-    _app: std::sync::Arc<A>,
-}
-
-impl<A: Send + Sync + 'static> StepRuntime<A> {
-    pub(crate) fn new(
-        _store: std::sync::Arc<crate::store::sqlite::SqliteStore>,
-        _jobs: std::collections::HashMap<&'static str, std::sync::Arc<dyn ErasedStepJob<A>>>,
-        app: std::sync::Arc<A>,
-        _clock: crate::Clock,
-        _options: StepOptions,
-    ) -> std::sync::Arc<Self> {
-        std::sync::Arc::new(StepRuntime { _app: app })
-    }
-    pub(crate) fn start(self: &std::sync::Arc<Self>) {}
-    pub(crate) async fn shutdown(&self, _timeout: std::time::Duration) {}
-    pub(crate) fn abort(&self) {}
-}
-
-/// Calls one step job.
-pub struct StepJobClient<A, J> {
-    _runtime: std::sync::Arc<StepRuntime<A>>,
-    _job: std::marker::PhantomData<fn() -> J>,
-}
-
-impl<A, J> StepJobClient<A, J> {
-    pub(crate) fn new(runtime: std::sync::Arc<StepRuntime<A>>) -> Self {
-        StepJobClient {
-            _runtime: runtime,
-            _job: std::marker::PhantomData,
+impl Default for StepOptions {
+    fn default() -> Self {
+        StepOptions {
+            max_concurrent_runs: 32,
+            lease_duration: Duration::from_secs(30),
+            lease_renew_interval: Duration::from_secs(5),
+            preserve_steps: false,
+            retain_runs: None,
         }
     }
+}
+
+impl StepOptions {
+    /// Sets `max_concurrent_runs`.
+    pub fn max_concurrent_runs(mut self, n: usize) -> Self {
+        self.max_concurrent_runs = n;
+        self
+    }
+
+    /// Sets `lease_duration`.
+    pub fn lease_duration(mut self, d: Duration) -> Self {
+        self.lease_duration = d;
+        self
+    }
+
+    /// Sets `lease_renew_interval`.
+    pub fn lease_renew_interval(mut self, d: Duration) -> Self {
+        self.lease_renew_interval = d;
+        self
+    }
+
+    /// Sets `preserve_steps`.
+    pub fn preserve_steps(mut self, keep: bool) -> Self {
+        self.preserve_steps = keep;
+        self
+    }
+
+    /// Sets `retain_runs`.
+    pub fn retain_runs(mut self, d: Duration) -> Self {
+        self.retain_runs = Some(d);
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Validation`] (target `configuration`) when `max_concurrent_runs` is not in
+    /// 1..=1000, `lease_duration` is zero, or `lease_renew_interval` is zero or not shorter
+    /// than `lease_duration`.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::validation(ValidationTarget::Config, None, m));
+        if !(1..=1000).contains(&self.max_concurrent_runs) {
+            return bad("max_concurrent_runs must be between 1 and 1000");
+        }
+        if self.lease_duration.is_zero() {
+            return bad("lease_duration must be positive");
+        }
+        if self.lease_renew_interval.is_zero() || self.lease_renew_interval >= self.lease_duration {
+            return bad("lease_renew_interval must be positive and shorter than lease_duration");
+        }
+        Ok(())
+    }
+
+    /// Brings invalid settings into range (for callers that did not validate).
+    pub(crate) fn normalised(mut self) -> Self {
+        self.max_concurrent_runs = self.max_concurrent_runs.clamp(1, 1000);
+        if self.lease_duration.is_zero() {
+            self.lease_duration = Duration::from_secs(30);
+        }
+        if self.lease_renew_interval.is_zero() || self.lease_renew_interval >= self.lease_duration {
+            self.lease_renew_interval = self.lease_duration / 3;
+        }
+        self
+    }
+}
+
+/// Why an execution of a step job failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunFailure {
+    /// The stored input does not decode into the job's input type (not retried).
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// The job returned an error.
+    #[error("{0}")]
+    Job(BoxError),
+    /// The output could not be encoded (not retried).
+    #[error("invalid output: {0}")]
+    Output(String),
+}
+
+/// A step job behind type erasure, as the engine stores it: JSON in, JSON out.
+pub(crate) trait ErasedStepJob<A>: Send + Sync {
+    /// The job's settings.
+    fn config(&self) -> &StepJobConfig;
+
+    /// Decodes a JSON input into the job's input type and encodes it back (the stored form).
+    fn check_input(&self, input: &serde_json::Value) -> Result<String, String>;
+
+    /// Runs the job on a stored input; returns the encoded output.
+    fn run<'a>(
+        &'a self,
+        step: &'a mut StepContext,
+        input: &'a str,
+        app: &'a A,
+    ) -> BoxFuture<'a, Result<String, RunFailure>>;
+}
+
+struct Erased<J> {
+    job: J,
+    config: StepJobConfig,
+}
+
+impl<A: Send + Sync + 'static, J: crate::StepJob<A>> ErasedStepJob<A> for Erased<J> {
+    fn config(&self) -> &StepJobConfig {
+        &self.config
+    }
+
+    fn check_input(&self, input: &serde_json::Value) -> Result<String, String> {
+        let typed: J::Input = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_string(&typed).map_err(|e| e.to_string())
+    }
+
+    fn run<'a>(
+        &'a self,
+        step: &'a mut StepContext,
+        input: &'a str,
+        app: &'a A,
+    ) -> BoxFuture<'a, Result<String, RunFailure>> {
+        Box::pin(async move {
+            let input: J::Input = serde_json::from_str(input).map_err(|e| RunFailure::Input(e.to_string()))?;
+            let output = self.job.run(step, input, app).await.map_err(|e| RunFailure::Job(e.into()))?;
+            serde_json::to_string(&output).map_err(|e| RunFailure::Output(e.to_string()))
+        })
+    }
+}
+
+pub(crate) fn erase<A: Send + Sync + 'static, J: crate::StepJob<A>>(job: J) -> Arc<dyn ErasedStepJob<A>> {
+    let config = job.config();
+    Arc::new(Erased { job, config })
 }

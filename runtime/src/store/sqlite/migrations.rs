@@ -23,10 +23,16 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: INSTANCES,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: INSTANCES,
+    },
+    Migration {
+        version: 2,
+        sql: super::runs::RUNS_SCHEMA,
+    },
+];
 
 /// Instances (with their alarm and lease), processed event ids and the telemetry outbox.
 const INSTANCES: &str = "

@@ -17,6 +17,7 @@ mod lock;
 pub(crate) mod migrations;
 mod outbox;
 mod readers;
+pub(crate) mod runs;
 mod writer;
 
 use std::borrow::Cow;

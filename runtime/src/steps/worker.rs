@@ -1,0 +1,451 @@
+//! The worker: one dispatcher task per runtime that claims runs in batches, renews every lease
+//! it holds with one statement, runs maintenance, and executes each claimed run in its own task.
+//!
+//! There is no polling. The dispatcher sleeps until one of: a trigger (`Notify`), a run
+//! finishing (its slot frees and a same-key sibling may become claimable), the earliest
+//! not-before time of a retry or lease expiry of another owner, the next renewal, the next
+//! maintenance, or the end of a claim-error backoff.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::cancel::{CancelReason, Cancellation};
+use super::context::StepContext;
+use super::events::{json_value, RunEventKind};
+use super::run::{Labels, RunStatus};
+use super::runtime::{ActiveRun, Shared, StepRuntime};
+use super::store::{Claimed, ClaimedRun, Fence, Finish, FinishOutcome};
+use super::{ErasedStepJob, RunFailure};
+use crate::error::Error;
+use crate::store::{BoxFuture, StoreError};
+use crate::time::Timestamp;
+
+/// How long maintenance (purging expired runs) waits between passes.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// Claim-error backoff: from this, doubling, ...
+const BACKOFF_START: Duration = Duration::from_millis(50);
+/// ... up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+fn worker_error(shared: &Shared, run_id: &str, job: &str, context: &'static str, error: String) {
+    tracing::warn!(run_id, job, context, %error, "step worker error");
+    shared.events.emit(shared.clock.now(), run_id, job, &Arc::new(Labels::new()), || RunEventKind::WorkerError {
+        error: error.clone(),
+        context,
+    });
+}
+
+async fn maybe<T>(fut: &mut Option<BoxFuture<'static, T>>) -> T {
+    match fut.as_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+type RenewResult = (Result<Vec<(String, u64)>, StoreError>, Vec<(String, u64)>, Timestamp);
+
+/// The dispatcher loop; returns when the runtime stops.
+pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) {
+    let shared = rt.shared.clone();
+    let opts = shared.options.clone();
+    let max = opts.max_concurrent_runs;
+    let lease = opts.lease_duration;
+
+    if let Err(e) = shared.store.recover(shared.clock.now()).await {
+        worker_error(&shared, "", "", "recover", e.to_string());
+    }
+
+    let mut runs: JoinSet<()> = JoinSet::new();
+    let mut dirty = true;
+    let mut claim: Option<BoxFuture<'static, Result<Claimed, StoreError>>> = None;
+    let mut requested = 0usize;
+    let mut renew: Option<BoxFuture<'static, RenewResult>> = None;
+    let mut maintenance: Option<BoxFuture<'static, Result<u64, Error>>> = None;
+    let mut next_due: Option<Timestamp> = None;
+    let mut next_renew: Option<Timestamp> = None;
+    let mut next_maintenance: Option<Timestamp> = opts.retain_runs.map(|_| shared.clock.now());
+    let mut backoff = Duration::ZERO;
+    let mut backoff_until: Option<tokio::time::Instant> = None;
+    let mut settle_pending = 0u64;
+    let mut settle_served = 0u64;
+
+    loop {
+        let now = shared.clock.now();
+        let stopping = shared.stopping.load(Ordering::Acquire);
+        let requested_settle = shared.settle_requested.load(Ordering::Acquire);
+        if requested_settle > settle_pending {
+            settle_pending = requested_settle;
+            dirty = true;
+        }
+        if stopping && runs.is_empty() && claim.is_none() {
+            break;
+        }
+        if next_due.is_some_and(|t| t <= now) {
+            next_due = None;
+            dirty = true;
+        }
+
+        // One renewal for every lease this worker holds.
+        if runs.is_empty() {
+            next_renew = None;
+        } else if next_renew.is_none() {
+            next_renew = Some(now + opts.lease_renew_interval);
+        }
+        if renew.is_none() && next_renew.is_some_and(|t| t <= now) {
+            let checked: Vec<(String, u64)> = shared
+                .active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(id, a)| (id.clone(), a.generation))
+                .collect();
+            let until = now + lease;
+            let store = shared.store.clone();
+            let owner = shared.owner.clone();
+            renew = Some(Box::pin(async move { (store.renew_leases(&owner, now, until).await, checked, until) }));
+            next_renew = Some(now + opts.lease_renew_interval);
+        }
+        shared.next_renew.store(next_renew.map_or(i64::MIN, Timestamp::as_millis), Ordering::Release);
+
+        // Maintenance: purge runs older than `retain_runs`.
+        if let (Some(retain), None, false) = (opts.retain_runs, &maintenance, stopping) {
+            if next_maintenance.is_some_and(|t| t <= now) {
+                let rt = rt.clone();
+                maintenance = Some(Box::pin(async move { rt.purge_runs(None, now - retain, None).await }));
+                next_maintenance = Some(now + MAINTENANCE_INTERVAL);
+            }
+        }
+        shared.next_maintenance.store(next_maintenance.map_or(i64::MIN, Timestamp::as_millis), Ordering::Release);
+
+        // Claim as many runs as there are free slots.
+        let free = max.saturating_sub(runs.len());
+        let can_claim = dirty && free > 0 && !stopping && backoff_until.is_none();
+        if claim.is_none() && can_claim {
+            dirty = false;
+            requested = free;
+            let store = shared.store.clone();
+            let owner = shared.owner.clone();
+            claim = Some(Box::pin(async move { store.claim(&owner, now, now + lease, free).await }));
+        }
+
+        // Test clock: everything due at the requested time has been started.
+        let busy = claim.is_some() || renew.is_some() || maintenance.is_some() || (dirty && free > 0 && !stopping && backoff_until.is_none());
+        if !busy && settle_pending > settle_served {
+            settle_served = settle_pending;
+            shared.settle_served.send_replace(settle_served);
+        }
+
+        let deadline = [next_due, next_renew, next_maintenance].into_iter().flatten().min();
+        let stop_at = if stopping { *shared.stop_deadline.lock().unwrap_or_else(|e| e.into_inner()) } else { None };
+
+        tokio::select! {
+            result = maybe(&mut claim) => {
+                claim = None;
+                match result {
+                    Ok(claimed) => {
+                        backoff = Duration::ZERO;
+                        if claimed.runs.len() >= requested {
+                            dirty = true;
+                        } else {
+                            next_due = claimed.next_due;
+                        }
+                        for run in claimed.runs {
+                            spawn_run(&rt, &mut runs, run);
+                        }
+                    }
+                    Err(e) => {
+                        backoff = if backoff.is_zero() { BACKOFF_START } else { (backoff * 2).min(BACKOFF_MAX) };
+                        backoff_until = Some(tokio::time::Instant::now() + backoff);
+                        worker_error(&shared, "", "", "claim", e.to_string());
+                        dirty = true;
+                    }
+                }
+            }
+            Some(joined) = runs.join_next(), if !runs.is_empty() => {
+                dirty = true;
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        tracing::error!("a step run task panicked");
+                    }
+                }
+            }
+            (result, checked, until) = maybe(&mut renew) => {
+                renew = None;
+                renewed(&shared, result, checked, until);
+            }
+            result = maybe(&mut maintenance) => {
+                maintenance = None;
+                if let Err(e) = result {
+                    worker_error(&shared, "", "", "maintenance", e.to_string());
+                }
+            }
+            _ = shared.wake.notified() => {
+                dirty = true;
+            }
+            _ = async { match deadline { Some(at) => shared.clock.sleep_until(at).await, None => std::future::pending().await } } => {}
+            _ = async { match backoff_until { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                backoff_until = None;
+            }
+            _ = async { match stop_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                runs.abort_all();
+                *shared.stop_deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+    }
+    shared.next_renew.store(i64::MIN, Ordering::Release);
+    shared.next_maintenance.store(i64::MIN, Ordering::Release);
+    shared.running.store(false, Ordering::Release);
+    shared.settle_served.send_modify(|_| {});
+}
+
+fn renewed(shared: &Shared, result: Result<Vec<(String, u64)>, StoreError>, checked: Vec<(String, u64)>, until: Timestamp) {
+    let renewed = match result {
+        Ok(r) => r,
+        Err(e) => {
+            worker_error(shared, "", "", "lease-renewal", e.to_string());
+            return;
+        }
+    };
+    let set: HashSet<&(String, u64)> = renewed.iter().collect();
+    let active = shared.active.lock().unwrap_or_else(|e| e.into_inner());
+    for pair in &checked {
+        if set.contains(pair) {
+            continue;
+        }
+        if let Some(a) = active.get(&pair.0).filter(|a| a.generation == pair.1) {
+            a.cancellation.cancel(CancelReason::LeaseLost);
+            worker_error(shared, &pair.0, &a.job_name, "lease-renewal", format!("lease of run {} was lost", pair.0));
+        }
+    }
+    if shared.events.listening() {
+        let now = shared.clock.now();
+        for (id, _) in &renewed {
+            let Some(a) = active.get(id) else { continue };
+            shared.events.emit(now, id, &a.job_name, &a.labels, || RunEventKind::LeaseRenewed {
+                lease_owner: shared.owner.clone(),
+                lease_expires_at: until,
+            });
+        }
+    }
+}
+
+fn spawn_run<A: Send + Sync + 'static>(rt: &Arc<StepRuntime<A>>, runs: &mut JoinSet<()>, mut run: ClaimedRun) {
+    let cancellation = Cancellation::new();
+    let labels = Arc::new(std::mem::take(&mut run.labels));
+    rt.shared.active.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        run.id.clone(),
+        ActiveRun {
+            generation: run.generation,
+            cancellation: cancellation.clone(),
+            job_name: run.job_name.clone(),
+            labels: labels.clone(),
+        },
+    );
+    let job = rt.job(&run.job_name).cloned();
+    let span = tracing::info_span!(
+        "step_run",
+        job = %run.job_name,
+        run_id = %run.id,
+        attempt = run.attempt,
+        generation = run.generation
+    );
+    let fut = execute(rt.shared.clone(), job, rt.app.clone(), run, labels, cancellation).instrument(span);
+    runs.spawn(fut);
+}
+
+/// Removes the run from the active table however its task ends (even aborted).
+struct ActiveGuard {
+    shared: Arc<Shared>,
+    id: String,
+    generation: u64,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut active = self.shared.active.lock().unwrap_or_else(|e| e.into_inner());
+        if active.get(&self.id).is_some_and(|a| a.generation == self.generation) {
+            active.remove(&self.id);
+        }
+    }
+}
+
+/// Executes one claimed run to its end: completed, failed, back to pending for a retry,
+/// cancelled, or abandoned because the lease was lost.
+async fn execute<A: Send + Sync + 'static>(
+    shared: Arc<Shared>,
+    job: Option<Arc<dyn ErasedStepJob<A>>>,
+    app: Arc<A>,
+    run: ClaimedRun,
+    labels: Arc<Labels>,
+    cancellation: Cancellation,
+) {
+    let _guard = ActiveGuard { shared: shared.clone(), id: run.id.clone(), generation: run.generation };
+    let started = shared.clock.now();
+    let (id, job_name) = (run.id, run.job_name);
+    let fence = Fence { run_id: id.clone(), generation: run.generation };
+    shared.events.emit(started, &id, &job_name, &labels, || RunEventKind::Leased {
+        input: json_value(Some(&run.input)),
+        lease_owner: shared.owner.clone(),
+        lease_expires_at: run.lease_expires_at,
+    });
+    let end = Ending { shared: &shared, id: &id, job_name: &job_name, labels: &labels, fence: &fence, started };
+
+    let Some(job) = job else {
+        end.fail(format!("Unknown job: {job_name}"), None, None, Vec::new(), run.generation > 1).await;
+        return;
+    };
+    let stored = if run.generation > 1 {
+        match shared.store.completed_steps(&id).await {
+            Ok(s) => s,
+            Err(e) => {
+                worker_error(&shared, &id, &job_name, "run-setup", e.to_string());
+                end.fail(format!("could not load completed steps: {e}"), None, None, Vec::new(), true).await;
+                return;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let mut ctx = StepContext::new(
+        shared.clone(),
+        id.clone(),
+        job_name.clone(),
+        labels.clone(),
+        run.generation,
+        run.attempt,
+        cancellation.clone(),
+        stored,
+    );
+    let result = job.run(&mut ctx, &run.input, &app).await;
+    let cleanup = !shared.options.preserve_steps && (ctx.wrote_rows() || run.generation > 1);
+
+    match cancellation.reason() {
+        Some(CancelReason::LeaseLost) => {
+            tracing::debug!("lease lost; the run continues elsewhere");
+            return;
+        }
+        Some(_) => {
+            end.cancelled(ctx.take_logs(), cleanup).await;
+            return;
+        }
+        None => {}
+    }
+    match result {
+        Ok(output) => {
+            let finish = Finish::Completed {
+                output: Some(output.clone()),
+                completed_step_count: ctx.completed_step_count(),
+                current_step_index: ctx.current_step_index(),
+            };
+            match shared.store.finish_run(fence.clone(), finish, ctx.take_logs(), cleanup, ctx.now()).await {
+                Ok(FinishOutcome::Completed) => {
+                    let now = shared.clock.now();
+                    shared.events.emit(now, &id, &job_name, &labels, || RunEventKind::Complete {
+                        output: json_value(Some(&output)),
+                        duration_ms: now.saturating_duration_since(started).as_millis() as u64,
+                    });
+                    shared.run_finished(&id);
+                }
+                Ok(_) => end.refused("run-completion", cleanup).await,
+                Err(e) => worker_error(&shared, &id, &job_name, "run-completion", e.to_string()),
+            }
+        }
+        Err(failure) => {
+            let message = failure.to_string();
+            let retry = match (&failure, &job.config().retry) {
+                (RunFailure::Job(_), Some(policy)) => {
+                    match policy.after_failure(run.attempt, run.started_at, shared.clock.now(), jitter_unit()) {
+                        crate::retry::RetryDecision::Retry { attempt, at } => Some((attempt, at)),
+                        crate::retry::RetryDecision::Exhausted(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            let failed_step = ctx.failed_step().map(str::to_owned);
+            end.fail(message, retry, failed_step, ctx.take_logs(), cleanup).await;
+        }
+    }
+}
+
+/// A random number in `[-1, 1]` for retry jitter.
+fn jitter_unit() -> f64 {
+    let bits = (ulid::Ulid::new().random() & 0xFFFF_FFFF) as f64;
+    bits / f64::from(u32::MAX) * 2.0 - 1.0
+}
+
+/// The ways an execution ends, with their writes and events.
+struct Ending<'a> {
+    shared: &'a Arc<Shared>,
+    id: &'a str,
+    job_name: &'a str,
+    labels: &'a Arc<Labels>,
+    fence: &'a Fence,
+    started: Timestamp,
+}
+
+impl Ending<'_> {
+    async fn fail(
+        &self,
+        error: String,
+        retry: Option<(u32, Timestamp)>,
+        failed_step: Option<String>,
+        logs: Vec<super::store::NewLog>,
+        cleanup: bool,
+    ) {
+        let finish = Finish::Failed { error: error.clone(), retry };
+        let now = self.shared.clock.now();
+        match self.shared.store.finish_run(self.fence.clone(), finish, logs, cleanup, now).await {
+            Ok(FinishOutcome::Retrying) => {
+                if let Some((next_attempt, not_before)) = retry {
+                    tracing::info!(%error, next_attempt, %not_before, "run failed; retrying");
+                    self.shared.events.emit(now, self.id, self.job_name, self.labels, || RunEventKind::Retry {
+                        error: error.clone(),
+                        next_attempt,
+                        not_before,
+                    });
+                }
+                self.shared.wake.notify_one();
+            }
+            Ok(FinishOutcome::Failed | FinishOutcome::FailedRetryBlocked) => {
+                tracing::info!(%error, "run failed");
+                self.shared.events.emit(now, self.id, self.job_name, self.labels, || RunEventKind::Fail {
+                    error: error.clone(),
+                    failed_step_name: failed_step.clone(),
+                });
+                self.shared.run_finished(self.id);
+            }
+            Ok(_) => self.refused("run-failure", cleanup).await,
+            Err(e) => worker_error(self.shared, self.id, self.job_name, "run-failure", e.to_string()),
+        }
+        let _ = self.started;
+    }
+
+    /// The run was cancelled while it executed: keep its logs, drop its steps unless preserved.
+    async fn cancelled(&self, logs: Vec<super::store::NewLog>, cleanup: bool) {
+        if cleanup {
+            if let Err(e) = self.shared.store.delete_cancelled_steps(self.id.to_owned()).await {
+                worker_error(self.shared, self.id, self.job_name, "run-cancel", e.to_string());
+            }
+        } else if !logs.is_empty() {
+            if let Err(e) = self.shared.store.append_logs(self.id.to_owned(), logs).await {
+                worker_error(self.shared, self.id, self.job_name, "run-cancel", e.to_string());
+            }
+        }
+        tracing::info!("run cancelled");
+    }
+
+    /// The final write was refused: the run was cancelled meanwhile, or the lease was lost.
+    async fn refused(&self, context: &'static str, cleanup: bool) {
+        let status = self.shared.store.get_run(self.id).await.ok().flatten().map(|r| r.status);
+        if status == Some(RunStatus::Cancelled) {
+            self.cancelled(Vec::new(), cleanup).await;
+        } else {
+            worker_error(self.shared, self.id, self.job_name, context, format!("lease of run {} was lost", self.id));
+        }
+    }
+}
