@@ -2,11 +2,9 @@
 //! commands, the figures and their analysis, and `--help` for the options.
 
 mod jobs;
-#[cfg_attr(not(feature = "steps"), allow(dead_code))]
 mod peers;
 mod report;
 mod stats;
-#[cfg(feature = "steps")]
 mod step_jobs;
 mod sys;
 mod workloads;

@@ -25,10 +25,6 @@ impl Peers {
         }
     }
 
-    pub(crate) fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// Runs `run-peers.sh PEER ARGS...` and returns its JSON line; `None` (with a note) when the
     /// peer is disabled, cannot be installed, or failed.
     pub(crate) fn run(

@@ -94,7 +94,12 @@ impl Cancellation {
             CancelReason::Cancelled => 1,
             CancelReason::LeaseLost => 2,
         };
-        if self.inner.reason.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if self
+            .inner
+            .reason
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             self.inner.notify.notify_waiters();
         }
     }

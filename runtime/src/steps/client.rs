@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::events::RunEventStream;
-use super::run::{BatchItem, Completed, Disposition, LogRecord, Run, RunFilter, StepRecord, TriggerOptions, Triggered};
+use super::run::{
+    BatchItem, Completed, Disposition, LogRecord, Run, RunFilter, StepRecord, TriggerOptions,
+    Triggered,
+};
 use super::runtime::StepRuntime;
 use super::store::RunRecord;
 use crate::error::{Error, ValidationTarget};
@@ -35,26 +38,49 @@ pub struct StepJobClient<A, J> {
 
 impl<A, J> Clone for StepJobClient<A, J> {
     fn clone(&self) -> Self {
-        StepJobClient { rt: self.rt.clone(), _job: PhantomData }
+        StepJobClient {
+            rt: self.rt.clone(),
+            _job: PhantomData,
+        }
     }
 }
 
 impl<A, J> std::fmt::Debug for StepJobClient<A, J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepJobClient").field("job", &std::any::type_name::<J>()).finish()
+        f.debug_struct("StepJobClient")
+            .field("job", &std::any::type_name::<J>())
+            .finish()
     }
 }
 
-fn decode<T: DeserializeOwned>(json: &str, job: &str, what: ValidationTarget, id: &str) -> Result<T, Error> {
+fn decode<T: DeserializeOwned>(
+    json: &str,
+    job: &str,
+    what: ValidationTarget,
+    id: &str,
+) -> Result<T, Error> {
     serde_json::from_str(json).map_err(|e| {
-        Error::validation(what, Some(job), format!("stored {what} of run {id} no longer deserialises: {e}"))
+        Error::validation(
+            what,
+            Some(job),
+            format!("stored {what} of run {id} no longer deserialises: {e}"),
+        )
     })
 }
 
-pub(crate) fn typed<I: DeserializeOwned, O: DeserializeOwned>(r: RunRecord) -> Result<Run<I, O>, Error> {
+pub(crate) fn typed<I: DeserializeOwned, O: DeserializeOwned>(
+    r: RunRecord,
+) -> Result<Run<I, O>, Error> {
     let input = decode(&r.input, &r.job_name, ValidationTarget::Input, &r.id)?;
-    let output = r.output.as_deref().map(|o| decode(o, &r.job_name, ValidationTarget::Output, &r.id)).transpose()?;
-    let progress = r.progress.as_deref().and_then(|p| serde_json::from_str(p).ok());
+    let output = r
+        .output
+        .as_deref()
+        .map(|o| decode(o, &r.job_name, ValidationTarget::Output, &r.id))
+        .transpose()?;
+    let progress = r
+        .progress
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok());
     Ok(Run {
         id: r.id,
         job_name: r.job_name,
@@ -82,7 +108,10 @@ pub(crate) fn typed<I: DeserializeOwned, O: DeserializeOwned>(r: RunRecord) -> R
 
 impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     pub(crate) fn new(runtime: Arc<StepRuntime<A>>) -> Self {
-        StepJobClient { rt: runtime, _job: PhantomData }
+        StepJobClient {
+            rt: runtime,
+            _job: PhantomData,
+        }
     }
 
     /// The job's persisted name.
@@ -97,7 +126,14 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     fn triggered(
         out: Vec<(RunRecord, Disposition)>,
     ) -> Result<Vec<Triggered<J::Input, J::Output>>, Error> {
-        out.into_iter().map(|(r, disposition)| Ok(Triggered { run: typed(r)?, disposition })).collect()
+        out.into_iter()
+            .map(|(r, disposition)| {
+                Ok(Triggered {
+                    run: typed(r)?,
+                    disposition,
+                })
+            })
+            .collect()
     }
 
     /// Creates a run (or returns the existing one for an idempotency key or `coalesce: skip`)
@@ -111,10 +147,20 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     /// - [`Error::InvalidState`] (state `pending`, naming the pending run): a pending run of this
     ///   job has the same concurrency key and `coalesce` is not set.
     /// - [`Error::Storage`].
-    pub async fn trigger(&self, input: J::Input, options: TriggerOptions) -> Result<Triggered<J::Input, J::Output>, Error> {
-        let encoded = Self::encode(&input).map_err(|m| Error::validation(ValidationTarget::Input, Some(J::NAME), m))?;
-        let out = self.rt.trigger_encoded(J::NAME, vec![(encoded, options)]).await?;
-        Self::triggered(out)?.pop().ok_or_else(|| Error::storage("trigger", "no run returned"))
+    pub async fn trigger(
+        &self,
+        input: J::Input,
+        options: TriggerOptions,
+    ) -> Result<Triggered<J::Input, J::Output>, Error> {
+        let encoded = Self::encode(&input)
+            .map_err(|m| Error::validation(ValidationTarget::Input, Some(J::NAME), m))?;
+        let out = self
+            .rt
+            .trigger_encoded(J::NAME, vec![(encoded, options)])
+            .await?;
+        Self::triggered(out)?
+            .pop()
+            .ok_or_else(|| Error::storage("trigger", "no run returned"))
     }
 
     /// Creates several runs atomically: every item is validated before anything is written, and
@@ -132,7 +178,11 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
         let mut encoded = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let input = Self::encode(&item.input).map_err(|m| {
-                Error::validation(ValidationTarget::Input, Some(J::NAME), format!("at index {i}: {m}"))
+                Error::validation(
+                    ValidationTarget::Input,
+                    Some(J::NAME),
+                    format!("at index {i}: {m}"),
+                )
             })?;
             encoded.push((input, item.options));
         }
@@ -160,14 +210,21 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
             .wait_for_run(Some(J::NAME), &triggered.run.id, Some(left))
             .await
             .map_err(|e| match e {
-                Error::Timeout { operation, .. } => Error::Timeout { operation, after: timeout },
+                Error::Timeout { operation, .. } => Error::Timeout {
+                    operation,
+                    after: timeout,
+                },
                 e => e,
             })?;
         let output = match run.output.as_deref() {
             Some(o) => decode(o, J::NAME, ValidationTarget::Output, &run.id)?,
             None => decode("null", J::NAME, ValidationTarget::Output, &run.id)?,
         };
-        Ok(Completed { id: run.id, output, disposition: triggered.disposition })
+        Ok(Completed {
+            id: run.id,
+            output,
+            disposition: triggered.disposition,
+        })
     }
 
     /// One run of this job; `None` when there is none (or it belongs to another job).
@@ -177,7 +234,11 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     /// [`Error::Validation`] when the stored input or output no longer deserialises;
     /// [`Error::Storage`].
     pub async fn get_run(&self, id: &str) -> Result<Option<Run<J::Input, J::Output>>, Error> {
-        self.rt.get_run(Some(J::NAME), id).await?.map(typed).transpose()
+        self.rt
+            .get_run(Some(J::NAME), id)
+            .await?
+            .map(typed)
+            .transpose()
     }
 
     /// Runs of this job matching `filter` (its job names are replaced by this job), newest
@@ -187,9 +248,17 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     ///
     /// [`Error::Validation`] for an invalid label key or a stored value that no longer
     /// deserialises; [`Error::Storage`].
-    pub async fn get_runs(&self, mut filter: RunFilter) -> Result<Vec<Run<J::Input, J::Output>>, Error> {
+    pub async fn get_runs(
+        &self,
+        mut filter: RunFilter,
+    ) -> Result<Vec<Run<J::Input, J::Output>>, Error> {
         filter.job_names = vec![J::NAME.to_owned()];
-        self.rt.get_runs(filter).await?.into_iter().map(typed).collect()
+        self.rt
+            .get_runs(filter)
+            .await?
+            .into_iter()
+            .map(typed)
+            .collect()
     }
 
     /// Creates a new run with the input, labels and concurrency key of a completed, failed or
@@ -234,7 +303,11 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     /// - [`Error::InvalidState`] with state `cancelled` when it was cancelled;
     /// - [`Error::InstanceNotFound`] when there is no such run (or it was deleted meanwhile);
     /// - [`Error::Timeout`] when `timeout` passed first.
-    pub async fn wait_for_run(&self, id: &str, timeout: Option<Duration>) -> Result<Run<J::Input, J::Output>, Error> {
+    pub async fn wait_for_run(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Run<J::Input, J::Output>, Error> {
         typed(self.rt.wait_for_run(Some(J::NAME), id, timeout).await?)
     }
 
@@ -279,7 +352,11 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     /// # Errors
     ///
     /// [`Error::Storage`].
-    pub async fn purge_runs(&self, older_than: Timestamp, limit: Option<u32>) -> Result<u64, Error> {
+    pub async fn purge_runs(
+        &self,
+        older_than: Timestamp,
+        limit: Option<u32>,
+    ) -> Result<u64, Error> {
         self.rt.purge_runs(Some(J::NAME), older_than, limit).await
     }
 }

@@ -74,14 +74,24 @@ pub(crate) struct LogSink {
 }
 
 impl LogSink {
-    fn write(&self, step_name: Option<&str>, level: LogLevel, message: String, data: Option<Value>) {
+    fn write(
+        &self,
+        step_name: Option<&str>,
+        level: LogLevel,
+        message: String,
+        data: Option<Value>,
+    ) {
         let now = self.shared.clock.now();
-        self.shared.events.emit(now, &self.run_id, &self.job_name, &self.labels, || RunEventKind::LogWrite {
-            step_name: step_name.map(str::to_owned),
-            level,
-            message: message.clone(),
-            data: data.clone(),
-        });
+        self.shared
+            .events
+            .emit(now, &self.run_id, &self.job_name, &self.labels, || {
+                RunEventKind::LogWrite {
+                    step_name: step_name.map(str::to_owned),
+                    level,
+                    message: message.clone(),
+                    data: data.clone(),
+                }
+            });
         let log = NewLog {
             id: self.shared.next_id(now),
             step_name: step_name.map(str::to_owned),
@@ -90,7 +100,10 @@ impl LogSink {
             data: data.map(|d| d.to_string()),
             created_at: now,
         };
-        self.buffer.lock().unwrap_or_else(|e| e.into_inner()).push(log);
+        self.buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(log);
     }
 
     pub(crate) fn take(&self) -> Vec<NewLog> {
@@ -113,7 +126,9 @@ pub struct StepScope {
 
 impl std::fmt::Debug for StepScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepScope").field("step_name", &self.step_name).finish_non_exhaustive()
+        f.debug_struct("StepScope")
+            .field("step_name", &self.step_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +155,8 @@ impl StepScope {
 
     /// Logs `message` at `level` with optional data, attributed to this step.
     pub fn log(&self, level: LogLevel, message: impl Into<String>, data: Option<Value>) {
-        self.sink.write(Some(&self.step_name), level, message.into(), data);
+        self.sink
+            .write(Some(&self.step_name), level, message.into(), data);
     }
 
     /// Logs at info level.
@@ -283,17 +299,30 @@ impl StepContext {
     pub fn check_cancelled(&self) -> Result<(), StepError> {
         match self.cancellation.reason() {
             None => Ok(()),
-            Some(CancelReason::LeaseLost) => Err(StepError::LeaseLost { run_id: self.run_id.clone() }),
-            Some(_) => Err(StepError::Cancelled { run_id: self.run_id.clone() }),
+            Some(CancelReason::LeaseLost) => Err(StepError::LeaseLost {
+                run_id: self.run_id.clone(),
+            }),
+            Some(_) => Err(StepError::Cancelled {
+                run_id: self.run_id.clone(),
+            }),
         }
     }
 
     fn fence(&self) -> Fence {
-        Fence { run_id: self.run_id.clone(), generation: self.generation }
+        Fence {
+            run_id: self.run_id.clone(),
+            generation: self.generation,
+        }
     }
 
     fn emit(&self, kind: impl FnOnce() -> RunEventKind) {
-        self.shared.events.emit(self.shared.clock.now(), &self.run_id, &self.job_name, &self.labels, kind);
+        self.shared.events.emit(
+            self.shared.clock.now(),
+            &self.run_id,
+            &self.job_name,
+            &self.labels,
+            kind,
+        );
     }
 
     /// Runs step `name`: returns its stored output when it completed before (in an earlier
@@ -322,25 +351,44 @@ impl StepContext {
         let index = self.index;
         self.index += 1;
         if let Some(stored) = self.memo.get(name) {
-            return serde_json::from_str(stored.as_deref().unwrap_or("null")).map_err(|e| StepError::Output {
-                step: name.to_owned(),
-                message: format!("stored by an earlier execution no longer deserialises: {e}"),
+            return serde_json::from_str(stored.as_deref().unwrap_or("null")).map_err(|e| {
+                StepError::Output {
+                    step: name.to_owned(),
+                    message: format!("stored by an earlier execution no longer deserialises: {e}"),
+                }
             });
         }
         let started_at = self.shared.clock.now();
-        self.emit(|| RunEventKind::StepStart { step_name: name.to_owned(), step_index: index });
-        let scope = StepScope { cancellation: self.cancellation.clone(), sink: self.sink.clone(), step_name: name.into() };
+        self.emit(|| RunEventKind::StepStart {
+            step_name: name.to_owned(),
+            step_index: index,
+        });
+        let scope = StepScope {
+            cancellation: self.cancellation.clone(),
+            sink: self.sink.clone(),
+            step_name: name.into(),
+        };
         let result = f(scope).await;
 
         if self.cancellation.reason() == Some(CancelReason::LeaseLost) {
-            return Err(StepError::LeaseLost { run_id: self.run_id.clone() });
+            return Err(StepError::LeaseLost {
+                run_id: self.run_id.clone(),
+            });
         }
         let cancelled = self.cancellation.reason() == Some(CancelReason::Cancelled);
         let (status, output, error) = match &result {
-            Ok(_) if cancelled => (StepStatus::Cancelled, None, Some("run was cancelled".to_owned())),
+            Ok(_) if cancelled => (
+                StepStatus::Cancelled,
+                None,
+                Some("run was cancelled".to_owned()),
+            ),
             Ok(value) => match serde_json::to_string(value) {
                 Ok(json) => (StepStatus::Completed, Some(json), None),
-                Err(e) => (StepStatus::Failed, None, Some(format!("output could not be encoded: {e}"))),
+                Err(e) => (
+                    StepStatus::Failed,
+                    None,
+                    Some(format!("output could not be encoded: {e}")),
+                ),
             },
             Err(e) if cancelled => (StepStatus::Cancelled, None, Some(e.to_string())),
             Err(e) => (StepStatus::Failed, None, Some(e.to_string())),
@@ -357,9 +405,19 @@ impl StepContext {
             completed_at,
         };
         let logs = self.sink.take();
-        let accepted = match self.shared.store.persist_step(self.fence(), step, logs).await {
+        let accepted = match self
+            .shared
+            .store
+            .persist_step(self.fence(), step, logs)
+            .await
+        {
             Ok(a) => a,
-            Err(source) => return Err(StepError::Storage { step: name.to_owned(), source }),
+            Err(source) => {
+                return Err(StepError::Storage {
+                    step: name.to_owned(),
+                    source,
+                })
+            }
         };
         if !accepted {
             return Err(self.refused(Some((name, index))).await);
@@ -368,7 +426,9 @@ impl StepContext {
         match (status, result) {
             (StepStatus::Completed, Ok(value)) => {
                 self.current_step_index = index + 1;
-                let duration_ms = completed_at.saturating_duration_since(started_at).as_millis() as u64;
+                let duration_ms = completed_at
+                    .saturating_duration_since(started_at)
+                    .as_millis() as u64;
                 self.emit(|| RunEventKind::StepComplete {
                     step_name: name.to_owned(),
                     step_index: index,
@@ -379,16 +439,31 @@ impl StepContext {
                 Ok(value)
             }
             (StepStatus::Cancelled, _) => {
-                self.emit(|| RunEventKind::StepCancel { step_name: name.to_owned(), step_index: index });
-                Err(StepError::Cancelled { run_id: self.run_id.clone() })
+                self.emit(|| RunEventKind::StepCancel {
+                    step_name: name.to_owned(),
+                    step_index: index,
+                });
+                Err(StepError::Cancelled {
+                    run_id: self.run_id.clone(),
+                })
             }
             (_, result) => {
                 let message = error.unwrap_or_default();
                 self.failed_step = Some(name.to_owned());
-                self.emit(|| RunEventKind::StepFail { step_name: name.to_owned(), step_index: index, error: message.clone() });
+                self.emit(|| RunEventKind::StepFail {
+                    step_name: name.to_owned(),
+                    step_index: index,
+                    error: message.clone(),
+                });
                 match result {
-                    Err(source) => Err(StepError::Failed { step: name.to_owned(), source }),
-                    Ok(_) => Err(StepError::Output { step: name.to_owned(), message }),
+                    Err(source) => Err(StepError::Failed {
+                        step: name.to_owned(),
+                        source,
+                    }),
+                    Ok(_) => Err(StepError::Output {
+                        step: name.to_owned(),
+                        message,
+                    }),
                 }
             }
         }
@@ -397,7 +472,14 @@ impl StepContext {
     /// A fenced write was refused: the run was cancelled, or another execution owns it now.
     /// Records the reason in the token and returns the matching error.
     async fn refused(&self, step: Option<(&str, u64)>) -> StepError {
-        let status = self.shared.store.get_run(&self.run_id).await.ok().flatten().map(|r| r.status);
+        let status = self
+            .shared
+            .store
+            .get_run(&self.run_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.status);
         if matches!(status, Some(RunStatus::Cancelled)) {
             self.cancellation.cancel(CancelReason::Cancelled);
         } else {
@@ -406,11 +488,18 @@ impl StepContext {
         match self.cancellation.reason() {
             Some(CancelReason::Cancelled) => {
                 if let Some((name, index)) = step {
-                    self.emit(|| RunEventKind::StepCancel { step_name: name.to_owned(), step_index: index });
+                    self.emit(|| RunEventKind::StepCancel {
+                        step_name: name.to_owned(),
+                        step_index: index,
+                    });
                 }
-                StepError::Cancelled { run_id: self.run_id.clone() }
+                StepError::Cancelled {
+                    run_id: self.run_id.clone(),
+                }
             }
-            _ => StepError::LeaseLost { run_id: self.run_id.clone() },
+            _ => StepError::LeaseLost {
+                run_id: self.run_id.clone(),
+            },
         }
     }
 
@@ -431,19 +520,28 @@ impl StepContext {
     /// ```
     pub async fn progress(&mut self, progress: impl Into<Progress>) {
         let progress = progress.into();
-        self.emit(|| RunEventKind::Progress { progress: progress.clone() });
+        self.emit(|| RunEventKind::Progress {
+            progress: progress.clone(),
+        });
         if self.cancellation.is_cancelled() {
             return;
         }
         let json = serde_json::to_string(&progress).ok();
         let logs = self.sink.take();
         let now = self.shared.clock.now();
-        match self.shared.store.update_progress(self.fence(), json, logs, now).await {
+        match self
+            .shared
+            .store
+            .update_progress(self.fence(), json, logs, now)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 self.refused(None).await;
             }
-            Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "progress could not be persisted"),
+            Err(e) => {
+                tracing::warn!(run_id = %self.run_id, error = %e, "progress could not be persisted")
+            }
         }
     }
 

@@ -180,7 +180,13 @@ impl RunEventKind {
 
     /// Whether the event ends a run's event stream: complete, fail, cancel or delete.
     pub const fn is_terminal(&self) -> bool {
-        matches!(self, RunEventKind::Complete { .. } | RunEventKind::Fail { .. } | RunEventKind::Cancel | RunEventKind::Delete)
+        matches!(
+            self,
+            RunEventKind::Complete { .. }
+                | RunEventKind::Fail { .. }
+                | RunEventKind::Cancel
+                | RunEventKind::Delete
+        )
     }
 
     /// Upstream's domain events: trigger, coalesced, complete, fail, cancel, delete.
@@ -215,36 +221,78 @@ impl RunEvent {
         }
         let payload = match &self.kind {
             RunEventKind::Trigger { input } => json!({ "input": input }),
-            RunEventKind::Coalesced { skipped_input, skipped_labels } => {
+            RunEventKind::Coalesced {
+                skipped_input,
+                skipped_labels,
+            } => {
                 json!({ "skippedInput": skipped_input, "skippedLabels": skipped_labels })
             }
-            RunEventKind::Leased { input, lease_owner, lease_expires_at } => json!({
+            RunEventKind::Leased {
+                input,
+                lease_owner,
+                lease_expires_at,
+            } => json!({
                 "input": input, "leaseOwner": lease_owner, "leaseExpiresAt": lease_expires_at.to_rfc3339(),
             }),
-            RunEventKind::LeaseRenewed { lease_owner, lease_expires_at } => json!({
+            RunEventKind::LeaseRenewed {
+                lease_owner,
+                lease_expires_at,
+            } => json!({
                 "leaseOwner": lease_owner, "leaseExpiresAt": lease_expires_at.to_rfc3339(),
             }),
             RunEventKind::Progress { progress } => json!({ "progress": progress }),
-            RunEventKind::Complete { output, duration_ms } => json!({ "output": output, "duration": duration_ms }),
-            RunEventKind::Fail { error, failed_step_name } => json!({
+            RunEventKind::Complete {
+                output,
+                duration_ms,
+            } => json!({ "output": output, "duration": duration_ms }),
+            RunEventKind::Fail {
+                error,
+                failed_step_name,
+            } => json!({
                 "error": error, "failedStepName": failed_step_name.clone().unwrap_or_default(),
             }),
-            RunEventKind::Retry { error, next_attempt, not_before } => json!({
+            RunEventKind::Retry {
+                error,
+                next_attempt,
+                not_before,
+            } => json!({
                 "error": error, "nextAttempt": next_attempt, "notBefore": not_before.to_rfc3339(),
             }),
             RunEventKind::Cancel | RunEventKind::Delete => json!({}),
-            RunEventKind::StepStart { step_name, step_index } => json!({ "stepName": step_name, "stepIndex": step_index }),
-            RunEventKind::StepComplete { step_name, step_index, output, duration_ms } => json!({
+            RunEventKind::StepStart {
+                step_name,
+                step_index,
+            } => json!({ "stepName": step_name, "stepIndex": step_index }),
+            RunEventKind::StepComplete {
+                step_name,
+                step_index,
+                output,
+                duration_ms,
+            } => json!({
                 "stepName": step_name, "stepIndex": step_index, "output": output, "duration": duration_ms,
             }),
-            RunEventKind::StepFail { step_name, step_index, error } => json!({
+            RunEventKind::StepFail {
+                step_name,
+                step_index,
+                error,
+            } => json!({
                 "stepName": step_name, "stepIndex": step_index, "error": error,
             }),
-            RunEventKind::StepCancel { step_name, step_index } => json!({ "stepName": step_name, "stepIndex": step_index }),
-            RunEventKind::LogWrite { step_name, level, message, data } => json!({
+            RunEventKind::StepCancel {
+                step_name,
+                step_index,
+            } => json!({ "stepName": step_name, "stepIndex": step_index }),
+            RunEventKind::LogWrite {
+                step_name,
+                level,
+                message,
+                data,
+            } => json!({
                 "stepName": step_name, "level": level.as_str(), "message": message, "data": data,
             }),
-            RunEventKind::WorkerError { error, context } => json!({ "error": error, "context": context }),
+            RunEventKind::WorkerError { error, context } => {
+                json!({ "error": error, "context": context })
+            }
         };
         if let Value::Object(p) = payload {
             m.extend(p);
@@ -268,7 +316,10 @@ pub(crate) struct EventBus {
 impl EventBus {
     pub(crate) fn new() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        EventBus { tx, sequence: AtomicU64::new(0) }
+        EventBus {
+            tx,
+            sequence: AtomicU64::new(0),
+        }
     }
 
     /// Whether anyone listens (payloads are only built then).
@@ -307,7 +358,8 @@ impl EventBus {
 
 /// Parses stored JSON for an event payload (`null` when absent or unreadable).
 pub(crate) fn json_value(s: Option<&str>) -> Value {
-    s.and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null)
+    s.and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// What a [`RunEventStream`] passes on.
@@ -351,7 +403,16 @@ impl RunEventStream {
     ) -> Self {
         let done = snapshot.iter().any(|e| e.kind.is_terminal()) && filter.run_id.is_some();
         let queue = snapshot.into_iter().map(Arc::new).collect();
-        RunEventStream { state: Some(StreamState { rx, queue, filter, store, done }), pending: None }
+        RunEventStream {
+            state: Some(StreamState {
+                rx,
+                queue,
+                filter,
+                store,
+                done,
+            }),
+            pending: None,
+        }
     }
 
     /// The next event; `None` once the stream ended.
@@ -361,10 +422,14 @@ impl RunEventStream {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<RunEvent>>> {
         if self.pending.is_none() {
-            let Some(state) = self.state.take() else { return Poll::Ready(None) };
+            let Some(state) = self.state.take() else {
+                return Poll::Ready(None);
+            };
             self.pending = Some(Box::pin(advance(state)));
         }
-        let Some(fut) = self.pending.as_mut() else { return Poll::Ready(None) };
+        let Some(fut) = self.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
         match fut.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready((event, state)) => {
@@ -394,7 +459,11 @@ async fn advance(mut st: StreamState) -> (Option<Arc<RunEvent>>, StreamState) {
         match st.rx.recv().await {
             Ok(e) => {
                 if st.filter.run_id.as_ref().is_some_and(|id| *id != e.run_id)
-                    || st.filter.job_name.as_ref().is_some_and(|j| *j != e.job_name)
+                    || st
+                        .filter
+                        .job_name
+                        .as_ref()
+                        .is_some_and(|j| *j != e.job_name)
                 {
                     continue;
                 }
@@ -408,13 +477,17 @@ async fn advance(mut st: StreamState) -> (Option<Arc<RunEvent>>, StreamState) {
                 return (None, st);
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(skipped = n, "run event subscriber fell behind; events skipped");
+                tracing::warn!(
+                    skipped = n,
+                    "run event subscriber fell behind; events skipped"
+                );
                 // The terminal event may have been among those skipped: look at the run.
                 if let Some(id) = st.filter.run_id.clone() {
                     match st.store.get_run(&id).await {
                         Ok(Some(run)) if run.status.is_terminal() => {
                             st.done = true;
-                            if let Some(e) = snapshot(&run_snapshot_source(&run)).into_iter().last() {
+                            if let Some(e) = snapshot(&run_snapshot_source(&run)).into_iter().last()
+                            {
                                 return (Some(Arc::new(e)), st);
                             }
                         }
@@ -482,13 +555,19 @@ pub(crate) fn snapshot(src: &SnapshotSource<'_>) -> Vec<RunEvent> {
                 lease_owner: src.lease_owner.unwrap_or_default().to_owned(),
                 lease_expires_at: src.lease_expires_at.unwrap_or(src.updated_at),
             })];
-            if let Some(p) = src.progress.and_then(|p| serde_json::from_str::<Progress>(p).ok()) {
+            if let Some(p) = src
+                .progress
+                .and_then(|p| serde_json::from_str::<Progress>(p).ok())
+            {
                 out.push(make(RunEventKind::Progress { progress: p }));
             }
             out
         }
         RunStatus::Completed => {
-            vec![make(RunEventKind::Complete { output: json_value(src.output), duration_ms: 0 })]
+            vec![make(RunEventKind::Complete {
+                output: json_value(src.output),
+                duration_ms: 0,
+            })]
         }
         RunStatus::Failed => vec![make(RunEventKind::Fail {
             error: src.error.unwrap_or_default().to_owned(),

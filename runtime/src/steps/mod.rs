@@ -30,7 +30,6 @@ mod runtime;
 pub(crate) mod store;
 mod worker;
 
-
 #[cfg(test)]
 mod tests;
 
@@ -46,8 +45,9 @@ pub use client::StepJobClient;
 pub use context::{StepContext, StepError, StepScope};
 pub use events::{RunEvent, RunEventKind, RunEventStream};
 pub use run::{
-    is_valid_label_key, BatchItem, Coalesce, Completed, Disposition, Labels, LogLevel, LogRecord, Progress, Run,
-    RunFilter, RunStatus, StepRecord, StepStatus, TriggerOptions, Triggered, MAX_LABEL_VALUE_BYTES,
+    is_valid_label_key, BatchItem, Coalesce, Completed, Disposition, Labels, LogLevel, LogRecord,
+    Progress, Run, RunFilter, RunStatus, StepRecord, StepStatus, TriggerOptions, Triggered,
+    MAX_LABEL_VALUE_BYTES,
 };
 pub use runtime::RunFailed;
 pub(crate) use runtime::StepRuntime;
@@ -246,14 +246,21 @@ impl<A: Send + Sync + 'static, J: crate::StepJob<A>> ErasedStepJob<A> for Erased
         app: &'a A,
     ) -> BoxFuture<'a, Result<String, RunFailure>> {
         Box::pin(async move {
-            let input: J::Input = serde_json::from_str(input).map_err(|e| RunFailure::Input(e.to_string()))?;
-            let output = self.job.run(step, input, app).await.map_err(|e| RunFailure::Job(e.into()))?;
+            let input: J::Input =
+                serde_json::from_str(input).map_err(|e| RunFailure::Input(e.to_string()))?;
+            let output = self
+                .job
+                .run(step, input, app)
+                .await
+                .map_err(|e| RunFailure::Job(e.into()))?;
             serde_json::to_string(&output).map_err(|e| RunFailure::Output(e.to_string()))
         })
     }
 }
 
-pub(crate) fn erase<A: Send + Sync + 'static, J: crate::StepJob<A>>(job: J) -> Arc<dyn ErasedStepJob<A>> {
+pub(crate) fn erase<A: Send + Sync + 'static, J: crate::StepJob<A>>(
+    job: J,
+) -> Arc<dyn ErasedStepJob<A>> {
     let config = job.config();
     Arc::new(Erased { job, config })
 }

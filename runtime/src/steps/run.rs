@@ -36,8 +36,13 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [RunStatus; 5] =
-        [RunStatus::Pending, RunStatus::Leased, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled];
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Pending,
+        RunStatus::Leased,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
 
     /// The stored name: `pending`, `leased`, `completed`, `failed` or `cancelled`.
     pub const fn as_str(self) -> &'static str {
@@ -52,7 +57,10 @@ impl RunStatus {
 
     /// `completed`, `failed` or `cancelled`.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 
     /// `pending` or `leased`.
@@ -186,16 +194,28 @@ impl TriggerOptions {
     pub(crate) fn validate(&self, job: &str) -> Result<(), Error> {
         if let Some(k) = &self.idempotency_key {
             check_identifier(k).map_err(|why| {
-                Error::validation(ValidationTarget::Key, Some(job), format!("idempotency key {why}"))
+                Error::validation(
+                    ValidationTarget::Key,
+                    Some(job),
+                    format!("idempotency key {why}"),
+                )
             })?;
         }
         if let Some(k) = &self.concurrency_key {
             check_identifier(k).map_err(|why| {
-                Error::validation(ValidationTarget::Key, Some(job), format!("concurrency key {why}"))
+                Error::validation(
+                    ValidationTarget::Key,
+                    Some(job),
+                    format!("concurrency key {why}"),
+                )
             })?;
         }
         if self.coalesce.is_some() && self.concurrency_key.is_none() {
-            return Err(Error::validation(ValidationTarget::Key, Some(job), "coalesce requires concurrency_key"));
+            return Err(Error::validation(
+                ValidationTarget::Key,
+                Some(job),
+                "coalesce requires concurrency_key",
+            ));
         }
         validate_labels(&self.labels, Some(job))
     }
@@ -208,7 +228,9 @@ pub const MAX_LABEL_VALUE_BYTES: usize = 4096;
 pub fn is_valid_label_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= crate::id::MAX_ID_BYTES
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
 }
 
 pub(crate) fn validate_labels(labels: &Labels, job: Option<&str>) -> Result<(), Error> {
@@ -224,7 +246,10 @@ pub(crate) fn validate_labels(labels: &Labels, job: Option<&str>) -> Result<(), 
             return Err(Error::validation(
                 ValidationTarget::Key,
                 job,
-                format!("label {k:?} is {} bytes long, the limit is {MAX_LABEL_VALUE_BYTES}", v.len()),
+                format!(
+                    "label {k:?} is {} bytes long, the limit is {MAX_LABEL_VALUE_BYTES}",
+                    v.len()
+                ),
             ));
         }
     }
@@ -259,7 +284,11 @@ pub struct Progress {
 impl Progress {
     /// `current` units done, total unknown.
     pub fn new(current: u64) -> Self {
-        Progress { current, total: None, message: None }
+        Progress {
+            current,
+            total: None,
+            message: None,
+        }
     }
 
     /// Sets the total.
@@ -402,7 +431,10 @@ pub struct BatchItem<I> {
 impl<I> BatchItem<I> {
     /// An item with default options.
     pub fn new(input: I) -> Self {
-        BatchItem { input, options: TriggerOptions::default() }
+        BatchItem {
+            input,
+            options: TriggerOptions::default(),
+        }
     }
 
     /// Sets the options.
@@ -615,14 +647,29 @@ mod tests {
 
     #[test]
     fn options_are_validated() {
-        let ok = TriggerOptions::new().concurrency_key("k").coalesce(Coalesce::Skip).label("env", "x");
+        let ok = TriggerOptions::new()
+            .concurrency_key("k")
+            .coalesce(Coalesce::Skip)
+            .label("env", "x");
         assert!(ok.validate("j").is_ok());
         let no_key = TriggerOptions::new().coalesce(Coalesce::Skip);
-        assert!(matches!(no_key.validate("j"), Err(Error::Validation { target: ValidationTarget::Key, .. })));
+        assert!(matches!(
+            no_key.validate("j"),
+            Err(Error::Validation {
+                target: ValidationTarget::Key,
+                ..
+            })
+        ));
         let bad_label = TriggerOptions::new().label("bad key", "x");
-        let err = bad_label.validate("j").map(|_| ()).map_err(|e| e.to_string());
+        let err = bad_label
+            .validate("j")
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         assert!(err.is_err_and(|e| e.contains("invalid label key")));
-        assert!(TriggerOptions::new().idempotency_key("").validate("j").is_err());
+        assert!(TriggerOptions::new()
+            .idempotency_key("")
+            .validate("j")
+            .is_err());
     }
 
     #[test]

@@ -8,9 +8,13 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::cancel::{CancelReason, Cancellation};
-use super::events::{json_value, run_snapshot_source, snapshot, EventBus, RunEventKind, RunEventStream, StreamFilter};
+use super::events::{
+    json_value, run_snapshot_source, snapshot, EventBus, RunEventKind, RunEventStream, StreamFilter,
+};
 use super::run::{Disposition, LogRecord, RunFilter, RunStatus, StepRecord, TriggerOptions};
-use super::store::{CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, NewRun, RunRecord, RunStore};
+use super::store::{
+    CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, NewRun, RunRecord, RunStore,
+};
 use super::{ErasedStepJob, StepOptions};
 use crate::clock::{Clock, ClockDriven};
 use crate::error::{BoxError, Error, Operation, ValidationTarget};
@@ -85,7 +89,11 @@ impl Shared {
         if self.waiter_count.load(Ordering::Acquire) == 0 {
             return;
         }
-        let senders = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id);
+        let senders = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(run_id);
         if let Some(senders) = senders {
             self.waiter_count.fetch_sub(senders.len(), Ordering::AcqRel);
             for s in senders {
@@ -212,10 +220,17 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(handle) = handle else { return };
         self.shared.stopping.store(true, Ordering::Release);
-        *self.shared.stop_deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now() + timeout);
+        *self
+            .shared
+            .stop_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now() + timeout);
         self.shared.wake.notify_one();
         let abort = handle.abort_handle();
-        if tokio::time::timeout(timeout + Duration::from_secs(1), handle).await.is_err() {
+        if tokio::time::timeout(timeout + Duration::from_secs(1), handle)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
         self.shared.running.store(false, Ordering::Release);
@@ -246,11 +261,15 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         items: Vec<(String, TriggerOptions)>,
     ) -> Result<Vec<(RunRecord, Disposition)>, Error> {
         if self.job(job).is_none() {
-            return Err(Error::JobNotFound { name: job.to_owned() });
+            return Err(Error::JobNotFound {
+                name: job.to_owned(),
+            });
         }
         let batch = items.len() > 1;
         for (i, (_, options)) in items.iter().enumerate() {
-            options.validate(job).map_err(|e| at_index(e, batch.then_some(i)))?;
+            options
+                .validate(job)
+                .map_err(|e| at_index(e, batch.then_some(i)))?;
         }
         if items.is_empty() {
             return Ok(Vec::new());
@@ -269,11 +288,18 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
             })
             .collect();
         let inputs: Vec<(String, super::run::Labels)> = if self.shared.events.listening() {
-            runs.iter().map(|r| (r.input.clone(), r.labels.clone())).collect()
+            runs.iter()
+                .map(|r| (r.input.clone(), r.labels.clone()))
+                .collect()
         } else {
             Vec::new()
         };
-        let outcome = self.shared.store.enqueue(runs, now).await.map_err(|e| storage("trigger", e))?;
+        let outcome = self
+            .shared
+            .store
+            .enqueue(runs, now)
+            .await
+            .map_err(|e| storage("trigger", e))?;
         let done = match outcome {
             EnqueueOutcome::Done(done) => done,
             EnqueueOutcome::Conflict { existing, .. } => {
@@ -291,18 +317,28 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                 Enqueued::Created(run) => {
                     created = true;
                     let labels = Arc::new(run.labels.clone());
-                    self.shared.events.emit(now, &run.id, &run.job_name, &labels, || RunEventKind::Trigger {
-                        input: json_value(Some(&run.input)),
-                    });
+                    self.shared
+                        .events
+                        .emit(now, &run.id, &run.job_name, &labels, || {
+                            RunEventKind::Trigger {
+                                input: json_value(Some(&run.input)),
+                            }
+                        });
                     out.push((run, Disposition::Created));
                 }
                 Enqueued::Idempotent(run) => out.push((run, Disposition::Idempotent)),
                 Enqueued::Coalesced(run) => {
                     let labels = Arc::new(run.labels.clone());
-                    self.shared.events.emit(now, &run.id, &run.job_name, &labels, || {
-                        let (input, skipped_labels) = inputs.get(i).cloned().unwrap_or_default();
-                        RunEventKind::Coalesced { skipped_input: json_value(Some(&input)), skipped_labels }
-                    });
+                    self.shared
+                        .events
+                        .emit(now, &run.id, &run.job_name, &labels, || {
+                            let (input, skipped_labels) =
+                                inputs.get(i).cloned().unwrap_or_default();
+                            RunEventKind::Coalesced {
+                                skipped_input: json_value(Some(&input)),
+                                skipped_labels,
+                            }
+                        });
                     out.push((run, Disposition::Coalesced));
                 }
             }
@@ -319,13 +355,18 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         job: &str,
         items: Vec<(serde_json::Value, TriggerOptions)>,
     ) -> Result<Vec<(RunRecord, Disposition)>, Error> {
-        let handler = self.job(job).ok_or_else(|| Error::JobNotFound { name: job.to_owned() })?;
+        let handler = self.job(job).ok_or_else(|| Error::JobNotFound {
+            name: job.to_owned(),
+        })?;
         let batch = items.len() > 1;
         let mut encoded = Vec::with_capacity(items.len());
         for (i, (input, options)) in items.into_iter().enumerate() {
-            let input = handler
-                .check_input(&input)
-                .map_err(|m| at_index(Error::validation(ValidationTarget::Input, Some(job), m), batch.then_some(i)))?;
+            let input = handler.check_input(&input).map_err(|m| {
+                at_index(
+                    Error::validation(ValidationTarget::Input, Some(job), m),
+                    batch.then_some(i),
+                )
+            })?;
             encoded.push((input, options));
         }
         self.trigger_encoded(job, encoded).await
@@ -335,27 +376,57 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
     // Reads
 
     /// One run (of `job`, when given: a run of another job is `None`).
-    pub(crate) async fn get_run(&self, job: Option<&str>, id: &str) -> Result<Option<RunRecord>, Error> {
-        let run = self.shared.store.get_run(id).await.map_err(|e| storage("get_run", e))?;
+    pub(crate) async fn get_run(
+        &self,
+        job: Option<&str>,
+        id: &str,
+    ) -> Result<Option<RunRecord>, Error> {
+        let run = self
+            .shared
+            .store
+            .get_run(id)
+            .await
+            .map_err(|e| storage("get_run", e))?;
         Ok(run.filter(|r| job.is_none_or(|j| r.job_name == j)))
     }
 
     /// Runs matching `filter`, newest first.
     pub(crate) async fn get_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, Error> {
         super::run::validate_labels(&filter.labels, None)?;
-        self.shared.store.get_runs(filter).await.map_err(|e| storage("get_runs", e))
+        self.shared
+            .store
+            .get_runs(filter)
+            .await
+            .map_err(|e| storage("get_runs", e))
     }
 
-    async fn existing(&self, job: Option<&str>, id: &str, operation: Operation) -> Result<RunRecord, Error> {
+    async fn existing(
+        &self,
+        job: Option<&str>,
+        id: &str,
+        operation: Operation,
+    ) -> Result<RunRecord, Error> {
         self.get_run(job, id)
             .await?
-            .ok_or_else(|| Error::InstanceNotFound { instance: key(job.unwrap_or(""), id), operation })
+            .ok_or_else(|| Error::InstanceNotFound {
+                instance: key(job.unwrap_or(""), id),
+                operation,
+            })
     }
 
     /// The step rows of a run.
-    pub(crate) async fn get_steps(&self, job: Option<&str>, id: &str) -> Result<Vec<StepRecord>, Error> {
+    pub(crate) async fn get_steps(
+        &self,
+        job: Option<&str>,
+        id: &str,
+    ) -> Result<Vec<StepRecord>, Error> {
         self.existing(job, id, Operation::GetRun).await?;
-        let rows = self.shared.store.get_steps(id).await.map_err(|e| storage("get_steps", e))?;
+        let rows = self
+            .shared
+            .store
+            .get_steps(id)
+            .await
+            .map_err(|e| storage("get_steps", e))?;
         Ok(rows
             .into_iter()
             .map(|r| StepRecord {
@@ -373,9 +444,18 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
     }
 
     /// The log rows of a run.
-    pub(crate) async fn get_logs(&self, job: Option<&str>, id: &str) -> Result<Vec<LogRecord>, Error> {
+    pub(crate) async fn get_logs(
+        &self,
+        job: Option<&str>,
+        id: &str,
+    ) -> Result<Vec<LogRecord>, Error> {
         self.existing(job, id, Operation::GetRun).await?;
-        let rows = self.shared.store.get_logs(id).await.map_err(|e| storage("get_logs", e))?;
+        let rows = self
+            .shared
+            .store
+            .get_logs(id)
+            .await
+            .map_err(|e| storage("get_logs", e))?;
         Ok(rows
             .into_iter()
             .map(|r| LogRecord {
@@ -404,10 +484,17 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                 state: run.status.as_str().to_owned(),
             });
         }
-        let handler = self.job(&run.job_name).ok_or_else(|| Error::JobNotFound { name: run.job_name.clone() })?;
-        let input: serde_json::Value = serde_json::from_str(&run.input).unwrap_or(serde_json::Value::Null);
+        let handler = self.job(&run.job_name).ok_or_else(|| Error::JobNotFound {
+            name: run.job_name.clone(),
+        })?;
+        let input: serde_json::Value =
+            serde_json::from_str(&run.input).unwrap_or(serde_json::Value::Null);
         let input = handler.check_input(&input).map_err(|m| {
-            Error::validation(ValidationTarget::Input, Some(&run.job_name), format!("cannot retrigger run {id}: {m}"))
+            Error::validation(
+                ValidationTarget::Input,
+                Some(&run.job_name),
+                format!("cannot retrigger run {id}: {m}"),
+            )
         })?;
         let options = TriggerOptions {
             idempotency_key: None,
@@ -415,13 +502,22 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
             labels: run.labels.clone(),
             coalesce: None,
         };
-        let mut out = self.trigger_encoded(&run.job_name, vec![(input, options)]).await.map_err(|e| match e {
-            Error::InvalidState { instance, state, .. } => {
-                Error::InvalidState { instance, operation: Operation::Retrigger, state }
-            }
-            other => other,
-        })?;
-        out.pop().map(|(r, _)| r).ok_or_else(|| storage("retrigger", StoreError::Database("no run created".into())))
+        let mut out = self
+            .trigger_encoded(&run.job_name, vec![(input, options)])
+            .await
+            .map_err(|e| match e {
+                Error::InvalidState {
+                    instance, state, ..
+                } => Error::InvalidState {
+                    instance,
+                    operation: Operation::Retrigger,
+                    state,
+                },
+                other => other,
+            })?;
+        out.pop()
+            .map(|(r, _)| r)
+            .ok_or_else(|| storage("retrigger", StoreError::Database("no run created".into())))
     }
 
     /// Cancels a pending or leased run. A leased run's steps see the cancellation through
@@ -431,22 +527,36 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         self.existing(job, id, Operation::Cancel).await?;
         let now = self.shared.clock.now();
         let cleanup = !self.shared.options.preserve_steps;
-        let outcome = self.shared.store.cancel_run(id, now, cleanup).await.map_err(|e| storage("cancel", e))?;
+        let outcome = self
+            .shared
+            .store
+            .cancel_run(id, now, cleanup)
+            .await
+            .map_err(|e| storage("cancel", e))?;
         match outcome {
-            CancelOutcome::NotFound => {
-                Err(Error::InstanceNotFound { instance: key(job.unwrap_or(""), id), operation: Operation::Cancel })
-            }
+            CancelOutcome::NotFound => Err(Error::InstanceNotFound {
+                instance: key(job.unwrap_or(""), id),
+                operation: Operation::Cancel,
+            }),
             CancelOutcome::Terminal(status) => Err(Error::InvalidState {
                 instance: key(job.unwrap_or(""), id),
                 operation: Operation::Cancel,
                 state: status.as_str().to_owned(),
             }),
             CancelOutcome::Cancelled(run) => {
-                if let Some(a) = self.shared.active.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+                if let Some(a) = self
+                    .shared
+                    .active
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(id)
+                {
                     a.cancellation.cancel(CancelReason::Cancelled);
                 }
                 let labels = Arc::new(run.labels.clone());
-                self.shared.events.emit(now, id, &run.job_name, &labels, || RunEventKind::Cancel);
+                self.shared
+                    .events
+                    .emit(now, id, &run.job_name, &labels, || RunEventKind::Cancel);
                 self.shared.run_finished(id);
                 Ok(())
             }
@@ -456,11 +566,17 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
     /// Deletes a terminal run with its labels, steps and logs.
     pub(crate) async fn delete_run(&self, job: Option<&str>, id: &str) -> Result<(), Error> {
         self.existing(job, id, Operation::DeleteRun).await?;
-        let outcome = self.shared.store.delete_run(id).await.map_err(|e| storage("delete_run", e))?;
+        let outcome = self
+            .shared
+            .store
+            .delete_run(id)
+            .await
+            .map_err(|e| storage("delete_run", e))?;
         match outcome {
-            DeleteOutcome::NotFound => {
-                Err(Error::InstanceNotFound { instance: key(job.unwrap_or(""), id), operation: Operation::DeleteRun })
-            }
+            DeleteOutcome::NotFound => Err(Error::InstanceNotFound {
+                instance: key(job.unwrap_or(""), id),
+                operation: Operation::DeleteRun,
+            }),
             DeleteOutcome::Active(status) => Err(Error::InvalidState {
                 instance: key(job.unwrap_or(""), id),
                 operation: Operation::DeleteRun,
@@ -468,7 +584,13 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
             }),
             DeleteOutcome::Deleted(run) => {
                 let labels = Arc::new(run.labels.clone());
-                self.shared.events.emit(self.shared.clock.now(), id, &run.job_name, &labels, || RunEventKind::Delete);
+                self.shared.events.emit(
+                    self.shared.clock.now(),
+                    id,
+                    &run.job_name,
+                    &labels,
+                    || RunEventKind::Delete,
+                );
                 self.shared.run_finished(id);
                 Ok(())
             }
@@ -477,7 +599,12 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
 
     /// Deletes terminal runs (of `job`, when given) that ended before `older_than`, at most
     /// `limit` (all when `None`). Emits no events.
-    pub(crate) async fn purge_runs(&self, job: Option<&str>, older_than: Timestamp, limit: Option<u32>) -> Result<u64, Error> {
+    pub(crate) async fn purge_runs(
+        &self,
+        job: Option<&str>,
+        older_than: Timestamp,
+        limit: Option<u32>,
+    ) -> Result<u64, Error> {
         const CHUNK: u32 = 500;
         let mut total = 0u64;
         let mut left = limit.unwrap_or(u32::MAX);
@@ -537,34 +664,61 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
             None => wait.await,
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Timeout { operation: Operation::WaitForRun, after: t }),
+                Err(_) => Err(Error::Timeout {
+                    operation: Operation::WaitForRun,
+                    after: t,
+                }),
             },
         }
     }
 
     /// A run's events: first a snapshot of its stored state (`sequence` 0), then live events,
     /// ending after it completes, fails, is cancelled or deleted.
-    pub(crate) async fn subscribe(&self, job: Option<&str>, id: &str) -> Result<RunEventStream, Error> {
+    pub(crate) async fn subscribe(
+        &self,
+        job: Option<&str>,
+        id: &str,
+    ) -> Result<RunEventStream, Error> {
         let rx = self.shared.events.receiver();
         let run = self.existing(job, id, Operation::GetRun).await?;
         let snap = snapshot(&run_snapshot_source(&run));
-        let filter = StreamFilter { run_id: Some(id.to_owned()), job_name: None };
-        Ok(RunEventStream::new(rx, snap, filter, self.shared.store.clone()))
+        let filter = StreamFilter {
+            run_id: Some(id.to_owned()),
+            job_name: None,
+        };
+        Ok(RunEventStream::new(
+            rx,
+            snap,
+            filter,
+            self.shared.store.clone(),
+        ))
     }
 
     /// Every event (of `job`, when given), from now on.
     pub(crate) fn events(&self, job: Option<&str>) -> RunEventStream {
         let rx = self.shared.events.receiver();
-        let filter = StreamFilter { run_id: None, job_name: job.map(str::to_owned) };
+        let filter = StreamFilter {
+            run_id: None,
+            job_name: job.map(str::to_owned),
+        };
         RunEventStream::new(rx, Vec::new(), filter, self.shared.store.clone())
     }
 }
 
 fn at_index(e: Error, index: Option<usize>) -> Error {
     match (e, index) {
-        (Error::Validation { target, job, message }, Some(i)) => {
-            Error::Validation { target, job, message: format!("at index {i}: {message}") }
-        }
+        (
+            Error::Validation {
+                target,
+                job,
+                message,
+            },
+            Some(i),
+        ) => Error::Validation {
+            target,
+            job,
+            message: format!("at index {i}: {message}"),
+        },
         (e, _) => e,
     }
 }

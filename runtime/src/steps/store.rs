@@ -67,7 +67,10 @@ pub(crate) enum EnqueueOutcome {
     Done(Vec<Enqueued>),
     /// Item `index` found a pending run with the same job and concurrency key and did not
     /// coalesce. Nothing was written.
-    Conflict { index: usize, existing: RunRecord },
+    Conflict {
+        index: usize,
+        existing: RunRecord,
+    },
 }
 
 /// A run claimed by a worker.
@@ -213,7 +216,11 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     /// Creates runs atomically, honouring idempotency keys (per job, any status), the
     /// one-pending-run-per-job-and-concurrency-key rule and `coalesce: skip`, including against
     /// runs created earlier in the same call. On a conflict nothing is written.
-    fn enqueue(&self, runs: Vec<NewRun>, now: Timestamp) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>>;
+    fn enqueue(
+        &self,
+        runs: Vec<NewRun>,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>>;
 
     /// One run, as last committed.
     fn get_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>>;
@@ -236,7 +243,11 @@ pub(crate) trait RunStore: Send + Sync + 'static {
 
     /// The earliest time after `now` at which a run may become claimable by itself (a retry's
     /// not-before time, a lease not held by `owner` expiring).
-    fn next_due<'a>(&'a self, owner: &'a str, now: Timestamp) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>>;
+    fn next_due<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>>;
 
     /// Extends to `lease_until` every live lease of `owner`; returns the runs renewed with their
     /// generations. An expired lease is not renewed.
@@ -248,10 +259,18 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>>;
 
     /// The completed steps of a run, for replay.
-    fn completed_steps<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<StoredStep>, StoreError>>;
+    fn completed_steps<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredStep>, StoreError>>;
 
     /// Persists a step attempt and the buffered logs, fenced. `false` when refused.
-    fn persist_step(&self, fence: Fence, step: NewStep, logs: Vec<NewLog>) -> BoxFuture<'_, Result<bool, StoreError>>;
+    fn persist_step(
+        &self,
+        fence: Fence,
+        step: NewStep,
+        logs: Vec<NewLog>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Sets (or clears) the progress and persists the buffered logs, fenced.
     fn update_progress(
@@ -263,7 +282,11 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Persists buffered logs, unfenced (they are attributed to the run whatever happened to it).
-    fn append_logs(&self, run_id: String, logs: Vec<NewLog>) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn append_logs(
+        &self,
+        run_id: String,
+        logs: Vec<NewLog>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Deletes the steps and logs of a run if it is cancelled.
     fn delete_cancelled_steps(&self, run_id: String) -> BoxFuture<'_, Result<(), StoreError>>;

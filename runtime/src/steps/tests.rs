@@ -81,12 +81,18 @@ impl App {
 
     /// Step `name` fails its next `times` executions.
     pub(super) fn fail(&self, name: &str, times: u32) {
-        self.fail.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into(), times);
+        self.fail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.into(), times);
     }
 
     /// Step `name` blocks until [`release`](Self::release)d or its run is cancelled.
     pub(super) fn block(&self, name: &str) {
-        self.block.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into());
+        self.block
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.into());
     }
 
     pub(super) fn release(&self, n: usize) {
@@ -97,11 +103,19 @@ impl App {
     pub(super) async fn entered(&self) -> String {
         let mut rx = self.entered_rx.lock().await;
         let rx = rx.as_mut().expect("receiver");
-        tokio::time::timeout(WAIT, rx.recv()).await.expect("a step was entered in time").expect("open")
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("a step was entered in time")
+            .expect("open")
     }
 
     pub(super) fn calls(&self, name: &str) -> u32 {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).get(name).copied().unwrap_or(0)
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub(super) fn order(&self) -> Vec<String> {
@@ -113,32 +127,65 @@ impl App {
     }
 
     pub(super) fn saw_cancel(&self) -> Vec<String> {
-        self.saw_cancel.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.saw_cancel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    async fn step(&self, tag: &str, name: &str, scope: StepScope, reject_on_cancel: bool) -> Result<String, BoxError> {
+    async fn step(
+        &self,
+        tag: &str,
+        name: &str,
+        scope: StepScope,
+        reject_on_cancel: bool,
+    ) -> Result<String, BoxError> {
         let n = {
             let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
             let n = calls.entry(name.to_owned()).or_default();
             *n += 1;
             *n
         };
-        let label = if tag.is_empty() { name.to_owned() } else { tag.to_owned() };
-        self.order.lock().unwrap_or_else(|e| e.into_inner()).push(format!("start-{label}"));
+        let label = if tag.is_empty() {
+            name.to_owned()
+        } else {
+            tag.to_owned()
+        };
+        self.order
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("start-{label}"));
         let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(running, Ordering::SeqCst);
         let result = self.step_body(name, &scope, reject_on_cancel).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         if result.is_ok() {
-            self.order.lock().unwrap_or_else(|e| e.into_inner()).push(format!("end-{label}"));
+            self.order
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("end-{label}"));
         }
         result.map(|()| format!("{name}-{n}"))
     }
 
-    async fn step_body(&self, name: &str, scope: &StepScope, reject_on_cancel: bool) -> Result<(), BoxError> {
-        let blocks = self.block.lock().unwrap_or_else(|e| e.into_inner()).contains(name);
+    async fn step_body(
+        &self,
+        name: &str,
+        scope: &StepScope,
+        reject_on_cancel: bool,
+    ) -> Result<(), BoxError> {
+        let blocks = self
+            .block
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name);
         if blocks {
-            if let Some(tx) = self.entered_tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(tx) = self
+                .entered_tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
                 let _ = tx.send(name.to_owned());
             }
             tokio::select! {
@@ -190,8 +237,15 @@ impl StepJob<App> for Double {
     type Output = ResultOut;
     type Error = BoxError;
 
-    async fn run(&self, step: &mut StepContext, input: ValueIn, _app: &App) -> Result<ResultOut, BoxError> {
-        let result = step.run("compute", |_| async move { Ok(input.value * 2) }).await?;
+    async fn run(
+        &self,
+        step: &mut StepContext,
+        input: ValueIn,
+        _app: &App,
+    ) -> Result<ResultOut, BoxError> {
+        let result = step
+            .run("compute", |_| async move { Ok(input.value * 2) })
+            .await?;
         Ok(ResultOut { result })
     }
 }
@@ -209,8 +263,15 @@ impl StepJob<App> for Other {
     type Output = ResultOut;
     type Error = BoxError;
 
-    async fn run(&self, _step: &mut StepContext, input: ValueIn, _app: &App) -> Result<ResultOut, BoxError> {
-        Ok(ResultOut { result: input.value })
+    async fn run(
+        &self,
+        _step: &mut StepContext,
+        input: ValueIn,
+        _app: &App,
+    ) -> Result<ResultOut, BoxError> {
+        Ok(ResultOut {
+            result: input.value,
+        })
     }
 }
 
@@ -227,7 +288,12 @@ impl StepJob<App> for Failing {
     type Output = ResultOut;
     type Error = BoxError;
 
-    async fn run(&self, _step: &mut StepContext, _input: ValueIn, _app: &App) -> Result<ResultOut, BoxError> {
+    async fn run(
+        &self,
+        _step: &mut StepContext,
+        _input: ValueIn,
+        _app: &App,
+    ) -> Result<ResultOut, BoxError> {
         Err("Intentional failure".into())
     }
 }
@@ -244,14 +310,25 @@ pub(super) struct ScriptIn {
 }
 
 pub(super) fn script(steps: &[&str]) -> ScriptIn {
-    ScriptIn { steps: steps.iter().map(|s| s.to_string()).collect(), ..ScriptIn::default() }
+    ScriptIn {
+        steps: steps.iter().map(|s| s.to_string()).collect(),
+        ..ScriptIn::default()
+    }
 }
 
-async fn run_script(step: &mut StepContext, input: ScriptIn, app: &App) -> Result<Vec<String>, BoxError> {
+async fn run_script(
+    step: &mut StepContext,
+    input: ScriptIn,
+    app: &App,
+) -> Result<Vec<String>, BoxError> {
     let mut out = Vec::new();
     for name in &input.steps {
         let tag = input.tag.clone();
-        let r = step.run(name, |s| async move { app.step(&tag, name, s, input.reject_on_cancel).await }).await;
+        let r = step
+            .run(name, |s| async move {
+                app.step(&tag, name, s, input.reject_on_cancel).await
+            })
+            .await;
         match r {
             Ok(v) => out.push(v),
             Err(_) if input.swallow_errors => out.push("error".into()),
@@ -273,7 +350,12 @@ impl StepJob<App> for Script {
     type Output = Vec<String>;
     type Error = BoxError;
 
-    async fn run(&self, step: &mut StepContext, input: ScriptIn, app: &App) -> Result<Vec<String>, BoxError> {
+    async fn run(
+        &self,
+        step: &mut StepContext,
+        input: ScriptIn,
+        app: &App,
+    ) -> Result<Vec<String>, BoxError> {
         run_script(step, input, app).await
     }
 }
@@ -292,11 +374,19 @@ impl StepJob<App> for Retrying {
     type Error = BoxError;
 
     fn config(&self) -> StepJobConfig {
-        StepJobConfig::default()
-            .retry(RetryPolicy::new(3).backoff(Backoff::constant(Duration::from_secs(10))).jitter(false))
+        StepJobConfig::default().retry(
+            RetryPolicy::new(3)
+                .backoff(Backoff::constant(Duration::from_secs(10)))
+                .jitter(false),
+        )
     }
 
-    async fn run(&self, step: &mut StepContext, input: ScriptIn, app: &App) -> Result<Vec<String>, BoxError> {
+    async fn run(
+        &self,
+        step: &mut StepContext,
+        input: ScriptIn,
+        app: &App,
+    ) -> Result<Vec<String>, BoxError> {
         run_script(step, input, app).await
     }
 }
@@ -314,7 +404,12 @@ impl StepJob<App> for Chatty {
     type Output = ();
     type Error = BoxError;
 
-    async fn run(&self, step: &mut StepContext, _input: ValueIn, _app: &App) -> Result<(), BoxError> {
+    async fn run(
+        &self,
+        step: &mut StepContext,
+        _input: ValueIn,
+        _app: &App,
+    ) -> Result<(), BoxError> {
         step.info("Starting");
         step.progress(Progress::new(1).of(3).message("first")).await;
         step.run("my-step", |s| async move {
@@ -324,7 +419,11 @@ impl StepJob<App> for Chatty {
         .await?;
         step.progress((2, 3)).await;
         step.warn("Almost done");
-        step.log(LogLevel::Error, "Failed item", Some(serde_json::json!({ "code": 42 })));
+        step.log(
+            LogLevel::Error,
+            "Failed item",
+            Some(serde_json::json!({ "code": 42 })),
+        );
         step.progress(Progress::new(3).of(3).message("done")).await;
         Ok(())
     }
@@ -418,7 +517,15 @@ impl EnvBuilder {
         if self.start {
             rt.start();
         }
-        Env { _dir: dir, path, db, store, rt, app, clock: self.clock }
+        Env {
+            _dir: dir,
+            path,
+            db,
+            store,
+            rt,
+            app,
+            clock: self.clock,
+        }
     }
 }
 
@@ -452,7 +559,11 @@ impl Env {
     }
 
     pub(super) async fn run(&self, id: &str) -> RunRecord {
-        self.rt.get_run(None, id).await.expect("get_run").expect("the run exists")
+        self.rt
+            .get_run(None, id)
+            .await
+            .expect("get_run")
+            .expect("the run exists")
     }
 
     pub(super) async fn steps(&self, id: &str) -> Vec<StepRecord> {
@@ -468,7 +579,8 @@ impl Env {
     /// Runs SQL on a connection of its own, as another process would.
     pub(super) fn exec(&self, sql: &str) {
         let conn = rusqlite::Connection::open(&self.path).expect("open");
-        conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
         conn.execute_batch(sql).expect("exec");
     }
 
@@ -491,12 +603,20 @@ pub(super) struct Wrap {
 
 impl Wrap {
     fn inner(&self) -> Arc<SqliteStore> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone().expect("wrapped store")
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("wrapped store")
     }
 }
 
 impl RunStore for Wrap {
-    fn enqueue(&self, runs: Vec<NewRun>, now: Timestamp) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
+    fn enqueue(
+        &self,
+        runs: Vec<NewRun>,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
         Box::pin(async move { self.inner().enqueue(runs, now).await })
     }
     fn get_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
@@ -507,45 +627,105 @@ impl RunStore for Wrap {
         self.reads.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move { self.inner().get_runs(filter).await })
     }
-    fn claim<'a>(&'a self, owner: &'a str, now: Timestamp, until: Timestamp, limit: usize) -> BoxFuture<'a, Result<Claimed, StoreError>> {
+    fn claim<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
         self.claims.fetch_add(1, Ordering::SeqCst);
         if self.fail_claims.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError::Database("claim refused by the test".into())) });
+            return Box::pin(async {
+                Err(StoreError::Database("claim refused by the test".into()))
+            });
         }
         Box::pin(async move { self.inner().claim(owner, now, until, limit).await })
     }
-    fn next_due<'a>(&'a self, owner: &'a str, now: Timestamp) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
+    fn next_due<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
         Box::pin(async move { self.inner().next_due(owner, now).await })
     }
-    fn renew_leases<'a>(&'a self, owner: &'a str, now: Timestamp, until: Timestamp) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
         Box::pin(async move { self.inner().renew_leases(owner, now, until).await })
     }
-    fn completed_steps<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<StoredStep>, StoreError>> {
+    fn completed_steps<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredStep>, StoreError>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move { self.inner().completed_steps(run_id).await })
     }
-    fn persist_step(&self, fence: Fence, step: NewStep, logs: Vec<NewLog>) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn persist_step(
+        &self,
+        fence: Fence,
+        step: NewStep,
+        logs: Vec<NewLog>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move { self.inner().persist_step(fence, step, logs).await })
     }
-    fn update_progress(&self, fence: Fence, progress: Option<String>, logs: Vec<NewLog>, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move { self.inner().update_progress(fence, progress, logs, now).await })
+    fn update_progress(
+        &self,
+        fence: Fence,
+        progress: Option<String>,
+        logs: Vec<NewLog>,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.inner()
+                .update_progress(fence, progress, logs, now)
+                .await
+        })
     }
-    fn append_logs(&self, run_id: String, logs: Vec<NewLog>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn append_logs(
+        &self,
+        run_id: String,
+        logs: Vec<NewLog>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move { self.inner().append_logs(run_id, logs).await })
     }
     fn delete_cancelled_steps(&self, run_id: String) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move { self.inner().delete_cancelled_steps(run_id).await })
     }
-    fn finish_run(&self, fence: Fence, finish: Finish, logs: Vec<NewLog>, cleanup: bool, now: Timestamp) -> BoxFuture<'_, Result<FinishOutcome, StoreError>> {
-        Box::pin(async move { self.inner().finish_run(fence, finish, logs, cleanup, now).await })
+    fn finish_run(
+        &self,
+        fence: Fence,
+        finish: Finish,
+        logs: Vec<NewLog>,
+        cleanup: bool,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<FinishOutcome, StoreError>> {
+        Box::pin(async move {
+            self.inner()
+                .finish_run(fence, finish, logs, cleanup, now)
+                .await
+        })
     }
-    fn cancel_run<'a>(&'a self, id: &'a str, now: Timestamp, cleanup: bool) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
+    fn cancel_run<'a>(
+        &'a self,
+        id: &'a str,
+        now: Timestamp,
+        cleanup: bool,
+    ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
         Box::pin(async move { self.inner().cancel_run(id, now, cleanup).await })
     }
     fn delete_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<DeleteOutcome, StoreError>> {
         Box::pin(async move { self.inner().delete_run(id).await })
     }
-    fn purge_runs(&self, job: Option<String>, before: Timestamp, limit: u32) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn purge_runs(
+        &self,
+        job: Option<String>,
+        before: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move { self.inner().purge_runs(job, before, limit).await })
     }
     fn get_steps<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<StepRow>, StoreError>> {

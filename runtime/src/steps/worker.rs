@@ -34,10 +34,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 fn worker_error(shared: &Shared, run_id: &str, job: &str, context: &'static str, error: String) {
     tracing::warn!(run_id, job, context, %error, "step worker error");
-    shared.events.emit(shared.clock.now(), run_id, job, &Arc::new(Labels::new()), || RunEventKind::WorkerError {
-        error: error.clone(),
-        context,
-    });
+    shared.events.emit(
+        shared.clock.now(),
+        run_id,
+        job,
+        &Arc::new(Labels::new()),
+        || RunEventKind::WorkerError {
+            error: error.clone(),
+            context,
+        },
+    );
 }
 
 async fn maybe<T>(fut: &mut Option<BoxFuture<'static, T>>) -> T {
@@ -47,7 +53,11 @@ async fn maybe<T>(fut: &mut Option<BoxFuture<'static, T>>) -> T {
     }
 }
 
-type RenewResult = (Result<Vec<(String, u64)>, StoreError>, Vec<(String, u64)>, Timestamp);
+type RenewResult = (
+    Result<Vec<(String, u64)>, StoreError>,
+    Vec<(String, u64)>,
+    Timestamp,
+);
 
 /// The dispatcher loop; returns when the runtime stops.
 pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) {
@@ -107,20 +117,30 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
             let until = now + lease;
             let store = shared.store.clone();
             let owner = shared.owner.clone();
-            renew = Some(Box::pin(async move { (store.renew_leases(&owner, now, until).await, checked, until) }));
+            renew = Some(Box::pin(async move {
+                (store.renew_leases(&owner, now, until).await, checked, until)
+            }));
             next_renew = Some(now + opts.lease_renew_interval);
         }
-        shared.next_renew.store(next_renew.map_or(i64::MIN, Timestamp::as_millis), Ordering::Release);
+        shared.next_renew.store(
+            next_renew.map_or(i64::MIN, Timestamp::as_millis),
+            Ordering::Release,
+        );
 
         // Maintenance: purge runs older than `retain_runs`.
         if let (Some(retain), None, false) = (opts.retain_runs, &maintenance, stopping) {
             if next_maintenance.is_some_and(|t| t <= now) {
                 let rt = rt.clone();
-                maintenance = Some(Box::pin(async move { rt.purge_runs(None, now - retain, None).await }));
+                maintenance = Some(Box::pin(async move {
+                    rt.purge_runs(None, now - retain, None).await
+                }));
                 next_maintenance = Some(now + MAINTENANCE_INTERVAL);
             }
         }
-        shared.next_maintenance.store(next_maintenance.map_or(i64::MIN, Timestamp::as_millis), Ordering::Release);
+        shared.next_maintenance.store(
+            next_maintenance.map_or(i64::MIN, Timestamp::as_millis),
+            Ordering::Release,
+        );
 
         // Claim as many runs as there are free slots.
         let free = max.saturating_sub(runs.len());
@@ -130,18 +150,33 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
             requested = free;
             let store = shared.store.clone();
             let owner = shared.owner.clone();
-            claim = Some(Box::pin(async move { store.claim(&owner, now, now + lease, free).await }));
+            claim = Some(Box::pin(async move {
+                store.claim(&owner, now, now + lease, free).await
+            }));
         }
 
         // Test clock: everything due at the requested time has been started.
-        let busy = claim.is_some() || renew.is_some() || maintenance.is_some() || (dirty && free > 0 && !stopping && backoff_until.is_none());
+        let busy = claim.is_some()
+            || renew.is_some()
+            || maintenance.is_some()
+            || (dirty && free > 0 && !stopping && backoff_until.is_none());
         if !busy && settle_pending > settle_served {
             settle_served = settle_pending;
             shared.settle_served.send_replace(settle_served);
         }
 
-        let deadline = [next_due, next_renew, next_maintenance].into_iter().flatten().min();
-        let stop_at = if stopping { *shared.stop_deadline.lock().unwrap_or_else(|e| e.into_inner()) } else { None };
+        let deadline = [next_due, next_renew, next_maintenance]
+            .into_iter()
+            .flatten()
+            .min();
+        let stop_at = if stopping {
+            *shared
+                .stop_deadline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        } else {
+            None
+        };
 
         tokio::select! {
             result = maybe(&mut claim) => {
@@ -203,7 +238,12 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
     shared.settle_served.send_modify(|_| {});
 }
 
-fn renewed(shared: &Shared, result: Result<Vec<(String, u64)>, StoreError>, checked: Vec<(String, u64)>, until: Timestamp) {
+fn renewed(
+    shared: &Shared,
+    result: Result<Vec<(String, u64)>, StoreError>,
+    checked: Vec<(String, u64)>,
+    until: Timestamp,
+) {
     let renewed = match result {
         Ok(r) => r,
         Err(e) => {
@@ -219,33 +259,49 @@ fn renewed(shared: &Shared, result: Result<Vec<(String, u64)>, StoreError>, chec
         }
         if let Some(a) = active.get(&pair.0).filter(|a| a.generation == pair.1) {
             a.cancellation.cancel(CancelReason::LeaseLost);
-            worker_error(shared, &pair.0, &a.job_name, "lease-renewal", format!("lease of run {} was lost", pair.0));
+            worker_error(
+                shared,
+                &pair.0,
+                &a.job_name,
+                "lease-renewal",
+                format!("lease of run {} was lost", pair.0),
+            );
         }
     }
     if shared.events.listening() {
         let now = shared.clock.now();
         for (id, _) in &renewed {
             let Some(a) = active.get(id) else { continue };
-            shared.events.emit(now, id, &a.job_name, &a.labels, || RunEventKind::LeaseRenewed {
-                lease_owner: shared.owner.clone(),
-                lease_expires_at: until,
+            shared.events.emit(now, id, &a.job_name, &a.labels, || {
+                RunEventKind::LeaseRenewed {
+                    lease_owner: shared.owner.clone(),
+                    lease_expires_at: until,
+                }
             });
         }
     }
 }
 
-fn spawn_run<A: Send + Sync + 'static>(rt: &Arc<StepRuntime<A>>, runs: &mut JoinSet<()>, mut run: ClaimedRun) {
+fn spawn_run<A: Send + Sync + 'static>(
+    rt: &Arc<StepRuntime<A>>,
+    runs: &mut JoinSet<()>,
+    mut run: ClaimedRun,
+) {
     let cancellation = Cancellation::new();
     let labels = Arc::new(std::mem::take(&mut run.labels));
-    rt.shared.active.lock().unwrap_or_else(|e| e.into_inner()).insert(
-        run.id.clone(),
-        ActiveRun {
-            generation: run.generation,
-            cancellation: cancellation.clone(),
-            job_name: run.job_name.clone(),
-            labels: labels.clone(),
-        },
-    );
+    rt.shared
+        .active
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            run.id.clone(),
+            ActiveRun {
+                generation: run.generation,
+                cancellation: cancellation.clone(),
+                job_name: run.job_name.clone(),
+                labels: labels.clone(),
+            },
+        );
     let job = rt.job(&run.job_name).cloned();
     let span = tracing::info_span!(
         "step_run",
@@ -254,7 +310,15 @@ fn spawn_run<A: Send + Sync + 'static>(rt: &Arc<StepRuntime<A>>, runs: &mut Join
         attempt = run.attempt,
         generation = run.generation
     );
-    let fut = execute(rt.shared.clone(), job, rt.app.clone(), run, labels, cancellation).instrument(span);
+    let fut = execute(
+        rt.shared.clone(),
+        job,
+        rt.app.clone(),
+        run,
+        labels,
+        cancellation,
+    )
+    .instrument(span);
     runs.spawn(fut);
 }
 
@@ -268,7 +332,10 @@ struct ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let mut active = self.shared.active.lock().unwrap_or_else(|e| e.into_inner());
-        if active.get(&self.id).is_some_and(|a| a.generation == self.generation) {
+        if active
+            .get(&self.id)
+            .is_some_and(|a| a.generation == self.generation)
+        {
             active.remove(&self.id);
         }
     }
@@ -284,19 +351,42 @@ async fn execute<A: Send + Sync + 'static>(
     labels: Arc<Labels>,
     cancellation: Cancellation,
 ) {
-    let _guard = ActiveGuard { shared: shared.clone(), id: run.id.clone(), generation: run.generation };
+    let _guard = ActiveGuard {
+        shared: shared.clone(),
+        id: run.id.clone(),
+        generation: run.generation,
+    };
     let started = shared.clock.now();
     let (id, job_name) = (run.id, run.job_name);
-    let fence = Fence { run_id: id.clone(), generation: run.generation };
-    shared.events.emit(started, &id, &job_name, &labels, || RunEventKind::Leased {
-        input: json_value(Some(&run.input)),
-        lease_owner: shared.owner.clone(),
-        lease_expires_at: run.lease_expires_at,
-    });
-    let end = Ending { shared: &shared, id: &id, job_name: &job_name, labels: &labels, fence: &fence, started };
+    let fence = Fence {
+        run_id: id.clone(),
+        generation: run.generation,
+    };
+    shared
+        .events
+        .emit(started, &id, &job_name, &labels, || RunEventKind::Leased {
+            input: json_value(Some(&run.input)),
+            lease_owner: shared.owner.clone(),
+            lease_expires_at: run.lease_expires_at,
+        });
+    let end = Ending {
+        shared: &shared,
+        id: &id,
+        job_name: &job_name,
+        labels: &labels,
+        fence: &fence,
+        started,
+    };
 
     let Some(job) = job else {
-        end.fail(format!("Unknown job: {job_name}"), None, None, Vec::new(), run.generation > 1).await;
+        end.fail(
+            format!("Unknown job: {job_name}"),
+            None,
+            None,
+            Vec::new(),
+            run.generation > 1,
+        )
+        .await;
         return;
     };
     let stored = if run.generation > 1 {
@@ -304,7 +394,14 @@ async fn execute<A: Send + Sync + 'static>(
             Ok(s) => s,
             Err(e) => {
                 worker_error(&shared, &id, &job_name, "run-setup", e.to_string());
-                end.fail(format!("could not load completed steps: {e}"), None, None, Vec::new(), true).await;
+                end.fail(
+                    format!("could not load completed steps: {e}"),
+                    None,
+                    None,
+                    Vec::new(),
+                    true,
+                )
+                .await;
                 return;
             }
         }
@@ -342,13 +439,19 @@ async fn execute<A: Send + Sync + 'static>(
                 completed_step_count: ctx.completed_step_count(),
                 current_step_index: ctx.current_step_index(),
             };
-            match shared.store.finish_run(fence.clone(), finish, ctx.take_logs(), cleanup, ctx.now()).await {
+            match shared
+                .store
+                .finish_run(fence.clone(), finish, ctx.take_logs(), cleanup, ctx.now())
+                .await
+            {
                 Ok(FinishOutcome::Completed) => {
                     let now = shared.clock.now();
-                    shared.events.emit(now, &id, &job_name, &labels, || RunEventKind::Complete {
-                        output: json_value(Some(&output)),
-                        duration_ms: now.saturating_duration_since(started).as_millis() as u64,
-                    });
+                    shared
+                        .events
+                        .emit(now, &id, &job_name, &labels, || RunEventKind::Complete {
+                            output: json_value(Some(&output)),
+                            duration_ms: now.saturating_duration_since(started).as_millis() as u64,
+                        });
                     shared.run_finished(&id);
                 }
                 Ok(_) => end.refused("run-completion", cleanup).await,
@@ -359,7 +462,12 @@ async fn execute<A: Send + Sync + 'static>(
             let message = failure.to_string();
             let retry = match (&failure, &job.config().retry) {
                 (RunFailure::Job(_), Some(policy)) => {
-                    match policy.after_failure(run.attempt, run.started_at, shared.clock.now(), jitter_unit()) {
+                    match policy.after_failure(
+                        run.attempt,
+                        run.started_at,
+                        shared.clock.now(),
+                        jitter_unit(),
+                    ) {
                         crate::retry::RetryDecision::Retry { attempt, at } => Some((attempt, at)),
                         crate::retry::RetryDecision::Exhausted(_) => None,
                     }
@@ -367,7 +475,8 @@ async fn execute<A: Send + Sync + 'static>(
                 _ => None,
             };
             let failed_step = ctx.failed_step().map(str::to_owned);
-            end.fail(message, retry, failed_step, ctx.take_logs(), cleanup).await;
+            end.fail(message, retry, failed_step, ctx.take_logs(), cleanup)
+                .await;
         }
     }
 }
@@ -397,30 +506,52 @@ impl Ending<'_> {
         logs: Vec<super::store::NewLog>,
         cleanup: bool,
     ) {
-        let finish = Finish::Failed { error: error.clone(), retry };
+        let finish = Finish::Failed {
+            error: error.clone(),
+            retry,
+        };
         let now = self.shared.clock.now();
-        match self.shared.store.finish_run(self.fence.clone(), finish, logs, cleanup, now).await {
+        match self
+            .shared
+            .store
+            .finish_run(self.fence.clone(), finish, logs, cleanup, now)
+            .await
+        {
             Ok(FinishOutcome::Retrying) => {
                 if let Some((next_attempt, not_before)) = retry {
                     tracing::info!(%error, next_attempt, %not_before, "run failed; retrying");
-                    self.shared.events.emit(now, self.id, self.job_name, self.labels, || RunEventKind::Retry {
-                        error: error.clone(),
-                        next_attempt,
-                        not_before,
-                    });
+                    self.shared
+                        .events
+                        .emit(now, self.id, self.job_name, self.labels, || {
+                            RunEventKind::Retry {
+                                error: error.clone(),
+                                next_attempt,
+                                not_before,
+                            }
+                        });
                 }
                 self.shared.wake.notify_one();
             }
             Ok(FinishOutcome::Failed | FinishOutcome::FailedRetryBlocked) => {
                 tracing::info!(%error, "run failed");
-                self.shared.events.emit(now, self.id, self.job_name, self.labels, || RunEventKind::Fail {
-                    error: error.clone(),
-                    failed_step_name: failed_step.clone(),
-                });
+                self.shared
+                    .events
+                    .emit(now, self.id, self.job_name, self.labels, || {
+                        RunEventKind::Fail {
+                            error: error.clone(),
+                            failed_step_name: failed_step.clone(),
+                        }
+                    });
                 self.shared.run_finished(self.id);
             }
             Ok(_) => self.refused("run-failure", cleanup).await,
-            Err(e) => worker_error(self.shared, self.id, self.job_name, "run-failure", e.to_string()),
+            Err(e) => worker_error(
+                self.shared,
+                self.id,
+                self.job_name,
+                "run-failure",
+                e.to_string(),
+            ),
         }
         let _ = self.started;
     }
@@ -428,12 +559,34 @@ impl Ending<'_> {
     /// The run was cancelled while it executed: keep its logs, drop its steps unless preserved.
     async fn cancelled(&self, logs: Vec<super::store::NewLog>, cleanup: bool) {
         if cleanup {
-            if let Err(e) = self.shared.store.delete_cancelled_steps(self.id.to_owned()).await {
-                worker_error(self.shared, self.id, self.job_name, "run-cancel", e.to_string());
+            if let Err(e) = self
+                .shared
+                .store
+                .delete_cancelled_steps(self.id.to_owned())
+                .await
+            {
+                worker_error(
+                    self.shared,
+                    self.id,
+                    self.job_name,
+                    "run-cancel",
+                    e.to_string(),
+                );
             }
         } else if !logs.is_empty() {
-            if let Err(e) = self.shared.store.append_logs(self.id.to_owned(), logs).await {
-                worker_error(self.shared, self.id, self.job_name, "run-cancel", e.to_string());
+            if let Err(e) = self
+                .shared
+                .store
+                .append_logs(self.id.to_owned(), logs)
+                .await
+            {
+                worker_error(
+                    self.shared,
+                    self.id,
+                    self.job_name,
+                    "run-cancel",
+                    e.to_string(),
+                );
             }
         }
         tracing::info!("run cancelled");
@@ -441,11 +594,24 @@ impl Ending<'_> {
 
     /// The final write was refused: the run was cancelled meanwhile, or the lease was lost.
     async fn refused(&self, context: &'static str, cleanup: bool) {
-        let status = self.shared.store.get_run(self.id).await.ok().flatten().map(|r| r.status);
+        let status = self
+            .shared
+            .store
+            .get_run(self.id)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.status);
         if status == Some(RunStatus::Cancelled) {
             self.cancelled(Vec::new(), cleanup).await;
         } else {
-            worker_error(self.shared, self.id, self.job_name, context, format!("lease of run {} was lost", self.id));
+            worker_error(
+                self.shared,
+                self.id,
+                self.job_name,
+                context,
+                format!("lease of run {} was lost", self.id),
+            );
         }
     }
 }

@@ -11,10 +11,19 @@ async fn trigger_creates_a_pending_run() {
     let env = Env::builder().stopped().build().await;
     let double = env.client::<Double>();
     assert_eq!(double.name(), "double");
-    let t = double.trigger(ValueIn { value: 21 }, TriggerOptions::new()).await.expect("trigger");
+    let t = double
+        .trigger(ValueIn { value: 21 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     assert_eq!(t.disposition, Disposition::Created);
-    assert_eq!((t.status, t.input.clone(), t.job_name.as_str()), (RunStatus::Pending, ValueIn { value: 21 }, "double"));
-    assert_eq!((t.lease_generation, t.attempt, t.output.clone()), (0, 1, None));
+    assert_eq!(
+        (t.status, t.input.clone(), t.job_name.as_str()),
+        (RunStatus::Pending, ValueIn { value: 21 }, "double")
+    );
+    assert_eq!(
+        (t.lease_generation, t.attempt, t.output.clone()),
+        (0, 1, None)
+    );
     assert_eq!(t.lease_expires_at, None);
 }
 
@@ -22,27 +31,62 @@ async fn trigger_creates_a_pending_run() {
 async fn invalid_json_input_is_refused_and_creates_nothing() {
     let env = Env::builder().stopped().build().await;
     let bad = serde_json::json!({ "value": "not a number" });
-    let e = assert_err!(env.rt.trigger_json("double", vec![(bad, TriggerOptions::new())]).await, Error::Validation { .. });
-    assert!(matches!(e, Error::Validation { target: ValidationTarget::Input, .. }));
-    let ok = env.rt.trigger_json("double", vec![(serde_json::json!({ "value": 1 }), TriggerOptions::new())]).await;
+    let e = assert_err!(
+        env.rt
+            .trigger_json("double", vec![(bad, TriggerOptions::new())])
+            .await,
+        Error::Validation { .. }
+    );
+    assert!(matches!(
+        e,
+        Error::Validation {
+            target: ValidationTarget::Input,
+            ..
+        }
+    ));
+    let ok = env
+        .rt
+        .trigger_json(
+            "double",
+            vec![(serde_json::json!({ "value": 1 }), TriggerOptions::new())],
+        )
+        .await;
     assert_eq!(ok.expect("valid").len(), 1);
-    assert_err!(env.rt.trigger_json("nope", vec![]).await, Error::JobNotFound { .. });
+    assert_err!(
+        env.rt.trigger_json("nope", vec![]).await,
+        Error::JobNotFound { .. }
+    );
 }
 
 #[tokio::test]
 async fn batch_trigger_creates_runs_in_order_with_their_options() {
     let env = Env::builder().stopped().build().await;
     let double = env.client::<Double>();
-    assert!(double.batch_trigger(Vec::<ValueIn>::new()).await.expect("empty").is_empty());
+    assert!(double
+        .batch_trigger(Vec::<ValueIn>::new())
+        .await
+        .expect("empty")
+        .is_empty());
     let runs = double
-        .batch_trigger([ValueIn { value: 1 }, ValueIn { value: 2 }, ValueIn { value: 3 }])
+        .batch_trigger([
+            ValueIn { value: 1 },
+            ValueIn { value: 2 },
+            ValueIn { value: 3 },
+        ])
         .await
         .expect("batch");
-    assert_eq!(runs.iter().map(|r| r.input.value).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(runs.iter().all(|r| r.status == RunStatus::Pending && r.disposition == Disposition::Created));
+    assert_eq!(
+        runs.iter().map(|r| r.input.value).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(runs
+        .iter()
+        .all(|r| r.status == RunStatus::Pending && r.disposition == Disposition::Created));
     let items = [
-        BatchItem::new(ValueIn { value: 4 }).options(TriggerOptions::new().idempotency_key("key-a")),
-        BatchItem::new(ValueIn { value: 5 }).options(TriggerOptions::new().concurrency_key("group-1")),
+        BatchItem::new(ValueIn { value: 4 })
+            .options(TriggerOptions::new().idempotency_key("key-a")),
+        BatchItem::new(ValueIn { value: 5 })
+            .options(TriggerOptions::new().concurrency_key("group-1")),
     ];
     let runs = double.batch_trigger(items).await.expect("batch");
     assert_eq!(runs[0].idempotency_key.as_deref(), Some("key-a"));
@@ -57,13 +101,19 @@ async fn a_batch_with_one_invalid_item_creates_nothing() {
         (serde_json::json!({ "value": -0.5 }), TriggerOptions::new()),
         (serde_json::json!({ "value": 3 }), TriggerOptions::new()),
     ];
-    let e = assert_err!(env.rt.trigger_json("double", items).await, Error::Validation { .. });
+    let e = assert_err!(
+        env.rt.trigger_json("double", items).await,
+        Error::Validation { .. }
+    );
     assert!(e.to_string().contains("at index 1"), "{e}");
     let bad_label = [
         BatchItem::new(ValueIn { value: 1 }),
         BatchItem::new(ValueIn { value: 2 }).options(TriggerOptions::new().label("bad key", "x")),
     ];
-    let e = assert_err!(env.client::<Double>().batch_trigger(bad_label).await, Error::Validation { .. });
+    let e = assert_err!(
+        env.client::<Double>().batch_trigger(bad_label).await,
+        Error::Validation { .. }
+    );
     assert!(e.to_string().contains("at index 1"), "{e}");
     assert_eq!(env.count("SELECT COUNT(*) FROM durably_runs"), 0);
 }
@@ -74,18 +124,39 @@ async fn labels_are_validated_and_stored() {
     let double = env.client::<Double>();
     for bad in ["invalid key", "key\"injection", ""] {
         let e = assert_err!(
-            double.trigger(ValueIn { value: 1 }, TriggerOptions::new().label(bad, "x")).await,
-            Error::Validation { target: ValidationTarget::Key, .. }
+            double
+                .trigger(ValueIn { value: 1 }, TriggerOptions::new().label(bad, "x"))
+                .await,
+            Error::Validation {
+                target: ValidationTarget::Key,
+                ..
+            }
         );
         assert!(e.to_string().contains("label key"), "{e}");
     }
-    let options = TriggerOptions::new().label("organizationId", "org_1").label("app.kubernetes.io/name", "web");
-    let t = double.trigger(ValueIn { value: 1 }, options).await.expect("trigger");
+    let options = TriggerOptions::new()
+        .label("organizationId", "org_1")
+        .label("app.kubernetes.io/name", "web");
+    let t = double
+        .trigger(ValueIn { value: 1 }, options)
+        .await
+        .expect("trigger");
     let run = double.get_run(&t.id).await.expect("get").expect("exists");
-    assert_eq!(run.labels.get("app.kubernetes.io/name").map(String::as_str), Some("web"));
-    let found = double.get_runs(RunFilter::new().label("organizationId", "org_1")).await.expect("runs");
+    assert_eq!(
+        run.labels.get("app.kubernetes.io/name").map(String::as_str),
+        Some("web")
+    );
+    let found = double
+        .get_runs(RunFilter::new().label("organizationId", "org_1"))
+        .await
+        .expect("runs");
     assert_eq!(found.len(), 1);
-    assert_err!(double.get_runs(RunFilter::new().label("bad key", "x")).await, Error::Validation { .. });
+    assert_err!(
+        double
+            .get_runs(RunFilter::new().label("bad key", "x"))
+            .await,
+        Error::Validation { .. }
+    );
     assert_eq!(env.count("SELECT COUNT(*) FROM durably_runs"), 1);
 }
 
@@ -100,7 +171,13 @@ async fn bad_keys_are_refused() {
         TriggerOptions::new().idempotency_key("a\nb"),
         TriggerOptions::new().coalesce(Coalesce::Skip),
     ] {
-        assert_err!(double.trigger(ValueIn { value: 1 }, options).await, Error::Validation { target: ValidationTarget::Key, .. });
+        assert_err!(
+            double.trigger(ValueIn { value: 1 }, options).await,
+            Error::Validation {
+                target: ValidationTarget::Key,
+                ..
+            }
+        );
     }
     assert_eq!(env.count("SELECT COUNT(*) FROM durably_runs"), 0);
 }
@@ -110,13 +187,31 @@ async fn get_run_returns_fields_and_none_for_missing_or_other_jobs() {
     let env = Env::new().await;
     let double = env.client::<Double>();
     assert!(double.get_run("missing").await.expect("get").is_none());
-    let t = double.trigger(ValueIn { value: 21 }, TriggerOptions::new()).await.expect("trigger");
+    let t = double
+        .trigger(ValueIn { value: 21 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.wait(&t.id).await.expect("completes");
     let run = double.get_run(&t.id).await.expect("get").expect("exists");
-    assert_eq!((run.status, run.output.clone()), (RunStatus::Completed, Some(ResultOut { result: 42 })));
+    assert_eq!(
+        (run.status, run.output.clone()),
+        (RunStatus::Completed, Some(ResultOut { result: 42 }))
+    );
     assert!(run.started_at.is_some() && run.completed_at.is_some());
-    assert_eq!((run.completed_step_count, run.current_step_index, run.lease_owner.clone()), (1, 1, None));
-    assert!(env.client::<Other>().get_run(&t.id).await.expect("get").is_none());
+    assert_eq!(
+        (
+            run.completed_step_count,
+            run.current_step_index,
+            run.lease_owner.clone()
+        ),
+        (1, 1, None)
+    );
+    assert!(env
+        .client::<Other>()
+        .get_run(&t.id)
+        .await
+        .expect("get")
+        .is_none());
 }
 
 #[tokio::test]
@@ -125,20 +220,83 @@ async fn get_runs_filters_and_orders_newest_first() {
     let double = env.client::<Double>();
     let other = env.client::<Other>();
     for i in 1..=5 {
-        double.trigger(ValueIn { value: i }, TriggerOptions::new()).await.expect("trigger");
+        double
+            .trigger(ValueIn { value: i }, TriggerOptions::new())
+            .await
+            .expect("trigger");
     }
-    other.trigger(ValueIn { value: 6 }, TriggerOptions::new()).await.expect("trigger");
-    let values = |runs: Vec<Run<ValueIn, ResultOut>>| runs.into_iter().map(|r| r.input.value).collect::<Vec<_>>();
-    assert_eq!(values(double.get_runs(RunFilter::new()).await.expect("runs")), [5, 4, 3, 2, 1]);
-    assert_eq!(values(double.get_runs(RunFilter::new().limit(3)).await.expect("runs")), [5, 4, 3]);
-    assert_eq!(values(double.get_runs(RunFilter::new().offset(2)).await.expect("runs")), [3, 2, 1]);
-    assert_eq!(values(double.get_runs(RunFilter::new().limit(2).offset(1)).await.expect("runs")), [4, 3]);
-    assert!(double.get_runs(RunFilter::new().offset(10)).await.expect("runs").is_empty());
-    assert_eq!(env.rt.get_runs(RunFilter::new()).await.expect("all").len(), 6);
-    assert_eq!(env.rt.get_runs(RunFilter::new().job_name("other")).await.expect("other").len(), 1);
+    other
+        .trigger(ValueIn { value: 6 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
+    let values = |runs: Vec<Run<ValueIn, ResultOut>>| {
+        runs.into_iter().map(|r| r.input.value).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        values(double.get_runs(RunFilter::new()).await.expect("runs")),
+        [5, 4, 3, 2, 1]
+    );
+    assert_eq!(
+        values(
+            double
+                .get_runs(RunFilter::new().limit(3))
+                .await
+                .expect("runs")
+        ),
+        [5, 4, 3]
+    );
+    assert_eq!(
+        values(
+            double
+                .get_runs(RunFilter::new().offset(2))
+                .await
+                .expect("runs")
+        ),
+        [3, 2, 1]
+    );
+    assert_eq!(
+        values(
+            double
+                .get_runs(RunFilter::new().limit(2).offset(1))
+                .await
+                .expect("runs")
+        ),
+        [4, 3]
+    );
+    assert!(double
+        .get_runs(RunFilter::new().offset(10))
+        .await
+        .expect("runs")
+        .is_empty());
+    assert_eq!(
+        env.rt.get_runs(RunFilter::new()).await.expect("all").len(),
+        6
+    );
+    assert_eq!(
+        env.rt
+            .get_runs(RunFilter::new().job_name("other"))
+            .await
+            .expect("other")
+            .len(),
+        1
+    );
     // The job client ignores other job names in the filter.
-    assert_eq!(double.get_runs(RunFilter::new().job_name("other")).await.expect("runs").len(), 5);
-    assert_eq!(double.get_runs(RunFilter::new().status(RunStatus::Completed)).await.expect("runs").len(), 0);
+    assert_eq!(
+        double
+            .get_runs(RunFilter::new().job_name("other"))
+            .await
+            .expect("runs")
+            .len(),
+        5
+    );
+    assert_eq!(
+        double
+            .get_runs(RunFilter::new().status(RunStatus::Completed))
+            .await
+            .expect("runs")
+            .len(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -146,12 +304,21 @@ async fn get_runs_pages_through_ten_runs() {
     let env = Env::builder().stopped().build().await;
     let double = env.client::<Double>();
     for i in 1..=10 {
-        double.trigger(ValueIn { value: i }, TriggerOptions::new()).await.expect("trigger");
+        double
+            .trigger(ValueIn { value: i }, TriggerOptions::new())
+            .await
+            .expect("trigger");
     }
     let page = |l, o| {
         let double = double.clone();
         async move {
-            double.get_runs(RunFilter::new().limit(l).offset(o)).await.expect("runs").into_iter().map(|r| r.input.value).collect::<Vec<_>>()
+            double
+                .get_runs(RunFilter::new().limit(l).offset(o))
+                .await
+                .expect("runs")
+                .into_iter()
+                .map(|r| r.input.value)
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(page(3, 0).await, [10, 9, 8]);
@@ -162,8 +329,15 @@ async fn get_runs_pages_through_ten_runs() {
 #[tokio::test]
 async fn trigger_and_wait_returns_the_output() {
     let env = Env::new().await;
-    let done = env.client::<Double>().trigger_and_wait(ValueIn { value: 21 }, TriggerOptions::new(), WAIT).await.expect("done");
-    assert_eq!((done.output, done.disposition), (ResultOut { result: 42 }, Disposition::Created));
+    let done = env
+        .client::<Double>()
+        .trigger_and_wait(ValueIn { value: 21 }, TriggerOptions::new(), WAIT)
+        .await
+        .expect("done");
+    assert_eq!(
+        (done.output, done.disposition),
+        (ResultOut { result: 42 }, Disposition::Created)
+    );
     assert_eq!(env.run(&done.id).await.status, RunStatus::Completed);
 }
 
@@ -171,15 +345,32 @@ async fn trigger_and_wait_returns_the_output() {
 async fn trigger_and_wait_of_a_failing_run_is_an_execution_error() {
     let env = Env::new().await;
     let e = assert_err!(
-        env.client::<Failing>().trigger_and_wait(ValueIn { value: 1 }, TriggerOptions::new().idempotency_key("k"), WAIT).await,
+        env.client::<Failing>()
+            .trigger_and_wait(
+                ValueIn { value: 1 },
+                TriggerOptions::new().idempotency_key("k"),
+                WAIT
+            )
+            .await,
         Error::Execution { .. }
     );
-    let Error::Execution { source, operation, instance } = e else { unreachable!() };
+    let Error::Execution {
+        source,
+        operation,
+        instance,
+    } = e
+    else {
+        unreachable!()
+    };
     assert_eq!(operation, Operation::WaitForRun);
     assert_eq!(instance.kind(), JobKind::Step);
     assert_eq!(source.to_string(), "Intentional failure");
     assert!(source.downcast_ref::<RunFailed>().is_some());
-    let runs = env.client::<Failing>().get_runs(RunFilter::new()).await.expect("runs");
+    let runs = env
+        .client::<Failing>()
+        .get_runs(RunFilter::new())
+        .await
+        .expect("runs");
     assert_eq!(runs[0].idempotency_key.as_deref(), Some("k"));
 }
 
@@ -187,22 +378,50 @@ async fn trigger_and_wait_of_a_failing_run_is_an_execution_error() {
 async fn trigger_and_wait_times_out_without_a_worker() {
     let env = Env::builder().stopped().build().await;
     let e = assert_err!(
-        env.client::<Double>().trigger_and_wait(ValueIn { value: 1 }, TriggerOptions::new(), Duration::from_millis(100)).await,
+        env.client::<Double>()
+            .trigger_and_wait(
+                ValueIn { value: 1 },
+                TriggerOptions::new(),
+                Duration::from_millis(100)
+            )
+            .await,
         Error::Timeout { .. }
     );
-    assert!(matches!(e, Error::Timeout { operation: Operation::WaitForRun, after } if after == Duration::from_millis(100)));
+    assert!(
+        matches!(e, Error::Timeout { operation: Operation::WaitForRun, after } if after == Duration::from_millis(100))
+    );
     // The run goes on.
-    assert_eq!(env.rt.get_runs(RunFilter::new()).await.expect("runs")[0].status, RunStatus::Pending);
+    assert_eq!(
+        env.rt.get_runs(RunFilter::new()).await.expect("runs")[0].status,
+        RunStatus::Pending
+    );
 }
 
 #[tokio::test]
 async fn trigger_and_wait_of_an_idempotent_completed_run_returns_at_once() {
     let env = Env::new().await;
     let double = env.client::<Double>();
-    let first = double.trigger_and_wait(ValueIn { value: 2 }, TriggerOptions::new().idempotency_key("i"), WAIT).await.expect("done");
+    let first = double
+        .trigger_and_wait(
+            ValueIn { value: 2 },
+            TriggerOptions::new().idempotency_key("i"),
+            WAIT,
+        )
+        .await
+        .expect("done");
     env.rt.shutdown(WAIT).await;
-    let again = double.trigger_and_wait(ValueIn { value: 9 }, TriggerOptions::new().idempotency_key("i"), WAIT).await.expect("done");
-    assert_eq!((again.id, again.output, again.disposition), (first.id, ResultOut { result: 4 }, Disposition::Idempotent));
+    let again = double
+        .trigger_and_wait(
+            ValueIn { value: 9 },
+            TriggerOptions::new().idempotency_key("i"),
+            WAIT,
+        )
+        .await
+        .expect("done");
+    assert_eq!(
+        (again.id, again.output, again.disposition),
+        (first.id, ResultOut { result: 4 }, Disposition::Idempotent)
+    );
 }
 
 #[tokio::test]
@@ -212,17 +431,28 @@ async fn cancel_while_awaited_is_invalid_state_cancelled() {
     let script = env.client::<Script>();
     let waiting = tokio::spawn({
         let script = script.clone();
-        async move { script.trigger_and_wait(super::script(&["s1"]), TriggerOptions::new(), WAIT).await }
+        async move {
+            script
+                .trigger_and_wait(super::script(&["s1"]), TriggerOptions::new(), WAIT)
+                .await
+        }
     });
     env.app.entered().await;
-    let id = env.rt.get_runs(RunFilter::new()).await.expect("runs")[0].id.clone();
+    let id = env.rt.get_runs(RunFilter::new()).await.expect("runs")[0]
+        .id
+        .clone();
     script.cancel(&id).await.expect("cancel");
     let e = assert_err!(waiting.await.expect("joined"), Error::InvalidState { .. });
-    assert!(matches!(e, Error::InvalidState { ref state, operation: Operation::WaitForRun, .. } if state == "cancelled"));
+    assert!(
+        matches!(e, Error::InvalidState { ref state, operation: Operation::WaitForRun, .. } if state == "cancelled")
+    );
     // A pending run cancelled while awaited, too.
     let stopped = Env::builder().stopped().build().await;
     let s = stopped.client::<Script>();
-    let t = s.trigger(super::script(&["x"]), TriggerOptions::new()).await.expect("trigger");
+    let t = s
+        .trigger(super::script(&["x"]), TriggerOptions::new())
+        .await
+        .expect("trigger");
     let waiting = tokio::spawn({
         let s = s.clone();
         let id = t.id.clone();
@@ -237,22 +467,60 @@ async fn cancel_while_awaited_is_invalid_state_cancelled() {
 async fn wait_for_run_settles_for_every_outcome() {
     let env = Env::new().await;
     let double = env.client::<Double>();
-    let t = double.trigger(ValueIn { value: 21 }, TriggerOptions::new()).await.expect("trigger");
-    let run = double.wait_for_run(&t.id, Some(WAIT)).await.expect("completed");
-    assert_eq!((run.status, run.output), (RunStatus::Completed, Some(ResultOut { result: 42 })));
+    let t = double
+        .trigger(ValueIn { value: 21 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
+    let run = double
+        .wait_for_run(&t.id, Some(WAIT))
+        .await
+        .expect("completed");
+    assert_eq!(
+        (run.status, run.output),
+        (RunStatus::Completed, Some(ResultOut { result: 42 }))
+    );
     // Already terminal: at once.
-    assert!(double.wait_for_run(&t.id, Some(Duration::from_secs(1))).await.is_ok());
-    let e = assert_err!(double.wait_for_run("missing", Some(WAIT)).await, Error::InstanceNotFound { .. });
-    assert!(matches!(e, Error::InstanceNotFound { operation: Operation::WaitForRun, .. }));
+    assert!(double
+        .wait_for_run(&t.id, Some(Duration::from_secs(1)))
+        .await
+        .is_ok());
+    let e = assert_err!(
+        double.wait_for_run("missing", Some(WAIT)).await,
+        Error::InstanceNotFound { .. }
+    );
+    assert!(matches!(
+        e,
+        Error::InstanceNotFound {
+            operation: Operation::WaitForRun,
+            ..
+        }
+    ));
     let failing = env.client::<Failing>();
-    let f = failing.trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
-    assert_err!(failing.wait_for_run(&f.id, Some(WAIT)).await, Error::Execution { .. });
-    assert_err!(failing.wait_for_run(&f.id, None).await, Error::Execution { .. });
+    let f = failing
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
+    assert_err!(
+        failing.wait_for_run(&f.id, Some(WAIT)).await,
+        Error::Execution { .. }
+    );
+    assert_err!(
+        failing.wait_for_run(&f.id, None).await,
+        Error::Execution { .. }
+    );
     env.app.block("slow");
     let script = env.client::<Script>();
-    let s = script.trigger(super::script(&["slow"]), TriggerOptions::new()).await.expect("trigger");
+    let s = script
+        .trigger(super::script(&["slow"]), TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.app.entered().await;
-    assert_err!(script.wait_for_run(&s.id, Some(Duration::from_millis(80))).await, Error::Timeout { .. });
+    assert_err!(
+        script
+            .wait_for_run(&s.id, Some(Duration::from_millis(80)))
+            .await,
+        Error::Timeout { .. }
+    );
     env.app.release(1);
     assert!(script.wait_for_run(&s.id, Some(WAIT)).await.is_ok());
 }
@@ -261,10 +529,16 @@ async fn wait_for_run_settles_for_every_outcome() {
 async fn a_run_deleted_while_awaited_is_not_found() {
     let env = Env::builder().stopped().build().await;
     let double = env.client::<Double>();
-    let t = double.trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
+    let t = double
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     double.cancel(&t.id).await.expect("cancel");
     double.delete_run(&t.id).await.expect("delete");
-    assert_err!(double.wait_for_run(&t.id, Some(WAIT)).await, Error::InstanceNotFound { .. });
+    assert_err!(
+        double.wait_for_run(&t.id, Some(WAIT)).await,
+        Error::InstanceNotFound { .. }
+    );
 }
 
 #[tokio::test]
@@ -272,19 +546,40 @@ async fn retrigger_makes_a_new_run_of_a_terminal_one() {
     let env = Env::new().await;
     let failing = env.client::<Failing>();
     let f = failing
-        .trigger(ValueIn { value: 7 }, TriggerOptions::new().idempotency_key("i").label("env", "x"))
+        .trigger(
+            ValueIn { value: 7 },
+            TriggerOptions::new().idempotency_key("i").label("env", "x"),
+        )
         .await
         .expect("trigger");
     env.wait(&f.id).await.expect_err("fails");
     env.rt.shutdown(WAIT).await;
     let again = failing.retrigger(&f.id).await.expect("retrigger");
     assert_ne!(again.id, f.id);
-    assert_eq!((again.status, again.input.value, again.idempotency_key.clone()), (RunStatus::Pending, 7, None));
+    assert_eq!(
+        (
+            again.status,
+            again.input.value,
+            again.idempotency_key.clone()
+        ),
+        (RunStatus::Pending, 7, None)
+    );
     assert_eq!(again.labels.get("env").map(String::as_str), Some("x"));
     // Pending and leased runs cannot be retriggered; missing ones are not found.
-    let e = assert_err!(failing.retrigger(&again.id).await, Error::InvalidState { .. });
-    assert!(matches!(e, Error::InvalidState { ref state, operation: Operation::Retrigger, .. } if state == "pending"));
-    assert_err!(failing.retrigger("missing").await, Error::InstanceNotFound { operation: Operation::Retrigger, .. });
+    let e = assert_err!(
+        failing.retrigger(&again.id).await,
+        Error::InvalidState { .. }
+    );
+    assert!(
+        matches!(e, Error::InvalidState { ref state, operation: Operation::Retrigger, .. } if state == "pending")
+    );
+    assert_err!(
+        failing.retrigger("missing").await,
+        Error::InstanceNotFound {
+            operation: Operation::Retrigger,
+            ..
+        }
+    );
 }
 
 #[tokio::test]
@@ -292,7 +587,10 @@ async fn retrigger_of_a_leased_run_is_refused() {
     let env = Env::new().await;
     env.app.block("s");
     let script = env.client::<Script>();
-    let t = script.trigger(super::script(&["s"]), TriggerOptions::new()).await.expect("trigger");
+    let t = script
+        .trigger(super::script(&["s"]), TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.app.entered().await;
     let e = assert_err!(script.retrigger(&t.id).await, Error::InvalidState { .. });
     assert!(matches!(e, Error::InvalidState { ref state, .. } if state == "leased"));
@@ -306,10 +604,22 @@ async fn retrigger_of_a_leased_run_is_refused() {
 async fn retrigger_with_input_that_no_longer_decodes_is_refused() {
     let env = Env::builder().stopped().build().await;
     let double = env.client::<Double>();
-    let t = double.trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
+    let t = double
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     double.cancel(&t.id).await.expect("cancel");
-    env.exec(&format!("UPDATE durably_runs SET input = '{{\"value\":\"x\"}}' WHERE id = '{}'", t.id));
-    let e = assert_err!(double.retrigger(&t.id).await, Error::Validation { target: ValidationTarget::Input, .. });
+    env.exec(&format!(
+        "UPDATE durably_runs SET input = '{{\"value\":\"x\"}}' WHERE id = '{}'",
+        t.id
+    ));
+    let e = assert_err!(
+        double.retrigger(&t.id).await,
+        Error::Validation {
+            target: ValidationTarget::Input,
+            ..
+        }
+    );
     assert!(e.to_string().contains("cannot retrigger"), "{e}");
 }
 
@@ -318,14 +628,25 @@ async fn cancel_of_terminal_or_missing_runs_is_refused() {
     let env = Env::new().await;
     let double = env.client::<Double>();
     let failing = env.client::<Failing>();
-    let done = double.trigger_and_wait(ValueIn { value: 1 }, TriggerOptions::new(), WAIT).await.expect("done");
+    let done = double
+        .trigger_and_wait(ValueIn { value: 1 }, TriggerOptions::new(), WAIT)
+        .await
+        .expect("done");
     let e = assert_err!(double.cancel(&done.id).await, Error::InvalidState { .. });
-    assert!(matches!(e, Error::InvalidState { ref state, operation: Operation::Cancel, .. } if state == "completed"));
-    let f = failing.trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
+    assert!(
+        matches!(e, Error::InvalidState { ref state, operation: Operation::Cancel, .. } if state == "completed")
+    );
+    let f = failing
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.wait(&f.id).await.expect_err("fails");
     let e = assert_err!(failing.cancel(&f.id).await, Error::InvalidState { .. });
     assert!(matches!(e, Error::InvalidState { ref state, .. } if state == "failed"));
-    let e = assert_err!(double.cancel("missing").await, Error::InstanceNotFound { .. });
+    let e = assert_err!(
+        double.cancel("missing").await,
+        Error::InstanceNotFound { .. }
+    );
     assert!(e.to_string().contains("not found"), "{e}");
     assert_err!(double.cancel(&f.id).await, Error::InstanceNotFound { .. });
 }
@@ -334,7 +655,10 @@ async fn cancel_of_terminal_or_missing_runs_is_refused() {
 async fn cancel_of_a_pending_run() {
     let env = Env::builder().stopped().build().await;
     let double = env.client::<Double>();
-    let t = double.trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
+    let t = double
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     double.cancel(&t.id).await.expect("cancel");
     let run = env.run(&t.id).await;
     assert_eq!(run.status, RunStatus::Cancelled);
@@ -345,69 +669,159 @@ async fn cancel_of_a_pending_run() {
 
 #[tokio::test]
 async fn delete_run_follows_the_status() {
-    let env = Env::builder().options(StepOptions::default().preserve_steps(true)).build().await;
+    let env = Env::builder()
+        .options(StepOptions::default().preserve_steps(true))
+        .build()
+        .await;
     let double = env.client::<Double>();
-    let done = double.trigger_and_wait(ValueIn { value: 1 }, TriggerOptions::new().label("a", "b"), WAIT).await.expect("done");
+    let done = double
+        .trigger_and_wait(
+            ValueIn { value: 1 },
+            TriggerOptions::new().label("a", "b"),
+            WAIT,
+        )
+        .await
+        .expect("done");
     assert_eq!(env.steps(&done.id).await.len(), 1);
     double.delete_run(&done.id).await.expect("delete");
     assert!(double.get_run(&done.id).await.expect("get").is_none());
     assert_eq!(env.count("SELECT COUNT(*) FROM durably_steps"), 0);
     assert_eq!(env.count("SELECT COUNT(*) FROM durably_run_labels"), 0);
-    let f = env.client::<Failing>().trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
+    let f = env
+        .client::<Failing>()
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.wait(&f.id).await.expect_err("fails");
-    env.client::<Failing>().delete_run(&f.id).await.expect("delete failed");
+    env.client::<Failing>()
+        .delete_run(&f.id)
+        .await
+        .expect("delete failed");
     env.rt.shutdown(WAIT).await;
-    let p = double.trigger(ValueIn { value: 2 }, TriggerOptions::new()).await.expect("trigger");
+    let p = double
+        .trigger(ValueIn { value: 2 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     let e = assert_err!(double.delete_run(&p.id).await, Error::InvalidState { .. });
-    assert!(matches!(e, Error::InvalidState { ref state, operation: Operation::DeleteRun, .. } if state == "pending"));
+    assert!(
+        matches!(e, Error::InvalidState { ref state, operation: Operation::DeleteRun, .. } if state == "pending")
+    );
     double.cancel(&p.id).await.expect("cancel");
     double.delete_run(&p.id).await.expect("delete cancelled");
-    assert_err!(double.delete_run(&p.id).await, Error::InstanceNotFound { operation: Operation::DeleteRun, .. });
+    assert_err!(
+        double.delete_run(&p.id).await,
+        Error::InstanceNotFound {
+            operation: Operation::DeleteRun,
+            ..
+        }
+    );
 }
 
 #[tokio::test]
 async fn purge_runs_deletes_old_terminal_runs_only() {
-    let env = Env::builder().options(StepOptions::default().preserve_steps(true)).test_clock().build().await;
+    let env = Env::builder()
+        .options(StepOptions::default().preserve_steps(true))
+        .test_clock()
+        .build()
+        .await;
     let double = env.client::<Double>();
-    assert_eq!(double.purge_runs(env.clock().now() + Duration::from_secs(60), None).await.expect("purge"), 0);
+    assert_eq!(
+        double
+            .purge_runs(env.clock().now() + Duration::from_secs(60), None)
+            .await
+            .expect("purge"),
+        0
+    );
     let mut ids = Vec::new();
     for i in 0..3 {
-        let t = double.trigger(ValueIn { value: i }, TriggerOptions::new()).await.expect("trigger");
+        let t = double
+            .trigger(ValueIn { value: i }, TriggerOptions::new())
+            .await
+            .expect("trigger");
         env.wait(&t.id).await.expect("completes");
         ids.push(t.id.clone());
     }
     env.rt.shutdown(WAIT).await;
-    let pending = double.trigger(ValueIn { value: 9 }, TriggerOptions::new()).await.expect("trigger");
+    let pending = double
+        .trigger(ValueIn { value: 9 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     let now = env.clock().now();
-    assert_eq!(double.purge_runs(now - Duration::from_secs(1), None).await.expect("purge"), 0);
-    assert_eq!(double.purge_runs(now + Duration::from_secs(60), Some(2)).await.expect("purge"), 2);
-    assert_eq!(double.purge_runs(now + Duration::from_secs(60), None).await.expect("purge"), 1);
+    assert_eq!(
+        double
+            .purge_runs(now - Duration::from_secs(1), None)
+            .await
+            .expect("purge"),
+        0
+    );
+    assert_eq!(
+        double
+            .purge_runs(now + Duration::from_secs(60), Some(2))
+            .await
+            .expect("purge"),
+        2
+    );
+    assert_eq!(
+        double
+            .purge_runs(now + Duration::from_secs(60), None)
+            .await
+            .expect("purge"),
+        1
+    );
     let left = double.get_runs(RunFilter::new()).await.expect("runs");
-    assert_eq!(left.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [pending.id.clone()]);
+    assert_eq!(
+        left.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        [pending.id.clone()]
+    );
     assert_eq!(env.count("SELECT COUNT(*) FROM durably_steps"), 0);
 }
 
 #[tokio::test]
 async fn retain_runs_purges_in_maintenance() {
-    let env = Env::builder().options(StepOptions::default().retain_runs(Duration::from_secs(60))).test_clock().build().await;
+    let env = Env::builder()
+        .options(StepOptions::default().retain_runs(Duration::from_secs(60)))
+        .test_clock()
+        .build()
+        .await;
     let double = env.client::<Double>();
-    let t = double.trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
+    let t = double
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.wait(&t.id).await.expect("completes");
     env.clock().advance(Duration::from_secs(30)).await;
-    assert!(double.get_run(&t.id).await.expect("get").is_some(), "a fresh run is kept");
+    assert!(
+        double.get_run(&t.id).await.expect("get").is_some(),
+        "a fresh run is kept"
+    );
     env.clock().advance(Duration::from_secs(100)).await;
-    assert!(double.get_run(&t.id).await.expect("get").is_none(), "a run older than retain_runs is purged");
+    assert!(
+        double.get_run(&t.id).await.expect("get").is_none(),
+        "a run older than retain_runs is purged"
+    );
 }
 
 #[tokio::test]
 async fn options_are_validated() {
     for n in [0, 1001] {
-        let e = assert_err!(StepOptions::default().max_concurrent_runs(n).validate(), Error::Validation { .. });
+        let e = assert_err!(
+            StepOptions::default().max_concurrent_runs(n).validate(),
+            Error::Validation { .. }
+        );
         assert!(e.to_string().contains("between 1 and 1000"), "{e}");
     }
-    assert!(StepOptions::default().lease_renew_interval(Duration::from_secs(30)).validate().is_err());
-    assert!(StepOptions::default().lease_duration(Duration::ZERO).validate().is_err());
+    assert!(StepOptions::default()
+        .lease_renew_interval(Duration::from_secs(30))
+        .validate()
+        .is_err());
+    assert!(StepOptions::default()
+        .lease_duration(Duration::ZERO)
+        .validate()
+        .is_err());
     assert!(StepOptions::default().validate().is_ok());
-    let fixed = StepOptions::default().max_concurrent_runs(0).lease_renew_interval(Duration::from_secs(60)).normalised();
+    let fixed = StepOptions::default()
+        .max_concurrent_runs(0)
+        .lease_renew_interval(Duration::from_secs(60))
+        .normalised();
     assert!(fixed.validate().is_ok());
 }

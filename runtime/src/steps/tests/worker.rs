@@ -9,13 +9,20 @@ use super::*;
 async fn the_worker_processes_triggered_runs_with_their_input() {
     let env = Env::new().await;
     let mut events = env.rt.events(None);
-    let t = env.client::<Double>().trigger(ValueIn { value: 123 }, TriggerOptions::new()).await.expect("trigger");
+    let t = env
+        .client::<Double>()
+        .trigger(ValueIn { value: 123 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     let run = env.wait(&t.id).await.expect("completes");
     assert_eq!(run.output.as_deref(), Some(r#"{"result":246}"#));
     let mut lifecycle = Vec::new();
     while lifecycle.len() < 2 {
         let e = events.next().await.expect("event");
-        if matches!(e.kind, RunEventKind::Leased { .. } | RunEventKind::Complete { .. }) {
+        if matches!(
+            e.kind,
+            RunEventKind::Leased { .. } | RunEventKind::Complete { .. }
+        ) {
             lifecycle.push(e.type_name());
         }
     }
@@ -25,40 +32,74 @@ async fn the_worker_processes_triggered_runs_with_their_input() {
 #[tokio::test]
 async fn a_throwing_job_fails_with_its_message() {
     let env = Env::new().await;
-    let t = env.client::<Failing>().trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
+    let t = env
+        .client::<Failing>()
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.wait(&t.id).await.expect_err("fails");
     let run = env.run(&t.id).await;
-    assert_eq!((run.status, run.error.as_deref()), (RunStatus::Failed, Some("Intentional failure")));
+    assert_eq!(
+        (run.status, run.error.as_deref()),
+        (RunStatus::Failed, Some("Intentional failure"))
+    );
 }
 
 #[tokio::test]
 async fn one_slot_runs_in_fifo_order() {
-    let env = Env::builder().options(StepOptions::default().max_concurrent_runs(1)).stopped().build().await;
+    let env = Env::builder()
+        .options(StepOptions::default().max_concurrent_runs(1))
+        .stopped()
+        .build()
+        .await;
     let script = env.client::<Script>();
     let mut ids = Vec::new();
     for i in 1..=3 {
-        let input = ScriptIn { tag: i.to_string(), ..super::script(&["s"]) };
-        ids.push(script.trigger(input, TriggerOptions::new()).await.expect("trigger").run.id);
+        let input = ScriptIn {
+            tag: i.to_string(),
+            ..super::script(&["s"])
+        };
+        ids.push(
+            script
+                .trigger(input, TriggerOptions::new())
+                .await
+                .expect("trigger")
+                .run
+                .id,
+        );
     }
     env.rt.start();
     for id in &ids {
         env.wait(id).await.expect("completes");
     }
-    assert_eq!(env.app.order(), ["start-1", "end-1", "start-2", "end-2", "start-3", "end-3"]);
+    assert_eq!(
+        env.app.order(),
+        ["start-1", "end-1", "start-2", "end-2", "start-3", "end-3"]
+    );
     assert_eq!(env.app.peak(), 1);
 }
 
 #[tokio::test]
 async fn several_slots_run_at_once_and_never_more() {
-    let env = Env::builder().options(StepOptions::default().max_concurrent_runs(3)).build().await;
+    let env = Env::builder()
+        .options(StepOptions::default().max_concurrent_runs(3))
+        .build()
+        .await;
     env.app.block("s");
     let script = env.client::<Script>();
-    let runs = script.batch_trigger((0..5).map(|_| super::script(&["s"]))).await.expect("batch");
+    let runs = script
+        .batch_trigger((0..5).map(|_| super::script(&["s"])))
+        .await
+        .expect("batch");
     for _ in 0..3 {
         env.app.entered().await;
     }
     assert_eq!(env.app.peak(), 3);
-    let leased = env.rt.get_runs(RunFilter::new().status(RunStatus::Leased)).await.expect("runs");
+    let leased = env
+        .rt
+        .get_runs(RunFilter::new().status(RunStatus::Leased))
+        .await
+        .expect("runs");
     assert_eq!(leased.len(), 3);
     env.app.release(5);
     for r in &runs {
@@ -69,18 +110,31 @@ async fn several_slots_run_at_once_and_never_more() {
 
 #[tokio::test]
 async fn shutdown_waits_for_running_runs() {
-    let env = Env::builder().options(StepOptions::default().max_concurrent_runs(2)).build().await;
+    let env = Env::builder()
+        .options(StepOptions::default().max_concurrent_runs(2))
+        .build()
+        .await;
     env.app.block("s");
     let script = env.client::<Script>();
-    let a = script.trigger(super::script(&["s"]), TriggerOptions::new()).await.expect("a");
-    let b = script.trigger(super::script(&["s"]), TriggerOptions::new()).await.expect("b");
+    let a = script
+        .trigger(super::script(&["s"]), TriggerOptions::new())
+        .await
+        .expect("a");
+    let b = script
+        .trigger(super::script(&["s"]), TriggerOptions::new())
+        .await
+        .expect("b");
     env.app.entered().await;
     env.app.entered().await;
     let rt = env.rt.clone();
     let stopping = tokio::spawn(async move { rt.shutdown(WAIT).await });
     tokio::task::yield_now().await;
     // New runs are not claimed any more.
-    let c = env.client::<Double>().trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("c");
+    let c = env
+        .client::<Double>()
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("c");
     env.app.release(2);
     stopping.await.expect("shutdown");
     assert_eq!(env.run(&a.id).await.status, RunStatus::Completed);
@@ -93,14 +147,22 @@ async fn shutdown_when_idle_is_immediate() {
     let env = Env::new().await;
     let started = Instant::now();
     env.rt.shutdown(WAIT).await;
-    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn shutdown_aborts_runs_still_running_after_the_timeout() {
     let env = Env::new().await;
     env.app.block("s");
-    let t = env.client::<Script>().trigger(super::script(&["s"]), TriggerOptions::new()).await.expect("trigger");
+    let t = env
+        .client::<Script>()
+        .trigger(super::script(&["s"]), TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.app.entered().await;
     env.rt.shutdown(Duration::from_millis(50)).await;
     // The run keeps its lease; it resumes on the next start.
@@ -112,14 +174,24 @@ async fn shutdown_aborts_runs_still_running_after_the_timeout() {
 
 #[tokio::test]
 async fn queued_runs_run_back_to_back_and_a_trigger_wakes_the_worker() {
-    let env = Env::builder().options(StepOptions::default().max_concurrent_runs(1)).build().await;
+    let env = Env::builder()
+        .options(StepOptions::default().max_concurrent_runs(1))
+        .build()
+        .await;
     let double = env.client::<Double>();
     let started = Instant::now();
     for i in 0..20 {
-        double.trigger_and_wait(ValueIn { value: i }, TriggerOptions::new(), WAIT).await.expect("done");
+        double
+            .trigger_and_wait(ValueIn { value: i }, TriggerOptions::new(), WAIT)
+            .await
+            .expect("done");
     }
     // Upstream would wait for a poll (1 s by default) before each of these.
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -132,26 +204,43 @@ async fn claims_are_batched_and_steps_do_not_reread_the_run() {
         .build()
         .await;
     let script = env.client::<Script>();
-    let runs = script.batch_trigger((0..200).map(|_| super::script(&["a", "b", "c"]))).await.expect("batch");
+    let runs = script
+        .batch_trigger((0..200).map(|_| super::script(&["a", "b", "c"])))
+        .await
+        .expect("batch");
     let mut events = env.rt.events(None);
     let reads_before = wrap.reads.load(Ordering::SeqCst);
     env.rt.start();
     let mut done = 0;
     while done < runs.len() {
-        let e = tokio::time::timeout(WAIT, events.next()).await.expect("in time").expect("event");
+        let e = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("in time")
+            .expect("event");
         if matches!(e.kind, RunEventKind::Complete { .. }) {
             done += 1;
         }
     }
-    assert_eq!(wrap.reads.load(Ordering::SeqCst), reads_before, "no status reads while executing");
+    assert_eq!(
+        wrap.reads.load(Ordering::SeqCst),
+        reads_before,
+        "no status reads while executing"
+    );
     let claims = wrap.claims.load(Ordering::SeqCst);
     assert!(claims < 40, "200 runs took {claims} claims");
     // Idle: nothing polls (the last completions may still trigger one claim each).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let claims = wrap.claims.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(wrap.claims.load(Ordering::SeqCst), claims, "an idle worker does not poll");
-    assert_eq!(env.count("SELECT COUNT(*) FROM durably_runs WHERE status = 'completed'"), 200);
+    assert_eq!(
+        wrap.claims.load(Ordering::SeqCst),
+        claims,
+        "an idle worker does not poll"
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM durably_runs WHERE status = 'completed'"),
+        200
+    );
     assert_eq!(env.count("SELECT COUNT(*) FROM durably_steps"), 0);
 }
 
@@ -173,6 +262,10 @@ async fn claim_errors_back_off() {
     wrap.fail_claims.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(6)).await;
     tokio::time::resume();
-    let t = env.client::<Double>().trigger(ValueIn { value: 1 }, TriggerOptions::new()).await.expect("trigger");
+    let t = env
+        .client::<Double>()
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
     env.wait(&t.id).await.expect("the worker recovers");
 }

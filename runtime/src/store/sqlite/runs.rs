@@ -23,8 +23,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::steps::run::{Labels, LogLevel, RunFilter, RunStatus, StepStatus};
 use crate::steps::store::{
-    CancelOutcome, Claimed, ClaimedRun, DeleteOutcome, EnqueueOutcome, Enqueued, Fence, Finish, FinishOutcome,
-    LogRow, NewLog, NewRun, NewStep, RunRecord, RunStore, StepRow, StoredStep,
+    CancelOutcome, Claimed, ClaimedRun, DeleteOutcome, EnqueueOutcome, Enqueued, Fence, Finish,
+    FinishOutcome, LogRow, NewLog, NewRun, NewStep, RunRecord, RunStore, StepRow, StoredStep,
 };
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
@@ -123,7 +123,11 @@ pub(crate) trait SqlExecutor: Send + Sync + 'static {
 }
 
 impl<S: SqlExecutor> RunStore for S {
-    fn enqueue(&self, runs: Vec<NewRun>, now: Timestamp) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
+    fn enqueue(
+        &self,
+        runs: Vec<NewRun>,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
         Box::pin(self.write(move |c| enqueue(c, &runs, now)))
     }
 
@@ -147,7 +151,11 @@ impl<S: SqlExecutor> RunStore for S {
         Box::pin(self.write(move |c| claim(c, &owner, now, lease_until, limit)))
     }
 
-    fn next_due<'a>(&'a self, owner: &'a str, now: Timestamp) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
+    fn next_due<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
         let owner = owner.to_owned();
         Box::pin(self.read(move |c| next_due(c, &owner, now)))
     }
@@ -162,12 +170,20 @@ impl<S: SqlExecutor> RunStore for S {
         Box::pin(self.write(move |c| renew_leases(c, &owner, now, lease_until)))
     }
 
-    fn completed_steps<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<StoredStep>, StoreError>> {
+    fn completed_steps<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredStep>, StoreError>> {
         let run_id = run_id.to_owned();
         Box::pin(self.read(move |c| completed_steps(c, &run_id)))
     }
 
-    fn persist_step(&self, fence: Fence, step: NewStep, logs: Vec<NewLog>) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn persist_step(
+        &self,
+        fence: Fence,
+        step: NewStep,
+        logs: Vec<NewLog>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.write(move |c| persist_step(c, &fence, &step, &logs)))
     }
 
@@ -181,7 +197,11 @@ impl<S: SqlExecutor> RunStore for S {
         Box::pin(self.write(move |c| update_progress(c, &fence, progress.as_deref(), &logs, now)))
     }
 
-    fn append_logs(&self, run_id: String, logs: Vec<NewLog>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn append_logs(
+        &self,
+        run_id: String,
+        logs: Vec<NewLog>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(move |c| insert_logs(c, &run_id, &logs)))
     }
 
@@ -273,9 +293,17 @@ pub(crate) fn format_ts(t: Timestamp) -> String {
 pub(crate) fn parse_ts(s: &str) -> Result<Timestamp, StoreError> {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| -> Option<i64> {
-        b.get(r.clone())?.iter().try_fold(0i64, |acc, c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+        b.get(r.clone())?.iter().try_fold(0i64, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
     };
-    if b.len() == 24 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z' {
+    if b.len() == 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[23] == b'Z'
+    {
         if let (Some(y), Some(m), Some(d), Some(h), Some(mi), Some(sec), Some(ms)) = (
             digits(0..4),
             digits(5..7),
@@ -287,7 +315,9 @@ pub(crate) fn parse_ts(s: &str) -> Result<Timestamp, StoreError> {
         ) {
             if (1..=12).contains(&m) && (1..=31).contains(&d) && h < 24 && mi < 60 && sec < 61 {
                 let days = days_from_civil(y, m, d);
-                return Ok(Timestamp::from_millis(days * 86_400_000 + ((h * 60 + mi) * 60 + sec) * 1000 + ms));
+                return Ok(Timestamp::from_millis(
+                    days * 86_400_000 + ((h * 60 + mi) * 60 + sec) * 1000 + ms,
+                ));
             }
         }
     }
@@ -399,7 +429,8 @@ impl RawRun {
         let labels: Labels = if self.labels.is_empty() {
             Labels::new()
         } else {
-            serde_json::from_str(&self.labels).map_err(|e| corrupt(format!("labels of run {}: {e}", self.id)))?
+            serde_json::from_str(&self.labels)
+                .map_err(|e| corrupt(format!("labels of run {}: {e}", self.id)))?
         };
         Ok(RunRecord {
             status,
@@ -427,10 +458,18 @@ impl RawRun {
     }
 }
 
-fn query_runs(conn: &Connection, where_sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<RunRecord>, StoreError> {
+fn query_runs(
+    conn: &Connection,
+    where_sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<RunRecord>, StoreError> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM durably_runs r {where_sql}");
     let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
-    let raws = stmt.query_map(params, raw_run).map_err(db)?.collect::<Result<Vec<_>, _>>().map_err(db)?;
+    let raws = stmt
+        .query_map(params, raw_run)
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
     raws.into_iter().map(RawRun::decode).collect()
 }
 
@@ -441,7 +480,11 @@ pub(crate) fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRecord>, 
     Ok(query_runs(conn, "WHERE r.id = ?1", &[&id])?.pop())
 }
 
-pub(crate) fn enqueue(conn: &Connection, runs: &[NewRun], now: Timestamp) -> Result<EnqueueOutcome, StoreError> {
+pub(crate) fn enqueue(
+    conn: &Connection,
+    runs: &[NewRun],
+    now: Timestamp,
+) -> Result<EnqueueOutcome, StoreError> {
     // Plan first, against the stored runs and those created earlier in this call, so that a
     // conflict leaves nothing written; the writer is the only one writing, so nothing changes
     // between the checks and the inserts.
@@ -460,7 +503,11 @@ pub(crate) fn enqueue(conn: &Connection, runs: &[NewRun], now: Timestamp) -> Res
                 plans.push(Plan::Existing(Enqueued::Idempotent(created[i].clone())));
                 continue;
             }
-            let found = query_runs(conn, "WHERE r.job_name = ?1 AND r.idempotency_key = ?2", &[&run.job_name, key])?;
+            let found = query_runs(
+                conn,
+                "WHERE r.job_name = ?1 AND r.idempotency_key = ?2",
+                &[&run.job_name, key],
+            )?;
             if let Some(existing) = found.into_iter().next() {
                 plans.push(Plan::Existing(Enqueued::Idempotent(existing)));
                 continue;
@@ -549,7 +596,9 @@ pub(crate) fn enqueue(conn: &Connection, runs: &[NewRun], now: Timestamp) -> Res
                         label.execute(params![run.id, k, v]).map_err(db)?;
                     }
                 }
-                let record = created.next().ok_or_else(|| corrupt("enqueue plan out of step"))?;
+                let record = created
+                    .next()
+                    .ok_or_else(|| corrupt("enqueue plan out of step"))?;
                 out.push(Enqueued::Created(record));
             }
         }
@@ -557,7 +606,10 @@ pub(crate) fn enqueue(conn: &Connection, runs: &[NewRun], now: Timestamp) -> Res
     Ok(EnqueueOutcome::Done(out))
 }
 
-pub(crate) fn get_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+pub(crate) fn get_runs(
+    conn: &Connection,
+    filter: &RunFilter,
+) -> Result<Vec<RunRecord>, StoreError> {
     let mut sql = String::from("WHERE 1 = 1");
     let mut values: Vec<String> = Vec::new();
     let placeholder = |values: &mut Vec<String>, v: String| {
@@ -565,12 +617,19 @@ pub(crate) fn get_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunR
         format!("?{}", values.len())
     };
     if !filter.statuses.is_empty() {
-        let list: Vec<String> =
-            filter.statuses.iter().map(|s| placeholder(&mut values, s.as_str().to_owned())).collect();
+        let list: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| placeholder(&mut values, s.as_str().to_owned()))
+            .collect();
         sql.push_str(&format!(" AND r.status IN ({})", list.join(", ")));
     }
     if !filter.job_names.is_empty() {
-        let list: Vec<String> = filter.job_names.iter().map(|j| placeholder(&mut values, j.clone())).collect();
+        let list: Vec<String> = filter
+            .job_names
+            .iter()
+            .map(|j| placeholder(&mut values, j.clone()))
+            .collect();
         sql.push_str(&format!(" AND r.job_name IN ({})", list.join(", ")));
     }
     for (k, v) in &filter.labels {
@@ -590,7 +649,8 @@ pub(crate) fn get_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunR
         (None, Some(o)) => sql.push_str(&format!(" LIMIT -1 OFFSET {o}")),
         (None, None) => {}
     }
-    let params: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
+    let params: Vec<&dyn rusqlite::ToSql> =
+        values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
     query_runs(conn, &sql, &params)
 }
 
@@ -640,7 +700,10 @@ pub(crate) fn claim(
                  ORDER BY r.created_at, r.id LIMIT ?2"
             ))
             .map_err(db)?;
-        for c in pending.query_map(params![now_s, fetch], candidate).map_err(db)? {
+        for c in pending
+            .query_map(params![now_s, fetch], candidate)
+            .map_err(db)?
+        {
             candidates.push(c.map_err(db)?);
         }
         let mut expired = conn
@@ -651,7 +714,10 @@ pub(crate) fn claim(
             ))
             .map_err(db)?;
         let before = candidates.len();
-        for c in expired.query_map(params![now_s, fetch], candidate).map_err(db)? {
+        for c in expired
+            .query_map(params![now_s, fetch], candidate)
+            .map_err(db)?
+        {
             candidates.push(c.map_err(db)?);
         }
         if candidates.len() > before && before > 0 {
@@ -680,18 +746,25 @@ pub(crate) fn claim(
         }
         let claimed = update
             .query_row(params![c.id, owner, until_s, now_s], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, Option<String>>(2)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
             })
             .optional()
             .map_err(db)?;
-        let Some((generation, attempt, started_at)) = claimed else { continue };
+        let Some((generation, attempt, started_at)) = claimed else {
+            continue;
+        };
         if let Some(k) = &c.concurrency_key {
             keys.push(k);
         }
         let labels = if c.labels.is_empty() || c.labels == "{}" {
             Labels::new()
         } else {
-            serde_json::from_str(&c.labels).map_err(|e| corrupt(format!("labels of run {}: {e}", c.id)))?
+            serde_json::from_str(&c.labels)
+                .map_err(|e| corrupt(format!("labels of run {}: {e}", c.id)))?
         };
         runs.push(ClaimedRun {
             id: c.id.clone(),
@@ -705,11 +778,19 @@ pub(crate) fn claim(
             lease_expires_at: lease_until,
         });
     }
-    let next_due = if runs.len() < limit { next_due(conn, owner, now)? } else { None };
+    let next_due = if runs.len() < limit {
+        next_due(conn, owner, now)?
+    } else {
+        None
+    };
     Ok(Claimed { runs, next_due })
 }
 
-pub(crate) fn next_due(conn: &Connection, owner: &str, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+pub(crate) fn next_due(
+    conn: &Connection,
+    owner: &str,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, StoreError> {
     let now_s = format_ts(now);
     let retry: Option<String> = conn
         .prepare_cached(
@@ -750,14 +831,18 @@ pub(crate) fn renew_leases(
         )
         .map_err(db)?;
     let rows = stmt
-        .query_map(params![owner, format_ts(now), format_ts(lease_until)], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-        })
+        .query_map(
+            params![owner, format_ts(now), format_ts(lease_until)],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)),
+        )
         .map_err(db)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(db)
 }
 
-pub(crate) fn completed_steps(conn: &Connection, run_id: &str) -> Result<Vec<StoredStep>, StoreError> {
+pub(crate) fn completed_steps(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Vec<StoredStep>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             r#"SELECT name, "index", output FROM durably_steps WHERE run_id = ?1 AND status = 'completed' ORDER BY "index""#,
@@ -786,13 +871,26 @@ fn insert_logs(conn: &Connection, run_id: &str, logs: &[NewLog]) -> Result<(), S
         )
         .map_err(db)?;
     for l in logs {
-        stmt.execute(params![l.id, run_id, l.step_name, l.level.as_str(), l.message, l.data, format_ts(l.created_at)])
-            .map_err(db)?;
+        stmt.execute(params![
+            l.id,
+            run_id,
+            l.step_name,
+            l.level.as_str(),
+            l.message,
+            l.data,
+            format_ts(l.created_at)
+        ])
+        .map_err(db)?;
     }
     Ok(())
 }
 
-pub(crate) fn persist_step(conn: &Connection, fence: &Fence, step: &NewStep, logs: &[NewLog]) -> Result<bool, StoreError> {
+pub(crate) fn persist_step(
+    conn: &Connection,
+    fence: &Fence,
+    step: &NewStep,
+    logs: &[NewLog],
+) -> Result<bool, StoreError> {
     insert_logs(conn, &fence.run_id, logs)?;
     let mut stmt = conn
         .prepare_cached(
@@ -832,20 +930,33 @@ pub(crate) fn update_progress(
              WHERE id = ?3 AND status = 'leased' AND lease_generation = ?4",
         )
         .map_err(db)?
-        .execute(params![progress, format_ts(now), fence.run_id, fence.generation as i64])
+        .execute(params![
+            progress,
+            format_ts(now),
+            fence.run_id,
+            fence.generation as i64
+        ])
         .map_err(db)?;
     Ok(n == 1)
 }
 
 fn delete_steps_and_logs(conn: &Connection, run_id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM durably_steps WHERE run_id = ?1").map_err(db)?.execute([run_id]).map_err(db)?;
-    conn.prepare_cached("DELETE FROM durably_logs WHERE run_id = ?1").map_err(db)?.execute([run_id]).map_err(db)?;
+    conn.prepare_cached("DELETE FROM durably_steps WHERE run_id = ?1")
+        .map_err(db)?
+        .execute([run_id])
+        .map_err(db)?;
+    conn.prepare_cached("DELETE FROM durably_logs WHERE run_id = ?1")
+        .map_err(db)?
+        .execute([run_id])
+        .map_err(db)?;
     Ok(())
 }
 
 pub(crate) fn delete_cancelled_steps(conn: &Connection, run_id: &str) -> Result<(), StoreError> {
     let cancelled = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM durably_runs WHERE id = ?1 AND status = 'cancelled')")
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM durably_runs WHERE id = ?1 AND status = 'cancelled')",
+        )
         .map_err(db)?
         .query_row([run_id], |r| r.get::<_, bool>(0))
         .map_err(db)?;
@@ -866,7 +977,11 @@ pub(crate) fn finish_run(
     let now_s = format_ts(now);
     let gen = fence.generation as i64;
     let (n, outcome) = match finish {
-        Finish::Completed { output, completed_step_count, current_step_index } => {
+        Finish::Completed {
+            output,
+            completed_step_count,
+            current_step_index,
+        } => {
             let n = conn
                 .prepare_cached(
                     "UPDATE durably_runs SET status = 'completed', output = ?1, error = NULL, lease_owner = NULL,
@@ -911,7 +1026,11 @@ pub(crate) fn finish_run(
                         .execute(params![error, i64::from(*attempt), format_ts(*not_before), now_s, fence.run_id, gen])
                         .map_err(db)?;
                     insert_logs(conn, &fence.run_id, logs)?;
-                    return Ok(if n == 1 { FinishOutcome::Retrying } else { FinishOutcome::Refused });
+                    return Ok(if n == 1 {
+                        FinishOutcome::Retrying
+                    } else {
+                        FinishOutcome::Refused
+                    });
                 }
                 _ => {}
             }
@@ -926,7 +1045,14 @@ pub(crate) fn finish_run(
                 .map_err(db)?
                 .execute(params![error, now_s, fence.run_id, gen])
                 .map_err(db)?;
-            (n, if blocked { FinishOutcome::FailedRetryBlocked } else { FinishOutcome::Failed })
+            (
+                n,
+                if blocked {
+                    FinishOutcome::FailedRetryBlocked
+                } else {
+                    FinishOutcome::Failed
+                },
+            )
         }
     };
     if n != 1 {
@@ -941,8 +1067,15 @@ pub(crate) fn finish_run(
     Ok(outcome)
 }
 
-pub(crate) fn cancel_run(conn: &Connection, id: &str, now: Timestamp, cleanup: bool) -> Result<CancelOutcome, StoreError> {
-    let Some(before) = get_run(conn, id)? else { return Ok(CancelOutcome::NotFound) };
+pub(crate) fn cancel_run(
+    conn: &Connection,
+    id: &str,
+    now: Timestamp,
+    cleanup: bool,
+) -> Result<CancelOutcome, StoreError> {
+    let Some(before) = get_run(conn, id)? else {
+        return Ok(CancelOutcome::NotFound);
+    };
     if before.status.is_terminal() {
         return Ok(CancelOutcome::Terminal(before.status));
     }
@@ -962,14 +1095,22 @@ pub(crate) fn cancel_run(conn: &Connection, id: &str, now: Timestamp, cleanup: b
 }
 
 fn delete_cascade(conn: &Connection, id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM durably_run_labels WHERE run_id = ?1").map_err(db)?.execute([id]).map_err(db)?;
+    conn.prepare_cached("DELETE FROM durably_run_labels WHERE run_id = ?1")
+        .map_err(db)?
+        .execute([id])
+        .map_err(db)?;
     delete_steps_and_logs(conn, id)?;
-    conn.prepare_cached("DELETE FROM durably_runs WHERE id = ?1").map_err(db)?.execute([id]).map_err(db)?;
+    conn.prepare_cached("DELETE FROM durably_runs WHERE id = ?1")
+        .map_err(db)?
+        .execute([id])
+        .map_err(db)?;
     Ok(())
 }
 
 pub(crate) fn delete_run(conn: &Connection, id: &str) -> Result<DeleteOutcome, StoreError> {
-    let Some(run) = get_run(conn, id)? else { return Ok(DeleteOutcome::NotFound) };
+    let Some(run) = get_run(conn, id)? else {
+        return Ok(DeleteOutcome::NotFound);
+    };
     if run.status.is_active() {
         return Ok(DeleteOutcome::Active(run.status));
     }
@@ -977,7 +1118,12 @@ pub(crate) fn delete_run(conn: &Connection, id: &str) -> Result<DeleteOutcome, S
     Ok(DeleteOutcome::Deleted(run))
 }
 
-pub(crate) fn purge_runs(conn: &Connection, job: Option<&str>, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+pub(crate) fn purge_runs(
+    conn: &Connection,
+    job: Option<&str>,
+    before: Timestamp,
+    limit: u32,
+) -> Result<u64, StoreError> {
     let ids: Vec<String> = {
         let mut stmt = conn
             .prepare_cached(
@@ -987,7 +1133,11 @@ pub(crate) fn purge_runs(conn: &Connection, job: Option<&str>, before: Timestamp
                  ORDER BY completed_at LIMIT ?3",
             )
             .map_err(db)?;
-        let rows = stmt.query_map(params![format_ts(before), job, i64::from(limit)], |r| r.get(0)).map_err(db)?;
+        let rows = stmt
+            .query_map(params![format_ts(before), job, i64::from(limit)], |r| {
+                r.get(0)
+            })
+            .map_err(db)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db)?
     };
     for id in &ids {
@@ -1020,7 +1170,8 @@ pub(crate) fn get_steps(conn: &Connection, run_id: &str) -> Result<Vec<StepRow>,
         .map_err(db)?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, run_id, name, index, status, output, error, started_at, completed_at) = row.map_err(db)?;
+        let (id, run_id, name, index, status, output, error, started_at, completed_at) =
+            row.map_err(db)?;
         out.push(StepRow {
             id,
             run_id,
@@ -1096,13 +1247,17 @@ pub(crate) fn release_expired_leases(conn: &Connection, now: Timestamp) -> Resul
                  WHERE status = 'leased' AND lease_expires_at <= ?1 ORDER BY created_at, id",
             )
             .map_err(db)?;
-        let rows = stmt.query_map([&now_s], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(db)?;
+        let rows = stmt
+            .query_map([&now_s], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db)?
     };
     let mut seen: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
     let mut changed = failed as u64;
     for (id, job, key) in expired {
-        let duplicate = key.as_ref().is_some_and(|k| !seen.insert((job.clone(), k.clone())));
+        let duplicate = key
+            .as_ref()
+            .is_some_and(|k| !seen.insert((job.clone(), k.clone())));
         if duplicate {
             conn.prepare_cached(
                 "UPDATE durably_runs SET status = 'failed', error = 'Lease expired; pending run already exists',

@@ -7,7 +7,10 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::steps::run::{Labels, LogLevel, RunFilter, RunStatus, StepStatus};
-use crate::steps::store::{CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, Fence, Finish, FinishOutcome, NewLog, NewRun, NewStep};
+use crate::steps::store::{
+    CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, Fence, Finish, FinishOutcome, NewLog,
+    NewRun, NewStep,
+};
 use crate::time::Timestamp;
 
 const T0: Timestamp = Timestamp::from_millis(1_767_225_600_000);
@@ -16,7 +19,8 @@ const LEASE: Duration = Duration::from_secs(30);
 fn db() -> (tempfile::TempDir, Connection) {
     let dir = tempfile::tempdir().expect("tempdir");
     let conn = Connection::open(dir.path().join("runs.db")).expect("open");
-    conn.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
+    conn.execute_batch("PRAGMA journal_mode = WAL;")
+        .expect("wal");
     conn.execute_batch(RUNS_SCHEMA).expect("schema");
     (dir, conn)
 }
@@ -61,11 +65,21 @@ fn step(name: &str, index: u64, status: StepStatus) -> NewStep {
 }
 
 fn fence(id: &str, generation: u64) -> Fence {
-    Fence { run_id: id.into(), generation }
+    Fence {
+        run_id: id.into(),
+        generation,
+    }
 }
 
-fn claim_one(conn: &Connection, owner: &str, now: Timestamp) -> Option<crate::steps::store::ClaimedRun> {
-    claim(conn, owner, now, now + LEASE, 1).expect("claim").runs.pop()
+fn claim_one(
+    conn: &Connection,
+    owner: &str,
+    now: Timestamp,
+) -> Option<crate::steps::store::ClaimedRun> {
+    claim(conn, owner, now, now + LEASE, 1)
+        .expect("claim")
+        .runs
+        .pop()
 }
 
 #[test]
@@ -73,7 +87,14 @@ fn timestamps_use_the_javascript_iso_form() {
     assert_eq!(format_ts(T0), "2026-01-01T00:00:00.000Z");
     let t = Timestamp::from_millis(951_782_400_123); // 2000-02-29
     assert_eq!(format_ts(t), "2000-02-29T00:00:00.123Z");
-    for ms in [0, 1, 86_399_999, 951_782_400_123, 1_767_225_600_000, 4_102_444_799_999] {
+    for ms in [
+        0,
+        1,
+        86_399_999,
+        951_782_400_123,
+        1_767_225_600_000,
+        4_102_444_799_999,
+    ] {
         let t = Timestamp::from_millis(ms);
         assert_eq!(format_ts(t), t.to_rfc3339());
         assert_eq!(parse_ts(&format_ts(t)).ok(), Some(t));
@@ -86,7 +107,10 @@ fn timestamps_use_the_javascript_iso_form() {
 fn enqueue_creates_a_pending_run_with_generation_zero() {
     let (_d, c) = db();
     let r = add(&c, new_run("r1", "test-job"), T0);
-    assert_eq!((r.status, r.lease_generation, r.attempt), (RunStatus::Pending, 0, 1));
+    assert_eq!(
+        (r.status, r.lease_generation, r.attempt),
+        (RunStatus::Pending, 0, 1)
+    );
     let got = get_run(&c, "r1").expect("get").expect("exists");
     assert_eq!(got, r);
     assert_eq!(got.labels, Labels::new());
@@ -103,11 +127,16 @@ fn idempotency_key_is_per_job_and_returns_the_original_run() {
     again.id = "r2".into();
     again.input = r#"{"other":1}"#.into();
     let out = created(enqueue(&c, &[again], T0).expect("enqueue"));
-    assert!(matches!(&out[0], Enqueued::Idempotent(r) if r.id == "r1" && r.input == r#"{"test":true}"#));
+    assert!(
+        matches!(&out[0], Enqueued::Idempotent(r) if r.id == "r1" && r.input == r#"{"test":true}"#)
+    );
     let mut other_job = a;
     other_job.id = "r3".into();
     other_job.job_name = "job-b".into();
-    assert!(matches!(created(enqueue(&c, &[other_job], T0).expect("enqueue"))[0], Enqueued::Created(_)));
+    assert!(matches!(
+        created(enqueue(&c, &[other_job], T0).expect("enqueue"))[0],
+        Enqueued::Created(_)
+    ));
 }
 
 #[test]
@@ -123,22 +152,48 @@ fn one_pending_run_per_job_and_concurrency_key() {
         EnqueueOutcome::Conflict { index: 0, existing } => assert_eq!(existing.id, "r1"),
         other => panic!("expected conflict, got {other:?}"),
     }
-    assert!(matches!(&created(enqueue(&c, &[keyed("r3", true)], T0).expect("enqueue"))[0], Enqueued::Coalesced(r) if r.id == "r1"));
+    assert!(
+        matches!(&created(enqueue(&c, &[keyed("r3", true)], T0).expect("enqueue"))[0], Enqueued::Coalesced(r) if r.id == "r1")
+    );
     // Once r1 is leased a new pending run is allowed; with one leased and one pending, a third
     // conflicts.
     claim_one(&c, "w", T0).expect("claimed");
     add(&c, keyed("r4", false), T0);
-    assert!(matches!(enqueue(&c, &[keyed("r5", false)], T0).expect("enqueue"), EnqueueOutcome::Conflict { .. }));
+    assert!(matches!(
+        enqueue(&c, &[keyed("r5", false)], T0).expect("enqueue"),
+        EnqueueOutcome::Conflict { .. }
+    ));
     // Another job with the same key is independent at admission.
-    add(&c, NewRun { job_name: "other".into(), ..keyed("r6", false) }, T0);
+    add(
+        &c,
+        NewRun {
+            job_name: "other".into(),
+            ..keyed("r6", false)
+        },
+        T0,
+    );
 }
 
 #[test]
 fn idempotency_wins_over_a_concurrency_conflict() {
     let (_d, c) = db();
-    let run = NewRun { idempotency_key: Some("i".into()), concurrency_key: Some("k".into()), ..new_run("r1", "job") };
+    let run = NewRun {
+        idempotency_key: Some("i".into()),
+        concurrency_key: Some("k".into()),
+        ..new_run("r1", "job")
+    };
     add(&c, run.clone(), T0);
-    let out = created(enqueue(&c, &[NewRun { id: "r2".into(), ..run }], T0).expect("enqueue"));
+    let out = created(
+        enqueue(
+            &c,
+            &[NewRun {
+                id: "r2".into(),
+                ..run
+            }],
+            T0,
+        )
+        .expect("enqueue"),
+    );
     assert!(matches!(&out[0], Enqueued::Idempotent(r) if r.id == "r1"));
 }
 
@@ -146,17 +201,56 @@ fn idempotency_wins_over_a_concurrency_conflict() {
 fn batches_are_all_or_nothing_and_see_their_own_runs() {
     let (_d, c) = db();
     assert_eq!(created(enqueue(&c, &[], T0).expect("empty")), vec![]);
-    let keyed = |id: &str, coalesce: bool| NewRun { concurrency_key: Some("k".into()), coalesce, ..new_run(id, "job") };
+    let keyed = |id: &str, coalesce: bool| NewRun {
+        concurrency_key: Some("k".into()),
+        coalesce,
+        ..new_run(id, "job")
+    };
     let out = created(enqueue(&c, &[keyed("a", false), keyed("b", true)], T0).expect("enqueue"));
-    assert!(matches!((&out[0], &out[1]), (Enqueued::Created(a), Enqueued::Coalesced(b)) if a.id == "a" && b.id == "a"));
-    let idem = NewRun { idempotency_key: Some("i".into()), ..new_run("c", "job") };
-    let out = created(enqueue(&c, &[idem.clone(), NewRun { id: "d".into(), ..idem }], T0).expect("enqueue"));
+    assert!(
+        matches!((&out[0], &out[1]), (Enqueued::Created(a), Enqueued::Coalesced(b)) if a.id == "a" && b.id == "a")
+    );
+    let idem = NewRun {
+        idempotency_key: Some("i".into()),
+        ..new_run("c", "job")
+    };
+    let out = created(
+        enqueue(
+            &c,
+            &[
+                idem.clone(),
+                NewRun {
+                    id: "d".into(),
+                    ..idem
+                },
+            ],
+            T0,
+        )
+        .expect("enqueue"),
+    );
     assert!(matches!(&out[1], Enqueued::Idempotent(r) if r.id == "c"));
     // A conflict anywhere leaves nothing written.
-    let before: i64 = c.query_row("SELECT COUNT(*) FROM durably_runs", [], |r| r.get(0)).expect("count");
-    let batch = [new_run("e", "job"), NewRun { concurrency_key: Some("x".into()), ..new_run("f", "job") }, NewRun { concurrency_key: Some("x".into()), ..new_run("g", "job") }];
-    assert!(matches!(enqueue(&c, &batch, T0).expect("enqueue"), EnqueueOutcome::Conflict { index: 2, .. }));
-    let after: i64 = c.query_row("SELECT COUNT(*) FROM durably_runs", [], |r| r.get(0)).expect("count");
+    let before: i64 = c
+        .query_row("SELECT COUNT(*) FROM durably_runs", [], |r| r.get(0))
+        .expect("count");
+    let batch = [
+        new_run("e", "job"),
+        NewRun {
+            concurrency_key: Some("x".into()),
+            ..new_run("f", "job")
+        },
+        NewRun {
+            concurrency_key: Some("x".into()),
+            ..new_run("g", "job")
+        },
+    ];
+    assert!(matches!(
+        enqueue(&c, &batch, T0).expect("enqueue"),
+        EnqueueOutcome::Conflict { index: 2, .. }
+    ));
+    let after: i64 = c
+        .query_row("SELECT COUNT(*) FROM durably_runs", [], |r| r.get(0))
+        .expect("count");
     assert_eq!(before, after);
 }
 
@@ -167,23 +261,50 @@ fn filters_order_and_paginate() {
         let mut r = new_run(&format!("r{i:02}"), if i % 2 == 0 { "even" } else { "odd" });
         if i <= 3 {
             r.labels.insert("env".into(), "prod".into());
-            r.labels.insert("app.kubernetes.io/name".into(), format!("app{i}"));
+            r.labels
+                .insert("app.kubernetes.io/name".into(), format!("app{i}"));
         }
         add(&c, r, T0 + Duration::from_millis(i as u64));
     }
-    let ids = |f: RunFilter| get_runs(&c, &f).expect("get_runs").into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let ids = |f: RunFilter| {
+        get_runs(&c, &f)
+            .expect("get_runs")
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(RunFilter::new().limit(3)), ["r10", "r09", "r08"]);
-    assert_eq!(ids(RunFilter::new().limit(3).offset(3)), ["r07", "r06", "r05"]);
+    assert_eq!(
+        ids(RunFilter::new().limit(3).offset(3)),
+        ["r07", "r06", "r05"]
+    );
     assert_eq!(ids(RunFilter::new().limit(3).offset(9)), ["r01"]);
     assert_eq!(ids(RunFilter::new().offset(20)), Vec::<String>::new());
     assert_eq!(ids(RunFilter::new().offset(8)), ["r02", "r01"]);
     assert_eq!(ids(RunFilter::new().job_name("even")).len(), 5);
-    assert_eq!(ids(RunFilter::new().job_name("even").job_name("odd")).len(), 10);
-    assert_eq!(ids(RunFilter::new().label("env", "prod")), ["r03", "r02", "r01"]);
-    assert_eq!(ids(RunFilter::new().label("env", "prod").label("app.kubernetes.io/name", "app2")), ["r02"]);
+    assert_eq!(
+        ids(RunFilter::new().job_name("even").job_name("odd")).len(),
+        10
+    );
+    assert_eq!(
+        ids(RunFilter::new().label("env", "prod")),
+        ["r03", "r02", "r01"]
+    );
+    assert_eq!(
+        ids(RunFilter::new()
+            .label("env", "prod")
+            .label("app.kubernetes.io/name", "app2")),
+        ["r02"]
+    );
     claim_one(&c, "w", T0 + Duration::from_secs(1));
     assert_eq!(ids(RunFilter::new().status(RunStatus::Leased)), ["r01"]);
-    assert_eq!(ids(RunFilter::new().status(RunStatus::Pending).status(RunStatus::Leased)).len(), 10);
+    assert_eq!(
+        ids(RunFilter::new()
+            .status(RunStatus::Pending)
+            .status(RunStatus::Leased))
+        .len(),
+        10
+    );
     assert!(get_runs(&c, &RunFilter::new().label("bad key", "x")).is_err());
 }
 
@@ -194,9 +315,19 @@ fn claim_leases_fifo_and_keeps_started_at_on_reclaim() {
     add(&c, new_run("b", "job"), T0 + Duration::from_millis(1));
     add(&c, new_run("a", "job"), T0);
     let first = claim_one(&c, "w1", T0).expect("claimed");
-    assert_eq!((first.id.as_str(), first.generation, first.started_at), ("a", 1, T0));
+    assert_eq!(
+        (first.id.as_str(), first.generation, first.started_at),
+        ("a", 1, T0)
+    );
     let got = get_run(&c, "a").expect("get").expect("exists");
-    assert_eq!((got.status, got.lease_owner.as_deref(), got.completed_step_count), (RunStatus::Leased, Some("w1"), 0));
+    assert_eq!(
+        (
+            got.status,
+            got.lease_owner.as_deref(),
+            got.completed_step_count
+        ),
+        (RunStatus::Leased, Some("w1"), 0)
+    );
     assert_eq!(got.lease_expires_at, Some(T0 + LEASE));
     // A live lease is not reclaimed; an expired one is, with a new generation and the same
     // start time, before younger pending runs.
@@ -204,7 +335,10 @@ fn claim_leases_fifo_and_keeps_started_at_on_reclaim() {
     assert!(claim_one(&c, "w2", T0 + Duration::from_secs(1)).is_none());
     let later = T0 + LEASE + Duration::from_secs(1);
     let again = claim_one(&c, "w2", later).expect("reclaimed");
-    assert_eq!((again.id.as_str(), again.generation, again.started_at), ("b", 2, T0));
+    assert_eq!(
+        (again.id.as_str(), again.generation, again.started_at),
+        ("b", 2, T0)
+    );
 }
 
 #[test]
@@ -221,15 +355,42 @@ fn simultaneous_claims_have_one_winner() {
 #[test]
 fn a_claim_takes_one_run_per_concurrency_key_across_jobs() {
     let (_d, c) = db();
-    add(&c, NewRun { concurrency_key: Some("group-1".into()), ..new_run("1", "same-key-a") }, T0);
-    add(&c, NewRun { concurrency_key: Some("group-1".into()), ..new_run("2", "same-key-b") }, T0 + Duration::from_millis(1));
+    add(
+        &c,
+        NewRun {
+            concurrency_key: Some("group-1".into()),
+            ..new_run("1", "same-key-a")
+        },
+        T0,
+    );
+    add(
+        &c,
+        NewRun {
+            concurrency_key: Some("group-1".into()),
+            ..new_run("2", "same-key-b")
+        },
+        T0 + Duration::from_millis(1),
+    );
     add(&c, new_run("3", "free"), T0 + Duration::from_millis(2));
-    let claimed: Vec<String> = claim(&c, "w", T0, T0 + LEASE, 10).expect("claim").runs.into_iter().map(|r| r.id).collect();
+    let claimed: Vec<String> = claim(&c, "w", T0, T0 + LEASE, 10)
+        .expect("claim")
+        .runs
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(claimed, ["1", "3"]);
-    assert!(claim(&c, "w", T0, T0 + LEASE, 10).expect("claim").runs.is_empty());
+    assert!(claim(&c, "w", T0, T0 + LEASE, 10)
+        .expect("claim")
+        .runs
+        .is_empty());
     // When the key holder's lease expires it is reclaimed first; the sibling stays blocked.
     let later = T0 + LEASE + Duration::from_secs(1);
-    let claimed: Vec<String> = claim(&c, "w2", later, later + LEASE, 10).expect("claim").runs.into_iter().map(|r| r.id).collect();
+    let claimed: Vec<String> = claim(&c, "w2", later, later + LEASE, 10)
+        .expect("claim")
+        .runs
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(claimed, ["1", "3"]);
 }
 
@@ -238,26 +399,83 @@ fn fenced_writes_need_the_claimed_generation() {
     let (_d, c) = db();
     add(&c, new_run("a", "job"), T0);
     let run = claim_one(&c, "w1", T0).expect("claimed");
-    assert!(persist_step(&c, &fence("a", run.generation), &step("s1", 0, StepStatus::Completed), &[]).expect("persist"));
-    assert!(!persist_step(&c, &fence("a", run.generation + 1), &step("s2", 1, StepStatus::Completed), &[]).expect("persist"));
+    assert!(persist_step(
+        &c,
+        &fence("a", run.generation),
+        &step("s1", 0, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
+    assert!(!persist_step(
+        &c,
+        &fence("a", run.generation + 1),
+        &step("s2", 1, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
     assert_eq!(get_steps(&c, "a").expect("steps").len(), 1);
-    assert!(update_progress(&c, &fence("a", run.generation), Some(r#"{"current":1}"#), &[], T0).expect("progress"));
-    assert!(!update_progress(&c, &fence("a", 9), Some(r#"{"current":2}"#), &[], T0).expect("progress"));
-    assert_eq!(get_run(&c, "a").expect("get").and_then(|r| r.progress).as_deref(), Some(r#"{"current":1}"#));
+    assert!(update_progress(
+        &c,
+        &fence("a", run.generation),
+        Some(r#"{"current":1}"#),
+        &[],
+        T0
+    )
+    .expect("progress"));
+    assert!(
+        !update_progress(&c, &fence("a", 9), Some(r#"{"current":2}"#), &[], T0).expect("progress")
+    );
+    assert_eq!(
+        get_run(&c, "a")
+            .expect("get")
+            .and_then(|r| r.progress)
+            .as_deref(),
+        Some(r#"{"current":1}"#)
+    );
     assert!(update_progress(&c, &fence("a", run.generation), None, &[], T0).expect("progress"));
-    assert_eq!(get_run(&c, "a").expect("get").and_then(|r| r.progress), None);
+    assert_eq!(
+        get_run(&c, "a").expect("get").and_then(|r| r.progress),
+        None
+    );
 
     // After a reclaim the stale generation can neither persist nor complete; the new one can.
     let later = T0 + LEASE + Duration::from_secs(1);
     let re = claim_one(&c, "w2", later).expect("reclaimed");
-    let done = Finish::Completed { output: Some("1".into()), completed_step_count: 1, current_step_index: 1 };
-    assert_eq!(finish_run(&c, &fence("a", run.generation), &done, &[], false, later).expect("finish"), FinishOutcome::Refused);
-    assert!(!persist_step(&c, &fence("a", run.generation), &step("s3", 2, StepStatus::Completed), &[]).expect("persist"));
-    assert_eq!(finish_run(&c, &fence("a", re.generation), &done, &[], false, later).expect("finish"), FinishOutcome::Completed);
+    let done = Finish::Completed {
+        output: Some("1".into()),
+        completed_step_count: 1,
+        current_step_index: 1,
+    };
+    assert_eq!(
+        finish_run(&c, &fence("a", run.generation), &done, &[], false, later).expect("finish"),
+        FinishOutcome::Refused
+    );
+    assert!(!persist_step(
+        &c,
+        &fence("a", run.generation),
+        &step("s3", 2, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
+    assert_eq!(
+        finish_run(&c, &fence("a", re.generation), &done, &[], false, later).expect("finish"),
+        FinishOutcome::Completed
+    );
     let got = get_run(&c, "a").expect("get").expect("exists");
-    assert_eq!((got.status, got.output.as_deref(), got.lease_owner.clone(), got.completed_at), (RunStatus::Completed, Some("1"), None, Some(later)));
+    assert_eq!(
+        (
+            got.status,
+            got.output.as_deref(),
+            got.lease_owner.clone(),
+            got.completed_at
+        ),
+        (RunStatus::Completed, Some("1"), None, Some(later))
+    );
     assert!(claim_one(&c, "w3", later + LEASE * 3).is_none());
-    assert_eq!(cancel_run(&c, "a", later, false).expect("cancel"), CancelOutcome::Terminal(RunStatus::Completed));
+    assert_eq!(
+        cancel_run(&c, "a", later, false).expect("cancel"),
+        CancelOutcome::Terminal(RunStatus::Completed)
+    );
 }
 
 #[test]
@@ -265,16 +483,48 @@ fn step_counts_follow_completed_steps() {
     let (_d, c) = db();
     add(&c, new_run("a", "job"), T0);
     let g = claim_one(&c, "w", T0).expect("claimed").generation;
-    let count = |c: &Connection| get_run(c, "a").expect("get").map(|r| (r.completed_step_count, r.current_step_index));
+    let count = |c: &Connection| {
+        get_run(c, "a")
+            .expect("get")
+            .map(|r| (r.completed_step_count, r.current_step_index))
+    };
     assert_eq!(count(&c), Some((0, 0)));
-    assert!(persist_step(&c, &fence("a", g), &step("one", 0, StepStatus::Completed), &[]).expect("persist"));
+    assert!(persist_step(
+        &c,
+        &fence("a", g),
+        &step("one", 0, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
     assert_eq!(count(&c), Some((1, 1)));
-    assert!(persist_step(&c, &fence("a", g), &step("two", 1, StepStatus::Failed), &[]).expect("persist"));
+    assert!(
+        persist_step(&c, &fence("a", g), &step("two", 1, StepStatus::Failed), &[])
+            .expect("persist")
+    );
     assert_eq!(count(&c), Some((1, 1)));
-    assert!(persist_step(&c, &fence("a", g), &step("two", 1, StepStatus::Completed), &[]).expect("persist"));
-    assert!(persist_step(&c, &fence("a", g), &step("three", 2, StepStatus::Completed), &[]).expect("persist"));
+    assert!(persist_step(
+        &c,
+        &fence("a", g),
+        &step("two", 1, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
+    assert!(persist_step(
+        &c,
+        &fence("a", g),
+        &step("three", 2, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
     assert_eq!(count(&c), Some((3, 3)));
-    assert_eq!(completed_steps(&c, "a").expect("steps").iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["one", "two", "three"]);
+    assert_eq!(
+        completed_steps(&c, "a")
+            .expect("steps")
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
     let runs = get_runs(&c, &RunFilter::new()).expect("runs");
     assert_eq!(runs[0].completed_step_count, 3);
 }
@@ -287,23 +537,64 @@ fn renewal_extends_live_leases_of_the_owner_only() {
     let a = claim_one(&c, "w1", T0).expect("claimed");
     claim_one(&c, "w2", T0).expect("claimed");
     let t = T0 + Duration::from_secs(10);
-    assert_eq!(renew_leases(&c, "w1", t, t + LEASE).expect("renew"), vec![("a".to_owned(), a.generation)]);
-    assert_eq!(get_run(&c, "a").expect("get").and_then(|r| r.lease_expires_at), Some(t + LEASE));
-    assert_eq!(get_run(&c, "b").expect("get").and_then(|r| r.lease_expires_at), Some(T0 + LEASE));
+    assert_eq!(
+        renew_leases(&c, "w1", t, t + LEASE).expect("renew"),
+        vec![("a".to_owned(), a.generation)]
+    );
+    assert_eq!(
+        get_run(&c, "a")
+            .expect("get")
+            .and_then(|r| r.lease_expires_at),
+        Some(t + LEASE)
+    );
+    assert_eq!(
+        get_run(&c, "b")
+            .expect("get")
+            .and_then(|r| r.lease_expires_at),
+        Some(T0 + LEASE)
+    );
     // An expired lease cannot be renewed, even if nobody reclaimed it.
     let late = T0 + LEASE * 3;
-    assert!(renew_leases(&c, "w2", late, late + LEASE).expect("renew").is_empty());
+    assert!(renew_leases(&c, "w2", late, late + LEASE)
+        .expect("renew")
+        .is_empty());
 }
 
 #[test]
 fn failing_with_a_retry_goes_back_to_pending_unless_a_sibling_is_pending() {
     let (_d, c) = db();
-    add(&c, NewRun { concurrency_key: Some("k".into()), ..new_run("a", "job") }, T0);
+    add(
+        &c,
+        NewRun {
+            concurrency_key: Some("k".into()),
+            ..new_run("a", "job")
+        },
+        T0,
+    );
     let g = claim_one(&c, "w", T0).expect("claimed").generation;
-    let retry = Finish::Failed { error: "boom".into(), retry: Some((2, T0 + Duration::from_secs(5))) };
-    assert_eq!(finish_run(&c, &fence("a", g), &retry, &[], true, T0).expect("finish"), FinishOutcome::Retrying);
+    let retry = Finish::Failed {
+        error: "boom".into(),
+        retry: Some((2, T0 + Duration::from_secs(5))),
+    };
+    assert_eq!(
+        finish_run(&c, &fence("a", g), &retry, &[], true, T0).expect("finish"),
+        FinishOutcome::Retrying
+    );
     let got = get_run(&c, "a").expect("get").expect("exists");
-    assert_eq!((got.status, got.attempt, got.not_before, got.error.as_deref()), (RunStatus::Pending, 2, Some(T0 + Duration::from_secs(5)), Some("boom")));
+    assert_eq!(
+        (
+            got.status,
+            got.attempt,
+            got.not_before,
+            got.error.as_deref()
+        ),
+        (
+            RunStatus::Pending,
+            2,
+            Some(T0 + Duration::from_secs(5)),
+            Some("boom")
+        )
+    );
     // Not claimable before its time; due later, with the time reported.
     let claimed = claim(&c, "w", T0, T0 + LEASE, 5).expect("claim");
     assert!(claimed.runs.is_empty());
@@ -311,10 +602,26 @@ fn failing_with_a_retry_goes_back_to_pending_unless_a_sibling_is_pending() {
     let t = T0 + Duration::from_secs(5);
     let g = claim_one(&c, "w", t).expect("due").generation;
     // With a pending sibling of the same key the retry cannot go back to pending: it fails.
-    add(&c, NewRun { concurrency_key: Some("k".into()), ..new_run("b", "job") }, t);
-    let retry = Finish::Failed { error: "boom".into(), retry: Some((3, t)) };
-    assert_eq!(finish_run(&c, &fence("a", g), &retry, &[], true, t).expect("finish"), FinishOutcome::FailedRetryBlocked);
-    assert_eq!(get_run(&c, "a").expect("get").map(|r| r.status), Some(RunStatus::Failed));
+    add(
+        &c,
+        NewRun {
+            concurrency_key: Some("k".into()),
+            ..new_run("b", "job")
+        },
+        t,
+    );
+    let retry = Finish::Failed {
+        error: "boom".into(),
+        retry: Some((3, t)),
+    };
+    assert_eq!(
+        finish_run(&c, &fence("a", g), &retry, &[], true, t).expect("finish"),
+        FinishOutcome::FailedRetryBlocked
+    );
+    assert_eq!(
+        get_run(&c, "a").expect("get").map(|r| r.status),
+        Some(RunStatus::Failed)
+    );
 }
 
 #[test]
@@ -332,23 +639,58 @@ fn cancel_and_delete_follow_the_status() {
     let (_d, c) = db();
     add(&c, new_run("p", "job"), T0);
     add(&c, new_run("l", "job"), T0 + Duration::from_millis(1));
-    assert!(matches!(delete_run(&c, "p").expect("delete"), DeleteOutcome::Active(RunStatus::Pending)));
+    assert!(matches!(
+        delete_run(&c, "p").expect("delete"),
+        DeleteOutcome::Active(RunStatus::Pending)
+    ));
     let g = claim(&c, "w", T0, T0 + LEASE, 1).expect("claim").runs[0].generation;
     let gl = claim(&c, "w", T0, T0 + LEASE, 1).expect("claim").runs[0].generation;
     assert_eq!(g, 1);
-    assert!(persist_step(&c, &fence("l", gl), &step("s", 0, StepStatus::Completed), &[]).expect("persist"));
-    assert!(matches!(delete_run(&c, "l").expect("delete"), DeleteOutcome::Active(RunStatus::Leased)));
-    assert!(matches!(cancel_run(&c, "l", T0, true).expect("cancel"), CancelOutcome::Cancelled(r) if r.status == RunStatus::Leased));
+    assert!(persist_step(
+        &c,
+        &fence("l", gl),
+        &step("s", 0, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
+    assert!(matches!(
+        delete_run(&c, "l").expect("delete"),
+        DeleteOutcome::Active(RunStatus::Leased)
+    ));
+    assert!(
+        matches!(cancel_run(&c, "l", T0, true).expect("cancel"), CancelOutcome::Cancelled(r) if r.status == RunStatus::Leased)
+    );
     let got = get_run(&c, "l").expect("get").expect("exists");
-    assert_eq!((got.status, got.completed_at, got.lease_owner), (RunStatus::Cancelled, Some(T0), None));
-    assert_eq!(cancel_run(&c, "l", T0, true).expect("cancel"), CancelOutcome::Terminal(RunStatus::Cancelled));
-    assert_eq!(cancel_run(&c, "nope", T0, true).expect("cancel"), CancelOutcome::NotFound);
+    assert_eq!(
+        (got.status, got.completed_at, got.lease_owner),
+        (RunStatus::Cancelled, Some(T0), None)
+    );
+    assert_eq!(
+        cancel_run(&c, "l", T0, true).expect("cancel"),
+        CancelOutcome::Terminal(RunStatus::Cancelled)
+    );
+    assert_eq!(
+        cancel_run(&c, "nope", T0, true).expect("cancel"),
+        CancelOutcome::NotFound
+    );
     // The fenced writes of the cancelled run's worker are refused.
-    assert!(!persist_step(&c, &fence("l", gl), &step("t", 1, StepStatus::Completed), &[]).expect("persist"));
+    assert!(!persist_step(
+        &c,
+        &fence("l", gl),
+        &step("t", 1, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
     delete_cancelled_steps(&c, "l").expect("cleanup");
     assert!(get_steps(&c, "l").expect("steps").is_empty());
-    assert!(matches!(delete_run(&c, "l").expect("delete"), DeleteOutcome::Deleted(_)));
-    assert!(matches!(delete_run(&c, "l").expect("delete"), DeleteOutcome::NotFound));
+    assert!(matches!(
+        delete_run(&c, "l").expect("delete"),
+        DeleteOutcome::Deleted(_)
+    ));
+    assert!(matches!(
+        delete_run(&c, "l").expect("delete"),
+        DeleteOutcome::NotFound
+    ));
 }
 
 #[test]
@@ -366,16 +708,46 @@ fn delete_cascades_to_labels_steps_and_logs() {
         data: Some(r#"{"k":"v"}"#.into()),
         created_at: at,
     };
-    let logs = [log("l1", "first", T0), log("l2", "second", T0), log("l3", "third", T0 + Duration::from_millis(1))];
-    assert!(persist_step(&c, &fence("a", g), &step("s", 0, StepStatus::Completed), &logs).expect("persist"));
+    let logs = [
+        log("l1", "first", T0),
+        log("l2", "second", T0),
+        log("l3", "third", T0 + Duration::from_millis(1)),
+    ];
+    assert!(persist_step(
+        &c,
+        &fence("a", g),
+        &step("s", 0, StepStatus::Completed),
+        &logs
+    )
+    .expect("persist"));
     let got = get_logs(&c, "a").expect("logs");
-    assert_eq!(got.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(), ["first", "second", "third"]);
+    assert_eq!(
+        got.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+        ["first", "second", "third"]
+    );
     assert_eq!(got[0].data.as_deref(), Some(r#"{"k":"v"}"#));
-    let done = Finish::Completed { output: None, completed_step_count: 1, current_step_index: 1 };
-    assert_eq!(finish_run(&c, &fence("a", g), &done, &[], false, T0).expect("finish"), FinishOutcome::Completed);
-    assert!(matches!(delete_run(&c, "a").expect("delete"), DeleteOutcome::Deleted(_)));
-    for table in ["durably_runs", "durably_run_labels", "durably_steps", "durably_logs"] {
-        let n: i64 = c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).expect("count");
+    let done = Finish::Completed {
+        output: None,
+        completed_step_count: 1,
+        current_step_index: 1,
+    };
+    assert_eq!(
+        finish_run(&c, &fence("a", g), &done, &[], false, T0).expect("finish"),
+        FinishOutcome::Completed
+    );
+    assert!(matches!(
+        delete_run(&c, "a").expect("delete"),
+        DeleteOutcome::Deleted(_)
+    ));
+    for table in [
+        "durably_runs",
+        "durably_run_labels",
+        "durably_steps",
+        "durably_logs",
+    ] {
+        let n: i64 = c
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count");
         assert_eq!(n, 0, "{table}");
     }
 }
@@ -385,9 +757,22 @@ fn completion_with_cleanup_deletes_steps_and_logs() {
     let (_d, c) = db();
     add(&c, new_run("a", "job"), T0);
     let g = claim_one(&c, "w", T0).expect("claimed").generation;
-    assert!(persist_step(&c, &fence("a", g), &step("s", 0, StepStatus::Completed), &[]).expect("persist"));
-    let done = Finish::Completed { output: Some("42".into()), completed_step_count: 1, current_step_index: 1 };
-    assert_eq!(finish_run(&c, &fence("a", g), &done, &[], true, T0).expect("finish"), FinishOutcome::Completed);
+    assert!(persist_step(
+        &c,
+        &fence("a", g),
+        &step("s", 0, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
+    let done = Finish::Completed {
+        output: Some("42".into()),
+        completed_step_count: 1,
+        current_step_index: 1,
+    };
+    assert_eq!(
+        finish_run(&c, &fence("a", g), &done, &[], true, T0).expect("finish"),
+        FinishOutcome::Completed
+    );
     assert!(get_steps(&c, "a").expect("steps").is_empty());
     let got = get_run(&c, "a").expect("get").expect("exists");
     assert_eq!((got.completed_step_count, got.current_step_index), (1, 1));
@@ -396,7 +781,10 @@ fn completion_with_cleanup_deletes_steps_and_logs() {
 #[test]
 fn release_expired_leases_fails_or_resets() {
     let (_d, c) = db();
-    let keyed = |id: &str| NewRun { concurrency_key: Some("k".into()), ..new_run(id, "job") };
+    let keyed = |id: &str| NewRun {
+        concurrency_key: Some("k".into()),
+        ..new_run(id, "job")
+    };
     add(&c, keyed("a"), T0);
     claim_one(&c, "w", T0).expect("claimed");
     add(&c, keyed("b"), T0);
@@ -405,7 +793,13 @@ fn release_expired_leases_fails_or_resets() {
     let later = T0 + LEASE + Duration::from_secs(1);
     assert_eq!(release_expired_leases(&c, later).expect("release"), 2);
     let status = |id: &str| get_run(&c, id).expect("get").map(|r| (r.status, r.error));
-    assert_eq!(status("a"), Some((RunStatus::Failed, Some("Lease expired; pending run already exists".into()))));
+    assert_eq!(
+        status("a"),
+        Some((
+            RunStatus::Failed,
+            Some("Lease expired; pending run already exists".into())
+        ))
+    );
     assert_eq!(status("b").map(|s| s.0), Some(RunStatus::Pending));
     assert_eq!(status("c").map(|s| s.0), Some(RunStatus::Pending));
 }
@@ -429,22 +823,51 @@ fn purge_removes_only_old_terminal_runs() {
     }
     for _ in 0..3 {
         let r = claim_one(&c, "w", T0).expect("claimed");
-        assert!(persist_step(&c, &fence(&r.id, r.generation), &step("s", 0, StepStatus::Completed), &[]).expect("persist"));
+        assert!(persist_step(
+            &c,
+            &fence(&r.id, r.generation),
+            &step("s", 0, StepStatus::Completed),
+            &[]
+        )
+        .expect("persist"));
         let f = if r.id == "b" {
-            Finish::Failed { error: "x".into(), retry: None }
+            Finish::Failed {
+                error: "x".into(),
+                retry: None,
+            }
         } else {
-            Finish::Completed { output: None, completed_step_count: 1, current_step_index: 1 }
+            Finish::Completed {
+                output: None,
+                completed_step_count: 1,
+                current_step_index: 1,
+            }
         };
         finish_run(&c, &fence(&r.id, r.generation), &f, &[], false, T0).expect("finish");
     }
     cancel_run(&c, "cc", T0, false).expect("cancel");
-    assert_eq!(purge_runs(&c, None, T0, 10).expect("purge"), 0, "a cutoff in the past deletes nothing");
+    assert_eq!(
+        purge_runs(&c, None, T0, 10).expect("purge"),
+        0,
+        "a cutoff in the past deletes nothing"
+    );
     let future = T0 + Duration::from_secs(60);
     assert_eq!(purge_runs(&c, None, future, 2).expect("purge"), 2);
-    assert_eq!(purge_runs(&c, Some("other-job"), future, 10).expect("purge"), 0);
+    assert_eq!(
+        purge_runs(&c, Some("other-job"), future, 10).expect("purge"),
+        0
+    );
     assert_eq!(purge_runs(&c, None, future, 10).expect("purge"), 1);
-    assert_eq!(get_runs(&c, &RunFilter::new()).expect("runs").iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["p"]);
-    let steps: i64 = c.query_row("SELECT COUNT(*) FROM durably_steps", [], |r| r.get(0)).expect("count");
+    assert_eq!(
+        get_runs(&c, &RunFilter::new())
+            .expect("runs")
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["p"]
+    );
+    let steps: i64 = c
+        .query_row("SELECT COUNT(*) FROM durably_steps", [], |r| r.get(0))
+        .expect("count");
     assert_eq!(steps, 0);
 }
 
@@ -472,6 +895,9 @@ fn schema_is_idempotent_and_has_the_named_indexes() {
         "idx_durably_runs_status_lease_expires",
         "idx_durably_steps_completed_unique",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 }
