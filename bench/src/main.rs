@@ -1,0 +1,407 @@
+//! The benchmark program of durable-jobs. See `BENCHMARKS.md` at the repository root for the
+//! commands, the figures and their analysis, and `--help` for the options.
+
+mod jobs;
+mod peers;
+mod report;
+mod stats;
+mod step_jobs;
+mod sys;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use durable_jobs::Synchronous;
+
+use report::Report;
+
+/// What a workload returns when it cannot run.
+pub(crate) type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const USAGE: &str = "\
+durable-jobs-bench: benchmarks of durable-jobs on a SQLite file (WAL) in a temp dir
+
+USAGE:
+    cargo run --release -p durable-jobs-bench -- <WORKLOAD>... [OPTIONS]
+
+WORKLOADS:
+    steps        20,000 step-job runs of 3 trivial steps, triggered in batches of 500, then
+                 drained; synchronous=NORMAL and FULL
+    debounce     1,000 instances x 100 events (64 concurrent callers), max_events = 100
+    continuous   10,000 instances running every second for 10 s: executions/s and lateness
+    latency      trigger_and_wait of a one-step job on an idle engine, 1,000 times in sequence
+    scale        1,000,000 continuous instances scheduled an hour ahead: creation rate, peak
+                 RSS, reopen-to-ready (each phase in a fresh child process)
+    limit        raw rusqlite writing the rows `steps` writes per run, 1,000 rows per
+                 transaction: the ceiling `steps` is compared with
+    burndown     50,000 no-op step jobs enqueued in batches of 1,000, drained at concurrency
+                 20 and 100 (the effectum peer's shape)
+    compare      steps, latency and burndown with the peers side by side, and the ratios
+    all          every workload above, with the peers (unless --no-peers)
+
+OPTIONS:
+    --quick              scale every workload down (10x; 50x for scale) for a smoke run
+    --repeat N           run each workload N times; the table shows medians (default 1)
+    --peers / --no-peers run the peers (durably, effectum) next to steps, latency, burndown
+                         (default: on for `compare` and `all`, off otherwise)
+    --peer-runs N        runs of the durably `steps` peer (default: as many as ours)
+    --sync normal|full|both   synchronous modes of `steps` and `limit` (default both)
+    --runs N             steps: runs (default 20000)
+    --batch N            steps: trigger batch size (default 500)
+    --step-concurrency N steps: the worker's max_concurrent_runs (default: the engine's, 32)
+    --instances N        debounce, continuous, scale: instances
+    --events N           debounce: events per instance (default 100)
+    --callers N          debounce: concurrent callers (default 64)
+    --seconds N          continuous: measured seconds (default 10)
+    --iterations N       latency: calls (default 1000)
+    --jobs N             burndown: jobs (default 50000)
+    --concurrency A,B    burndown: worker concurrencies (default 20,100)
+    --dir PATH           where the temp dir is made (default: the system temp dir)
+    -h, --help           this text
+
+OUTPUT:
+    one JSON line per figure on stdout ({\"workload\", \"variant\", \"metric\", \"value\", \"unit\",
+    \"run\", and \"target\"/\"pass\" where a target applies), then a table of medians. Progress goes
+    to stderr. The exit status is 0 even when a target is missed; 1 when a workload failed.
+";
+
+/// Sizes and switches of a benchmark run.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) quick: bool,
+    pub(crate) repeat: usize,
+    pub(crate) peers: Option<bool>,
+    pub(crate) peer_runs: Option<usize>,
+    pub(crate) sync: Vec<Synchronous>,
+    pub(crate) steps_runs: usize,
+    pub(crate) steps_batch: usize,
+    pub(crate) steps_per_run: usize,
+    pub(crate) step_concurrency: Option<usize>,
+    pub(crate) debounce_instances: usize,
+    pub(crate) debounce_events: usize,
+    pub(crate) debounce_callers: usize,
+    pub(crate) continuous_instances: usize,
+    pub(crate) continuous_secs: u64,
+    pub(crate) latency_iterations: usize,
+    pub(crate) scale_instances: usize,
+    pub(crate) burndown_jobs: usize,
+    pub(crate) burndown_concurrency: Vec<usize>,
+    pub(crate) dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            quick: false,
+            repeat: 1,
+            peers: None,
+            peer_runs: None,
+            sync: vec![Synchronous::Normal, Synchronous::Full],
+            steps_runs: 20_000,
+            steps_batch: 500,
+            steps_per_run: 3,
+            step_concurrency: None,
+            debounce_instances: 1_000,
+            debounce_events: 100,
+            debounce_callers: 64,
+            continuous_instances: 10_000,
+            continuous_secs: 10,
+            latency_iterations: 1_000,
+            scale_instances: 1_000_000,
+            burndown_jobs: 50_000,
+            burndown_concurrency: vec![20, 100],
+            dir: None,
+        }
+    }
+}
+
+impl Config {
+    fn quick(&mut self) {
+        self.quick = true;
+        self.steps_runs = 2_000;
+        self.debounce_instances = 100;
+        self.continuous_instances = 1_000;
+        self.continuous_secs = 3;
+        self.latency_iterations = 100;
+        self.scale_instances = 20_000;
+        self.burndown_jobs = 5_000;
+    }
+
+    /// Whether the peers run next to our figures.
+    pub(crate) fn with_peers(&self, default: bool) -> bool {
+        self.peers.unwrap_or(default)
+    }
+}
+
+pub(crate) fn sync_name(mode: Synchronous) -> &'static str {
+    match mode {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+        _ => "OTHER",
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    Steps,
+    Debounce,
+    Continuous,
+    Latency,
+    Scale,
+    Limit,
+    Burndown,
+}
+
+const ALL: [Workload; 7] = [
+    Workload::Limit,
+    Workload::Steps,
+    Workload::Burndown,
+    Workload::Latency,
+    Workload::Debounce,
+    Workload::Continuous,
+    Workload::Scale,
+];
+
+fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String> {
+    let mut cfg = Config::default();
+    let mut workloads = Vec::new();
+    let mut peers_default = false;
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .ok_or_else(|| format!("{name} needs a value (see --help)"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" | "help" => return Err(String::new()),
+            "--quick" => cfg.quick = true,
+            "--peers" => cfg.peers = Some(true),
+            "--no-peers" => cfg.peers = Some(false),
+            "--repeat" | "--peer-runs" | "--sync" | "--runs" | "--batch" | "--instances"
+            | "--events" | "--callers" | "--seconds" | "--iterations" | "--jobs"
+            | "--concurrency" | "--dir" | "--step-concurrency" => {
+                let v = value(&arg)?;
+                overrides.push((arg, v));
+            }
+            "steps" => workloads.push(Workload::Steps),
+            "debounce" => workloads.push(Workload::Debounce),
+            "continuous" => workloads.push(Workload::Continuous),
+            "latency" => workloads.push(Workload::Latency),
+            "scale" => workloads.push(Workload::Scale),
+            "limit" => workloads.push(Workload::Limit),
+            "burndown" => workloads.push(Workload::Burndown),
+            "compare" => {
+                peers_default = true;
+                workloads.extend([
+                    Workload::Limit,
+                    Workload::Steps,
+                    Workload::Latency,
+                    Workload::Burndown,
+                ]);
+            }
+            "all" => {
+                peers_default = true;
+                workloads.extend(ALL);
+            }
+            other => return Err(format!("unknown argument `{other}` (see --help)")),
+        }
+    }
+    if cfg.quick {
+        cfg.quick();
+    }
+    for (name, v) in overrides {
+        let n = || {
+            v.replace('_', "")
+                .parse::<usize>()
+                .map_err(|_| format!("{name} takes a number, not `{v}`"))
+        };
+        match name.as_str() {
+            "--repeat" => cfg.repeat = n()?.max(1),
+            "--peer-runs" => cfg.peer_runs = Some(n()?),
+            "--runs" => cfg.steps_runs = n()?,
+            "--batch" => cfg.steps_batch = n()?.max(1),
+            "--step-concurrency" => cfg.step_concurrency = Some(n()?.clamp(1, 1000)),
+            "--instances" => {
+                let n = n()?;
+                cfg.debounce_instances = n;
+                cfg.continuous_instances = n;
+                cfg.scale_instances = n;
+            }
+            "--events" => cfg.debounce_events = n()?.max(1),
+            "--callers" => cfg.debounce_callers = n()?.max(1),
+            "--seconds" => cfg.continuous_secs = n()? as u64,
+            "--iterations" => cfg.latency_iterations = n()?.max(1),
+            "--jobs" => cfg.burndown_jobs = n()?,
+            "--dir" => cfg.dir = Some(PathBuf::from(v)),
+            "--concurrency" => {
+                cfg.burndown_concurrency = v
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| format!("--concurrency takes numbers like 20,100, not `{v}`"))?
+            }
+            "--sync" => {
+                cfg.sync = match v.to_ascii_lowercase().as_str() {
+                    "normal" => vec![Synchronous::Normal],
+                    "full" => vec![Synchronous::Full],
+                    "both" => vec![Synchronous::Normal, Synchronous::Full],
+                    _ => return Err(format!("--sync takes normal, full or both, not `{v}`")),
+                }
+            }
+            _ => unreachable!("every option is matched above"),
+        }
+    }
+    if workloads.is_empty() {
+        return Err("name a workload, `compare` or `all` (see --help)".into());
+    }
+    let mut seen = Vec::new();
+    workloads.retain(|w| {
+        let new = !seen.contains(w);
+        seen.push(*w);
+        new
+    });
+    Ok((workloads, cfg, peers_default))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Child processes of the `scale` workload.
+    if let Some(first) = args.first() {
+        if first.starts_with("__scale-") {
+            return workloads::scale::child(&args);
+        }
+    }
+    let (workloads, mut cfg, peers_default) = match parse_args(args) {
+        Ok(parsed) => parsed,
+        Err(message) if message.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    cfg.peers = Some(cfg.with_peers(peers_default));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ok = runtime.block_on(run(workloads, cfg));
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn run(workloads: Vec<Workload>, cfg: Config) -> bool {
+    let base = cfg.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = match tempfile::Builder::new()
+        .prefix("durable-jobs-bench-")
+        .tempdir_in(&base)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot make a temp dir in {}: {e}", base.display());
+            return false;
+        }
+    };
+    let mut report = Report::default();
+    eprintln!(
+        "durable-jobs-bench: {} | {} run(s){}{}",
+        sys::machine(dir.path()),
+        cfg.repeat,
+        if cfg.quick { " | quick sizes" } else { "" },
+        if cfg.peers == Some(true) {
+            " | with peers"
+        } else {
+            ""
+        },
+    );
+    let mut failed = false;
+    let mut peers = peers::Peers::new(cfg.peers == Some(true));
+    for run in 1..=cfg.repeat {
+        report.set_run(run);
+        for (i, w) in workloads.iter().enumerate() {
+            let sub = dir.path().join(format!("r{run}-{i}"));
+            if let Err(e) = std::fs::create_dir_all(&sub) {
+                eprintln!("error: {e}");
+                return false;
+            }
+            eprintln!("== run {run}/{}: {w:?}", cfg.repeat);
+            let result = run_one(*w, &cfg, &sub, &mut report, &mut peers).await;
+            if let Err(e) = result {
+                eprintln!("error: {w:?} failed: {e}");
+                report.note(format!("{w:?} (run {run}) failed: {e}"));
+                failed = true;
+            }
+            let _ = std::fs::remove_dir_all(&sub);
+        }
+    }
+    peers::ratios(&cfg, &mut report);
+    report.finish(cfg.repeat);
+    !failed
+}
+
+async fn run_one(
+    w: Workload,
+    cfg: &Config,
+    dir: &Path,
+    report: &mut Report,
+    peers: &mut peers::Peers,
+) -> BenchResult {
+    match w {
+        Workload::Steps => workloads::steps::run(cfg, dir, report, peers).await,
+        Workload::Debounce => workloads::debounce::run(cfg, dir, report).await,
+        Workload::Continuous => workloads::continuous::run(cfg, dir, report).await,
+        Workload::Latency => workloads::latency::run(cfg, dir, report, peers).await,
+        Workload::Scale => workloads::scale::run(cfg, dir, report).await,
+        Workload::Limit => workloads::limit::run(cfg, dir, report).await,
+        Workload::Burndown => workloads::burndown::run(cfg, dir, report, peers).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn quick_scales_down_and_options_override_it() {
+        let (w, cfg, peers) = parse_args(args("steps --quick --runs 300")).unwrap();
+        assert_eq!(w, vec![Workload::Steps]);
+        assert!(!peers);
+        assert_eq!(cfg.steps_runs, 300);
+        assert_eq!(cfg.burndown_jobs, 5_000);
+    }
+
+    #[test]
+    fn all_runs_every_workload_once_with_peers() {
+        let (w, cfg, peers) = parse_args(args("all steps --sync full")).unwrap();
+        assert_eq!(w.len(), ALL.len());
+        assert!(peers);
+        assert_eq!(cfg.sync, vec![Synchronous::Full]);
+    }
+
+    #[test]
+    fn bad_arguments_are_explained() {
+        assert!(parse_args(args("nope")).unwrap_err().contains("nope"));
+        assert!(parse_args(args("steps --runs x"))
+            .unwrap_err()
+            .contains("--runs"));
+        assert!(parse_args(vec![]).is_err());
+        assert_eq!(parse_args(args("--help")).unwrap_err(), "");
+    }
+}

@@ -1,0 +1,92 @@
+//! `debounce`: 1,000 instances receiving 100 events each, `max_events = 100`, from 64
+//! concurrent callers (100,000 durable `add` calls). Every add commits before it returns; the
+//! add that brings a batch to 100 events flushes it inline. Afterwards every event must have
+//! been flushed exactly once.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use durable_jobs::Engine;
+
+use crate::jobs::{BatchApp, BatchJobs, Collect, MAX_EVENTS};
+use crate::report::{Metric, Report, Target};
+use crate::stats::{percentile, rate, sorted_millis};
+use crate::{BenchResult, Config};
+
+pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchResult {
+    let instances = cfg.debounce_instances;
+    let total = instances * cfg.debounce_events;
+    let app = Arc::new(BatchApp::new(total));
+    let engine = Engine::<BatchJobs>::builder()
+        .sqlite(dir.join("debounce.db"))
+        .app(app.clone())
+        .start()
+        .await?;
+    let client = engine.client();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut callers = Vec::new();
+    for _ in 0..cfg.debounce_callers {
+        let client = client.clone();
+        let next = next.clone();
+        callers.push(tokio::spawn(async move {
+            let debounce = client.debounce::<Collect>();
+            let mut latencies = Vec::with_capacity(total / 32);
+            loop {
+                let e = next.fetch_add(1, Ordering::Relaxed);
+                if e >= total {
+                    break;
+                }
+                let id = format!("d{}", e % instances);
+                let t = Instant::now();
+                debounce.add(&id, e as u32).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<Vec<Duration>, durable_jobs::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for c in callers {
+        latencies.extend(c.await??);
+    }
+    let elapsed = start.elapsed();
+    drop(client);
+    engine.shutdown().await?;
+
+    let sorted = sorted_millis(&latencies);
+    report.push(
+        Metric::new("debounce", "adds_per_s", rate(total, elapsed), "adds/s")
+            .target(Target::AtLeast(100_000.0)),
+    );
+    report.push(Metric::new(
+        "debounce",
+        "add_p50_ms",
+        percentile(&sorted, 50.0),
+        "ms",
+    ));
+    report.push(
+        Metric::new("debounce", "add_p99_ms", percentile(&sorted, 99.0), "ms")
+            .target(Target::Below(10.0)),
+    );
+    let (missing, repeated) = app.check();
+    let flushes = app.flushes.load(Ordering::Relaxed) as usize;
+    let expected_flushes = total / MAX_EVENTS as usize;
+    report.push(
+        Metric::new(
+            "debounce",
+            "events_not_flushed_exactly_once",
+            (missing + repeated) as f64,
+            "events",
+        )
+        .target(Target::Below(1.0)),
+    );
+    if missing + repeated > 0 || flushes != expected_flushes {
+        report.note(format!(
+            "debounce: {missing} events never flushed, {repeated} flushed more than once, \
+             {flushes} flushes for {expected_flushes} full batches"
+        ));
+    }
+    Ok(())
+}

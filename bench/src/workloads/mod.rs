@@ -1,0 +1,9 @@
+//! One module per workload of issue 5.
+
+pub(crate) mod burndown;
+pub(crate) mod continuous;
+pub(crate) mod debounce;
+pub(crate) mod latency;
+pub(crate) mod limit;
+pub(crate) mod scale;
+pub(crate) mod steps;

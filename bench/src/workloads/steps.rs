@@ -1,0 +1,182 @@
+//! `steps`: 20,000 runs of a three-step job, triggered in batches of 500 (`batch_trigger`), then
+//! drained by the engine's step worker (default settings: 32 runs at once), for
+//! `synchronous=NORMAL` and `FULL`. The worker starts with the engine, so the runs wait at a
+//! gate in the job until the trigger phase is over (durably's harness calls `start()` only
+//! then). The drain ends when every run's completion is committed.
+//!
+//! Also the helpers the other step-job workloads share.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use durable_jobs::steps::{RunFilter, RunStatus, StepJobClient, StepOptions};
+use durable_jobs::{Engine, StepJob, Synchronous};
+
+use crate::peers::{field, Peers};
+use crate::report::{Metric, Report, Target};
+use crate::stats::rate;
+use crate::step_jobs::{Num, StepApp, StepJobs, ThreeSteps, STEPS_PER_RUN};
+use crate::{sync_name, BenchResult, Config};
+
+/// An engine running the step-job workloads' jobs, its gate closed unless `open`.
+pub(crate) async fn engine(
+    path: &Path,
+    sync: Synchronous,
+    concurrency: Option<usize>,
+    open: bool,
+) -> BenchResult<(Engine<StepJobs>, Arc<StepApp>)> {
+    let app = Arc::new(StepApp::new(open));
+    let mut options = StepOptions::default();
+    if let Some(c) = concurrency {
+        options = options.max_concurrent_runs(c);
+    }
+    let engine = Engine::<StepJobs>::builder()
+        .sqlite(path)
+        .synchronous(sync)
+        .step_options(options)
+        .app(app.clone())
+        .start()
+        .await?;
+    Ok((engine, app))
+}
+
+/// Waits until `n` run bodies ended and the completions of the last of them are committed;
+/// then checks that no run is left pending, leased or failed.
+pub(crate) async fn wait_drained<J: StepJob<Arc<StepApp>>>(
+    runs: &StepJobClient<Arc<StepApp>, J>,
+    app: &StepApp,
+    n: usize,
+    concurrency: usize,
+) -> BenchResult {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while (app.ended.load(Ordering::Relaxed) as usize) < n {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {n} runs ended after 10 minutes",
+                app.ended.load(Ordering::Relaxed)
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    // Bodies end before their completion is committed; the writer commits in order, so the
+    // last runs to end are the last to be committed.
+    let last: Vec<String> = app
+        .last_ended
+        .lock()
+        .map(|l| l.iter().rev().take(2 * concurrency).cloned().collect())
+        .unwrap_or_default();
+    for id in last {
+        let run = runs
+            .wait_for_run(&id, Some(Duration::from_secs(60)))
+            .await?;
+        if run.status != RunStatus::Completed {
+            return Err(format!("run {id} ended {:?}", run.status).into());
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every run completed (after the timing).
+pub(crate) async fn check_all_completed<J: StepJob<Arc<StepApp>>>(
+    runs: &StepJobClient<Arc<StepApp>, J>,
+) -> BenchResult {
+    for status in [RunStatus::Pending, RunStatus::Leased, RunStatus::Failed] {
+        let left = runs
+            .get_runs(RunFilter::new().status(status).limit(5))
+            .await?;
+        if !left.is_empty() {
+            return Err(format!("{} run(s) left {status:?} after the drain", left.len()).into());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(
+    cfg: &Config,
+    dir: &Path,
+    report: &mut Report,
+    peers: &mut Peers,
+) -> BenchResult {
+    let n = cfg.steps_runs;
+    let steps = STEPS_PER_RUN as usize;
+    for mode in &cfg.sync {
+        let mut variant = format!("synchronous={}", sync_name(*mode));
+        if let Some(c) = cfg.step_concurrency {
+            variant.push_str(&format!(" concurrency={c}"));
+        }
+        let path = dir.join(format!("steps-{}.db", sync_name(*mode)));
+        let (engine, app) = engine(&path, *mode, cfg.step_concurrency, false).await?;
+        let client = engine.client();
+        let runs = client.step_job::<ThreeSteps>();
+
+        let start = Instant::now();
+        let mut i = 0;
+        while i < n {
+            let end = (i + cfg.steps_batch).min(n);
+            runs.batch_trigger((i..end).map(|i| Num { i: i as u64 }))
+                .await?;
+            i = end;
+        }
+        let triggered = start.elapsed();
+        let drain = Instant::now();
+        app.open();
+        let concurrency = cfg
+            .step_concurrency
+            .unwrap_or(StepOptions::default().max_concurrent_runs);
+        wait_drained(&runs, &app, n, concurrency).await?;
+        let drained = drain.elapsed();
+        check_all_completed(&runs).await?;
+        drop(runs);
+        drop(client);
+        engine.shutdown().await?;
+
+        report.push(
+            Metric::new("steps", "trigger_per_s", rate(n, triggered), "runs/s").variant(&variant),
+        );
+        let m =
+            Metric::new("steps", "drain_runs_per_s", rate(n, drained), "runs/s").variant(&variant);
+        report.push(if *mode == Synchronous::Full {
+            m.target(Target::AtLeast(5_000.0))
+        } else {
+            m
+        });
+        report.push(
+            Metric::new(
+                "steps",
+                "drain_steps_per_s",
+                rate(n * steps, drained),
+                "steps/s",
+            )
+            .variant(&variant),
+        );
+
+        let peer_runs = cfg.peer_runs.unwrap_or(n);
+        if let Some(v) = peers.run(
+            "durably",
+            &[
+                "steps".into(),
+                peer_runs.to_string(),
+                steps.to_string(),
+                "8".into(),
+                "10".into(),
+            ],
+            &[("SYNC", sync_name(*mode))],
+            report,
+        ) {
+            let variant = format!("durably {variant}");
+            for (metric, unit) in [
+                ("trigger_per_s", "runs/s"),
+                ("drain_runs_per_s", "runs/s"),
+                ("drain_steps_per_s", "steps/s"),
+            ] {
+                if let Some(x) = field(&v, metric) {
+                    report.push(Metric::new("steps", metric, x, unit).variant(&variant));
+                }
+            }
+        }
+    }
+    Ok(())
+}
