@@ -5,6 +5,8 @@
 //! them. Nothing here is covered by semver.
 
 pub use crate::engine::RegisterJob;
+/// The step-job schema, for the benchmark's raw-SQLite ceiling (it writes the same rows).
+pub use crate::store::sqlite::runs::RUNS_SCHEMA;
 pub use serde;
 pub use std::time::Duration;
 

@@ -30,7 +30,7 @@ use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
 /// The step-job tables, applied as migration 2.
-pub(crate) const RUNS_SCHEMA: &str = r#"
+pub const RUNS_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS durably_runs (
     id TEXT PRIMARY KEY,
     job_name TEXT NOT NULL,
