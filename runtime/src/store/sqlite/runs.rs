@@ -696,6 +696,19 @@ fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
 const KEY_FREE: &str = "(r.concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM durably_runs a
     WHERE a.status = 'leased' AND a.concurrency_key = r.concurrency_key AND a.lease_expires_at > ?1))";
 
+/// The FIFO scan of due pending runs whose concurrency key is free.
+///
+/// Its limit is a literal (the caller stops reading early): with `LIMIT ?`, SQLite re-prepares
+/// the statement on every execution once it was re-prepared for any reason, because the bound
+/// limit changes from one claim to the next.
+pub(crate) fn claim_pending_sql() -> String {
+    format!(
+        "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
+         WHERE r.status = 'pending' AND (r.not_before IS NULL OR r.not_before <= ?1) AND {KEY_FREE}
+         ORDER BY r.created_at, r.id LIMIT 2000"
+    )
+}
+
 pub(crate) fn claim(
     conn: &Connection,
     owner: &str,
@@ -709,31 +722,30 @@ pub(crate) fn claim(
     let now_s = format_ts(now);
     let until_s = format_ts(lease_until);
     // Over-fetch a little: candidates sharing a concurrency key are skipped after the first.
-    // The fetch size is written into the SQL, rounded up to a power of two: SQLite plans a
-    // `LIMIT ?` with the bound value and re-prepares the statement whenever it changes, which
-    // cost more than the claim itself; a handful of cached texts avoids that.
-    let fetch = (limit + limit / 4 + 1).next_power_of_two();
+    let fetch = (limit + limit / 4 + 1).min(2000);
     let mut candidates: Vec<Candidate> = Vec::new();
     {
-        let mut pending = conn
-            .prepare_cached(&format!(
-                "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
-                 WHERE r.status = 'pending' AND (r.not_before IS NULL OR r.not_before <= ?1) AND {KEY_FREE}
-                 ORDER BY r.created_at, r.id LIMIT {fetch}"
-            ))
-            .map_err(db)?;
-        for c in pending.query_map(params![now_s], candidate).map_err(db)? {
+        let mut pending = conn.prepare_cached(&claim_pending_sql()).map_err(db)?;
+        for c in pending
+            .query_map(params![now_s], candidate)
+            .map_err(db)?
+            .take(fetch)
+        {
             candidates.push(c.map_err(db)?);
         }
         let mut expired = conn
             .prepare_cached(&format!(
                 "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
                  WHERE r.status = 'leased' AND r.lease_expires_at <= ?1 AND {KEY_FREE}
-                 ORDER BY r.lease_expires_at LIMIT {fetch}"
+                 ORDER BY r.lease_expires_at LIMIT 2000"
             ))
             .map_err(db)?;
         let before = candidates.len();
-        for c in expired.query_map(params![now_s], candidate).map_err(db)? {
+        for c in expired
+            .query_map(params![now_s], candidate)
+            .map_err(db)?
+            .take(fetch)
+        {
             candidates.push(c.map_err(db)?);
         }
         if candidates.len() > before && before > 0 {

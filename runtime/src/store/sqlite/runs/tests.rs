@@ -901,3 +901,20 @@ fn schema_is_idempotent_and_has_the_named_indexes() {
         );
     }
 }
+
+#[test]
+fn the_claim_query_is_not_re_prepared_on_every_claim() {
+    let (_d, c) = db();
+    for i in 0..50 {
+        add(&c, new_run(&format!("r{i:03}"), "job"), T0);
+    }
+    // A schema change makes every cached statement re-prepare once.
+    c.execute_batch("CREATE TABLE bump (x); DROP TABLE bump;")
+        .expect("bump");
+    for k in 0..10u64 {
+        let now = T0 + Duration::from_millis(k);
+        claim(&c, "w", now, now + LEASE, 5).expect("claim");
+    }
+    let st = c.prepare_cached(&claim_pending_sql()).expect("cached");
+    assert!(st.get_status(rusqlite::StatementStatus::RePrepare) <= 1);
+}
