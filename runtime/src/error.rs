@@ -1,17 +1,4 @@
 //! The one error type every engine and client operation returns.
-//!
-//! Which operation returns which variant:
-//!
-//! | operation | variants |
-//! |---|---|
-//! | builder `start` | `Storage` (the file cannot be opened or migrated), `Validation` (bad configuration) |
-//! | continuous `start` | `Validation` (id, input), `Execution` (the first run failed with no retry policy), `Scheduler`, `Storage` |
-//! | `trigger` (continuous, task) | `InstanceNotFound`, `Execution`, `InvalidState` (called from inside the same instance's execution) |
-//! | `terminate`, debounce `flush` and `clear` | `InstanceNotFound`, `Execution` (flush), `InvalidState` |
-//! | debounce `add`, task `send` | `Validation` (id, event, state, event id), `DuplicateEvent`, `Execution` (a `max_events` flush or `on_event` failed), `InvalidState` |
-//! | `status`, `get_state` | `Validation` (id; stored state that no longer deserialises), `Storage`; never `InstanceNotFound`: a missing instance is a `not_found` status or `None` |
-//! | dynamic `by_name` | `JobNotFound` |
-//! | any operation after `shutdown` | `Scheduler` |
 
 use std::fmt;
 
@@ -24,6 +11,27 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong. Match on it; every variant carries its context.
+///
+/// # Which operation returns which variant
+///
+/// | operation | variants |
+/// |---|---|
+/// | builder `start` | `Storage` (the file cannot be opened or migrated), `Validation` (bad configuration) |
+/// | continuous `start` | `Validation` (id, input), `Execution` (the first run failed with no retry policy, or a one-attempt policy gave up), `Scheduler`, `Storage` |
+/// | `trigger` (continuous, task) | `InstanceNotFound`, `Execution`, `InvalidState` (called from inside the same instance's execution) |
+/// | `terminate`, debounce `flush` and `clear` | `InstanceNotFound`, `Execution` (flush), `InvalidState` |
+/// | debounce `add`, `add_with_id` | `Validation` (id, event, event id, a batch over the size limit), `DuplicateEvent`, `InvalidState`; a failed `max_events` flush is not an error but `AddResult::flush` |
+/// | task `send`, `send_with_id` | `Validation` (id, event, event id, a state over the size limit), `DuplicateEvent`, `Execution` (`on_event` failed and `on_error` did not rescue it), `InvalidState` |
+/// | `status`, `get_state` | `Validation` (id; stored state that no longer deserialises), `Storage`; never `InstanceNotFound`: a missing instance is a `NotFound` status or `None` |
+/// | step job `trigger`, `batch_trigger` | `Validation` (input, keys, labels), `InvalidState` (a pending run has the same concurrency key and `coalesce` is not set) |
+/// | step job `trigger_and_wait`, `wait_for_run` | `Execution` (the run failed; the source is `RunFailed` with its message), `InvalidState` (it was cancelled), `InstanceNotFound`, `Timeout` (the run goes on) |
+/// | step job `retrigger`, `cancel`, `delete_run` | `InstanceNotFound`, `InvalidState` (the run's status does not allow it) |
+/// | step job `get_run`, `get_runs` | `Validation` (a stored input or output that no longer deserialises); a missing run is `None` |
+/// | dynamic `by_name` | `JobNotFound` |
+/// | a continuous, debounce or task operation after `shutdown` | `Scheduler` |
+///
+/// Any operation given an invalid instance id also returns `Validation`, and any operation that
+/// touches the store may return `Storage`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

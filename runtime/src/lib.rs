@@ -1,4 +1,291 @@
-//! Durable background jobs for Rust services.
+//! Durable background jobs for Rust services, kept in an embedded SQLite file.
+//!
+//! A job is plain Rust annotated with one of four attributes: recurring jobs with persisted
+//! state ([`#[continuous]`](macro@continuous)), events folded into a batch that is flushed after
+//! a window, a quiet period or a count ([`#[debounce]`](macro@debounce)), event-driven state
+//! machines that schedule their own work ([`#[task]`](macro@task)), and runs of memoised steps
+//! that resume after a crash ([`#[step_job]`](macro@step_job)). One [`registry!`] lists the
+//! jobs of an application; an [`Engine`] runs them inside your tokio runtime, with no separate
+//! server; its [`Client`] is typed, so a job that does not exist, is not registered, is of
+//! another kind or gets the wrong payload is a compile error. State, schedules, batches and
+//! retries are rows of one SQLite file and survive restarts.
+//!
+//! # Example
+//!
+//! Three jobs, an engine on an in-memory store driven by a [`TestClock`](testing::TestClock),
+//! the typed client, an hour passing in an instant, and a shutdown. In production, replace
+//! `.in_memory()` by `.sqlite("jobs.db")` and leave the clock out.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use durable_jobs::prelude::*;
+//! use durable_jobs::testing::TestClock;
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// What every handler receives as `&App`: HTTP clients, pools, configuration.
+//! pub struct App {
+//!     issuer: String,
+//! }
+//!
+//! #[derive(Serialize, Deserialize, Clone, Debug)]
+//! pub struct Tokens {
+//!     access_token: String,
+//!     refresh_token: String,
+//! }
+//!
+//! /// Refreshes a user's tokens every 30 minutes; failed runs are retried.
+//! #[durable_jobs::continuous(every = "30m", retry(max_attempts = 3))]
+//! async fn token_refresher(
+//!     ctx: &mut ContinuousContext<Tokens>,
+//!     app: &App,
+//! ) -> Result<(), std::io::Error> {
+//!     if ctx.state().refresh_token.is_empty() {
+//!         return ctx.terminate("no refresh token");
+//!     }
+//!     let access_token = format!("{}-{}", app.issuer, ctx.run_count());
+//!     ctx.update_state(|t| t.access_token = access_token);
+//!     Ok(())
+//! }
+//!
+//! /// Delivers a contact's webhooks in batches.
+//! pub struct WebhookBatcher;
+//!
+//! #[durable_jobs::debounce(flush_after = "5s", quiet = "1s", max_events = 100)]
+//! impl DebounceJob<App> for WebhookBatcher {
+//!     type Event = String;
+//!     type State = Vec<String>;
+//!     type Error = std::io::Error;
+//!
+//!     fn on_event(
+//!         &self,
+//!         batch: Option<Vec<String>>,
+//!         event: String,
+//!         _ctx: &EventContext,
+//!     ) -> Vec<String> {
+//!         let mut batch = batch.unwrap_or_default();
+//!         batch.push(event);
+//!         batch
+//!     }
+//!
+//!     async fn execute(
+//!         &self,
+//!         ctx: &mut FlushContext<Vec<String>>,
+//!         _app: &App,
+//!     ) -> Result<(), Self::Error> {
+//!         println!("delivering {:?} ({})", ctx.state(), ctx.flush_reason());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+//! pub enum Stage {
+//!     Paid,
+//!     Shipped,
+//! }
+//!
+//! #[derive(Serialize, Deserialize, Clone, Debug)]
+//! pub struct Payment {
+//!     amount: u64,
+//! }
+//!
+//! /// Ships an order an hour after it is paid.
+//! pub struct OrderProcessor;
+//!
+//! #[durable_jobs::task]
+//! impl TaskJob<App> for OrderProcessor {
+//!     type State = Stage;
+//!     type Event = Payment;
+//!     type Error = std::io::Error;
+//!
+//!     async fn on_event(
+//!         &self,
+//!         ctx: &mut TaskContext<Stage>,
+//!         _paid: Payment,
+//!         _app: &App,
+//!     ) -> Result<(), Self::Error> {
+//!         ctx.set_state(Stage::Paid);
+//!         ctx.schedule_in(Duration::from_secs(3600));
+//!         Ok(())
+//!     }
+//!
+//!     async fn execute(
+//!         &self,
+//!         ctx: &mut TaskContext<Stage>,
+//!         _app: &App,
+//!     ) -> Result<(), Self::Error> {
+//!         ctx.set_state(Stage::Shipped);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! durable_jobs::registry! {
+//!     /// Every job of this service.
+//!     pub Jobs<App> { TokenRefresher, WebhookBatcher, OrderProcessor }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> durable_jobs::Result<()> {
+//!     let clock = TestClock::new();
+//!     let engine = Jobs::builder()
+//!         .in_memory()
+//!         .clock(clock.clone())
+//!         .app(App {
+//!             issuer: "idp".into(),
+//!         })
+//!         .start()
+//!         .await?;
+//!     let client = engine.client();
+//!
+//!     let tokens = Tokens {
+//!         access_token: String::new(),
+//!         refresh_token: "rt_abc".into(),
+//!     };
+//!     let started = client
+//!         .continuous::<TokenRefresher>()
+//!         .start("user-123", tokens)
+//!         .await?;
+//!     assert!(started.created); // and its first run is done
+//!     client
+//!         .debounce::<WebhookBatcher>()
+//!         .add("contact-456", "contact.updated".into())
+//!         .await?;
+//!     client
+//!         .task::<OrderProcessor>()
+//!         .send("order-789", Payment { amount: 42 })
+//!         .await?;
+//!     // client.task::<TokenRefresher>(); // does not compile: not a #[task] job
+//!
+//!     // An hour passes at once: every alarm on the way runs, in order, before `advance` returns.
+//!     clock.advance(Duration::from_secs(3600)).await;
+//!
+//!     let refresher = client.continuous::<TokenRefresher>();
+//!     assert_eq!(refresher.status("user-123").await?.run_count, 3); // at 0, 30 and 60 minutes
+//!     assert_eq!(
+//!         refresher.get_state("user-123").await?.unwrap().access_token,
+//!         "idp-3"
+//!     );
+//!     // Flushed after its quiet second, the batch is gone.
+//!     assert!(client
+//!         .debounce::<WebhookBatcher>()
+//!         .status("contact-456")
+//!         .await?
+//!         .is_not_found());
+//!     let order = client
+//!         .task::<OrderProcessor>()
+//!         .get_state("order-789")
+//!         .await?;
+//!     assert_eq!(order, Some(Stage::Shipped));
+//!
+//!     drop(client);
+//!     engine.shutdown().await
+//! }
+//! ```
+//!
+//! Longer programs, one per kind, are in the repository's `examples/examples/` and run with
+//! `cargo run -p durable-jobs-examples --example continuous` (or `debounce`, `task`,
+//! `step_job`, `quickstart`).
+//!
+//! # The job kinds
+//!
+//! | kind | what runs, and when | client |
+//! |---|---|---|
+//! | [`#[continuous]`](macro@continuous) on an `async fn` | `execute` at `start` (unless `start_immediately = false`), then on its schedule: `every = "30m"` after each run ends, or `cron = "0 4 * * *"` with `tz` | [`continuous`](Client::continuous): `start`, `trigger`, `status`, `get_state`, `terminate` |
+//! | [`#[debounce]`](macro@debounce) on `impl DebounceJob<App>` | `on_event` folds each event into the batch; `execute` flushes it `flush_after` after its first event, after a `quiet` period, inside the `add` that reaches `max_events`, or on `flush` | [`debounce`](Client::debounce): `add`, `add_with_id`, `flush`, `clear`, `status`, `get_state` |
+//! | [`#[task]`](macro@task) on `impl TaskJob<App>` | `on_event` per event; `execute` when a handler's [`schedule_in`](TaskContext::schedule_in) comes due or on `trigger`; `on_idle` when nothing is scheduled; `on_error` may rescue a failure | [`task`](Client::task): `send`, `send_with_id`, `trigger`, `status`, `get_state`, `terminate` |
+//! | [`#[step_job]`](macro@step_job) on an `async fn` | a run per `trigger`, executed by the engine's step worker; each [`step.run(name, ...)`](StepContext::run) is persisted as it completes, so a retried or interrupted run resumes after its last completed step | [`step_job`](Client::step_job): `trigger`, `trigger_and_wait`, `batch_trigger`, `wait_for_run`, `get_run`, `get_runs`, `retrigger`, `cancel`, `delete_run` |
+//!
+//! An instance of the first three kinds is addressed by its job and an id of yours
+//! (`"user-123"`); its [`InstanceKey`] is the kind, the job's persisted name and that id.
+//! Actions on one instance are serialised; different instances run concurrently. A step job
+//! has runs instead, with ids the engine gives them, idempotency keys and concurrency keys. What happens on failure, retry
+//! policies, the quiet period, missed runs, event ids and size limits are described exactly in
+//! [`docs/jobs.md`](https://github.com/durable-jobs/durable-jobs/blob/main/docs/jobs.md). In
+//! short: a failure never leaves an instance stuck. Without a retry policy a continuous job
+//! keeps its cadence, a debounce batch is kept and flushed again `flush_after` later, and a
+//! task's error goes to its `on_error` or back to the caller. A retry policy retries with
+//! durable alarms; when it gives up, `on_retry_exhausted` runs and the instance is deleted.
+//!
+//! # Errors
+//!
+//! Every engine and client operation returns [`Result<T, Error>`](Result). [`Error`] is one
+//! `#[non_exhaustive]` enum to match on; each variant carries the instance and operation
+//! concerned, and a failure of your code arrives as [`Error::Execution`] with your error as its
+//! source, so `source.downcast_ref::<MyError>()` gets it back. Which operation returns which
+//! variant is tabled in the documentation of [`Error`]. Two rules to know: a
+//! query never fails because the instance is missing (`status` answers a `NotFound` status,
+//! `get_state` answers `None`), while a command that needs an instance (`trigger`,
+//! `terminate`, `flush`, `clear`) returns [`Error::InstanceNotFound`]; and an action on an
+//! instance issued from inside that instance's own handler returns [`Error::InvalidState`]
+//! instead of waiting for itself.
+//!
+//! # Testing
+//!
+//! Everything that reads time reads the engine's [`Clock`]. Hand a
+//! [`TestClock`](testing::TestClock) to the builder with `.clock(clock.clone())` and time
+//! moves only when the test says so: [`advance`](testing::TestClock::advance) steps through
+//! every alarm that falls due on the way (schedules, debounce windows, retry delays), runs each
+//! one and waits for it, so tests never sleep. [`jump`](testing::TestClock::jump) moves in one
+//! step, as a suspended laptop does, and alarms on the way fire once, late. Use `.in_memory()`
+//! for a store that disappears with the engine, or `.sqlite(path)` in a temporary directory to
+//! test restarts: shut the engine down, build a new one on the same file and the same clock.
+//!
+//! # Durability
+//!
+//! Every action and every alarm execution commits all of its effects (state, counters, the
+//! next alarm, retry bookkeeping, event ids, telemetry outbox rows) in one SQLite transaction,
+//! or none of them. One writer thread groups the transactions waiting into one commit, so one
+//! fsync serves many actions. The database is in WAL mode with
+//! [`Synchronous::Normal`](Synchronous): a crash of the process loses nothing committed; a
+//! power loss may lose the last commits, unless `.synchronous(Synchronous::Full)`.
+//!
+//! A claimed alarm carries a lease. If the process dies during an execution, nothing of that
+//! execution is committed and its alarm fires again after the next start (alarms that fell due
+//! while the engine was down fire at once). A step-job run persists each step as it completes;
+//! a run whose process died is claimed again when its lease lapses and skips the steps already
+//! done. Executions are therefore *at least once*: an `execute` or a step that called an
+//! external service may call it again, so make such calls idempotent.
+//! [`Engine::shutdown`] stops taking work, waits for running executions, flushes telemetry and
+//! closes the file; dropping the last engine handle without it behaves like a crash.
+//!
+//! # Telemetry and tracing
+//!
+//! [`Engine::events`] streams [`JobEvent`]s as they commit: `job.started`, `job.executed`,
+//! `job.failed`, `job.retryExhausted`, `job.terminated`, `debounce.started`,
+//! `debounce.flushed` and `task.scheduled`. With `.telemetry(HttpTelemetry::new(endpoint,
+//! env, service_key))` they are also written to an outbox in the transaction of the change they
+//! describe, then posted in batches with retries: an event is sent if and only if its change
+//! committed, even across restarts. User code runs inside a `tracing` span
+//! `durable_jobs.execute` with the fields `kind`, `job`, `instance` and `operation`.
+//!
+//! # Where this departs from the API sketch
+//!
+//! The design began from a sketch of the user-facing API. It changed in these places:
+//!
+//! - **`#[step_job]` and `client.step_job::<J>()`, not `#[job]` and `client.job::<J>()`.**
+//!   Every kind is a job: [`Job`] is the identity trait all four share and [`JobKind`] lists
+//!   them. A bare `#[job]` would read as the generic attribute; each attribute and each client
+//!   accessor is named after its kind instead. The step context is [`StepContext`] (not
+//!   `Step`), and `trigger_and_wait(input, options, timeout)` takes its timeout as an argument
+//!   rather than inside the options.
+//! - **`impl DebounceJob<App> for X`, not `impl Debounce for X`** (and `TaskJob`, not `Task`).
+//!   The trait is the one the client accessor is bounded on and the one compile errors name
+//!   (`` `X` is not a #[debounce] job ``). Its parameter is the application type, so the same
+//!   job can be written for one application (`impl DebounceJob<App>`, handlers take `&App`) or
+//!   for any (`impl DebounceJob`, handlers take no `app`). Plain `Debounce` and `Task` would
+//!   also clash with names applications already use. The error type is declared
+//!   (`type Error`), and contexts are typed by the state they hold (`FlushContext<Vec<Webhook>>`,
+//!   `TaskContext<Order>`) rather than by the job.
+//! - **`.app(App)` on the builder, not `.state(App)`.** "State" already means job state:
+//!   `type State`, `ctx.state()`, `get_state`. The application's services are the app.
+//! - **The [`TestClock`](testing::TestClock) is passed in with `.clock(clock.clone())`, not
+//!   returned by `start`.** `start` returns an [`Engine`] whatever the configuration, the
+//!   test owns the clock before any engine exists, and one clock can drive an engine, its
+//!   shutdown and its restart on the same file.
+//! - **Commands on a missing instance return [`Error::InstanceNotFound`]; queries answer
+//!   `NotFound` or `None`.** A `trigger` or `terminate` that found nothing to act on did not do
+//!   what was asked, so it is an error the caller cannot overlook; asking about an instance
+//!   that does not exist is an ordinary question with an ordinary answer.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 extern crate self as durable_jobs;

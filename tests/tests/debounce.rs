@@ -340,3 +340,41 @@ async fn event_ids_do_not_collide_by_prefix_and_may_hold_any_printable_text() {
     }
     assert_eq!(d.status("c").await.unwrap().event_count, 6);
 }
+
+#[tokio::test]
+async fn an_add_after_a_failed_flush_keeps_the_rearmed_window() {
+    let h = Harness::start().await;
+    let d = h.client.debounce::<QuietBatcher>();
+    let t0 = h.clock.now();
+    d.add("c", hook(1)).await.unwrap();
+    h.probe.fail_next(1, "crm down");
+    h.clock.advance(secs(5)).await;
+    // The quiet flush failed at t0+5 s; it is re-armed 60 s (flush_after) later.
+    assert_eq!(
+        d.status("c").await.unwrap().will_flush_at,
+        Some(t0 + secs(65))
+    );
+    // A new event must not pull the flush back to the original deadline (which has passed).
+    let added = d.add("c", hook(2)).await.unwrap();
+    assert_eq!(added.will_flush_at, Some(h.clock.now() + secs(5)));
+    assert_eq!(h.probe.calls_of("execute").len(), 1);
+    h.clock.advance(secs(5)).await;
+    assert_eq!(h.probe.calls_of("execute").len(), 2);
+    assert!(d.status("c").await.unwrap().is_not_found());
+}
+
+#[tokio::test]
+async fn event_ids_are_forgotten_after_the_retention_period() {
+    let h = Harness::start().await;
+    let d = h.client.debounce::<Batcher>();
+    d.add_with_id("c", hook(1), "once").await.unwrap();
+    d.clear("c").await.unwrap();
+    h.clock.advance(Duration::from_secs(6 * 24 * 3600)).await;
+    assert!(matches!(
+        d.add_with_id("c", hook(1), "once").await,
+        Err(Error::DuplicateEvent { .. })
+    ));
+    // Past the default retention of 7 days the id is pruned and accepted again.
+    h.clock.advance(Duration::from_secs(2 * 24 * 3600)).await;
+    d.add_with_id("c", hook(1), "once").await.unwrap();
+}

@@ -21,8 +21,9 @@ use crate::telemetry::{http, HttpTelemetry, Telemetry};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Largest stored payload (a continuous job's input, any job's state, a step job's input
-    /// or output), in bytes of JSON. Default 1 MiB.
+    /// Largest stored payload of a continuous, debounce or task job (a continuous job's input,
+    /// any such job's state), in bytes of JSON. Default 1 MiB. Step-job inputs and outputs are
+    /// not limited yet.
     pub max_payload_bytes: usize,
 }
 
@@ -74,6 +75,7 @@ pub struct EngineBuilder<R: Registry, S = NoApp> {
     max_concurrent_executions: usize,
     shutdown_timeout: Duration,
     lease: Duration,
+    event_id_retention: Duration,
     cache_capacity: usize,
     steps: StepOptions,
     _registry: PhantomData<fn() -> R>,
@@ -91,6 +93,7 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
             max_concurrent_executions: 256,
             shutdown_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(60),
+            event_id_retention: Duration::from_secs(7 * 24 * 3600),
             cache_capacity: 100_000,
             steps: StepOptions::default(),
             _registry: PhantomData,
@@ -109,6 +112,7 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
             max_concurrent_executions: self.max_concurrent_executions,
             shutdown_timeout: self.shutdown_timeout,
             lease: self.lease,
+            event_id_retention: self.event_id_retention,
             cache_capacity: self.cache_capacity,
             steps: self.steps,
             _registry: PhantomData,
@@ -182,6 +186,14 @@ impl<R: Registry, S> EngineBuilder<R, S> {
     /// dies, another engine (or this one after a restart) runs it after this long.
     pub fn lease_duration(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How long an event id given to `add_with_id` or `send_with_id` is remembered for
+    /// de-duplication, even after its instance is gone (default 7 days). Older ids are pruned
+    /// about once an hour.
+    pub fn event_id_retention(mut self, retention: Duration) -> Self {
+        self.event_id_retention = retention;
         self
     }
 
@@ -271,6 +283,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             limits: self.limits,
             owner,
             lease: self.lease,
+            event_id_retention: self.event_id_retention,
             activity: Activity::new(),
             steps: steps.clone(),
             cache: exclusive.then(|| super::cache::RecordCache::new(self.cache_capacity)),

@@ -406,6 +406,10 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 match failure {
                     Failure::Retry(at) => FlushEnd::RetryScheduled(at),
                     Failure::NoPolicy => {
+                        // The kept batch gets a fresh window: later adds must not pull the
+                        // flush back to the original (already passed) deadline.
+                        rec.batch_started_at = Some(now);
+                        rec.last_event_at = None;
                         rec.alarm_at = Some(now + h.config().flush_after);
                         FlushEnd::Failed(error)
                     }

@@ -108,6 +108,8 @@ pub(crate) struct Inner<A> {
     pub(crate) limits: Limits,
     pub(crate) owner: String,
     pub(crate) lease: Duration,
+    /// How long a `DuplicateEvent` check remembers an event id.
+    pub(crate) event_id_retention: Duration,
     pub(crate) activity: Activity,
     pub(crate) steps: Arc<StepRuntime<A>>,
     /// Committed rows, when the store is exclusive.

@@ -101,6 +101,9 @@ impl Drop for InFlight {
     }
 }
 
+/// How often old event ids are pruned, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Due alarms read per scan. Alarms beyond it wait in the store for the next scan.
 const SCAN_WINDOW: usize = 1024;
 
@@ -118,6 +121,7 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
     let mut truncated = false;
     let mut rescan = true;
     let mut served = 0;
+    let mut pruned_at: Option<Timestamp> = None;
     while !scheduler.is_stopped() {
         if rescan || (queue.is_empty() && truncated) {
             let requested = scheduler.requests.load(Ordering::SeqCst);
@@ -130,6 +134,18 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                     next = scan.next;
                     rescan = false;
                     served = requested;
+                    // Event ids are kept for a retention period; forget older ones now and then,
+                    // riding on the scans the scheduler does anyway.
+                    if pruned_at.is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY) {
+                        pruned_at = Some(now);
+                        if let Err(e) = inner
+                            .store
+                            .prune_event_ids(now - inner.event_id_retention)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "pruning old event ids failed");
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, ?backoff, "scanning alarms failed; backing off");

@@ -53,6 +53,8 @@ impl<A, J> std::fmt::Debug for StepJobClient<A, J> {
     }
 }
 
+type TriggeredRuns<I, O> = Vec<Triggered<I, O>>;
+
 fn decode<T: DeserializeOwned>(
     json: &str,
     job: &str,
@@ -125,7 +127,7 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
 
     fn triggered(
         out: Vec<(RunRecord, Disposition)>,
-    ) -> Result<Vec<Triggered<J::Input, J::Output>>, Error> {
+    ) -> Result<TriggeredRuns<J::Input, J::Output>, Error> {
         out.into_iter()
             .map(|(r, disposition)| {
                 Ok(Triggered {
@@ -173,7 +175,7 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     pub async fn batch_trigger<T: Into<BatchItem<J::Input>>>(
         &self,
         items: impl IntoIterator<Item = T>,
-    ) -> Result<Vec<Triggered<J::Input, J::Output>>, Error> {
+    ) -> Result<TriggeredRuns<J::Input, J::Output>, Error> {
         let items: Vec<BatchItem<J::Input>> = items.into_iter().map(Into::into).collect();
         let mut encoded = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {

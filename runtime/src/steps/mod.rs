@@ -51,7 +51,6 @@ pub use run::{
 };
 pub use runtime::RunFailed;
 pub(crate) use runtime::StepRuntime;
-pub(crate) use store::RunStore;
 
 /// Per-job settings of a step job.
 ///

@@ -265,7 +265,8 @@ pub(crate) fn validate_labels(labels: &Labels, job: Option<&str>) -> Result<(), 
 /// use durable_jobs::steps::Progress;
 ///
 /// let p = Progress::new(25).of(100).message("Processing items...");
-/// assert_eq!(p, Progress { current: 25, total: Some(100), message: Some("Processing items...".into()) });
+/// assert_eq!((p.current, p.total), (25, Some(100)));
+/// assert_eq!(p.message.as_deref(), Some("Processing items..."));
 /// assert_eq!(Progress::from((3, 10)), Progress::new(3).of(10));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -349,7 +349,9 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         Ok(out)
     }
 
-    /// Creates runs of `job` from JSON inputs, decoding each into the job's input type first.
+    /// Creates runs of `job` from JSON inputs, decoding each into the job's input type first
+    /// (for dynamic callers that only have JSON).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn trigger_json(
         &self,
         job: &str,
@@ -721,9 +723,4 @@ fn at_index(e: Error, index: Option<usize>) -> Error {
         },
         (e, _) => e,
     }
-}
-
-#[cfg(test)]
-pub(crate) fn test_owner<A>(rt: &StepRuntime<A>) -> &str {
-    &rt.shared.owner
 }

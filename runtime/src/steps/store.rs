@@ -69,7 +69,7 @@ pub(crate) enum EnqueueOutcome {
     /// coalesce. Nothing was written.
     Conflict {
         index: usize,
-        existing: RunRecord,
+        existing: Box<RunRecord>,
     },
 }
 
@@ -198,7 +198,7 @@ pub(crate) enum CancelOutcome {
     /// Already terminal, in this status.
     Terminal(RunStatus),
     /// Cancelled; the run as it was before.
-    Cancelled(RunRecord),
+    Cancelled(Box<RunRecord>),
 }
 
 /// What a delete found.
@@ -208,7 +208,7 @@ pub(crate) enum DeleteOutcome {
     /// Still pending or leased.
     Active(RunStatus),
     /// Deleted; the run as it was.
-    Deleted(RunRecord),
+    Deleted(Box<RunRecord>),
 }
 
 /// The operations of step jobs on a store.
@@ -332,6 +332,7 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     /// Upstream's `releaseExpiredLeases`: expired leased runs go back to pending, or fail when a
     /// pending run with the same job and concurrency key exists. The worker does not need it
     /// (a claim reclaims expired leases directly); it is kept for parity and tooling.
+    #[allow(dead_code)]
     fn release_expired_leases(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Called once when a worker starts. A backend that knows no other process can hold leases

@@ -429,6 +429,31 @@ impl StepJob<App> for Chatty {
     }
 }
 
+/// `n` trivial steps, for throughput measurements.
+pub(super) struct Trivial;
+
+impl Job for Trivial {
+    const NAME: &'static str = "trivial";
+    const KIND: JobKind = JobKind::Step;
+}
+
+impl StepJob<App> for Trivial {
+    type Input = u32;
+    type Output = u32;
+    type Error = BoxError;
+
+    async fn run(&self, step: &mut StepContext, n: u32, _app: &App) -> Result<u32, BoxError> {
+        const NAMES: [&str; 4] = ["s0", "s1", "s2", "s3"];
+        let mut sum = 0;
+        for i in 0..n.min(4) {
+            sum += step
+                .run(NAMES[i as usize], |_| async move { Ok(i) })
+                .await?;
+        }
+        Ok(sum)
+    }
+}
+
 pub(super) fn jobs() -> HashMap<&'static str, Arc<dyn ErasedStepJob<App>>> {
     let mut jobs: HashMap<&'static str, Arc<dyn ErasedStepJob<App>>> = HashMap::new();
     jobs.insert(Double::NAME, erase(Double));
@@ -437,6 +462,7 @@ pub(super) fn jobs() -> HashMap<&'static str, Arc<dyn ErasedStepJob<App>>> {
     jobs.insert(Script::NAME, erase(Script));
     jobs.insert(Retrying::NAME, erase(Retrying));
     jobs.insert(Chatty::NAME, erase(Chatty));
+    jobs.insert(Trivial::NAME, erase(Trivial));
     jobs
 }
 

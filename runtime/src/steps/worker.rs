@@ -145,6 +145,8 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
         // Claim as many runs as there are free slots.
         let free = max.saturating_sub(runs.len());
         let can_claim = dirty && free > 0 && !stopping && backoff_until.is_none();
+        // One claim at a time: slots that free while it is in flight are filled by the next
+        // one, so claims grow with the load instead of taking one run each.
         if claim.is_none() && can_claim {
             dirty = false;
             requested = free;

@@ -770,8 +770,8 @@ async fn purge_runs_deletes_old_terminal_runs_only() {
     );
     let left = double.get_runs(RunFilter::new()).await.expect("runs");
     assert_eq!(
-        left.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
-        [pending.id.clone()]
+        left.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [pending.id.as_str()]
     );
     assert_eq!(env.count("SELECT COUNT(*) FROM durably_steps"), 0);
 }

@@ -326,7 +326,7 @@ async fn different_keys_and_no_keys_run_concurrently() {
     env.app.release(3);
     for id in [&a.id, &b.id, &c.id] {
         let id: &str = id;
-        env.wait(&id).await.expect("completes");
+        env.wait(id).await.expect("completes");
     }
 }
 

@@ -286,7 +286,22 @@ pub(crate) fn format_ts(t: Timestamp) -> String {
     let (h, rest) = (in_day / 3_600_000, in_day % 3_600_000);
     let (mi, rest) = (rest / 60_000, rest % 60_000);
     let (s, milli) = (rest / 1000, rest % 1000);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+    // Written by hand: this runs several times per step on the writer thread.
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (0..width).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, h);
+    put(14, 2, mi);
+    put(17, 2, s);
+    put(20, 3, milli);
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// Parses what [`format_ts`] writes, and any other RFC 3339 form.
@@ -488,6 +503,7 @@ pub(crate) fn enqueue(
     // Plan first, against the stored runs and those created earlier in this call, so that a
     // conflict leaves nothing written; the writer is the only one writing, so nothing changes
     // between the checks and the inserts.
+    #[allow(clippy::large_enum_variant)]
     enum Plan {
         Create,
         Existing(Enqueued),
@@ -528,7 +544,10 @@ pub(crate) fn enqueue(
                     plans.push(Plan::Existing(Enqueued::Coalesced(existing)));
                     continue;
                 }
-                return Ok(EnqueueOutcome::Conflict { index, existing });
+                return Ok(EnqueueOutcome::Conflict {
+                    index,
+                    existing: Box::new(existing),
+                });
             }
         }
         let record = RunRecord {
@@ -690,34 +709,31 @@ pub(crate) fn claim(
     let now_s = format_ts(now);
     let until_s = format_ts(lease_until);
     // Over-fetch a little: candidates sharing a concurrency key are skipped after the first.
-    let fetch = (limit + limit / 4 + 1) as i64;
+    // The fetch size is written into the SQL, rounded up to a power of two: SQLite plans a
+    // `LIMIT ?` with the bound value and re-prepares the statement whenever it changes, which
+    // cost more than the claim itself; a handful of cached texts avoids that.
+    let fetch = (limit + limit / 4 + 1).next_power_of_two();
     let mut candidates: Vec<Candidate> = Vec::new();
     {
         let mut pending = conn
             .prepare_cached(&format!(
                 "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
                  WHERE r.status = 'pending' AND (r.not_before IS NULL OR r.not_before <= ?1) AND {KEY_FREE}
-                 ORDER BY r.created_at, r.id LIMIT ?2"
+                 ORDER BY r.created_at, r.id LIMIT {fetch}"
             ))
             .map_err(db)?;
-        for c in pending
-            .query_map(params![now_s, fetch], candidate)
-            .map_err(db)?
-        {
+        for c in pending.query_map(params![now_s], candidate).map_err(db)? {
             candidates.push(c.map_err(db)?);
         }
         let mut expired = conn
             .prepare_cached(&format!(
                 "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
                  WHERE r.status = 'leased' AND r.lease_expires_at <= ?1 AND {KEY_FREE}
-                 ORDER BY r.lease_expires_at LIMIT ?2"
+                 ORDER BY r.lease_expires_at LIMIT {fetch}"
             ))
             .map_err(db)?;
         let before = candidates.len();
-        for c in expired
-            .query_map(params![now_s, fetch], candidate)
-            .map_err(db)?
-        {
+        for c in expired.query_map(params![now_s], candidate).map_err(db)? {
             candidates.push(c.map_err(db)?);
         }
         if candidates.len() > before && before > 0 {
@@ -1091,7 +1107,7 @@ pub(crate) fn cancel_run(
     if cleanup && before.status == RunStatus::Pending {
         delete_steps_and_logs(conn, id)?;
     }
-    Ok(CancelOutcome::Cancelled(before))
+    Ok(CancelOutcome::Cancelled(Box::new(before)))
 }
 
 fn delete_cascade(conn: &Connection, id: &str) -> Result<(), StoreError> {
@@ -1115,7 +1131,7 @@ pub(crate) fn delete_run(conn: &Connection, id: &str) -> Result<DeleteOutcome, S
         return Ok(DeleteOutcome::Active(run.status));
     }
     delete_cascade(conn, id)?;
-    Ok(DeleteOutcome::Deleted(run))
+    Ok(DeleteOutcome::Deleted(Box::new(run)))
 }
 
 pub(crate) fn purge_runs(
