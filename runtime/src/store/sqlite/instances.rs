@@ -855,4 +855,23 @@ mod tests {
             .unwrap();
         assert!(store.has_event_id(&key("a"), "e").await.unwrap());
     }
+
+    #[test]
+    fn releasing_leases_only_walks_leased_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        drop(store);
+        let conn = Connection::open(dir.path().join("jobs.db")).unwrap();
+        let plan: Vec<String> = conn
+            .prepare("EXPLAIN QUERY PLAN UPDATE instances SET lease_owner = NULL WHERE lease_owner IS NOT NULL")
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter().any(|p| p.contains("instances_leased")),
+            "{plan:?}"
+        );
+    }
 }
