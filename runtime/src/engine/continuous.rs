@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::erased::{ContinuousHandler, ExhaustedInfo, Input, RunMeta};
+use super::erased::{ContinuousHandler, Input, RunMeta};
 use super::{execution_error, state_json, Events, Failure, Handler, Inner};
 use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
@@ -319,7 +319,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 if let Some(s) = outcome.state {
                     if let Err(e) = self.check_size(&s, ValidationTarget::State, key.job()) {
                         return self
-                            .continuous_failure(h, rec, attempt, e.into(), pre_state, events, now)
+                            .continuous_failure(h, rec, attempt, e.into(), pre_state, events)
                             .await;
                     }
                     rec.state = Some(s);
@@ -335,13 +335,12 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 RunEnd::Succeeded
             }
             Err(e) => {
-                self.continuous_failure(h, rec, attempt, e, pre_state, events, now)
+                self.continuous_failure(h, rec, attempt, e, pre_state, events)
                     .await
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn continuous_failure(
         &self,
         h: &Arc<dyn ContinuousHandler<A>>,
@@ -350,47 +349,24 @@ impl<A: Send + Sync + 'static> Inner<A> {
         error: BoxError,
         pre_state: Option<serde_json::Value>,
         events: &mut Events,
-        now: Timestamp,
     ) -> RunEnd {
-        let key = rec.key.clone();
-        let message = error.to_string();
-        let failure = self.after_failure(h.config().retry.as_ref(), rec, attempt, &message, now);
         let run_count = rec.run_count;
-        let will_retry = matches!(failure, Failure::Retry(_));
-        events.push(&key, now, || EventKind::Failed {
-            message: message.clone(),
-            run_count,
-            attempt,
-            will_retry,
-            pre_execution_state: pre_state,
-        });
+        let failure = self
+            .fail_attempt(
+                h.as_ref(),
+                rec,
+                attempt,
+                run_count,
+                &error,
+                pre_state,
+                events,
+                Operation::Alarm,
+            )
+            .await;
         match failure {
             Failure::Retry(_) => RunEnd::RetryScheduled,
             Failure::NoPolicy => RunEnd::Failed(error),
-            Failure::Exhausted {
-                reason,
-                attempts,
-                total,
-            } => {
-                events.push(&key, now, || EventKind::RetryExhausted {
-                    attempts,
-                    reason: reason.as_str(),
-                });
-                let info = ExhaustedInfo {
-                    instance: key.clone(),
-                    attempts,
-                    reason,
-                    last_error: message,
-                    total_duration: total,
-                };
-                self.user_code(
-                    &key,
-                    Operation::Alarm,
-                    h.exhausted(rec.state.as_deref(), info, &self.app),
-                )
-                .await;
-                RunEnd::Exhausted(error)
-            }
+            Failure::Exhausted { .. } => RunEnd::Exhausted(error),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::erased::{DebounceHandler, ExhaustedInfo, FlushMeta, Input};
+use super::erased::{DebounceHandler, FlushMeta, Input};
 use super::{execution_error, Events, Failure, Handler, Inner};
 use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
@@ -392,17 +392,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 FlushEnd::Flushed
             }
             Err(error) => {
-                let message = error.to_string();
-                let failure =
-                    self.after_failure(h.config().retry.as_ref(), rec, attempt, &message, now);
-                let will_retry = matches!(failure, Failure::Retry(_));
-                events.push(&key, now, || EventKind::Failed {
-                    message: message.clone(),
-                    run_count: 0,
-                    attempt,
-                    will_retry,
-                    pre_execution_state: None,
-                });
+                let failure = self
+                    .fail_attempt(h.as_ref(), rec, attempt, 0, &error, None, events, op)
+                    .await;
                 match failure {
                     Failure::Retry(at) => FlushEnd::RetryScheduled(at),
                     Failure::NoPolicy => {
@@ -413,30 +405,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                         rec.alarm_at = Some(now + h.config().flush_after);
                         FlushEnd::Failed(error)
                     }
-                    Failure::Exhausted {
-                        reason,
-                        attempts,
-                        total,
-                    } => {
-                        events.push(&key, now, || EventKind::RetryExhausted {
-                            attempts,
-                            reason: reason.as_str(),
-                        });
-                        let info = ExhaustedInfo {
-                            instance: key.clone(),
-                            attempts,
-                            reason,
-                            last_error: message,
-                            total_duration: total,
-                        };
-                        self.user_code(
-                            &key,
-                            op,
-                            h.exhausted(rec.state.as_deref(), info, &self.app),
-                        )
-                        .await;
-                        FlushEnd::Exhausted(error)
-                    }
+                    Failure::Exhausted { .. } => FlushEnd::Exhausted(error),
                 }
             }
         }

@@ -14,7 +14,7 @@ use crate::job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob}
 use crate::job::debounce::{DebounceConfig, DebounceJob, EventContext, FlushContext, FlushReason};
 use crate::job::task::{ErrorSource, IdleReason, ScheduleChange, TaskContext, TaskJob};
 use crate::job::RetryExhausted;
-use crate::retry::ExhaustionReason;
+use crate::retry::{ExhaustionReason, RetryPolicy};
 use crate::store::BoxFuture;
 use crate::time::Timestamp;
 
@@ -94,16 +94,21 @@ pub(crate) struct RunOutcome {
     pub(crate) terminate: Option<String>,
 }
 
-pub(crate) trait ContinuousHandler<A>: Send + Sync {
-    fn config(&self) -> &ContinuousConfig;
-    fn encode_input(&self, input: Input) -> Result<String, String>;
-    fn run<'a>(&'a self, state: &'a str, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome>;
+/// What a job with a retry policy offers when the policy gives up.
+pub(crate) trait Exhaustible<A>: Send + Sync {
+    fn retry_policy(&self) -> Option<&RetryPolicy>;
     fn exhausted<'a>(
         &'a self,
         state: Option<&'a str>,
         info: ExhaustedInfo,
         app: &'a A,
     ) -> BoxFuture<'a, ()>;
+}
+
+pub(crate) trait ContinuousHandler<A>: Exhaustible<A> {
+    fn config(&self) -> &ContinuousConfig;
+    fn encode_input(&self, input: Input) -> Result<String, String>;
+    fn run<'a>(&'a self, state: &'a str, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome>;
 }
 
 struct Continuous<J> {
@@ -116,6 +121,24 @@ pub(crate) fn continuous<A: Send + Sync + 'static, J: ContinuousJob<A>>(
 ) -> Arc<dyn ContinuousHandler<A>> {
     let config = job.config();
     Arc::new(Continuous { job, config })
+}
+
+impl<A: Send + Sync + 'static, J: ContinuousJob<A>> Exhaustible<A> for Continuous<J> {
+    fn retry_policy(&self) -> Option<&RetryPolicy> {
+        self.config.retry.as_ref()
+    }
+
+    fn exhausted<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        info: ExhaustedInfo,
+        app: &'a A,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
+            self.job.on_retry_exhausted(info.typed(state), app).await
+        })
+    }
 }
 
 impl<A: Send + Sync + 'static, J: ContinuousJob<A>> ContinuousHandler<A> for Continuous<J> {
@@ -170,18 +193,6 @@ impl<A: Send + Sync + 'static, J: ContinuousJob<A>> ContinuousHandler<A> for Con
             }
         })
     }
-
-    fn exhausted<'a>(
-        &'a self,
-        state: Option<&'a str>,
-        info: ExhaustedInfo,
-        app: &'a A,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
-            self.job.on_retry_exhausted(info.typed(state), app).await
-        })
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,7 +207,7 @@ pub(crate) struct FlushMeta {
     pub(crate) now: Timestamp,
 }
 
-pub(crate) trait DebounceHandler<A>: Send + Sync {
+pub(crate) trait DebounceHandler<A>: Exhaustible<A> {
     fn config(&self) -> &DebounceConfig;
     /// Decodes an event before anything is touched.
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
@@ -213,12 +224,6 @@ pub(crate) trait DebounceHandler<A>: Send + Sync {
         meta: FlushMeta,
         app: &'a A,
     ) -> BoxFuture<'a, Result<(), BoxError>>;
-    fn exhausted<'a>(
-        &'a self,
-        state: Option<&'a str>,
-        info: ExhaustedInfo,
-        app: &'a A,
-    ) -> BoxFuture<'a, ()>;
 }
 
 struct Debounce<J> {
@@ -231,6 +236,24 @@ pub(crate) fn debounce<A: Send + Sync + 'static, J: DebounceJob<A>>(
 ) -> Arc<dyn DebounceHandler<A>> {
     let config = job.config();
     Arc::new(Debounce { job, config })
+}
+
+impl<A: Send + Sync + 'static, J: DebounceJob<A>> Exhaustible<A> for Debounce<J> {
+    fn retry_policy(&self) -> Option<&RetryPolicy> {
+        self.config.retry.as_ref()
+    }
+
+    fn exhausted<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        info: ExhaustedInfo,
+        app: &'a A,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
+            self.job.on_retry_exhausted(info.typed(state), app).await
+        })
+    }
 }
 
 impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounce<J> {
@@ -284,18 +307,6 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
                 now: meta.now,
             };
             self.job.execute(&mut ctx, app).await.map_err(Into::into)
-        })
-    }
-
-    fn exhausted<'a>(
-        &'a self,
-        state: Option<&'a str>,
-        info: ExhaustedInfo,
-        app: &'a A,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
-            self.job.on_retry_exhausted(info.typed(state), app).await
         })
     }
 }

@@ -141,6 +141,7 @@ impl Events {
 }
 
 /// How a failed execution continues.
+#[derive(Clone, Copy)]
 pub(crate) enum Failure {
     /// A retry is scheduled at this time (the record's alarm holds it).
     Retry(Timestamp),
@@ -395,6 +396,60 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 }
             }
         }
+    }
+
+    /// Records a failed attempt of a job with an optional retry policy: decides what follows
+    /// (in `rec`), emits `job.failed` with the real message and, when the policy gives up,
+    /// `job.retryExhausted` followed by the job's `on_retry_exhausted` hook.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fail_attempt(
+        &self,
+        job: &dyn erased::Exhaustible<A>,
+        rec: &mut InstanceRecord,
+        attempt: u32,
+        run_count: u64,
+        error: &BoxError,
+        pre_execution_state: Option<serde_json::Value>,
+        events: &mut Events,
+        operation: Operation,
+    ) -> Failure {
+        let key = rec.key.clone();
+        let now = self.clock.now();
+        let message = error.to_string();
+        let failure = self.after_failure(job.retry_policy(), rec, attempt, &message, now);
+        let will_retry = matches!(failure, Failure::Retry(_));
+        events.push(&key, now, || EventKind::Failed {
+            message: message.clone(),
+            run_count,
+            attempt,
+            will_retry,
+            pre_execution_state,
+        });
+        if let Failure::Exhausted {
+            reason,
+            attempts,
+            total,
+        } = failure
+        {
+            events.push(&key, now, || EventKind::RetryExhausted {
+                attempts,
+                reason: reason.as_str(),
+            });
+            let info = erased::ExhaustedInfo {
+                instance: key.clone(),
+                attempts,
+                reason,
+                last_error: message,
+                total_duration: total,
+            };
+            self.user_code(
+                &key,
+                operation,
+                job.exhausted(rec.state.as_deref(), info, &self.app),
+            )
+            .await;
+        }
+        failure
     }
 
     /// A number in [-1, 1] for retry jitter (splitmix64; quality is irrelevant here).
