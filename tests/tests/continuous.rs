@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use durable_jobs::{ContinuousState, Error, ExhaustionReason, JobKind, Operation, Timestamp};
+use durable_jobs::testing::TestClock;
+use durable_jobs::{ContinuousState, Error, JobKind, Operation, Timestamp};
 use durable_jobs_tests::*;
 
 fn count(n: i64) -> Count {
@@ -156,15 +157,8 @@ async fn status_and_state_after_start() {
     assert_eq!(status.status, ContinuousState::Running);
     assert_eq!(status.run_count, 1);
     assert_eq!(status.attempt, 1);
-    assert_eq!(status.created_at, Some(TestClockStart::get()));
+    assert_eq!(status.created_at, Some(TestClock::DEFAULT_START));
     assert_eq!(c.get_state("u").await.unwrap(), Some(count(6)));
-}
-
-struct TestClockStart;
-impl TestClockStart {
-    fn get() -> Timestamp {
-        durable_jobs::testing::TestClock::DEFAULT_START
-    }
 }
 
 #[tokio::test]
@@ -439,7 +433,6 @@ async fn max_duration_exhaustion_reports_its_own_reason() {
     let last = events.drain().into_iter().last().unwrap();
     assert_eq!(last.type_name(), "job.retryExhausted");
     assert_eq!(last.to_json()["reason"], "max_duration");
-    let _ = ExhaustionReason::MaxDuration;
 }
 
 #[tokio::test]

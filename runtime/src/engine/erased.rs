@@ -105,6 +105,30 @@ pub(crate) trait Exhaustible<A>: Send + Sync {
     ) -> BoxFuture<'a, ()>;
 }
 
+/// The `Exhaustible` impl shared by the kinds that have a retry policy (the job traits
+/// differ, the hook does not).
+macro_rules! exhaustible {
+    ($handler:ident, $job:ident) => {
+        impl<A: Send + Sync + 'static, J: $job<A>> Exhaustible<A> for $handler<J> {
+            fn retry_policy(&self) -> Option<&RetryPolicy> {
+                self.config.retry.as_ref()
+            }
+
+            fn exhausted<'a>(
+                &'a self,
+                state: Option<&'a str>,
+                info: ExhaustedInfo,
+                app: &'a A,
+            ) -> BoxFuture<'a, ()> {
+                Box::pin(async move {
+                    let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
+                    self.job.on_retry_exhausted(info.typed(state), app).await
+                })
+            }
+        }
+    };
+}
+
 pub(crate) trait ContinuousHandler<A>: Exhaustible<A> {
     fn config(&self) -> &ContinuousConfig;
     fn encode_input(&self, input: Input) -> Result<String, String>;
@@ -123,23 +147,7 @@ pub(crate) fn continuous<A: Send + Sync + 'static, J: ContinuousJob<A>>(
     Arc::new(Continuous { job, config })
 }
 
-impl<A: Send + Sync + 'static, J: ContinuousJob<A>> Exhaustible<A> for Continuous<J> {
-    fn retry_policy(&self) -> Option<&RetryPolicy> {
-        self.config.retry.as_ref()
-    }
-
-    fn exhausted<'a>(
-        &'a self,
-        state: Option<&'a str>,
-        info: ExhaustedInfo,
-        app: &'a A,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
-            self.job.on_retry_exhausted(info.typed(state), app).await
-        })
-    }
-}
+exhaustible!(Continuous, ContinuousJob);
 
 impl<A: Send + Sync + 'static, J: ContinuousJob<A>> ContinuousHandler<A> for Continuous<J> {
     fn config(&self) -> &ContinuousConfig {
@@ -238,23 +246,7 @@ pub(crate) fn debounce<A: Send + Sync + 'static, J: DebounceJob<A>>(
     Arc::new(Debounce { job, config })
 }
 
-impl<A: Send + Sync + 'static, J: DebounceJob<A>> Exhaustible<A> for Debounce<J> {
-    fn retry_policy(&self) -> Option<&RetryPolicy> {
-        self.config.retry.as_ref()
-    }
-
-    fn exhausted<'a>(
-        &'a self,
-        state: Option<&'a str>,
-        info: ExhaustedInfo,
-        app: &'a A,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
-            self.job.on_retry_exhausted(info.typed(state), app).await
-        })
-    }
-}
+exhaustible!(Debounce, DebounceJob);
 
 impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounce<J> {
     fn config(&self) -> &DebounceConfig {
