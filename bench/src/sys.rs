@@ -1,6 +1,9 @@
 //! What the process and the machine look like: peak resident memory, cores, memory, disk.
 
+use std::collections::BTreeMap;
 use std::process::Command;
+
+use crate::report::{Metric, Report};
 
 /// A field of `/proc/self/status` in kB (`VmHWM` is the peak resident set, `VmRSS` the current).
 pub(crate) fn status_kb(field: &str) -> Option<u64> {
@@ -9,6 +12,90 @@ pub(crate) fn status_kb(field: &str) -> Option<u64> {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
         rest.trim().trim_end_matches("kB").trim().parse().ok()
     })
+}
+
+/// What the process has used so far: bytes handed to `write`-like system calls, and CPU time
+/// per thread name. Two snapshots around a phase tell where its work went.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Usage {
+    /// `wchar` of `/proc/self/io`: the log and database pages SQLite wrote (before the
+    /// kernel's writeback), plus anything else written.
+    written: Option<u64>,
+    /// Nanoseconds of CPU from `/proc/self/task/*/schedstat`, summed by thread name
+    /// (`dj-sqlite-write`, `dj-sqlite-ckpt`, `tokio-rt-worker`, ...).
+    cpu_ns: BTreeMap<String, u64>,
+}
+
+impl Usage {
+    pub(crate) fn now() -> Usage {
+        let written = std::fs::read_to_string("/proc/self/io")
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|line| line.strip_prefix("wchar:"))
+                    .and_then(|v| v.trim().parse().ok())
+            });
+        let mut cpu_ns = BTreeMap::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = task.path();
+            let (Ok(name), Ok(stat)) = (
+                std::fs::read_to_string(dir.join("comm")),
+                std::fs::read_to_string(dir.join("schedstat")),
+            ) else {
+                continue;
+            };
+            if let Some(ns) = stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                *cpu_ns.entry(name.trim().to_owned()).or_insert(0) += ns;
+            }
+        }
+        Usage { written, cpu_ns }
+    }
+
+    /// Figures of the phase since `before`, per `n` units of work (`per`: "run", "add", ...):
+    /// bytes written, and CPU microseconds of the writer, checkpoint and tokio threads and of
+    /// the whole process (threads that ended meanwhile are missing).
+    pub(crate) fn report_since(
+        &self,
+        before: &Usage,
+        n: usize,
+        metric: impl Fn(&'static str, f64, &'static str) -> Metric,
+        report: &mut Report,
+    ) {
+        let n = n.max(1) as f64;
+        if let (Some(after), Some(before)) = (self.written, before.written) {
+            report.push(metric(
+                "bytes_written_per_unit",
+                after.saturating_sub(before) as f64 / n,
+                "bytes",
+            ));
+        }
+        let spent = |name: Option<&str>| -> f64 {
+            let total = |u: &Usage| -> u64 {
+                u.cpu_ns
+                    .iter()
+                    .filter(|(k, _)| name.is_none_or(|n| k.as_str() == n))
+                    .map(|(_, v)| v)
+                    .sum()
+            };
+            total(self).saturating_sub(total(before)) as f64 / 1_000.0 / n
+        };
+        for (figure, thread) in [
+            ("cpu_us_writer_per_unit", Some("dj-sqlite-write")),
+            ("cpu_us_checkpoint_per_unit", Some("dj-sqlite-ckpt")),
+            ("cpu_us_tokio_per_unit", Some("tokio-rt-worker")),
+            ("cpu_us_total_per_unit", None),
+        ] {
+            report.push(metric(figure, spent(thread), "us"));
+        }
+    }
 }
 
 /// Peak resident set of this process so far, in MiB.

@@ -18,6 +18,7 @@ use crate::peers::{field, Peers};
 use crate::report::{Metric, Report, Target};
 use crate::stats::rate;
 use crate::step_jobs::{Num, StepApp, StepJobs, ThreeSteps, STEPS_PER_RUN};
+use crate::sys::Usage;
 use crate::{sync_name, BenchResult, Config};
 
 /// An engine running the step-job workloads' jobs, its gate closed unless `open`.
@@ -121,6 +122,7 @@ pub(crate) async fn run(
             i = end;
         }
         let triggered = start.elapsed();
+        let usage = Usage::now();
         let drain = Instant::now();
         app.open();
         let concurrency = cfg
@@ -128,6 +130,12 @@ pub(crate) async fn run(
             .unwrap_or(StepOptions::default().max_concurrent_runs);
         wait_drained(&runs, &app, n, concurrency).await?;
         let drained = drain.elapsed();
+        Usage::now().report_since(
+            &usage,
+            n,
+            |metric, value, unit| Metric::new("steps", metric, value, unit).variant(&variant),
+            report,
+        );
         check_all_completed(&runs).await?;
         drop(runs);
         drop(client);
