@@ -50,22 +50,22 @@ pub(super) fn has_event_id(
     .context_with(|| format!("looking up event {event_id} of {key}"))
 }
 
-/// Applies every write of `batch`. Runs inside the savepoint of one write job, so an error
-/// leaves nothing of the batch applied.
-pub(super) fn apply_batch(conn: &Connection, batch: WriteBatch) -> Result<(), StoreError> {
+/// Applies every write of `batch`, as one write job of the writer: an error leaves nothing of
+/// the batch applied.
+pub(super) fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<(), StoreError> {
     for write in batch {
         match write {
-            Write::Insert(record) => insert(conn, &record)?,
+            Write::Insert(record) => insert(conn, record)?,
             Write::Update {
                 record,
                 expected_version,
-            } => update(conn, &record, expected_version)?,
+            } => update(conn, record, *expected_version)?,
             Write::Delete {
                 key,
                 expected_version,
-            } => delete(conn, &key, expected_version)?,
-            Write::RecordEvent { key, event_id, at } => record_event(conn, key, event_id, at)?,
-            Write::Outbox(rows) => outbox::append(conn, &rows)?,
+            } => delete(conn, key, *expected_version)?,
+            Write::RecordEvent { key, event_id, at } => record_event(conn, key, event_id, *at)?,
+            Write::Outbox(rows) => outbox::append(conn, rows)?,
         }
     }
     Ok(())
@@ -137,8 +137,8 @@ fn delete(conn: &Connection, key: &InstanceKey, expected_version: u64) -> Result
 
 fn record_event(
     conn: &Connection,
-    key: InstanceKey,
-    event_id: String,
+    key: &InstanceKey,
+    event_id: &str,
     at: Timestamp,
 ) -> Result<(), StoreError> {
     let inserted = conn
@@ -150,7 +150,10 @@ fn record_event(
         .execute(params![key.kind(), key.job(), key.id(), event_id, at])
         .context_with(|| format!("recording event {event_id} of {key}"))?;
     match inserted {
-        0 => Err(StoreError::DuplicateEvent { key, event_id }),
+        0 => Err(StoreError::DuplicateEvent {
+            key: key.clone(),
+            event_id: event_id.to_owned(),
+        }),
         _ => Ok(()),
     }
 }

@@ -250,10 +250,14 @@ impl SqliteStore {
         self.release_lock();
     }
 
-    /// Runs `op` on the write connection, inside the transaction of a write group and in its own
-    /// savepoint: if `op` fails (or panics), what it wrote is rolled back and the other writes of
-    /// the group commit. The result is returned after the group committed; if the commit fails,
-    /// the error is returned instead.
+    /// Runs `op` on the write connection, inside the transaction of a write group: if `op` fails
+    /// (or panics), what it wrote is rolled back and the other writes of the group commit. The
+    /// result is returned after the group committed; if the commit fails, the error is returned
+    /// instead.
+    ///
+    /// `op` may run twice: when another write of its group fails after changing rows, the group
+    /// is rolled back and run again (see the writer's module docs). It must act on the
+    /// connection only, and change rows, not the schema.
     ///
     /// Writes are queued (and applied) in the order of the calls to `write`, when it is called,
     /// not when the future is first polled. Dropping the future does not cancel the write.
@@ -263,7 +267,7 @@ impl SqliteStore {
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let queued = if self.closed.load(Ordering::Acquire) {
             None
@@ -393,7 +397,7 @@ impl Backend for SqliteStore {
             };
             return Box::pin(std::future::ready(result));
         }
-        Box::pin(self.write(move |conn| instances::apply_batch(conn, batch)))
+        Box::pin(self.write(move |conn| instances::apply_batch(conn, &batch)))
     }
 
     fn claim_alarm<'a>(

@@ -108,12 +108,13 @@ CREATE INDEX IF NOT EXISTS idx_durably_logs_run_created ON durably_logs (run_id,
 
 /// How the run store reaches SQLite: a group-committed writer and read connections.
 pub(crate) trait SqlExecutor: Send + Sync + 'static {
-    /// Runs `op` on the writer connection in its own savepoint; an `Err` rolls back `op` alone.
-    /// Resolves after the enclosing transaction committed.
+    /// Runs `op` on the writer connection; an `Err` rolls back `op` alone. Resolves after the
+    /// enclosing transaction committed. `op` may run twice (a group replayed after another
+    /// write's failure), so it acts on the connection only.
     fn write<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static;
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static;
 
     /// Runs `op` on a read connection (committed data).
     fn read<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
@@ -1327,7 +1328,7 @@ impl SqlExecutor for super::SqliteStore {
     fn write<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         super::SqliteStore::write(self, op)
     }
