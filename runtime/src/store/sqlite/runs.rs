@@ -681,7 +681,15 @@ struct Candidate {
     labels: String,
     concurrency_key: Option<String>,
     created_at: String,
+    lease_generation: i64,
+    attempt: i64,
+    started_at: Option<String>,
 }
+
+/// The columns [`candidate`] reads, in order.
+const CANDIDATE_COLUMNS: &str =
+    "r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at,
+    r.lease_generation, r.attempt, r.started_at";
 
 fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
     Ok(Candidate {
@@ -691,6 +699,9 @@ fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
         labels: row.get(3)?,
         concurrency_key: row.get(4)?,
         created_at: row.get(5)?,
+        lease_generation: row.get(6)?,
+        attempt: row.get(7)?,
+        started_at: row.get(8)?,
     })
 }
 
@@ -704,7 +715,7 @@ const KEY_FREE: &str = "(r.concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM 
 /// limit changes from one claim to the next.
 pub(crate) fn claim_pending_sql() -> String {
     format!(
-        "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
+        "SELECT {CANDIDATE_COLUMNS} FROM durably_runs r
          WHERE r.status = 'pending' AND (r.not_before IS NULL OR r.not_before <= ?1) AND {KEY_FREE}
          ORDER BY r.created_at, r.id LIMIT 2000"
     )
@@ -736,7 +747,7 @@ pub(crate) fn claim(
         }
         let mut expired = conn
             .prepare_cached(&format!(
-                "SELECT r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at FROM durably_runs r
+                "SELECT {CANDIDATE_COLUMNS} FROM durably_runs r
                  WHERE r.status = 'leased' AND r.lease_expires_at <= ?1 AND {KEY_FREE}
                  ORDER BY r.lease_expires_at LIMIT 2000"
             ))
@@ -753,13 +764,14 @@ pub(crate) fn claim(
             candidates.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         }
     }
+    // Fenced on the generation read with the candidate, so it needs no `RETURNING`.
     let mut update = conn
         .prepare_cached(
             "UPDATE durably_runs SET status = 'leased', lease_owner = ?2, lease_expires_at = ?3,
-                lease_generation = lease_generation + 1, started_at = COALESCE(started_at, ?4),
+                lease_generation = ?5 + 1, started_at = COALESCE(started_at, ?4),
                 not_before = NULL, updated_at = ?4
-             WHERE id = ?1 AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= ?4))
-             RETURNING lease_generation, attempt, started_at",
+             WHERE id = ?1 AND lease_generation = ?5
+               AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= ?4))",
         )
         .map_err(db)?;
     let mut keys: Vec<&str> = Vec::new();
@@ -773,37 +785,32 @@ pub(crate) fn claim(
                 continue;
             }
         }
-        let claimed = update
-            .query_row(params![c.id, owner, until_s, now_s], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                ))
-            })
-            .optional()
-            .map_err(db)?;
-        let Some((generation, attempt, started_at)) = claimed else {
-            continue;
-        };
-        if let Some(k) = &c.concurrency_key {
-            keys.push(k);
-        }
+        // Decoded before the update, so a corrupt row fails the claim without changing a row.
         let labels = if c.labels.is_empty() || c.labels == "{}" {
             Labels::new()
         } else {
             serde_json::from_str(&c.labels)
                 .map_err(|e| corrupt(format!("labels of run {}: {e}", c.id)))?
         };
+        let started_at = opt_ts(c.started_at.clone())?.unwrap_or(now);
+        let claimed = update
+            .execute(params![c.id, owner, until_s, now_s, c.lease_generation])
+            .map_err(db)?;
+        if claimed != 1 {
+            continue;
+        }
+        if let Some(k) = &c.concurrency_key {
+            keys.push(k);
+        }
         runs.push(ClaimedRun {
             id: c.id.clone(),
             job_name: c.job_name.clone(),
             input: c.input.clone(),
             labels,
             concurrency_key: c.concurrency_key.clone(),
-            generation: generation.max(0) as u64,
-            attempt: u32::try_from(attempt.max(1)).unwrap_or(u32::MAX),
-            started_at: opt_ts(started_at)?.unwrap_or(now),
+            generation: (c.lease_generation + 1).max(0) as u64,
+            attempt: u32::try_from(c.attempt.max(1)).unwrap_or(u32::MAX),
+            started_at,
             lease_expires_at: lease_until,
         });
     }
@@ -921,28 +928,39 @@ pub(crate) fn persist_step(
     logs: &[NewLog],
 ) -> Result<bool, StoreError> {
     insert_logs(conn, &fence.run_id, logs)?;
-    let mut stmt = conn
-        .prepare_cached(
-            r#"INSERT INTO durably_steps (id, run_id, name, "index", status, output, error, started_at, completed_at)
-               SELECT ?1, id, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM durably_runs
-               WHERE id = ?9 AND status = 'leased' AND lease_generation = ?10"#,
-        )
-        .map_err(db)?;
-    let n = stmt
-        .execute(params![
-            step.id,
-            step.name,
-            step.index as i64,
-            step.status.as_str(),
-            step.output,
-            step.error,
-            format_ts(step.started_at),
-            format_ts(step.completed_at),
-            fence.run_id,
-            fence.generation as i64
-        ])
-        .map_err(db)?;
-    Ok(n == 1)
+    if !holds(conn, fence)? {
+        return Ok(false);
+    }
+    // A single-row `INSERT ... VALUES`: unlike `INSERT ... SELECT`, SQLite runs it without a
+    // statement journal (a copy of every page it touches).
+    conn.prepare_cached(
+        r#"INSERT INTO durably_steps (id, run_id, name, "index", status, output, error, started_at, completed_at)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
+    )
+    .map_err(db)?
+    .execute(params![
+        step.id,
+        fence.run_id,
+        step.name,
+        step.index as i64,
+        step.status.as_str(),
+        step.output,
+        step.error,
+        format_ts(step.started_at),
+        format_ts(step.completed_at),
+    ])
+    .map_err(db)?;
+    Ok(true)
+}
+
+/// Whether the execution `fence` names still owns its run: leased, at that generation.
+fn holds(conn: &Connection, fence: &Fence) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT 1 FROM durably_runs WHERE id = ?1 AND status = 'leased' AND lease_generation = ?2",
+    )
+    .map_err(db)?
+    .exists(params![fence.run_id, fence.generation as i64])
+    .map_err(db)
 }
 
 pub(crate) fn update_progress(
