@@ -14,9 +14,6 @@ use rusqlite::{params, Connection};
 use crate::report::{Metric, Report};
 use crate::{sync_name, BenchResult, Config};
 
-/// The step-job tables and indexes: the store's own migration 2.
-pub(crate) const SCHEMA: &str = durable_jobs::__private::RUNS_SCHEMA;
-
 /// Row writes per run: insert, claim, `steps` step rows, completion.
 pub(crate) fn rows_per_run(steps: usize) -> usize {
     3 + steps
@@ -33,7 +30,7 @@ pub(crate) fn write_rows(
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", sync_name(mode))?;
-    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(&durable_jobs::__private::step_job_schema())?;
 
     // Every operation of every run, in the order a worker would do them.
     #[derive(Clone, Copy)]
@@ -77,27 +74,44 @@ pub(crate) fn write_rows(
                 ])?;
             }
             Op::Claim(r) => {
+                let generation: i64 = tx
+                    .prepare_cached(
+                        "SELECT r.lease_generation FROM durably_runs r WHERE r.id = ?1",
+                    )?
+                    .query_row([run_id(r)], |row| row.get(0))?;
                 tx.prepare_cached(
                     "UPDATE durably_runs SET status = 'leased', lease_owner = ?2,
-                     lease_expires_at = ?3, lease_generation = lease_generation + 1,
+                     lease_expires_at = ?3, lease_generation = ?5 + 1,
                      started_at = COALESCE(started_at, ?4), not_before = NULL, updated_at = ?4
-                     WHERE id = ?1 AND (status = 'pending' OR (status = 'leased'
-                     AND lease_expires_at <= ?4))
-                     RETURNING lease_generation, attempt, started_at",
+                     WHERE id = ?1 AND lease_generation = ?5
+                       AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= ?4))",
                 )?
-                .query_row(params![run_id(r), "worker-1", until, now], |row| {
-                    row.get::<_, i64>(0)
-                })?;
+                .execute(params![
+                    run_id(r),
+                    "worker-1",
+                    until,
+                    now,
+                    generation
+                ])?;
             }
             Op::Step(r, s) => {
+                let holds = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM durably_runs
+                         WHERE id = ?1 AND status = 'leased' AND lease_generation = ?2",
+                    )?
+                    .exists(params![run_id(r), 1i64])?;
+                if !holds {
+                    return Err(format!("limit: run {r} lost its lease").into());
+                }
                 tx.prepare_cached(
                     r#"INSERT INTO durably_steps (id, run_id, name, "index", status, output,
                        error, started_at, completed_at)
-                       SELECT ?1, id, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM durably_runs
-                       WHERE id = ?9 AND status = 'leased' AND lease_generation = ?10"#,
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
                 )?
                 .execute(params![
                     format!("01JSTEP{r:018}{s:02}"),
+                    run_id(r),
                     format!("s{s}"),
                     s as i64,
                     "completed",
@@ -105,8 +119,6 @@ pub(crate) fn write_rows(
                     None::<String>,
                     now,
                     now,
-                    run_id(r),
-                    1i64
                 ])?;
             }
             Op::Complete(r) => {

@@ -41,6 +41,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: LEASED_INSTANCES,
     },
+    Migration {
+        version: 4,
+        sql: super::runs::DROP_STEP_NAME_INDEX,
+    },
 ];
 
 /// Instances (with their alarm and lease), processed event ids and the telemetry outbox.

@@ -11,8 +11,11 @@
 //!   `status_completed` terminal runs only, the idempotency and concurrency indexes keyed rows
 //!   only), and `status_created` ends with `id` so the FIFO claim order needs no sort;
 //! - `durably_steps` is clustered on `(run_id, "index", id)` (`WITHOUT ROWID`), which replaces
-//!   `idx_durably_steps_run_index` and makes a step insert touch two b-trees instead of four;
-//! - a step persist is one `INSERT … SELECT` fenced on the run row; the run's
+//!   `idx_durably_steps_run_index`, and has no unique index on `(run_id, name)` of completed
+//!   steps (dropped by migration 4): a step insert touches one b-tree instead of four. The
+//!   uniqueness holds without it: a completed step is only persisted by the execution that holds
+//!   the run's lease (the fence below), which never runs a step whose name it has completed;
+//! - a step persist is a fence check on the run row and a single-row insert; the run's
 //!   `completed_step_count` and `current_step_index` are written at the end of the execution and
 //!   computed from the step rows while the run is active.
 
@@ -30,7 +33,7 @@ use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
 /// The step-job tables, applied as migration 2.
-pub const RUNS_SCHEMA: &str = r#"
+pub(crate) const RUNS_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS durably_runs (
     id TEXT PRIMARY KEY,
     job_name TEXT NOT NULL,
@@ -105,6 +108,11 @@ CREATE TABLE IF NOT EXISTS durably_logs (
 );
 CREATE INDEX IF NOT EXISTS idx_durably_logs_run_created ON durably_logs (run_id, created_at);
 "#;
+
+/// Migration 4: drops the unique index on completed step names. Maintaining it was a fifth of
+/// the store's work per three-step run, and the fence already guarantees what it checked.
+pub(crate) const DROP_STEP_NAME_INDEX: &str =
+    "DROP INDEX IF EXISTS idx_durably_steps_completed_unique;";
 
 /// How the run store reaches SQLite: a group-committed writer and read connections.
 pub(crate) trait SqlExecutor: Send + Sync + 'static {

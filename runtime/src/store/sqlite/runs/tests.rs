@@ -21,7 +21,8 @@ fn db() -> (tempfile::TempDir, Connection) {
     let conn = Connection::open(dir.path().join("runs.db")).expect("open");
     conn.execute_batch("PRAGMA journal_mode = WAL;")
         .expect("wal");
-    conn.execute_batch(RUNS_SCHEMA).expect("schema");
+    conn.execute_batch(&crate::__private::step_job_schema())
+        .expect("schema");
     (dir, conn)
 }
 
@@ -874,7 +875,8 @@ fn purge_removes_only_old_terminal_runs() {
 #[test]
 fn schema_is_idempotent_and_has_the_named_indexes() {
     let (_d, c) = db();
-    c.execute_batch(RUNS_SCHEMA).expect("again");
+    c.execute_batch(&crate::__private::step_job_schema())
+        .expect("again");
     let names: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_durably_%' ORDER BY name")
         .expect("prepare")
@@ -893,13 +895,16 @@ fn schema_is_idempotent_and_has_the_named_indexes() {
         "idx_durably_runs_status_concurrency",
         "idx_durably_runs_status_created",
         "idx_durably_runs_status_lease_expires",
-        "idx_durably_steps_completed_unique",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
         );
     }
+    // Migration 4 dropped it.
+    assert!(!names
+        .iter()
+        .any(|n| n == "idx_durably_steps_completed_unique"));
 }
 
 #[test]
