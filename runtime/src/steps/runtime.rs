@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     /// Wakes the worker: a trigger, a retry scheduled, a shutdown, a settle request.
     pub(crate) wake: Notify,
     pub(crate) active: Mutex<HashMap<String, ActiveRun>>,
+    /// Run bodies executing now: the slots taken of `max_concurrent_runs`.
+    pub(crate) bodies: AtomicUsize,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     waiter_count: AtomicUsize,
     pub(crate) stopping: AtomicBool,
@@ -183,6 +185,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                 ids: Mutex::new(ulid::Generator::new()),
                 wake: Notify::new(),
                 active: Mutex::new(HashMap::new()),
+                bodies: AtomicUsize::new(0),
                 waiters: Mutex::new(HashMap::new()),
                 waiter_count: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),

@@ -625,6 +625,8 @@ pub(super) struct Wrap {
     pub(super) claims: AtomicUsize,
     pub(super) reads: AtomicUsize,
     pub(super) fail_claims: AtomicBool,
+    /// When set, `finish_run` waits for a permit before writing.
+    pub(super) finish_gate: Mutex<Option<Arc<Semaphore>>>,
 }
 
 impl Wrap {
@@ -729,7 +731,15 @@ impl RunStore for Wrap {
         cleanup: bool,
         now: Timestamp,
     ) -> BoxFuture<'_, Result<FinishOutcome, StoreError>> {
+        let gate = self
+            .finish_gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Box::pin(async move {
+            if let Some(gate) = gate {
+                gate.acquire().await.expect("open gate").forget();
+            }
             self.inner()
                 .finish_run(fence, finish, logs, cleanup, now)
                 .await

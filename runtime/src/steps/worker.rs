@@ -142,8 +142,10 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
             Ordering::Release,
         );
 
-        // Claim as many runs as there are free slots.
-        let free = max.saturating_sub(runs.len());
+        // Claim as many runs as there are free slots. A slot frees when a run's body returns,
+        // while its end is still being written: the next run's claim shares that commit
+        // instead of waiting behind it.
+        let free = max.saturating_sub(shared.bodies.load(Ordering::Acquire));
         let can_claim = dirty && free > 0 && !stopping && backoff_until.is_none();
         // One claim at a time: slots that free while it is in flight are filled by the next
         // one, so claims grow with the load instead of taking one run each.
@@ -289,6 +291,7 @@ fn spawn_run<A: Send + Sync + 'static>(
     runs: &mut JoinSet<()>,
     mut run: ClaimedRun,
 ) {
+    let slot = Slot::take(&rt.shared);
     let cancellation = Cancellation::new();
     let labels = Arc::new(std::mem::take(&mut run.labels));
     rt.shared
@@ -319,9 +322,38 @@ fn spawn_run<A: Send + Sync + 'static>(
         run,
         labels,
         cancellation,
+        slot,
     )
     .instrument(span);
     runs.spawn(fut);
+}
+
+/// One of the worker's `max_concurrent_runs` slots, held while a run's body executes. Released
+/// once the body returned (or its task ended, even aborted), which wakes the dispatcher.
+struct Slot {
+    shared: Option<Arc<Shared>>,
+}
+
+impl Slot {
+    fn take(shared: &Arc<Shared>) -> Slot {
+        shared.bodies.fetch_add(1, Ordering::AcqRel);
+        Slot {
+            shared: Some(shared.clone()),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.bodies.fetch_sub(1, Ordering::AcqRel);
+            shared.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// Removes the run from the active table however its task ends (even aborted).
@@ -352,6 +384,7 @@ async fn execute<A: Send + Sync + 'static>(
     run: ClaimedRun,
     labels: Arc<Labels>,
     cancellation: Cancellation,
+    mut slot: Slot,
 ) {
     let _guard = ActiveGuard {
         shared: shared.clone(),
@@ -421,6 +454,7 @@ async fn execute<A: Send + Sync + 'static>(
         stored,
     );
     let result = job.run(&mut ctx, &run.input, &app).await;
+    slot.release();
     let cleanup = !shared.options.preserve_steps && (ctx.wrote_rows() || run.generation > 1);
 
     match cancellation.reason() {

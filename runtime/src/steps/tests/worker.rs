@@ -109,6 +109,39 @@ async fn several_slots_run_at_once_and_never_more() {
 }
 
 #[tokio::test]
+async fn a_slot_frees_when_the_body_returns_while_its_end_is_still_written() {
+    let wrap = Arc::new(Wrap::default());
+    let gate = Arc::new(Semaphore::new(0));
+    *wrap.finish_gate.lock().unwrap() = Some(gate.clone());
+    let env = Env::builder()
+        .options(StepOptions::default().max_concurrent_runs(1))
+        .wrap(wrap.clone())
+        .build()
+        .await;
+    env.app.block("s");
+    let script = env.client::<Script>();
+    let first = script
+        .trigger(super::script(&["s"]), TriggerOptions::new())
+        .await
+        .expect("first");
+    let second = script
+        .trigger(super::script(&["s"]), TriggerOptions::new())
+        .await
+        .expect("second");
+    env.app.entered().await;
+    env.app.release(1);
+    // The first body returned and its completion waits at the gate: the one slot runs the
+    // second body meanwhile.
+    env.app.entered().await;
+    assert_eq!(env.run(&first.id).await.status, RunStatus::Leased);
+    assert_eq!(env.app.peak(), 1, "never two bodies at once");
+    gate.add_permits(2);
+    env.app.release(1);
+    env.wait(&first.id).await.expect("first completes");
+    env.wait(&second.id).await.expect("second completes");
+}
+
+#[tokio::test]
 async fn shutdown_waits_for_running_runs() {
     let env = Env::builder()
         .options(StepOptions::default().max_concurrent_runs(2))
