@@ -13,6 +13,7 @@ use durable_jobs::Engine;
 use crate::jobs::{BatchApp, BatchJobs, Collect, MAX_EVENTS};
 use crate::report::{Metric, Report, Target};
 use crate::stats::{percentile, rate, sorted_millis};
+use crate::sys::Usage;
 use crate::{BenchResult, Config};
 
 pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchResult {
@@ -26,6 +27,7 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
         .await?;
     let client = engine.client();
     let next = Arc::new(AtomicUsize::new(0));
+    let usage = Usage::now();
     let start = Instant::now();
     let mut callers = Vec::new();
     for _ in 0..cfg.debounce_callers {
@@ -52,6 +54,12 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
         latencies.extend(c.await??);
     }
     let elapsed = start.elapsed();
+    Usage::now().report_since(
+        &usage,
+        total,
+        |metric, value, unit| Metric::new("debounce", metric, value, unit),
+        report,
+    );
     drop(client);
     engine.shutdown().await?;
 

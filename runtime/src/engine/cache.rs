@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use crate::id::InstanceKey;
-use crate::store::{InstanceRecord, Write};
+use crate::store::{Columns, InstanceRecord, Write};
 
 const SHARDS: usize = 32;
 
@@ -64,6 +64,26 @@ impl RecordCache {
         self.shard(key).remove(key);
     }
 
+    /// Narrows each update of `batch` to the columns that differ from the cached row it
+    /// replaces, so the store can skip the rest (and the indexes on them). A row that is not
+    /// cached, or cached at another version, keeps [`Columns::ALL`].
+    pub(crate) fn narrow_updates(&self, batch: &mut [Write]) {
+        for write in batch {
+            if let Write::Update {
+                record,
+                expected_version,
+                changed,
+            } = write
+            {
+                if let Some(Some(old)) = self.shard(&record.key).get(&record.key) {
+                    if old.version == *expected_version {
+                        *changed = Columns::between(old, record);
+                    }
+                }
+            }
+        }
+    }
+
     /// What the store holds for each instance a batch writes, once it commits.
     pub(crate) fn effects(batch: &[Write]) -> Vec<(InstanceKey, Option<InstanceRecord>)> {
         batch
@@ -87,6 +107,44 @@ mod tests {
 
     fn key(i: usize) -> InstanceKey {
         InstanceKey::new(JobKind::Task, "t", i.to_string())
+    }
+
+    #[test]
+    fn updates_are_narrowed_against_the_cached_row_of_their_version_only() {
+        let cache = RecordCache::new(64);
+        let mut old = InstanceRecord::new(key(1), Timestamp::EPOCH);
+        old.version = 4;
+        old.alarm_at = Some(Timestamp::from_millis(100));
+        cache.put(key(1), Some(old.clone()));
+        let update = |record: &InstanceRecord, expected_version| {
+            let mut new = record.clone();
+            new.event_count += 1;
+            new.version = expected_version + 1;
+            Write::Update {
+                record: new,
+                expected_version,
+                changed: Columns::ALL,
+            }
+        };
+        let mut other = InstanceRecord::new(key(2), Timestamp::EPOCH);
+        other.version = 4;
+        let mut batch = vec![update(&old, 4), update(&old, 3), update(&other, 4)];
+        cache.narrow_updates(&mut batch);
+        let changed: Vec<Columns> = batch
+            .iter()
+            .map(|w| match w {
+                Write::Update { changed, .. } => *changed,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                Columns::UPDATED.union(Columns::EVENT_COUNT),
+                Columns::ALL,
+                Columns::ALL
+            ]
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{check_identifier, InstanceKey, JobKind};
 use crate::retry::{ExhaustionReason, RetryDecision, RetryPolicy};
 use crate::steps::StepRuntime;
-use crate::store::{Backend, InstanceRecord, StoreError, Write, WriteBatch};
+use crate::store::{Backend, Columns, InstanceRecord, StoreError, Write, WriteBatch};
 use crate::telemetry::{EventKind, EventStream, JobEvent, Telemetry};
 use crate::time::Timestamp;
 
@@ -324,6 +324,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
             batch.push(Write::Outbox(rows));
         }
         if !batch.is_empty() {
+            if let Some(cache) = &self.cache {
+                cache.narrow_updates(&mut batch);
+            }
             let effects = self
                 .cache
                 .as_ref()
@@ -484,6 +487,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 Some(Write::Update {
                     record: rec,
                     expected_version: v,
+                    changed: Columns::ALL,
                 })
             }
             (Some(v), None) => Some(Write::Delete {

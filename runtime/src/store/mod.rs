@@ -115,18 +115,124 @@ pub struct Lease {
     pub until: Timestamp,
 }
 
+/// Columns of an instance row, as a set: the ones an [`Write::Update`] changes.
+///
+/// `updated_at` and `version` change with every update and are always in the set.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::store::{Columns, InstanceRecord};
+/// use durable_jobs::{InstanceKey, JobKind, Timestamp};
+///
+/// let key = InstanceKey::new(JobKind::Debounce, "batcher", "c1");
+/// let old = InstanceRecord::new(key, Timestamp::EPOCH);
+/// let mut new = old.clone();
+/// new.event_count += 1;
+/// let changed = Columns::between(&old, &new);
+/// assert!(changed.contains(Columns::EVENT_COUNT));
+/// assert!(!changed.contains(Columns::ALARM_AT));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Columns(u16);
+
+impl Columns {
+    /// `state`.
+    pub const STATE: Columns = Columns(1);
+    /// `created_at`.
+    pub const CREATED_AT: Columns = Columns(1 << 1);
+    /// `run_count`.
+    pub const RUN_COUNT: Columns = Columns(1 << 2);
+    /// `event_count`.
+    pub const EVENT_COUNT: Columns = Columns(1 << 3);
+    /// `execute_count`.
+    pub const EXECUTE_COUNT: Columns = Columns(1 << 4);
+    /// `batch_started_at`.
+    pub const BATCH_STARTED_AT: Columns = Columns(1 << 5);
+    /// `last_event_at`.
+    pub const LAST_EVENT_AT: Columns = Columns(1 << 6);
+    /// `alarm_at`.
+    pub const ALARM_AT: Columns = Columns(1 << 7);
+    /// `retry_attempt`, `retry_started_at` and `retry_last_error`.
+    pub const RETRY: Columns = Columns(1 << 8);
+    /// The lease (owner and expiry) and `lease_generation`.
+    pub const LEASE: Columns = Columns(1 << 9);
+    /// `updated_at` and `version`: in every update.
+    pub const UPDATED: Columns = Columns(1 << 10);
+    /// Every column.
+    pub const ALL: Columns = Columns((1 << 11) - 1);
+
+    /// The columns of both sets.
+    #[must_use]
+    pub fn union(self, other: Columns) -> Columns {
+        Columns(self.0 | other.0)
+    }
+
+    /// Whether every column of `other` is in `self`.
+    pub fn contains(self, other: Columns) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits, for backends that key prepared statements by the set.
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The columns in which `new` differs from `old`, plus [`Columns::UPDATED`].
+    pub fn between(old: &InstanceRecord, new: &InstanceRecord) -> Columns {
+        let mut set = Columns::UPDATED;
+        let mut mark = |differs: bool, column: Columns| {
+            if differs {
+                set = set.union(column);
+            }
+        };
+        mark(old.state != new.state, Columns::STATE);
+        mark(old.created_at != new.created_at, Columns::CREATED_AT);
+        mark(old.run_count != new.run_count, Columns::RUN_COUNT);
+        mark(old.event_count != new.event_count, Columns::EVENT_COUNT);
+        mark(
+            old.execute_count != new.execute_count,
+            Columns::EXECUTE_COUNT,
+        );
+        mark(
+            old.batch_started_at != new.batch_started_at,
+            Columns::BATCH_STARTED_AT,
+        );
+        mark(
+            old.last_event_at != new.last_event_at,
+            Columns::LAST_EVENT_AT,
+        );
+        mark(old.alarm_at != new.alarm_at, Columns::ALARM_AT);
+        mark(
+            old.retry_attempt != new.retry_attempt
+                || old.retry_started_at != new.retry_started_at
+                || old.retry_last_error != new.retry_last_error,
+            Columns::RETRY,
+        );
+        mark(
+            old.lease != new.lease || old.lease_generation != new.lease_generation,
+            Columns::LEASE,
+        );
+        set
+    }
+}
+
 /// One write of a [`WriteBatch`].
 #[derive(Clone, Debug)]
 pub enum Write {
     /// Creates an instance; [`StoreError::Conflict`] if it exists.
     Insert(InstanceRecord),
-    /// Replaces every column of an instance if its stored version is `expected_version`;
-    /// [`StoreError::Conflict`] otherwise. The stored row becomes `record`, lease included.
+    /// Makes the stored row `record` (lease included) if its stored version is
+    /// `expected_version`; [`StoreError::Conflict`] otherwise.
     Update {
         /// The new row (its `version` is the new version).
         record: InstanceRecord,
         /// The version the write was computed from.
         expected_version: u64,
+        /// The columns in which `record` differs from the stored row: the others already hold
+        /// `record`'s values, so a backend may write only these (or every column). Always
+        /// [`Columns::ALL`] when the engine does not know the stored row.
+        changed: Columns,
     },
     /// Deletes an instance if its stored version is `expected_version`.
     Delete {

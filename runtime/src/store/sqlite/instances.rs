@@ -1,13 +1,16 @@
 //! SQL for instances (with their alarm and lease) and processed event ids.
 //!
 //! Every function takes the connection it runs on; the caller decides whether that is the
-//! writer (inside a group's savepoint) or a reader.
+//! writer (inside a write group) or a reader.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Statement};
 
 use super::{limit_to_sql, outbox, u64_from_sql, u64_to_sql, Context};
 use crate::id::InstanceKey;
-use crate::store::{AlarmScan, InstanceRecord, Lease, StoreError, Write, WriteBatch};
+use crate::store::{AlarmScan, Columns, InstanceRecord, Lease, StoreError, Write, WriteBatch};
 use crate::time::Timestamp;
 
 /// The columns of an instance row, in the order [`record_from_row`] reads them and
@@ -59,7 +62,8 @@ pub(super) fn apply_batch(conn: &Connection, batch: &WriteBatch) -> Result<(), S
             Write::Update {
                 record,
                 expected_version,
-            } => update(conn, record, *expected_version)?,
+                changed,
+            } => update(conn, record, *expected_version, *changed)?,
             Write::Delete {
                 key,
                 expected_version,
@@ -94,16 +98,18 @@ fn update(
     conn: &Connection,
     record: &InstanceRecord,
     expected_version: u64,
+    changed: Columns,
 ) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "UPDATE instances SET state = ?4, created_at = ?5, updated_at = ?6, run_count = ?7,
-                event_count = ?8, execute_count = ?9, batch_started_at = ?10, last_event_at = ?11,
-                alarm_at = ?12, retry_attempt = ?13, retry_started_at = ?14, retry_last_error = ?15,
-                version = ?16, lease_owner = ?17, lease_until = ?18, lease_generation = ?19
-             WHERE kind = ?1 AND job = ?2 AND id = ?3 AND version = ?20",
-        )
+    let mut stmt = UPDATE_SQL
+        .with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let sql = cache
+                .entry(changed.bits())
+                .or_insert_with(|| update_sql(changed));
+            conn.prepare_cached(sql)
+        })
         .context("preparing to update an instance")?;
+    // Every column is bound; the statement uses those of `changed`.
     bind_record(&mut stmt, record).context("binding an instance")?;
     stmt.raw_bind_parameter(20, u64_to_sql(expected_version))
         .context("binding a version")?;
@@ -114,6 +120,45 @@ fn update(
         0 => Err(StoreError::Conflict(record.key.clone())),
         _ => Ok(()),
     }
+}
+
+thread_local! {
+    /// The `UPDATE` of each set of columns seen, built once (writes run on one thread).
+    static UPDATE_SQL: RefCell<HashMap<u16, String>> = RefCell::new(HashMap::new());
+}
+
+/// `UPDATE instances SET` the columns of `changed` only, with the parameter numbers of
+/// [`bind_record`], fenced on the version (`?20`). Leaving a column out also leaves its index
+/// alone: an `add` that does not move the alarm does not touch `instances_alarm_at`.
+fn update_sql(changed: Columns) -> String {
+    const SETS: [(Columns, &str); 11] = [
+        (Columns::STATE, "state = ?4"),
+        (Columns::CREATED_AT, "created_at = ?5"),
+        (Columns::UPDATED, "updated_at = ?6, version = ?16"),
+        (Columns::RUN_COUNT, "run_count = ?7"),
+        (Columns::EVENT_COUNT, "event_count = ?8"),
+        (Columns::EXECUTE_COUNT, "execute_count = ?9"),
+        (Columns::BATCH_STARTED_AT, "batch_started_at = ?10"),
+        (Columns::LAST_EVENT_AT, "last_event_at = ?11"),
+        (Columns::ALARM_AT, "alarm_at = ?12"),
+        (
+            Columns::RETRY,
+            "retry_attempt = ?13, retry_started_at = ?14, retry_last_error = ?15",
+        ),
+        (
+            Columns::LEASE,
+            "lease_owner = ?17, lease_until = ?18, lease_generation = ?19",
+        ),
+    ];
+    let sets: Vec<&str> = SETS
+        .iter()
+        .filter(|(column, _)| changed.contains(*column) || *column == Columns::UPDATED)
+        .map(|(_, set)| *set)
+        .collect();
+    format!(
+        "UPDATE instances SET {} WHERE kind = ?1 AND job = ?2 AND id = ?3 AND version = ?20",
+        sets.join(", ")
+    )
 }
 
 fn delete(conn: &Connection, key: &InstanceKey, expected_version: u64) -> Result<(), StoreError> {
@@ -399,6 +444,7 @@ mod tests {
             .commit(vec![Write::Update {
                 record: cleared.clone(),
                 expected_version: 11,
+                changed: Columns::ALL,
             }])
             .await
             .unwrap();
@@ -407,6 +453,78 @@ mod tests {
         // Kinds are part of the key.
         let other_kind = InstanceKey::new(JobKind::Task, "job", "id");
         assert_eq!(store.load(&other_kind).await.unwrap(), None);
+    }
+
+    /// Every field of `full` changed to another value, the version bumped.
+    fn every_field_changed(full: &InstanceRecord) -> InstanceRecord {
+        InstanceRecord {
+            key: full.key.clone(),
+            state: Some("[1]".into()),
+            created_at: ms(21),
+            updated_at: ms(22),
+            run_count: 23,
+            event_count: 24,
+            execute_count: 25,
+            batch_started_at: None,
+            last_event_at: Some(ms(27)),
+            alarm_at: None,
+            retry_attempt: 29,
+            retry_started_at: Some(ms(30)),
+            retry_last_error: None,
+            version: full.version + 1,
+            lease: None,
+            lease_generation: 33,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_narrowed_update_writes_its_columns_and_leaves_the_others() {
+        let columns = [
+            Columns::STATE,
+            Columns::CREATED_AT,
+            Columns::RUN_COUNT,
+            Columns::EVENT_COUNT,
+            Columns::EXECUTE_COUNT,
+            Columns::BATCH_STARTED_AT,
+            Columns::LAST_EVENT_AT,
+            Columns::ALARM_AT,
+            Columns::RETRY,
+            Columns::LEASE,
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        for (i, column) in columns.into_iter().enumerate() {
+            let full = every_field_set(key(&format!("n{i}")));
+            insert_all(&store, [full.clone()]).await;
+            let new = every_field_changed(&full);
+            let changed = Columns::between(&full, &new);
+            assert_eq!(changed, Columns::ALL, "every field differs");
+            store
+                .commit(vec![Write::Update {
+                    record: new.clone(),
+                    expected_version: full.version,
+                    changed: Columns::UPDATED.union(column),
+                }])
+                .await
+                .unwrap();
+            let stored = store.load(&full.key).await.unwrap().unwrap();
+            // What was written is exactly `column` (and the version): against the stored row,
+            // the new row differs in nothing else.
+            assert_eq!(
+                Columns::between(&stored, &new),
+                Columns::UPDATED.union(
+                    columns
+                        .into_iter()
+                        .filter(|c| *c != column)
+                        .fold(Columns::UPDATED, Columns::union)
+                ),
+                "column {i}"
+            );
+            assert_eq!(
+                (stored.version, stored.updated_at),
+                (new.version, new.updated_at)
+            );
+        }
     }
 
     #[tokio::test]
@@ -437,6 +555,7 @@ mod tests {
             Write::Update {
                 record: stale,
                 expected_version: 1,
+                changed: Columns::ALL,
             },
         ];
         assert!(matches!(
@@ -483,6 +602,7 @@ mod tests {
             .commit(vec![Write::Update {
                 record: next,
                 expected_version: 0,
+                changed: Columns::ALL,
             }])
             .await
             .unwrap();
@@ -656,6 +776,7 @@ mod tests {
             .commit(vec![Write::Update {
                 record: done,
                 expected_version: 2,
+                changed: Columns::ALL,
             }])
             .await
             .unwrap();
