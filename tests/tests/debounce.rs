@@ -378,3 +378,50 @@ async fn event_ids_are_forgotten_after_the_retention_period() {
     h.clock.advance(Duration::from_secs(2 * 24 * 3600)).await;
     d.add_with_id("c", hook(1), "once").await.unwrap();
 }
+
+#[tokio::test]
+async fn each_add_folds_onto_the_latest_committed_state() {
+    let h = Harness::start().await;
+    let d = h.client.debounce::<Batcher>();
+    let events = |d: Option<Batch>| d.map(|b| b.events);
+    d.add("c", hook(1)).await.unwrap();
+    d.add("c", hook(2)).await.unwrap();
+    assert_eq!(events(d.get_state("c").await.unwrap()), Some(vec![1, 2]));
+
+    // A failed manual flush keeps the batch: the next add continues it (and, as the third
+    // event, flushes it).
+    h.probe.fail_next(1, "crm down");
+    d.flush("c").await.unwrap_err();
+    d.add("c", hook(3)).await.unwrap();
+    assert_eq!(events(d.get_state("c").await.unwrap()), None);
+
+    // Cleared, or flushed: the next add starts a new batch.
+    d.add("c", hook(4)).await.unwrap();
+    d.clear("c").await.unwrap();
+    d.add("c", hook(5)).await.unwrap();
+    assert_eq!(events(d.get_state("c").await.unwrap()), Some(vec![5]));
+    d.flush("c").await.unwrap();
+    d.add("c", hook(6)).await.unwrap();
+    d.add("c", hook(7)).await.unwrap();
+    assert_eq!(events(d.get_state("c").await.unwrap()), Some(vec![6, 7]));
+
+    // The alarm's flush, too.
+    h.clock.advance(secs(10)).await;
+    d.add("c", hook(8)).await.unwrap();
+    assert_eq!(events(d.get_state("c").await.unwrap()), Some(vec![8]));
+    let flushed: Vec<serde_json::Value> = h
+        .probe
+        .calls_of("execute")
+        .iter()
+        .map(|c| c.state["events"].clone())
+        .collect();
+    assert_eq!(
+        flushed,
+        [
+            serde_json::json!([1, 2]),
+            serde_json::json!([1, 2, 3]),
+            serde_json::json!([5]),
+            serde_json::json!([6, 7])
+        ]
+    );
+}

@@ -6,7 +6,12 @@
 //! claim, which update the cache after the store accepted them, so the cache holds exactly what
 //! was last committed: an action can skip the read before its write. Rows that were never
 //! loaded, or were evicted, are read from the store as usual.
+//!
+//! Next to a row it can keep the row's state already decoded (a debounce batch being
+//! collected), valid for that row's version only, so the next `add` does not parse the JSON it
+//! just wrote.
 
+use std::any::Any;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -17,8 +22,17 @@ use crate::store::{Columns, InstanceRecord, Write};
 
 const SHARDS: usize = 32;
 
-/// `None` caches "no such instance", which is as useful as a row for the first `add`.
-type Shard = Mutex<HashMap<InstanceKey, Option<InstanceRecord>>>;
+/// A state decoded from a row's JSON, by the job's own type.
+pub(crate) type DecodedState = Box<dyn Any + Send>;
+
+struct Entry {
+    /// `None` caches "no such instance", which is as useful as a row for the first `add`.
+    record: Option<InstanceRecord>,
+    /// `record.state` decoded, when an action left it here.
+    decoded: Option<DecodedState>,
+}
+
+type Shard = Mutex<HashMap<InstanceKey, Entry>>;
 
 pub(crate) struct RecordCache {
     shards: Box<[Shard]>,
@@ -33,10 +47,7 @@ impl RecordCache {
         }
     }
 
-    fn shard(
-        &self,
-        key: &InstanceKey,
-    ) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Option<InstanceRecord>>> {
+    fn shard(&self, key: &InstanceKey) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Entry>> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         self.shards[(h.finish() as usize) % SHARDS]
@@ -46,9 +57,10 @@ impl RecordCache {
 
     /// `Some(row or absence)` when known.
     pub(crate) fn get(&self, key: &InstanceKey) -> Option<Option<InstanceRecord>> {
-        self.shard(key).get(key).cloned()
+        self.shard(key).get(key).map(|e| e.record.clone())
     }
 
+    /// Remembers `record` as committed; a decoded state of an earlier version is dropped.
     pub(crate) fn put(&self, key: InstanceKey, record: Option<InstanceRecord>) {
         let mut shard = self.shard(&key);
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
@@ -57,7 +69,34 @@ impl RecordCache {
                 shard.remove(&victim);
             }
         }
-        shard.insert(key, record);
+        shard.insert(
+            key,
+            Entry {
+                record,
+                decoded: None,
+            },
+        );
+    }
+
+    /// Takes the decoded state of `key`'s cached row if that row is at `version`.
+    pub(crate) fn take_decoded(&self, key: &InstanceKey, version: u64) -> Option<DecodedState> {
+        let mut shard = self.shard(key);
+        let entry = shard.get_mut(key)?;
+        match &entry.record {
+            Some(r) if r.version == version => entry.decoded.take(),
+            _ => None,
+        }
+    }
+
+    /// Keeps `decoded` next to `key`'s cached row if that row is at `version` (the row the
+    /// state was decoded from, or encoded into).
+    pub(crate) fn put_decoded(&self, key: &InstanceKey, version: u64, decoded: DecodedState) {
+        let mut shard = self.shard(key);
+        if let Some(entry) = shard.get_mut(key) {
+            if entry.record.as_ref().is_some_and(|r| r.version == version) {
+                entry.decoded = Some(decoded);
+            }
+        }
     }
 
     pub(crate) fn forget(&self, key: &InstanceKey) {
@@ -75,7 +114,8 @@ impl RecordCache {
                 changed,
             } = write
             {
-                if let Some(Some(old)) = self.shard(&record.key).get(&record.key) {
+                let shard = self.shard(&record.key);
+                if let Some(old) = shard.get(&record.key).and_then(|e| e.record.as_ref()) {
                     if old.version == *expected_version {
                         *changed = Columns::between(old, record);
                     }
@@ -145,6 +185,31 @@ mod tests {
                 Columns::ALL
             ]
         );
+    }
+
+    #[test]
+    fn a_decoded_state_is_only_handed_out_for_the_version_it_was_kept_for() {
+        let cache = RecordCache::new(64);
+        let mut row = InstanceRecord::new(key(1), Timestamp::EPOCH);
+        row.version = 7;
+        cache.put(key(1), Some(row.clone()));
+        cache.put_decoded(&key(1), 6, Box::new(vec![1u32]));
+        assert!(
+            cache.take_decoded(&key(1), 6).is_none(),
+            "kept for a version not cached"
+        );
+        cache.put_decoded(&key(1), 7, Box::new(vec![1u32, 2]));
+        assert!(cache.take_decoded(&key(1), 8).is_none());
+        let taken = cache.take_decoded(&key(1), 7).expect("kept for version 7");
+        assert_eq!(*taken.downcast::<Vec<u32>>().unwrap(), [1, 2]);
+        assert!(cache.take_decoded(&key(1), 7).is_none(), "taken once");
+
+        // A new committed row drops what was decoded from the old one.
+        cache.put_decoded(&key(1), 7, Box::new(vec![3u32]));
+        row.version = 8;
+        cache.put(key(1), Some(row));
+        assert!(cache.take_decoded(&key(1), 7).is_none());
+        assert!(cache.take_decoded(&key(1), 8).is_none());
     }
 
     #[test]

@@ -180,7 +180,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
             event_count,
             now,
         };
-        let state = h.fold(rec.state.as_deref(), event, &ctx)?;
+        let decoded = match (&self.cache, expected) {
+            (Some(cache), Some(version)) => cache.take_decoded(&key, version),
+            _ => None,
+        };
+        let (state, decoded) = h.fold(rec.state.as_deref(), decoded, event, &ctx)?;
         self.check_size(&state, ValidationTarget::State, job)?;
         rec.state = Some(state);
         rec.event_count = event_count;
@@ -214,8 +218,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
         );
         let will_flush_at = if keep { rec.alarm_at } else { None };
         let now = self.clock.now();
+        let written_version = expected.map_or(0, |v| v + 1);
         batch.extend(Self::persist(expected, &key, keep.then_some(rec), now));
         self.commit(batch, events, will_flush_at, op).await?;
+        if let (Some(cache), None) = (&self.cache, &flush) {
+            // The batch goes on with the state just written: the next add needs no decode.
+            cache.put_decoded(&key, written_version, decoded);
+        }
         let flush = flush.map(|end| match end {
             FlushEnd::Flushed => FlushOutcome::Flushed,
             FlushEnd::RetryScheduled(at) => FlushOutcome::RetryScheduled(at),

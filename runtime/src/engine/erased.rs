@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::cache::DecodedState;
 use crate::error::{BoxError, Error, ValidationTarget};
 use crate::id::InstanceKey;
 use crate::job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
@@ -219,13 +220,15 @@ pub(crate) trait DebounceHandler<A>: Exhaustible<A> {
     fn config(&self) -> &DebounceConfig;
     /// Decodes an event before anything is touched.
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
-    /// Folds a decoded event into the stored state and returns the new state as JSON.
+    /// Folds a decoded event into the stored state and returns the new state as JSON, and
+    /// decoded. `decoded` is `state` already decoded (by an earlier fold), if known.
     fn fold(
         &self,
         state: Option<&str>,
+        decoded: Option<DecodedState>,
         event: Box<dyn Any + Send>,
         ctx: &EventContext,
-    ) -> Result<String, Error>;
+    ) -> Result<(String, DecodedState), Error>;
     fn flush<'a>(
         &'a self,
         state: &'a str,
@@ -266,9 +269,10 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
     fn fold(
         &self,
         state: Option<&str>,
+        decoded: Option<DecodedState>,
         event: Box<dyn Any + Send>,
         ctx: &EventContext,
-    ) -> Result<String, Error> {
+    ) -> Result<(String, DecodedState), Error> {
         let event = *event.downcast::<J::Event>().map_err(|_| {
             Error::validation(
                 ValidationTarget::Event,
@@ -276,9 +280,15 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
                 "payload of the wrong type",
             )
         })?;
-        let state = state.map(|s| decode::<J::State>(s, J::NAME)).transpose()?;
+        let state = match (state, decoded.and_then(|d| d.downcast::<J::State>().ok())) {
+            (None, _) => None,
+            (Some(_), Some(known)) => Some(*known),
+            (Some(json), None) => Some(decode::<J::State>(json, J::NAME)?),
+        };
         let next = self.job.on_event(state, event, ctx);
-        encode(&next).map_err(|m| Error::validation(ValidationTarget::State, Some(J::NAME), m))
+        let json = encode(&next)
+            .map_err(|m| Error::validation(ValidationTarget::State, Some(J::NAME), m))?;
+        Ok((json, Box::new(next)))
     }
 
     fn flush<'a>(
