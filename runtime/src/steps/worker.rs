@@ -6,7 +6,7 @@
 //! not-before time of a retry or lease expiry of another owner, the next renewal, the next
 //! maintenance, or the end of a claim-error backoff.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,11 @@ use super::{ErasedStepJob, RunFailure};
 use crate::error::Error;
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
+
+/// Runs claimed ahead, beyond the free slots, per this many slots (at least one): they wait in
+/// memory, leased, and start the moment a body returns, so a slot never waits for a claim's
+/// commit. A quarter covers the runs that end while one claim commits at full load.
+const SLOTS_PER_RUN_CLAIMED_AHEAD: usize = 4;
 
 /// How long maintenance (purging expired runs) waits between passes.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
@@ -70,7 +75,9 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
         worker_error(&shared, "", "", "recover", e.to_string());
     }
 
+    let claim_ahead = max.div_ceil(SLOTS_PER_RUN_CLAIMED_AHEAD);
     let mut runs: JoinSet<()> = JoinSet::new();
+    let mut ready: VecDeque<Reserved> = VecDeque::new();
     let mut dirty = true;
     let mut claim: Option<BoxFuture<'static, Result<Claimed, StoreError>>> = None;
     let mut requested = 0usize;
@@ -91,6 +98,20 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
         if requested_settle > settle_pending {
             settle_pending = requested_settle;
             dirty = true;
+        }
+        if stopping {
+            // Claimed ahead but not started: they keep their leases, like runs cut off at the
+            // shutdown deadline, and the next start reclaims them at once.
+            for reserved in ready.drain(..) {
+                reserved.forget(&shared);
+            }
+        } else {
+            while shared.bodies.load(Ordering::Acquire) < max {
+                let Some(reserved) = ready.pop_front() else {
+                    break;
+                };
+                start_run(&rt, &mut runs, reserved);
+            }
         }
         if stopping && runs.is_empty() && claim.is_none() {
             break;
@@ -142,10 +163,10 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
             Ordering::Release,
         );
 
-        // Claim as many runs as there are free slots. A slot frees when a run's body returns,
-        // while its end is still being written: the next run's claim shares that commit
-        // instead of waiting behind it.
-        let free = max.saturating_sub(shared.bodies.load(Ordering::Acquire));
+        // Claim enough runs to fill the free slots and the claimed-ahead queue. A slot frees
+        // when a run's body returns, while its end is still being written.
+        let free =
+            (max + claim_ahead).saturating_sub(shared.bodies.load(Ordering::Acquire) + ready.len());
         let can_claim = dirty && free > 0 && !stopping && backoff_until.is_none();
         // One claim at a time: slots that free while it is in flight are filled by the next
         // one, so claims grow with the load instead of taking one run each.
@@ -193,9 +214,7 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
                         } else {
                             next_due = claimed.next_due;
                         }
-                        for run in claimed.runs {
-                            spawn_run(&rt, &mut runs, run);
-                        }
+                        ready.extend(claimed.runs.into_iter().map(|run| Reserved::new(&shared, run)));
                     }
                     Err(e) => {
                         backoff = if backoff.is_zero() { BACKOFF_START } else { (backoff * 2).min(BACKOFF_MAX) };
@@ -286,27 +305,55 @@ fn renewed(
     }
 }
 
-fn spawn_run<A: Send + Sync + 'static>(
+/// A run this worker claimed, not started yet. It is in the active table from the claim on,
+/// so its lease is renewed with the others and a cancel reaches its token.
+struct Reserved {
+    run: ClaimedRun,
+    labels: Arc<Labels>,
+    cancellation: Cancellation,
+}
+
+impl Reserved {
+    fn new(shared: &Shared, mut run: ClaimedRun) -> Reserved {
+        let cancellation = Cancellation::new();
+        let labels = Arc::new(std::mem::take(&mut run.labels));
+        shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                run.id.clone(),
+                ActiveRun {
+                    generation: run.generation,
+                    cancellation: cancellation.clone(),
+                    job_name: run.job_name.clone(),
+                    labels: labels.clone(),
+                },
+            );
+        Reserved {
+            run,
+            labels,
+            cancellation,
+        }
+    }
+
+    /// Gives the run up without starting it (its lease stays in the store).
+    fn forget(self, shared: &Shared) {
+        leave_active(shared, &self.run.id, self.run.generation);
+    }
+}
+
+fn start_run<A: Send + Sync + 'static>(
     rt: &Arc<StepRuntime<A>>,
     runs: &mut JoinSet<()>,
-    mut run: ClaimedRun,
+    reserved: Reserved,
 ) {
+    let Reserved {
+        run,
+        labels,
+        cancellation,
+    } = reserved;
     let slot = Slot::take(&rt.shared);
-    let cancellation = Cancellation::new();
-    let labels = Arc::new(std::mem::take(&mut run.labels));
-    rt.shared
-        .active
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            run.id.clone(),
-            ActiveRun {
-                generation: run.generation,
-                cancellation: cancellation.clone(),
-                job_name: run.job_name.clone(),
-                labels: labels.clone(),
-            },
-        );
     let job = rt.job(&run.job_name).cloned();
     let span = tracing::info_span!(
         "step_run",
@@ -365,13 +412,15 @@ struct ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        let mut active = self.shared.active.lock().unwrap_or_else(|e| e.into_inner());
-        if active
-            .get(&self.id)
-            .is_some_and(|a| a.generation == self.generation)
-        {
-            active.remove(&self.id);
-        }
+        leave_active(&self.shared, &self.id, self.generation);
+    }
+}
+
+/// Removes the run from the active table, unless a later execution took its place.
+fn leave_active(shared: &Shared, id: &str, generation: u64) {
+    let mut active = shared.active.lock().unwrap_or_else(|e| e.into_inner());
+    if active.get(id).is_some_and(|a| a.generation == generation) {
+        active.remove(id);
     }
 }
 
@@ -453,7 +502,11 @@ async fn execute<A: Send + Sync + 'static>(
         cancellation.clone(),
         stored,
     );
-    let result = job.run(&mut ctx, &run.input, &app).await;
+    // A run cancelled while it waited for its slot does not start.
+    let result = match cancellation.is_cancelled() {
+        false => Some(job.run(&mut ctx, &run.input, &app).await),
+        true => None,
+    };
     slot.release();
     let cleanup = !shared.options.preserve_steps && (ctx.wrote_rows() || run.generation > 1);
 
@@ -468,6 +521,7 @@ async fn execute<A: Send + Sync + 'static>(
         }
         None => {}
     }
+    let Some(result) = result else { return };
     match result {
         Ok(output) => {
             let finish = Finish::Completed {

@@ -83,6 +83,7 @@ async fn one_slot_runs_in_fifo_order() {
 async fn several_slots_run_at_once_and_never_more() {
     let env = Env::builder()
         .options(StepOptions::default().max_concurrent_runs(3))
+        .test_clock()
         .build()
         .await;
     env.app.block("s");
@@ -95,12 +96,16 @@ async fn several_slots_run_at_once_and_never_more() {
         env.app.entered().await;
     }
     assert_eq!(env.app.peak(), 3);
-    let leased = env
-        .rt
-        .get_runs(RunFilter::new().status(RunStatus::Leased))
-        .await
-        .expect("runs");
-    assert_eq!(leased.len(), 3);
+    // Three executing, one claimed ahead (a quarter of the slots, rounded up), one pending.
+    env.settle().await;
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM durably_runs WHERE status = 'leased'"),
+        4
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM durably_runs WHERE status = 'pending'"),
+        1
+    );
     env.app.release(5);
     for r in &runs {
         env.wait(&r.id).await.expect("completes");
@@ -139,6 +144,104 @@ async fn a_slot_frees_when_the_body_returns_while_its_end_is_still_written() {
     env.app.release(1);
     env.wait(&first.id).await.expect("first completes");
     env.wait(&second.id).await.expect("second completes");
+}
+
+#[tokio::test]
+async fn a_run_claimed_ahead_starts_when_a_body_returns_and_a_cancelled_one_never_starts() {
+    let env = Env::builder()
+        .options(StepOptions::default().max_concurrent_runs(1))
+        .test_clock()
+        .build()
+        .await;
+    env.app.block("s");
+    let script = env.client::<Script>();
+    let first = script
+        .trigger(super::script(&["s"]), TriggerOptions::new())
+        .await
+        .expect("first");
+    env.app.entered().await;
+    let second = script
+        .trigger(
+            ScriptIn {
+                tag: "second".into(),
+                ..super::script(&["s"])
+            },
+            TriggerOptions::new(),
+        )
+        .await
+        .expect("second");
+    let third = script
+        .trigger(
+            ScriptIn {
+                tag: "third".into(),
+                ..super::script(&["s"])
+            },
+            TriggerOptions::new(),
+        )
+        .await
+        .expect("third");
+    // The second is claimed while the first runs; it waits for the one slot.
+    env.settle().await;
+    assert_eq!(env.run(&second.id).await.status, RunStatus::Leased);
+    assert_eq!(env.run(&third.id).await.status, RunStatus::Pending);
+    env.rt
+        .cancel(None, &second.id)
+        .await
+        .expect("cancel the waiting run");
+    env.app.release(1);
+    env.wait(&first.id).await.expect("first completes");
+    // The third runs next; the cancelled second never entered its body.
+    env.app.entered().await;
+    env.app.release(1);
+    env.wait(&third.id).await.expect("third completes");
+    assert_eq!(env.run(&second.id).await.status, RunStatus::Cancelled);
+    assert!(
+        !env.app.order().iter().any(|e| e.contains("second")),
+        "{:?}",
+        env.app.order()
+    );
+}
+
+#[tokio::test]
+async fn a_run_claimed_ahead_does_not_start_during_shutdown_and_resumes_on_the_next_start() {
+    let env = Env::builder()
+        .options(StepOptions::default().max_concurrent_runs(1))
+        .test_clock()
+        .build()
+        .await;
+    env.app.block("s");
+    let script = env.client::<Script>();
+    let first = script
+        .trigger(super::script(&["s"]), TriggerOptions::new())
+        .await
+        .expect("first");
+    env.app.entered().await;
+    let second = script
+        .trigger(
+            ScriptIn {
+                tag: "second".into(),
+                ..super::script(&["s"])
+            },
+            TriggerOptions::new(),
+        )
+        .await
+        .expect("second");
+    env.settle().await;
+    assert_eq!(env.run(&second.id).await.status, RunStatus::Leased);
+    let rt = env.rt.clone();
+    let stopping = tokio::spawn(async move { rt.shutdown(WAIT).await });
+    tokio::task::yield_now().await;
+    env.app.release(1);
+    stopping.await.expect("shutdown");
+    assert_eq!(env.run(&first.id).await.status, RunStatus::Completed);
+    assert_eq!(env.run(&second.id).await.status, RunStatus::Leased);
+    assert!(!env.app.order().iter().any(|e| e.contains("second")));
+
+    env.app.release(1);
+    env.rt.start();
+    env.wait(&second.id)
+        .await
+        .expect("second completes after the restart");
 }
 
 #[tokio::test]
