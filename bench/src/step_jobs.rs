@@ -15,6 +15,9 @@ pub(crate) struct StepApp {
     gate: tokio::sync::watch::Sender<bool>,
     /// Bodies ended so far.
     pub(crate) ended: AtomicU64,
+    /// Told when `ended` reaches `expected`.
+    all_ended: tokio::sync::Notify,
+    expected: AtomicU64,
     /// The last run ids whose bodies ended (a ring of the last 1,024), to wait for their commits.
     pub(crate) last_ended: Mutex<std::collections::VecDeque<String>>,
 }
@@ -25,6 +28,8 @@ impl StepApp {
         StepApp {
             gate: tokio::sync::watch::Sender::new(open),
             ended: AtomicU64::new(0),
+            all_ended: tokio::sync::Notify::new(),
+            expected: AtomicU64::new(u64::MAX),
             last_ended: Mutex::new(std::collections::VecDeque::with_capacity(1024)),
         }
     }
@@ -41,13 +46,27 @@ impl StepApp {
     }
 
     fn end(&self, run_id: &str) {
-        self.ended.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut last) = self.last_ended.lock() {
             if last.len() == 1024 {
                 last.pop_front();
             }
             last.push_back(run_id.to_owned());
         }
+        if self.ended.fetch_add(1, Ordering::AcqRel) + 1 == self.expected.load(Ordering::Acquire) {
+            self.all_ended.notify_one();
+        }
+    }
+
+    /// Waits until `n` bodies ended in all (at most `limit`); `false` on timeout.
+    pub(crate) async fn wait_ended(&self, n: u64, limit: std::time::Duration) -> bool {
+        self.expected.store(n, Ordering::Release);
+        let wait = async {
+            // `notify_one` keeps a permit, so an end between the check and the wait counts.
+            while self.ended.load(Ordering::Acquire) < n {
+                self.all_ended.notified().await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 }
 

@@ -51,16 +51,12 @@ pub(crate) async fn wait_drained<J: StepJob<Arc<StepApp>>>(
     n: usize,
     concurrency: usize,
 ) -> BenchResult {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while (app.ended.load(Ordering::Relaxed) as usize) < n {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "only {} of {n} runs ended after 10 minutes",
-                app.ended.load(Ordering::Relaxed)
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_micros(500)).await;
+    if !app.wait_ended(n as u64, Duration::from_secs(600)).await {
+        return Err(format!(
+            "only {} of {n} runs ended after 10 minutes",
+            app.ended.load(Ordering::Relaxed)
+        )
+        .into());
     }
     // Bodies end before their completion is committed; the writer commits in order, so the
     // last runs to end are the last to be committed.
