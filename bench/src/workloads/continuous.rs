@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::jobs::{Tick, TickApp, TickJobs};
 use crate::report::{Metric, Report, Target};
 use crate::stats::percentile;
+use crate::sys::Usage;
 use crate::{BenchResult, Config};
 
 pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchResult {
@@ -57,9 +58,17 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     app.measuring.store(true, Ordering::Relaxed);
     let window = Instant::now();
+    let usage = Usage::now();
+    let counted = app.executions.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(cfg.continuous_secs)).await;
     app.measuring.store(false, Ordering::Relaxed);
     let secs = window.elapsed().as_secs_f64();
+    Usage::now().report_since(
+        &usage,
+        (app.executions.load(Ordering::Relaxed) - counted) as usize,
+        |metric, value, unit| Metric::new("continuous", metric, value, unit),
+        report,
+    );
     drop(client);
     engine.shutdown().await?;
 
