@@ -276,7 +276,7 @@ impl SqliteStore {
         };
         async move {
             match queued {
-                Some(reply) => reply.await.unwrap_or(Err(StoreError::Closed)),
+                Some(reply) => reply.await.map_or(Err(StoreError::Closed), |w| w.outcome),
                 None => Err(StoreError::Closed),
             }
         }

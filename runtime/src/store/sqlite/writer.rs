@@ -55,7 +55,16 @@ trait ReadJob: Send {
 struct Job<T, F> {
     op: F,
     outcome: Option<Result<T, StoreError>>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
+    reply: oneshot::Sender<Written<T, F>>,
+}
+
+/// A write's outcome, with the write itself: the caller's task drops what the write captured,
+/// so memory goes back to the allocator of the thread that took it (a free from another thread
+/// contends on that allocator's lock).
+pub(super) struct Written<T, F> {
+    pub(super) outcome: Result<T, StoreError>,
+    /// Only dropped, by the receiver.
+    _op: F,
 }
 
 impl<T, F> WriteJob for Job<T, F>
@@ -71,7 +80,8 @@ where
     }
 
     fn finish(self: Box<Self>, group_error: Option<&Arc<rusqlite::Error>>) {
-        let result = match (self.outcome, group_error) {
+        let Job { op, outcome, reply } = *self;
+        let outcome = match (outcome, group_error) {
             // A failed write was rolled back whatever happened to the group: its own error says
             // more.
             (Some(Err(e)), _) => Err(e),
@@ -83,7 +93,7 @@ where
             (None, None) => Err(database_error("a write was not run")),
         };
         // The caller may have stopped waiting; the write stands either way.
-        let _ = self.reply.send(result);
+        let _ = reply.send(Written { outcome, _op: op });
     }
 }
 
@@ -156,7 +166,7 @@ impl Writer {
     }
 
     /// Queues a write; `None` if the thread is gone. `op` may run twice (see the module docs).
-    pub(super) fn write<T, F>(&self, op: F) -> Option<oneshot::Receiver<Result<T, StoreError>>>
+    pub(super) fn write<T, F>(&self, op: F) -> Option<oneshot::Receiver<Written<T, F>>>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
