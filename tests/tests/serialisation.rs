@@ -182,3 +182,83 @@ async fn shutdown_waits_for_running_executions() {
     trigger.await.unwrap().unwrap();
     shutdown.await.unwrap().unwrap();
 }
+
+/// A continuous job that waits at the gate on every run.
+struct Gated;
+impl Job for Gated {
+    const NAME: &'static str = "gated";
+    const KIND: JobKind = JobKind::Continuous;
+}
+impl Registered<GatedJobs> for Gated {}
+impl ContinuousJob<Arc<Gate>> for Gated {
+    type State = u32;
+    type Error = std::convert::Infallible;
+    fn config(&self) -> ContinuousConfig {
+        ContinuousConfig::new(Schedule::every(std::time::Duration::from_millis(20)))
+            .start_immediately(false)
+    }
+    async fn execute(
+        &self,
+        ctx: &mut ContinuousContext<u32>,
+        app: &Arc<Gate>,
+    ) -> Result<(), Self::Error> {
+        app.log(format!("run begins on {}", ctx.id()));
+        app.open.acquire().await.expect("semaphore open").forget();
+        let runs = *ctx.state() + 1;
+        ctx.set_state(runs);
+        Ok(())
+    }
+}
+
+struct GatedJobs;
+impl Registry for GatedJobs {
+    type App = Arc<Gate>;
+    fn register(jobs: &mut JobSet<Arc<Gate>>) {
+        jobs.continuous(Gated);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_alarm_shows_no_next_time_and_costs_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let gate = Arc::new(Gate::default());
+    let engine = Engine::<GatedJobs>::builder()
+        .sqlite(&path)
+        .app(gate.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = engine.client();
+    let gated = client.continuous::<Gated>();
+    // The first run fires from its alarm, 20 ms after the start.
+    gated.start("a", 0).await.unwrap();
+    until_logged(&gate, "run begins on a").await;
+
+    let status = gated.status("a").await.unwrap();
+    assert_eq!(status.next_run_at, None, "{status:?}");
+    // The store holds the file alone: the claim was not written.
+    let row = |sql: &str| -> i64 {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(
+        row("SELECT count(*) FROM instances WHERE lease_owner IS NOT NULL"),
+        0
+    );
+    let version_while_running = row("SELECT version FROM instances");
+
+    gate.open.add_permits(1);
+    while gated.get_state("a").await.unwrap() != Some(1) {
+        tokio::task::yield_now().await;
+    }
+    let status = gated.status("a").await.unwrap();
+    assert!(status.next_run_at.is_some(), "{status:?}");
+    // One write for the run: its end. (The next run waits at the gate.)
+    assert_eq!(
+        row("SELECT version FROM instances"),
+        version_while_running + 1
+    );
+    gate.open.add_permits(1_000);
+    engine.shutdown().await.unwrap();
+}

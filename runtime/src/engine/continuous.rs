@@ -251,7 +251,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             Some(rec) => ContinuousStatus {
                 status: status_of(&rec),
                 run_count: rec.run_count,
-                next_run_at: if rec.lease.is_some() {
+                next_run_at: if rec.lease.is_some() || self.alarm_running(&key) {
                     None
                 } else {
                     rec.alarm_at

@@ -314,7 +314,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 },
                 event_count: rec.event_count,
                 started_at: rec.batch_started_at,
-                will_flush_at: if rec.lease.is_some() {
+                will_flush_at: if rec.lease.is_some() || self.alarm_running(&key) {
                     None
                 } else {
                     rec.alarm_at

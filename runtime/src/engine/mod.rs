@@ -38,7 +38,7 @@ use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{check_identifier, InstanceKey, JobKind};
 use crate::retry::{ExhaustionReason, RetryDecision, RetryPolicy};
 use crate::steps::StepRuntime;
-use crate::store::{Backend, Columns, InstanceRecord, StoreError, Write, WriteBatch};
+use crate::store::{Backend, Columns, InstanceRecord, Lease, StoreError, Write, WriteBatch};
 use crate::telemetry::{EventKind, EventStream, JobEvent, Telemetry};
 use crate::time::Timestamp;
 
@@ -248,12 +248,40 @@ impl<A: Send + Sync + 'static> Inner<A> {
         Ok(loaded)
     }
 
-    /// Claims a due alarm (see [`Backend::claim_alarm`]) and remembers the claimed row.
+    /// Whether the scheduler is running `key`'s alarm now. A running alarm has no next time
+    /// yet; with an exclusive store its claim is not in the row (see [`Inner::claim`]).
+    pub(crate) fn alarm_running(&self, key: &InstanceKey) -> bool {
+        self.scheduler.running(key)
+    }
+
+    /// Claims a due alarm, under the instance's lock: the row to run it on, with this engine's
+    /// lease, or `None` when it is not due (or held).
+    ///
+    /// With an exclusive store (SQLite holds its file) the claim is not written: no other
+    /// engine can run the alarm, the lock keeps this one's actions out, and after a crash the
+    /// alarm, still due, fires again at start. An alarm execution then costs one write, not
+    /// two. A shared store gets a durable claim ([`Backend::claim_alarm`]) that moves the
+    /// alarm to the lease's expiry, so another engine takes over if this one dies.
     pub(crate) async fn claim(
         &self,
         key: &InstanceKey,
         now: Timestamp,
     ) -> Result<Option<InstanceRecord>> {
+        if self.store.exclusive() {
+            let Some(mut rec) = self.load(key, Operation::Alarm).await? else {
+                return Ok(None);
+            };
+            let due = rec.alarm_at.is_some_and(|at| at <= now);
+            let held = rec.lease.as_ref().is_some_and(|lease| lease.until > now);
+            if !due || held {
+                return Ok(None);
+            }
+            rec.lease = Some(Lease {
+                owner: self.owner.clone(),
+                until: now + self.lease,
+            });
+            return Ok(Some(rec));
+        }
         let claimed = self
             .store
             .claim_alarm(key, now, &self.owner, now + self.lease)

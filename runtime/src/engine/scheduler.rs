@@ -79,6 +79,11 @@ impl Scheduler {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether an alarm execution of `key` was started and has not ended.
+    pub(crate) fn running(&self, key: &InstanceKey) -> bool {
+        self.in_flight().contains(key)
+    }
+
     /// Returns once everything due now has run and nothing is in flight.
     async fn settle(&self) {
         let requested = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -238,8 +243,12 @@ async fn fire<A: Send + Sync + 'static>(
 }
 
 /// Renews the leases of executions in flight, so a long execution keeps its claim. Sleeps
-/// while nothing is in flight.
+/// while nothing is in flight. Not needed with an exclusive store, whose claims are not
+/// written (see [`Inner::claim`]).
 pub(crate) async fn renew_leases<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
+    if inner.store.exclusive() {
+        return;
+    }
     let scheduler = inner.scheduler.clone();
     let period = inner.lease / 3;
     while !scheduler.is_stopped() {

@@ -220,7 +220,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             },
             Some(rec) => {
                 // While an execution holds the alarm, its schedule is consumed.
-                let scheduled_at = if rec.lease.is_some() {
+                let scheduled_at = if rec.lease.is_some() || self.alarm_running(&key) {
                     None
                 } else {
                     rec.alarm_at
