@@ -463,3 +463,28 @@ async fn missed_runs_after_a_clock_jump_collapse_into_one() {
         Some(h.clock.now() + HALF_HOUR)
     );
 }
+
+#[tokio::test]
+async fn a_run_whose_end_cannot_be_written_waits_a_lease_before_running_again() {
+    let h = Harness::start().await;
+    let c = h.client.continuous::<LazyRefresher>();
+    c.start("u", count(0)).await.unwrap();
+    // The store refuses every write of this instance from now on, as a failing disk would.
+    let side = rusqlite::Connection::open(&h.path).unwrap();
+    side.busy_timeout(Duration::from_secs(5)).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER refuse_u BEFORE UPDATE ON instances WHEN old.id = 'u'
+         BEGIN SELECT RAISE(ABORT, 'the disk is on fire'); END;",
+    )
+    .unwrap();
+
+    // The run falls due, runs, and cannot record its end. Its alarm is still due in the file,
+    // but it does not fire again before a lease (60 s) has passed.
+    h.clock.advance(HALF_HOUR + Duration::from_secs(50)).await;
+    assert_eq!(h.probe.calls_of("execute").len(), 1);
+
+    side.execute_batch("DROP TRIGGER refuse_u").unwrap();
+    h.clock.advance(Duration::from_secs(15)).await;
+    assert_eq!(h.probe.calls_of("execute").len(), 2);
+    assert_eq!(c.get_state("u").await.unwrap(), Some(count(1)));
+}

@@ -3,7 +3,7 @@
 //! one. No polling interval, no per-instance timer, no in-memory copy of the alarm table: memory
 //! is bounded by the executions in flight.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -36,6 +36,11 @@ pub(crate) struct Scheduler {
     status: watch::Sender<Status>,
     in_flight: Mutex<HashSet<InstanceKey>>,
     max_in_flight: usize,
+    /// Alarms whose execution could not commit, and until when they wait. With an exclusive
+    /// store the claim is not written (see [`Inner::claim`]), so such an alarm is still due;
+    /// without this it would fire again at once and run the job in a loop while the store
+    /// fails. A written claim gives the same pause through its lease.
+    held: Mutex<HashMap<InstanceKey, Timestamp>>,
 }
 
 impl Scheduler {
@@ -54,7 +59,35 @@ impl Scheduler {
             .0,
             in_flight: Mutex::new(HashSet::new()),
             max_in_flight: max_in_flight.max(1),
+            held: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Keeps `key`'s alarm from firing before `until`.
+    pub(crate) fn hold(&self, key: InstanceKey, until: Timestamp) {
+        self.held().insert(key, until);
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Timestamp>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `key` is held at `now`; forgets holds that ended.
+    fn is_held(&self, key: &InstanceKey, now: Timestamp) -> bool {
+        let mut held = self.held();
+        match held.get(key) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                held.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// When the first hold ends.
+    fn first_release(&self) -> Option<Timestamp> {
+        self.held().values().min().copied()
     }
 
     /// Called after a commit that set an alarm: wakes the scheduler if the alarm is earlier
@@ -161,6 +194,8 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
             }
         }
         {
+            let now = inner.clock.now();
+            let mut started = false;
             let mut in_flight = scheduler.in_flight();
             while in_flight.len() < scheduler.max_in_flight {
                 let Some(key) = queue.pop_front() else { break };
@@ -168,6 +203,10 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                     // Still running; its commit announces the alarm again if it is due.
                     continue;
                 }
+                if scheduler.is_held(&key, now) {
+                    continue;
+                }
+                started = true;
                 if in_flight.is_empty() {
                     scheduler.busy.notify_one();
                 }
@@ -178,9 +217,21 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                 };
                 tokio::spawn(fire(inner.clone(), key, guard));
             }
+            if queue.is_empty() && truncated && !started {
+                // A full window of held alarms: scanning again at once would find the same.
+                // The rest waits for a hold to end, a slot, or a write.
+                truncated = false;
+            }
         }
         let idle = queue.is_empty() && !truncated && scheduler.in_flight().is_empty();
-        let wake_at = if queue.is_empty() { next } else { None };
+        let wake_at = if queue.is_empty() {
+            match (next, scheduler.first_release()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        } else {
+            None
+        };
         scheduler.next_wake.store(
             wake_at.map_or(i64::MAX, Timestamp::as_millis),
             Ordering::SeqCst,
@@ -239,6 +290,10 @@ async fn fire<A: Send + Sync + 'static>(
     };
     if let Err(e) = result {
         tracing::error!(instance = %key, error = %e, "alarm execution failed");
+        if inner.store.exclusive() {
+            let until = inner.clock.now() + inner.lease;
+            inner.scheduler.hold(key, until);
+        }
     }
 }
 
