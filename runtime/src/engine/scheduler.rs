@@ -31,6 +31,8 @@ pub(crate) struct Scheduler {
     slot_free: Notify,
     busy: Notify,
     stopped: AtomicBool,
+    /// When the scheduler plans to wake up, in ms (`i64::MAX`: not planned, e.g. before its
+    /// first scan ends, so that an alarm written meanwhile wakes it).
     next_wake: AtomicI64,
     requests: AtomicU64,
     status: watch::Sender<Status>,
@@ -50,7 +52,7 @@ impl Scheduler {
             slot_free: Notify::new(),
             busy: Notify::new(),
             stopped: AtomicBool::new(false),
-            next_wake: AtomicI64::new(i64::MIN),
+            next_wake: AtomicI64::new(i64::MAX),
             requests: AtomicU64::new(0),
             status: watch::channel(Status {
                 served: 0,
@@ -341,5 +343,37 @@ impl<A: Send + Sync + 'static> ClockDriven for ClockDriver<A> {
                 scheduler.settle().await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    use super::*;
+
+    #[test]
+    fn an_alarm_written_before_the_first_scan_ends_wakes_the_scheduler() {
+        let scheduler = Scheduler::new(4);
+        // The scheduler has planned nothing yet: any alarm may be earlier than what its scan
+        // will find.
+        scheduler.alarm_written(Timestamp::from_millis(1_000));
+        let woken = pin!(scheduler.wake.notified());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(woken.poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn an_alarm_after_the_planned_wake_up_does_not_wake_the_scheduler() {
+        let scheduler = Scheduler::new(4);
+        scheduler.next_wake.store(1_000, Ordering::SeqCst);
+        scheduler.alarm_written(Timestamp::from_millis(2_000));
+        let mut woken = pin!(scheduler.wake.notified());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(woken.as_mut().poll(&mut cx).is_pending());
+        scheduler.alarm_written(Timestamp::from_millis(500));
+        assert!(woken.as_mut().poll(&mut cx).is_ready());
     }
 }
