@@ -100,8 +100,9 @@ impl StepJobConfig {
 pub struct StepOptions {
     /// Run bodies executed at once by this worker, 1 to 1,000. Default 32 (upstream: 1). A run
     /// gives its slot back when its body returns, while its end (completion, failure) is still
-    /// being written, so the next run's claim shares that write's commit. Runs with the same
-    /// concurrency key never run at once, whatever this says.
+    /// being written. The worker keeps a quarter of this (rounded up) claimed ahead, leased and
+    /// waiting, so a freed slot starts the next run at once. Runs with the same concurrency key
+    /// never run at once, whatever this says.
     pub max_concurrent_runs: usize,
     /// How long a claim holds a run; a run whose worker died is reclaimed this long after its
     /// last renewal. Default 30 s.

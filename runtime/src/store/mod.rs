@@ -2,9 +2,11 @@
 //!
 //! The engine never assumes it is the only process using the store. Every instance row carries a
 //! `version` bumped by every write, so a write based on a stale read fails with
-//! [`StoreError::Conflict`] instead of overwriting; an alarm execution first *claims* its row
-//! with a lease (owner, expiry, generation), which moves the row's alarm to the lease expiry so a
-//! crashed owner's work fires again when the lease runs out.
+//! [`StoreError::Conflict`] instead of overwriting; on a shared store an alarm execution first
+//! *claims* its row with a lease (owner, expiry, generation), which moves the row's alarm to the
+//! lease expiry so a crashed owner's work fires again when the lease runs out. A store that
+//! declares itself [`exclusive`](Backend::exclusive) is spared that write: no other engine can
+//! run its alarms, and an alarm left due by a crash fires at the next start.
 //!
 //! The embedded backend is SQLite ([`sqlite::SqliteStore`]); a PostgreSQL backend implements the
 //! same trait.
