@@ -24,6 +24,9 @@ pub(crate) struct Usage {
     /// Nanoseconds of CPU from `/proc/self/task/*/schedstat`, summed by thread name
     /// (`dj-sqlite-write`, `dj-sqlite-ckpt`, `tokio-rt-worker`, ...).
     cpu_ns: BTreeMap<String, u64>,
+    /// The machine's `cpu` line of `/proc/stat` (user, nice, system, idle, iowait, irq,
+    /// softirq, steal), in ticks.
+    machine: Vec<u64>,
 }
 
 impl Usage {
@@ -56,7 +59,24 @@ impl Usage {
                 *cpu_ns.entry(name.trim().to_owned()).or_insert(0) += ns;
             }
         }
-        Usage { written, cpu_ns }
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| {
+                let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+                Some(
+                    line.split_whitespace()
+                        .skip(1)
+                        .take(8)
+                        .filter_map(|v| v.parse().ok())
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        Usage {
+            written,
+            cpu_ns,
+            machine,
+        }
     }
 
     /// Figures of the phase since `before`, per `n` units of work (`per`: "run", "add", ...):
@@ -87,6 +107,27 @@ impl Usage {
             };
             total(self).saturating_sub(total(before)) as f64 / 1_000.0 / n
         };
+        // What else the machine did meanwhile: time stolen by the hypervisor and time the CPUs
+        // sat waiting for the disk, as shares of all CPU time. High figures mean a noisy run.
+        if self.machine.len() == 8 && before.machine.len() == 8 {
+            let delta: Vec<u64> = self
+                .machine
+                .iter()
+                .zip(&before.machine)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect();
+            let total = delta.iter().sum::<u64>().max(1) as f64;
+            report.push(metric(
+                "machine_steal_pct",
+                100.0 * delta[7] as f64 / total,
+                "%",
+            ));
+            report.push(metric(
+                "machine_iowait_pct",
+                100.0 * delta[4] as f64 / total,
+                "%",
+            ));
+        }
         for (figure, thread) in [
             ("cpu_us_writer_per_unit", Some("dj-sqlite-write")),
             ("cpu_us_checkpoint_per_unit", Some("dj-sqlite-ckpt")),
