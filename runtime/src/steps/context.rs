@@ -203,6 +203,8 @@ pub struct StepContext {
     job_name: String,
     labels: Arc<Labels>,
     generation: u64,
+    /// See [`Fence::row`].
+    row: Option<i64>,
     attempt: u32,
     cancellation: Cancellation,
     sink: Arc<LogSink>,
@@ -234,6 +236,7 @@ impl StepContext {
         job_name: String,
         labels: Arc<Labels>,
         generation: u64,
+        row: Option<i64>,
         attempt: u32,
         cancellation: Cancellation,
         stored: Vec<StoredStep>,
@@ -253,6 +256,7 @@ impl StepContext {
             job_name,
             labels,
             generation,
+            row,
             attempt,
             cancellation,
             sink,
@@ -312,6 +316,7 @@ impl StepContext {
         Fence {
             run_id: self.run_id.clone(),
             generation: self.generation,
+            row: self.row,
         }
     }
 

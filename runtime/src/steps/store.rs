@@ -83,6 +83,8 @@ pub(crate) struct ClaimedRun {
     pub(crate) concurrency_key: Option<String>,
     /// The claimed generation: the fence of every write of this execution.
     pub(crate) generation: u64,
+    /// See [`Fence::row`].
+    pub(crate) row: Option<i64>,
     pub(crate) attempt: u32,
     pub(crate) started_at: Timestamp,
     pub(crate) lease_expires_at: Timestamp,
@@ -102,6 +104,9 @@ pub(crate) struct Claimed {
 pub(crate) struct Fence {
     pub(crate) run_id: String,
     pub(crate) generation: u64,
+    /// Where the store keeps the run, when the claim said (SQLite: its rowid), so a fenced
+    /// write finds the row without a lookup by id. The id is checked all the same.
+    pub(crate) row: Option<i64>,
 }
 
 /// A step attempt to persist.

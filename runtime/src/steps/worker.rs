@@ -445,6 +445,7 @@ async fn execute<A: Send + Sync + 'static>(
     let fence = Fence {
         run_id: id.clone(),
         generation: run.generation,
+        row: run.row,
     };
     shared
         .events
@@ -498,6 +499,7 @@ async fn execute<A: Send + Sync + 'static>(
         job_name.clone(),
         labels.clone(),
         run.generation,
+        run.row,
         run.attempt,
         cancellation.clone(),
         stored,

@@ -82,6 +82,7 @@ async fn an_expired_lease_of_a_dead_worker_is_reclaimed_without_rerunning_its_st
     let fence = Fence {
         run_id: "01DEADRUN".into(),
         generation,
+        row: None,
     };
     let step1 = NewStep {
         id: "s1".into(),

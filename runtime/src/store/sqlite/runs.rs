@@ -692,12 +692,13 @@ struct Candidate {
     lease_generation: i64,
     attempt: i64,
     started_at: Option<String>,
+    rowid: i64,
 }
 
 /// The columns [`candidate`] reads, in order.
 const CANDIDATE_COLUMNS: &str =
     "r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at,
-    r.lease_generation, r.attempt, r.started_at";
+    r.lease_generation, r.attempt, r.started_at, r.rowid";
 
 fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
     Ok(Candidate {
@@ -710,6 +711,7 @@ fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
         lease_generation: row.get(6)?,
         attempt: row.get(7)?,
         started_at: row.get(8)?,
+        rowid: row.get(9)?,
     })
 }
 
@@ -778,7 +780,7 @@ pub(crate) fn claim(
             "UPDATE durably_runs SET status = 'leased', lease_owner = ?2, lease_expires_at = ?3,
                 lease_generation = ?5 + 1, started_at = COALESCE(started_at, ?4),
                 not_before = NULL, updated_at = ?4
-             WHERE id = ?1 AND lease_generation = ?5
+             WHERE rowid = ?6 AND id = ?1 AND lease_generation = ?5
                AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= ?4))",
         )
         .map_err(db)?;
@@ -802,7 +804,14 @@ pub(crate) fn claim(
         };
         let started_at = opt_ts(c.started_at.clone())?.unwrap_or(now);
         let claimed = update
-            .execute(params![c.id, owner, until_s, now_s, c.lease_generation])
+            .execute(params![
+                c.id,
+                owner,
+                until_s,
+                now_s,
+                c.lease_generation,
+                c.rowid
+            ])
             .map_err(db)?;
         if claimed != 1 {
             continue;
@@ -817,6 +826,7 @@ pub(crate) fn claim(
             labels,
             concurrency_key: c.concurrency_key.clone(),
             generation: (c.lease_generation + 1).max(0) as u64,
+            row: Some(c.rowid),
             attempt: u32::try_from(c.attempt.max(1)).unwrap_or(u32::MAX),
             started_at,
             lease_expires_at: lease_until,
@@ -963,12 +973,21 @@ pub(crate) fn persist_step(
 
 /// Whether the execution `fence` names still owns its run: leased, at that generation.
 fn holds(conn: &Connection, fence: &Fence) -> Result<bool, StoreError> {
-    conn.prepare_cached(
-        "SELECT 1 FROM durably_runs WHERE id = ?1 AND status = 'leased' AND lease_generation = ?2",
-    )
-    .map_err(db)?
-    .exists(params![fence.run_id, fence.generation as i64])
-    .map_err(db)
+    let sql = match fence.row {
+        // One seek of the table by rowid, not one of the id index and then one of the table.
+        Some(_) => {
+            "SELECT 1 FROM durably_runs
+             WHERE rowid = ?3 AND id = ?1 AND status = 'leased' AND lease_generation = ?2"
+        }
+        None => {
+            "SELECT 1 FROM durably_runs
+             WHERE id = ?1 AND status = 'leased' AND lease_generation = ?2 AND ?3 IS NULL"
+        }
+    };
+    conn.prepare_cached(sql)
+        .map_err(db)?
+        .exists(params![fence.run_id, fence.generation as i64, fence.row])
+        .map_err(db)
 }
 
 pub(crate) fn update_progress(
@@ -1037,13 +1056,24 @@ pub(crate) fn finish_run(
             completed_step_count,
             current_step_index,
         } => {
+            let sql = match fence.row {
+                Some(_) => {
+                    "UPDATE durably_runs SET status = 'completed', output = ?1, error = NULL,
+                        lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
+                        completed_at = ?2, updated_at = ?2, completed_step_count = ?3,
+                        current_step_index = ?4
+                     WHERE rowid = ?7 AND id = ?5 AND status = 'leased' AND lease_generation = ?6"
+                }
+                None => {
+                    "UPDATE durably_runs SET status = 'completed', output = ?1, error = NULL,
+                        lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
+                        completed_at = ?2, updated_at = ?2, completed_step_count = ?3,
+                        current_step_index = ?4
+                     WHERE id = ?5 AND status = 'leased' AND lease_generation = ?6 AND ?7 IS NULL"
+                }
+            };
             let n = conn
-                .prepare_cached(
-                    "UPDATE durably_runs SET status = 'completed', output = ?1, error = NULL, lease_owner = NULL,
-                        lease_expires_at = NULL, not_before = NULL, completed_at = ?2, updated_at = ?2,
-                        completed_step_count = ?3, current_step_index = ?4
-                     WHERE id = ?5 AND status = 'leased' AND lease_generation = ?6",
-                )
+                .prepare_cached(sql)
                 .map_err(db)?
                 .execute(params![
                     output,
@@ -1051,7 +1081,8 @@ pub(crate) fn finish_run(
                     *completed_step_count as i64,
                     *current_step_index as i64,
                     fence.run_id,
-                    gen
+                    gen,
+                    fence.row
                 ])
                 .map_err(db)?;
             (n, FinishOutcome::Completed)

@@ -69,6 +69,7 @@ fn fence(id: &str, generation: u64) -> Fence {
     Fence {
         run_id: id.into(),
         generation,
+        row: None,
     }
 }
 
