@@ -1,5 +1,5 @@
 //! `steps`: 20,000 runs of a three-step job, triggered in batches of 500 (`batch_trigger`), then
-//! drained by the engine's step worker (default settings: 32 runs at once), for
+//! drained by the engine's step worker (default settings: 100 run bodies at once), for
 //! `synchronous=NORMAL` and `FULL`. The worker starts with the engine, so the runs wait at a
 //! gate in the job until the trigger phase is over (durably's harness calls `start()` only
 //! then). The drain ends when every run's completion is committed.

@@ -98,11 +98,16 @@ impl StepJobConfig {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct StepOptions {
-    /// Run bodies executed at once by this worker, 1 to 1,000. Default 32 (upstream: 1). A run
+    /// Run bodies executed at once by this worker, 1 to 1,000. Default 100 (upstream: 1). A run
     /// gives its slot back when its body returns, while its end (completion, failure) is still
     /// being written. The worker keeps a quarter of this (rounded up) claimed ahead, leased and
     /// waiting, so a freed slot starts the next run at once. Runs with the same concurrency key
     /// never run at once, whatever this says.
+    ///
+    /// A body spends most of its time waiting, on the services it calls and on the commit of
+    /// each step, and every step commit of the runs in flight shares one group commit: more
+    /// runs in flight means fewer commits per run. Lower it for jobs that load a service which
+    /// takes only a few calls at once (or give those runs a concurrency key).
     pub max_concurrent_runs: usize,
     /// How long a claim holds a run; a run whose worker died is reclaimed this long after its
     /// last renewal. Default 30 s.
@@ -121,7 +126,7 @@ pub struct StepOptions {
 impl Default for StepOptions {
     fn default() -> Self {
         StepOptions {
-            max_concurrent_runs: 32,
+            max_concurrent_runs: 100,
             lease_duration: Duration::from_secs(30),
             lease_renew_interval: Duration::from_secs(5),
             preserve_steps: false,
