@@ -146,55 +146,52 @@ async fn a_slot_frees_when_the_body_returns_while_its_end_is_still_written() {
     env.wait(&second.id).await.expect("second completes");
 }
 
-#[tokio::test]
-async fn a_run_claimed_ahead_starts_when_a_body_returns_and_a_cancelled_one_never_starts() {
+/// One slot on a test clock, step `s` blocking, and a first run holding the slot.
+async fn one_busy_slot() -> (Env, String) {
     let env = Env::builder()
         .options(StepOptions::default().max_concurrent_runs(1))
         .test_clock()
         .build()
         .await;
     env.app.block("s");
-    let script = env.client::<Script>();
-    let first = script
-        .trigger(super::script(&["s"]), TriggerOptions::new())
-        .await
-        .expect("first");
+    let first = trigger_tagged(&env, "").await;
     env.app.entered().await;
-    let second = script
-        .trigger(
-            ScriptIn {
-                tag: "second".into(),
-                ..super::script(&["s"])
-            },
-            TriggerOptions::new(),
-        )
+    (env, first)
+}
+
+/// Triggers a one-step script run whose step logs under `tag`; returns its id.
+async fn trigger_tagged(env: &Env, tag: &str) -> String {
+    let input = ScriptIn {
+        tag: tag.into(),
+        ..super::script(&["s"])
+    };
+    env.client::<Script>()
+        .trigger(input, TriggerOptions::new())
         .await
-        .expect("second");
-    let third = script
-        .trigger(
-            ScriptIn {
-                tag: "third".into(),
-                ..super::script(&["s"])
-            },
-            TriggerOptions::new(),
-        )
-        .await
-        .expect("third");
+        .expect("trigger")
+        .id
+}
+
+#[tokio::test]
+async fn a_run_claimed_ahead_starts_when_a_body_returns_and_a_cancelled_one_never_starts() {
+    let (env, first) = one_busy_slot().await;
+    let second = trigger_tagged(&env, "second").await;
+    let third = trigger_tagged(&env, "third").await;
     // The second is claimed while the first runs; it waits for the one slot.
     env.settle().await;
-    assert_eq!(env.run(&second.id).await.status, RunStatus::Leased);
-    assert_eq!(env.run(&third.id).await.status, RunStatus::Pending);
+    assert_eq!(env.run(&second).await.status, RunStatus::Leased);
+    assert_eq!(env.run(&third).await.status, RunStatus::Pending);
     env.rt
-        .cancel(None, &second.id)
+        .cancel(None, &second)
         .await
         .expect("cancel the waiting run");
     env.app.release(1);
-    env.wait(&first.id).await.expect("first completes");
+    env.wait(&first).await.expect("first completes");
     // The third runs next; the cancelled second never entered its body.
     env.app.entered().await;
     env.app.release(1);
-    env.wait(&third.id).await.expect("third completes");
-    assert_eq!(env.run(&second.id).await.status, RunStatus::Cancelled);
+    env.wait(&third).await.expect("third completes");
+    assert_eq!(env.run(&second).await.status, RunStatus::Cancelled);
     assert!(
         !env.app.order().iter().any(|e| e.contains("second")),
         "{:?}",
@@ -204,42 +201,22 @@ async fn a_run_claimed_ahead_starts_when_a_body_returns_and_a_cancelled_one_neve
 
 #[tokio::test]
 async fn a_run_claimed_ahead_does_not_start_during_shutdown_and_resumes_on_the_next_start() {
-    let env = Env::builder()
-        .options(StepOptions::default().max_concurrent_runs(1))
-        .test_clock()
-        .build()
-        .await;
-    env.app.block("s");
-    let script = env.client::<Script>();
-    let first = script
-        .trigger(super::script(&["s"]), TriggerOptions::new())
-        .await
-        .expect("first");
-    env.app.entered().await;
-    let second = script
-        .trigger(
-            ScriptIn {
-                tag: "second".into(),
-                ..super::script(&["s"])
-            },
-            TriggerOptions::new(),
-        )
-        .await
-        .expect("second");
+    let (env, first) = one_busy_slot().await;
+    let second = trigger_tagged(&env, "second").await;
     env.settle().await;
-    assert_eq!(env.run(&second.id).await.status, RunStatus::Leased);
+    assert_eq!(env.run(&second).await.status, RunStatus::Leased);
     let rt = env.rt.clone();
     let stopping = tokio::spawn(async move { rt.shutdown(WAIT).await });
     tokio::task::yield_now().await;
     env.app.release(1);
     stopping.await.expect("shutdown");
-    assert_eq!(env.run(&first.id).await.status, RunStatus::Completed);
-    assert_eq!(env.run(&second.id).await.status, RunStatus::Leased);
+    assert_eq!(env.run(&first).await.status, RunStatus::Completed);
+    assert_eq!(env.run(&second).await.status, RunStatus::Leased);
     assert!(!env.app.order().iter().any(|e| e.contains("second")));
 
     env.app.release(1);
     env.rt.start();
-    env.wait(&second.id)
+    env.wait(&second)
         .await
         .expect("second completes after the restart");
 }
