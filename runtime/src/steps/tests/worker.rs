@@ -170,6 +170,7 @@ async fn trigger_tagged(env: &Env, tag: &str) -> String {
         .await
         .expect("trigger")
         .id
+        .clone()
 }
 
 #[tokio::test]
