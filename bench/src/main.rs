@@ -49,7 +49,7 @@ OPTIONS:
     --sync normal|full|both   synchronous modes of `steps` and `limit` (default both)
     --runs N             steps: runs (default 20000)
     --batch N            steps: trigger batch size (default 500)
-    --step-concurrency N steps: the worker's max_concurrent_runs (default: the engine's, 32)
+    --step-concurrency N steps: the worker's max_concurrent_runs (default: the engine's, 100)
     --instances N        debounce, continuous, scale: instances
     --events N           debounce: events per instance (default 100)
     --callers N          debounce: concurrent callers (default 64)

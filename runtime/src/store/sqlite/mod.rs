@@ -19,6 +19,7 @@ pub(crate) mod migrations;
 mod outbox;
 mod readers;
 pub(crate) mod runs;
+mod syncer;
 mod writer;
 
 use std::borrow::Cow;
@@ -41,6 +42,7 @@ use crate::time::Timestamp;
 use checkpoint::Checkpointer;
 use lock::FileLock;
 use readers::Readers;
+use syncer::Syncer;
 use writer::Writer;
 
 /// How hard SQLite works to make a commit survive a power loss.
@@ -63,8 +65,11 @@ pub enum Synchronous {
     /// power loss can undo the last commits, never corrupt the file. The default.
     #[default]
     Normal,
-    /// `PRAGMA synchronous = FULL`: every commit is synced before it returns. Group commit makes
-    /// one sync serve every write of a group.
+    /// Every write is acknowledged only after the log holding it is synced, as with `PRAGMA
+    /// synchronous = FULL`. The sync runs on a thread of its own: while it waits for the disk,
+    /// the writer commits the next group, and one sync serves every group committed before it
+    /// started. Readers may see a commit a moment before it is synced; a power loss can undo
+    /// only what was never acknowledged.
     Full,
 }
 
@@ -213,7 +218,11 @@ impl SqliteStore {
             Some(path) => Some(Checkpointer::start(&mut conn, path, options.busy_timeout)?),
             None => None,
         };
-        let writer = Writer::spawn(conn, checkpointer)?;
+        let syncer = match (&options.path, options.synchronous) {
+            (Some(path), Synchronous::Full) => Some(Syncer::start(path)?),
+            _ => None,
+        };
+        let writer = Writer::spawn(conn, checkpointer, syncer)?;
         let readers = options.path.as_ref().map(|path| {
             Arc::new(Readers::new(
                 path.clone(),
@@ -344,9 +353,15 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), St
             )));
         }
     }
+    // On a file, `Full` is the writer's commits under `NORMAL` plus a sync of the log before
+    // any reply (the syncer thread), so the writer does not wait for the disk.
+    let synchronous = match options.path {
+        Some(_) => Synchronous::Normal,
+        None => options.synchronous,
+    };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
-        options.synchronous.pragma_value()
+        synchronous.pragma_value()
     ))
     .context("setting pragmas")?;
     Ok(())
@@ -750,24 +765,73 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn synchronous_full_is_applied() {
+    async fn with_synchronous_full_a_write_is_acknowledged_after_the_log_sync_and_commits_go_on_meanwhile(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let options =
             SqliteOptions::file(dir.path().join("jobs.db")).synchronous(Synchronous::Full);
         let store = SqliteStore::open(options).unwrap();
-        let (sync, mode) = store
+        store
             .write(|conn| {
-                let sync: i64 = conn
-                    .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                    .context("pragma")?;
-                let mode: String = conn
-                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                    .context("pragma")?;
-                Ok((sync, mode))
+                conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+                    .context("create")
             })
             .await
             .unwrap();
-        assert_eq!((sync, mode.as_str()), (2, "wal"));
+        // Syncs wait for a permit from now on.
+        let (permit, permits) = std::sync::mpsc::channel::<()>();
+        *store.writer.sync_hold().permits.lock().unwrap() = Some(permits);
+        let insert = |n: i64| {
+            store.write(move |conn| {
+                conn.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                    .context("insert")
+            })
+        };
+        let committed = |n: i64| {
+            let conn = Connection::open(dir.path().join("jobs.db")).unwrap();
+            conn.query_row("SELECT count(*) FROM t WHERE n = ?1", [n], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+                == 1
+        };
+
+        let mut first = std::pin::pin!(insert(1));
+        while !committed(1) {
+            // The write is committed (readers see it) but not acknowledged: its sync is held.
+            assert!(futures_poll(first.as_mut()).is_pending());
+            tokio::task::yield_now().await;
+        }
+        assert!(futures_poll(first.as_mut()).is_pending());
+        // The writer did not wait for that sync: the next group commits meanwhile.
+        let mut second = std::pin::pin!(insert(2));
+        while !committed(2) {
+            tokio::task::yield_now().await;
+        }
+        assert!(futures_poll(first.as_mut()).is_pending());
+        assert!(futures_poll(second.as_mut()).is_pending());
+
+        permit.send(()).unwrap();
+        permit.send(()).unwrap();
+        first.await.unwrap();
+        second.await.unwrap();
+        // Without a hold (the sender gone), syncs go on by themselves.
+        drop(permit);
+        let mode: String = store
+            .write(|conn| {
+                conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .context("pragma")
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    /// Polls a future once, without waking anything.
+    fn futures_poll<F: std::future::Future>(
+        f: std::pin::Pin<&mut F>,
+    ) -> std::task::Poll<F::Output> {
+        f.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
     }
 
     #[tokio::test]

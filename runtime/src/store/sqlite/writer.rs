@@ -24,6 +24,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
+use super::syncer::Syncer;
 use super::{database_error, shared_database_error};
 use crate::store::StoreError;
 
@@ -40,7 +41,7 @@ enum Message {
 }
 
 /// A write with its reply channel, type-erased for the queue.
-trait WriteJob: Send {
+pub(super) trait WriteJob: Send {
     /// Runs the write and keeps its outcome; `true` if it succeeded. Runs again, replacing the
     /// outcome, when its group is replayed after a rollback.
     fn run(&mut self, conn: &Connection) -> bool;
@@ -132,6 +133,9 @@ pub(super) struct Writer {
     /// Groups rolled back and run again with a savepoint per write.
     #[cfg(test)]
     pub(super) replays: Arc<AtomicUsize>,
+    /// The syncer's hold, when there is a syncer.
+    #[cfg(test)]
+    sync_hold: Option<super::syncer::Hold>,
 }
 
 /// What the thread counts, for tests.
@@ -142,18 +146,22 @@ struct Counters {
 }
 
 impl Writer {
-    /// Starts the thread that owns `conn` (and stops `checkpointer` before closing it).
+    /// Starts the thread that owns `conn` (and stops `checkpointer` before closing it). With a
+    /// `syncer`, committed groups are replied to by it, once the log is synced.
     pub(super) fn spawn(
         conn: Connection,
         checkpointer: Option<Checkpointer>,
+        syncer: Option<Syncer>,
     ) -> Result<Writer, StoreError> {
         let (queue, rx) = mpsc::channel();
         let counters = Counters::default();
         #[cfg(test)]
+        let sync_hold = syncer.as_ref().map(|s| s.hold.clone());
+        #[cfg(test)]
         let (groups, replays) = (Arc::clone(&counters.groups), Arc::clone(&counters.replays));
         let thread = std::thread::Builder::new()
             .name("dj-sqlite-write".into())
-            .spawn(move || run(conn, checkpointer, rx, &counters))
+            .spawn(move || run(conn, checkpointer, syncer, rx, &counters))
             .map_err(|e| StoreError::Database(Box::new(e)))?;
         Ok(Writer {
             queue,
@@ -162,7 +170,15 @@ impl Writer {
             groups,
             #[cfg(test)]
             replays,
+            #[cfg(test)]
+            sync_hold,
         })
+    }
+
+    /// The syncer's hold (with `Synchronous::Full` on a file).
+    #[cfg(test)]
+    pub(super) fn sync_hold(&self) -> &super::syncer::Hold {
+        self.sync_hold.as_ref().expect("a store with a syncer")
     }
 
     /// Queues a write; `None` if the thread is gone. `op` may run twice (see the module docs).
@@ -220,6 +236,7 @@ impl Writer {
 fn run(
     mut conn: Connection,
     checkpointer: Option<Checkpointer>,
+    syncer: Option<Syncer>,
     queue: mpsc::Receiver<Message>,
     counters: &Counters,
 ) {
@@ -242,7 +259,7 @@ fn run(
             }
         }
         if !group.is_empty() {
-            commit_group(&conn, &mut group, counters);
+            commit_group(&conn, &mut group, syncer.as_ref(), counters);
             counters.groups.fetch_add(1, Ordering::Relaxed);
         }
         // Outside any transaction, after the group: reads see committed data only.
@@ -255,6 +272,9 @@ fn run(
     }
     // Writes queued after the close request are dropped here; their callers get `Closed`.
     drop(queue);
+    if let Some(syncer) = syncer {
+        syncer.stop();
+    }
     if let Some(checkpointer) = checkpointer {
         checkpointer.stop(&mut conn);
     }
@@ -266,8 +286,14 @@ fn run(
     }
 }
 
-/// Runs one group in one transaction and replies to every write in it.
-fn commit_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &Counters) {
+/// Runs one group in one transaction and replies to every write in it, or has `syncer` reply
+/// once the commit is synced.
+fn commit_group(
+    conn: &Connection,
+    group: &mut Vec<Box<dyn WriteJob>>,
+    syncer: Option<&Syncer>,
+    counters: &Counters,
+) {
     let started = Instant::now();
     let outcome = match run_unguarded(conn, group) {
         Ok(Unguarded::Committed { failed }) => Ok(failed),
@@ -285,8 +311,13 @@ fn commit_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters:
                 micros = started.elapsed().as_micros() as u64,
                 "committed a write group"
             );
-            for job in group.drain(..) {
-                job.finish(None);
+            match syncer {
+                Some(syncer) => syncer.sync_then_reply(std::mem::take(group)),
+                None => {
+                    for job in group.drain(..) {
+                        job.finish(None);
+                    }
+                }
             }
         }
         Err(e) => {
