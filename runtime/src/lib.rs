@@ -241,10 +241,11 @@
 //!
 //! If the process dies during an execution, nothing of that execution is committed and its
 //! alarm fires again after the next start (alarms that fell due while the engine was down fire
-//! at once); an execution whose end could not be committed runs again one lease later. A step-job run persists each step as it completes;
-//! a run whose process died is claimed again when its lease lapses and skips the steps already
-//! done. Executions are therefore *at least once*: an `execute` or a step that called an
-//! external service may call it again, so make such calls idempotent.
+//! at once); an execution whose end could not be committed runs again one lease later. A
+//! step-job run persists each step as it completes; a run whose process died is claimed again
+//! when its lease lapses and skips the steps already done. Executions are therefore *at least
+//! once*: an `execute` or a step that called an external service may call it again, so make
+//! such calls idempotent.
 //! [`Engine::shutdown`] stops taking work, waits for running executions, flushes telemetry and
 //! closes the file; dropping the last engine handle without it behaves like a crash.
 //!

@@ -12,6 +12,8 @@ use durable_jobs::testing::TestClock;
 use durable_jobs::{Client, Engine};
 use serde::{Deserialize, Serialize};
 
+pub mod crash;
+
 /// What a handler was called with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Call {

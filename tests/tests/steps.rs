@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use durable_jobs::prelude::*;
 use durable_jobs::steps::{Disposition, RunStatus, StepError, TriggerOptions};
-use durable_jobs::{Engine, Error};
+use durable_jobs::{Engine, Error, Synchronous};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
@@ -216,6 +216,17 @@ async fn bad_input_on_the_dynamic_path_is_refused_and_creates_nothing() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_run_resumes_after_its_last_completed_step() {
+    killed_mid_run_then_resumed(Synchronous::Normal).await;
+}
+
+/// With `Full` a step's write is acknowledged only after a separate thread synced the log; the
+/// next step must still start only after that acknowledgement.
+#[tokio::test]
+async fn with_synchronous_full_a_worker_killed_mid_run_resumes_after_its_last_completed_step() {
+    killed_mid_run_then_resumed(Synchronous::Full).await;
+}
+
+async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
     let app = Arc::new(Steps::default());
     let (tx, mut entered) = mpsc::unbounded_channel();
     *app.entered.lock().unwrap() = Some(tx);
@@ -225,6 +236,7 @@ async fn a_worker_killed_mid_run_resumes_after_its_last_completed_step() {
 
     let engine = StepTests::builder()
         .sqlite(&path)
+        .synchronous(synchronous)
         .app(app.clone())
         .start()
         .await
@@ -254,6 +266,7 @@ async fn a_worker_killed_mid_run_resumes_after_its_last_completed_step() {
     *app.hold.lock().unwrap() = None;
     let engine = Engine::<StepTests>::builder()
         .sqlite(&path)
+        .synchronous(synchronous)
         .app(app.clone())
         .start()
         .await

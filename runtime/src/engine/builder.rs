@@ -146,7 +146,8 @@ impl<R: Registry, S> EngineBuilder<R, S> {
     }
 
     /// SQLite's durability mode: `Normal` (default in WAL: a crash of the process loses
-    /// nothing, a power loss may lose the last commits) or `Full` (fsync on every commit).
+    /// nothing, a power loss may lose the last commits) or `Full` (a write is acknowledged only
+    /// once the log holding it is synced; see [`Synchronous`]).
     pub fn synchronous(mut self, mode: Synchronous) -> Self {
         self.synchronous = Some(mode);
         self

@@ -7,7 +7,8 @@
 //!
 //! Writes go to one dedicated thread that owns the write connection. It takes every write
 //! waiting in its queue and runs them in one transaction (group commit): one commit, and with
-//! [`Synchronous::Full`] one fsync, serves many writes, and a write that fails rolls back alone
+//! [`Synchronous::Full`] one fsync (made by a sync thread while the writer goes on), serves many
+//! writes, and a write that fails rolls back alone
 //! (see the writer module for how, without a savepoint per write). Reads run on a small pool of
 //! read-only connections and see committed data only. WAL checkpoints run on a thread of their
 //! own, off the writer's path.
