@@ -70,7 +70,8 @@ pub enum Synchronous {
     /// synchronous = FULL`. The sync runs on a thread of its own: while it waits for the disk,
     /// the writer commits the next group, and one sync serves every group committed before it
     /// started. Readers may see a commit a moment before it is synced; a power loss can undo
-    /// only what was never acknowledged.
+    /// only what was never acknowledged. A failed sync is final: that write and every later
+    /// one fail with a storage error until the store is reopened.
     Full,
 }
 
@@ -826,6 +827,58 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_log_sync_every_later_write_fails_without_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let store =
+            SqliteStore::open(SqliteOptions::file(&path).synchronous(Synchronous::Full)).unwrap();
+        let insert = |n: i64| {
+            store.write(move |conn| {
+                conn.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                    .context("insert")
+            })
+        };
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+                    .context("create")
+            })
+            .await
+            .unwrap();
+        insert(1).await.unwrap();
+
+        store
+            .writer
+            .sync_hold()
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed = insert(2).await.unwrap_err();
+        assert!(
+            failed.to_string().contains("injected sync failure"),
+            "{failed}"
+        );
+        // The next sync would succeed, but nothing after the failure is vouched for.
+        let later = insert(3).await.unwrap_err();
+        assert!(
+            later.to_string().contains("injected sync failure"),
+            "{later}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        let stored: Vec<i64> = conn
+            .prepare("SELECT n FROM t ORDER BY n")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !stored.contains(&3),
+            "a write after the failure ran: {stored:?}"
+        );
+        assert!(stored.contains(&1));
     }
 
     /// Polls a future once, without waking anything.

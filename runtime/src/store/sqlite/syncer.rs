@@ -12,12 +12,15 @@
 //! The log is synced through a descriptor of its own: `fsync` makes a file's data durable
 //! whichever descriptor wrote it.
 //!
+//! A failed sync is final. After it the kernel may have dropped the unsynced pages and a later
+//! sync could succeed without them, so nothing written from then on can be vouched for: every
+//! later write fails with the same error, without being run, until the store is reopened.
+//!
 //! [`Synchronous::Full`]: super::Synchronous::Full
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use super::writer::WriteJob;
@@ -30,6 +33,8 @@ pub(super) type Committed = Vec<Box<dyn WriteJob>>;
 pub(super) struct Syncer {
     queue: mpsc::Sender<Committed>,
     thread: JoinHandle<()>,
+    /// The error of the first failed sync, once there was one.
+    failure: Arc<OnceLock<Arc<rusqlite::Error>>>,
     #[cfg(test)]
     pub(super) hold: Hold,
 }
@@ -50,18 +55,27 @@ impl Syncer {
         let (queue, rx) = mpsc::channel::<Committed>();
         let hold = Hold::default();
         let held = hold.clone();
+        let failure = Arc::new(OnceLock::new());
+        let failed = Arc::clone(&failure);
         let thread = std::thread::Builder::new()
             .name("dj-sqlite-sync".into())
-            .spawn(move || run(&wal, &rx, &held))
+            .spawn(move || run(&wal, &rx, &held, &failed))
             .map_err(|e| StoreError::Database(Box::new(e)))?;
         #[cfg(not(test))]
         let _ = hold;
         Ok(Syncer {
             queue,
             thread,
+            failure,
             #[cfg(test)]
             hold,
         })
+    }
+
+    /// The error of the failed sync, once a sync failed: the writer then fails every write
+    /// without running it.
+    pub(super) fn failure(&self) -> Option<&Arc<rusqlite::Error>> {
+        self.failure.get()
     }
 
     /// Replies to `committed` once the log is synced (or with the error if the sync failed).
@@ -84,12 +98,14 @@ impl Syncer {
     }
 }
 
-/// Lets a test hold syncs back: with a receiver installed, each sync first takes a message
-/// from it. Does nothing outside tests.
+/// Lets a test hold syncs back (with a receiver installed, each sync first takes a message
+/// from it) and make the next sync fail. Does nothing outside tests.
 #[derive(Clone, Default)]
 pub(super) struct Hold {
     #[cfg(test)]
     pub(super) permits: Arc<std::sync::Mutex<Option<mpsc::Receiver<()>>>>,
+    #[cfg(test)]
+    pub(super) fail_next: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Hold {
@@ -104,22 +120,49 @@ impl Hold {
             let _ = permits.recv();
         }
     }
+
+    /// Syncs `wal`, or fails as told.
+    fn sync(&self, wal: &File) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(std::io::Error::other("injected sync failure"));
+        }
+        wal.sync_data()
+    }
 }
 
-fn run(wal: &File, queue: &mpsc::Receiver<Committed>, hold: &Hold) {
+fn run(
+    wal: &File,
+    queue: &mpsc::Receiver<Committed>,
+    hold: &Hold,
+    failure: &OnceLock<Arc<rusqlite::Error>>,
+) {
     while let Ok(first) = queue.recv() {
         hold.wait();
         // Every group committed by now is in the log; one sync covers them all.
         let mut groups = vec![first];
         groups.extend(queue.try_iter());
-        let synced = wal.sync_data().map_err(|e| {
-            tracing::error!(error = %e, "syncing the write-ahead log failed");
-            Arc::new(sync_error(format!(
-                "syncing the write-ahead log failed: {e}"
-            )))
-        });
+        let failed = match failure.get() {
+            // Groups the writer committed before it saw the failure: no later sync vouches
+            // for them either.
+            Some(e) => Some(e),
+            None => match hold.sync(wal) {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "syncing the write-ahead log failed; every later write will fail until the store is reopened"
+                    );
+                    let e = sync_error(format!("syncing the write-ahead log failed: {e}"));
+                    Some(failure.get_or_init(|| Arc::new(e)))
+                }
+            },
+        };
         for job in groups.into_iter().flatten() {
-            job.finish(synced.as_ref().err());
+            job.finish(failed);
         }
     }
 }

@@ -258,6 +258,12 @@ fn run(
                 next = queue.try_recv().ok();
             }
         }
+        if let Some(e) = syncer.as_ref().and_then(Syncer::failure) {
+            // The log could not be synced: nothing written from now on could be vouched for.
+            for job in group.drain(..) {
+                job.finish(Some(e));
+            }
+        }
         if !group.is_empty() {
             commit_group(&conn, &mut group, syncer.as_ref(), counters);
             counters.groups.fetch_add(1, Ordering::Relaxed);
