@@ -770,26 +770,19 @@ mod tests {
     async fn with_synchronous_full_a_write_is_acknowledged_after_the_log_sync_and_commits_go_on_meanwhile(
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let options =
-            SqliteOptions::file(dir.path().join("jobs.db")).synchronous(Synchronous::Full);
-        let store = SqliteStore::open(options).unwrap();
-        store
-            .write(|conn| {
-                conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-                    .context("create")
-            })
-            .await
-            .unwrap();
+        let store = full_store_with_table(&dir.path().join("jobs.db")).await;
         // Syncs wait for a permit from now on.
         let (permit, permits) = std::sync::mpsc::channel::<()>();
         *store.writer.sync_hold().permits.lock().unwrap() = Some(permits);
-        let insert = |n: i64| {
-            store.write(move |conn| {
-                conn.execute("INSERT INTO t (n) VALUES (?1)", [n])
-                    .context("insert")
-            })
-        };
+        let insert = |n: i64| insert_into_table(&store, n);
+        // Whether readers see `n`. Gives up (the test fails rather than hangs) if the writer
+        // never commits it: a writer that waits for the held sync would never.
+        let bound = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let committed = |n: i64| {
+            assert!(
+                std::time::Instant::now() < bound,
+                "{n} was never committed while a sync was held"
+            );
             let conn = Connection::open(dir.path().join("jobs.db")).unwrap();
             conn.query_row("SELECT count(*) FROM t WHERE n = ?1", [n], |r| {
                 r.get::<_, i64>(0)
@@ -833,21 +826,8 @@ mod tests {
     async fn after_a_failed_log_sync_every_later_write_fails_without_running() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.db");
-        let store =
-            SqliteStore::open(SqliteOptions::file(&path).synchronous(Synchronous::Full)).unwrap();
-        let insert = |n: i64| {
-            store.write(move |conn| {
-                conn.execute("INSERT INTO t (n) VALUES (?1)", [n])
-                    .context("insert")
-            })
-        };
-        store
-            .write(|conn| {
-                conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-                    .context("create")
-            })
-            .await
-            .unwrap();
+        let store = full_store_with_table(&path).await;
+        let insert = |n: i64| insert_into_table(&store, n);
         insert(1).await.unwrap();
 
         store
@@ -879,6 +859,32 @@ mod tests {
             "a write after the failure ran: {stored:?}"
         );
         assert!(stored.contains(&1));
+    }
+
+    /// A store with `Synchronous::Full` on `path`, holding a table `t (n)`.
+    async fn full_store_with_table(path: &Path) -> Arc<SqliteStore> {
+        let store =
+            SqliteStore::open(SqliteOptions::file(path).synchronous(Synchronous::Full)).unwrap();
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+                    .context("create")
+            })
+            .await
+            .unwrap();
+        store
+    }
+
+    /// Queues an insert of `n` into the table of [`full_store_with_table`] at once (as
+    /// `write` does, before the future is polled).
+    fn insert_into_table(
+        store: &SqliteStore,
+        n: i64,
+    ) -> impl Future<Output = Result<usize, StoreError>> {
+        store.write(move |conn| {
+            conn.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                .context("insert")
+        })
     }
 
     /// Polls a future once, without waking anything.
