@@ -87,9 +87,13 @@ impl Scheduler {
         }
     }
 
-    /// When the first hold ends.
-    fn first_release(&self) -> Option<Timestamp> {
-        self.held().values().min().copied()
+    /// When the first hold still running at `now` ends. Holds that ended are forgotten here
+    /// too: one whose alarm was since moved or deleted is never looked up again, and would
+    /// otherwise ask for a wake-up in the past on every pass.
+    fn first_release(&self, now: Timestamp) -> Option<Timestamp> {
+        let mut held = self.held();
+        held.retain(|_, until| *until > now);
+        held.values().min().copied()
     }
 
     /// Called after a commit that set an alarm: wakes the scheduler if the alarm is earlier
@@ -227,7 +231,7 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
         }
         let idle = queue.is_empty() && !truncated && scheduler.in_flight().is_empty();
         let wake_at = if queue.is_empty() {
-            match (next, scheduler.first_release()) {
+            match (next, scheduler.first_release(inner.clock.now())) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }
@@ -363,6 +367,25 @@ mod tests {
         let woken = pin!(scheduler.wake.notified());
         let mut cx = Context::from_waker(Waker::noop());
         assert!(woken.poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_hold_that_ended_no_longer_asks_for_a_wake_up() {
+        let scheduler = Scheduler::new(4);
+        let key = |id: &str| InstanceKey::new(crate::id::JobKind::Continuous, "j", id);
+        scheduler.hold(key("a"), Timestamp::from_millis(1_000));
+        scheduler.hold(key("b"), Timestamp::from_millis(3_000));
+        assert_eq!(
+            scheduler.first_release(Timestamp::from_millis(500)),
+            Some(Timestamp::from_millis(1_000))
+        );
+        // `a` was never looked up again (its alarm moved): its hold is gone all the same.
+        assert_eq!(
+            scheduler.first_release(Timestamp::from_millis(2_000)),
+            Some(Timestamp::from_millis(3_000))
+        );
+        assert_eq!(scheduler.first_release(Timestamp::from_millis(3_000)), None);
+        assert!(scheduler.held().is_empty());
     }
 
     #[test]
