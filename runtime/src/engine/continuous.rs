@@ -251,11 +251,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             Some(rec) => ContinuousStatus {
                 status: status_of(&rec),
                 run_count: rec.run_count,
-                next_run_at: if rec.lease.is_some() || self.alarm_running(&key) {
-                    None
-                } else {
-                    rec.alarm_at
-                },
+                next_run_at: self.pending_alarm(&rec),
                 attempt: rec.retry_attempt.max(1),
                 created_at: Some(rec.created_at),
             },

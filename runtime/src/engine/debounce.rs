@@ -218,7 +218,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         );
         let will_flush_at = if keep { rec.alarm_at } else { None };
         let now = self.clock.now();
-        let written_version = expected.map_or(0, |v| v + 1);
+        let written_version = Self::version_after(expected);
         batch.extend(Self::persist(expected, &key, keep.then_some(rec), now));
         self.commit(batch, events, will_flush_at, op).await?;
         if let (Some(cache), None) = (&self.cache, &flush) {
@@ -314,11 +314,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 },
                 event_count: rec.event_count,
                 started_at: rec.batch_started_at,
-                will_flush_at: if rec.lease.is_some() || self.alarm_running(&key) {
-                    None
-                } else {
-                    rec.alarm_at
-                },
+                will_flush_at: self.pending_alarm(&rec),
                 attempt: rec.retry_attempt.max(1),
             },
         })

@@ -248,10 +248,15 @@ impl<A: Send + Sync + 'static> Inner<A> {
         Ok(loaded)
     }
 
-    /// Whether the scheduler is running `key`'s alarm now. A running alarm has no next time
-    /// yet; with an exclusive store its claim is not in the row (see [`Inner::claim`]).
-    pub(crate) fn alarm_running(&self, key: &InstanceKey) -> bool {
-        self.scheduler.running(key)
+    /// The alarm `rec` is waiting for, as a status reports it: none while an execution holds
+    /// it (a claimed lease, or with an exclusive store a run the scheduler has in flight, whose
+    /// claim is not in the row; see [`Inner::claim`]), since its next time is not known yet.
+    pub(crate) fn pending_alarm(&self, rec: &InstanceRecord) -> Option<Timestamp> {
+        if rec.lease.is_some() || self.scheduler.running(&rec.key) {
+            None
+        } else {
+            rec.alarm_at
+        }
     }
 
     /// Claims a due alarm, under the instance's lock: the row to run it on, with this engine's
@@ -494,6 +499,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
         (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
 
+    /// The version [`Inner::persist`] gives a row read at `expected` (`None`: a new row).
+    pub(crate) fn version_after(expected: Option<u64>) -> u64 {
+        expected.map_or(0, |v| v + 1)
+    }
+
     /// The write that makes the store hold `rec` (or nothing), given the version it was read at.
     pub(crate) fn persist(
         expected: Option<u64>,
@@ -505,13 +515,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
             (None, Some(mut rec)) => {
                 rec.updated_at = now;
                 rec.lease = None;
-                rec.version = 0;
+                rec.version = Self::version_after(None);
                 Some(Write::Insert(rec))
             }
             (Some(v), Some(mut rec)) => {
                 rec.updated_at = now;
                 rec.lease = None;
-                rec.version = v + 1;
+                rec.version = Self::version_after(Some(v));
                 Some(Write::Update {
                     record: rec,
                     expected_version: v,

@@ -220,11 +220,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             },
             Some(rec) => {
                 // While an execution holds the alarm, its schedule is consumed.
-                let scheduled_at = if rec.lease.is_some() || self.alarm_running(&key) {
-                    None
-                } else {
-                    rec.alarm_at
-                };
+                let scheduled_at = self.pending_alarm(&rec);
                 TaskStatus {
                     status: if scheduled_at.is_some() {
                         TaskState::Active

@@ -505,9 +505,10 @@ async fn execute<A: Send + Sync + 'static>(
         stored,
     );
     // A run cancelled while it waited for its slot does not start.
-    let result = match cancellation.is_cancelled() {
-        false => Some(job.run(&mut ctx, &run.input, &app).await),
-        true => None,
+    let result = if cancellation.is_cancelled() {
+        None
+    } else {
+        Some(job.run(&mut ctx, &run.input, &app).await)
     };
     slot.release();
     let cleanup = !shared.options.preserve_steps && (ctx.wrote_rows() || run.generation > 1);
@@ -523,6 +524,7 @@ async fn execute<A: Send + Sync + 'static>(
         }
         None => {}
     }
+    // Not started means cancelled, which ended above.
     let Some(result) = result else { return };
     match result {
         Ok(output) => {

@@ -8,10 +8,9 @@
 //! Writes go to one dedicated thread that owns the write connection. It takes every write
 //! waiting in its queue and runs them in one transaction (group commit): one commit, and with
 //! [`Synchronous::Full`] one fsync (made by a sync thread while the writer goes on), serves many
-//! writes, and a write that fails rolls back alone
-//! (see the writer module for how, without a savepoint per write). Reads run on a small pool of
-//! read-only connections and see committed data only. WAL checkpoints run on a thread of their
-//! own, off the writer's path.
+//! writes, and a write that fails rolls back alone (see the writer module for how, without a
+//! savepoint per write). Reads run on a small pool of read-only connections and see committed
+//! data only. WAL checkpoints run on a thread of their own, off the writer's path.
 
 mod checkpoint;
 mod instances;
@@ -133,6 +132,15 @@ impl SqliteOptions {
         self
     }
 
+    /// The log file to sync off the writer's path, when [`Synchronous::Full`] is asked of a
+    /// file: the writer then commits under `NORMAL` and the sync thread does the syncing.
+    fn log_synced_off_thread(&self) -> Option<&Path> {
+        match (&self.path, self.synchronous) {
+            (Some(path), Synchronous::Full) => Some(path),
+            _ => None,
+        }
+    }
+
     /// How long a connection waits for a lock held by another connection before failing
     /// (default 5 s). Checkpoints and readers can hold such locks briefly.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
@@ -220,9 +228,9 @@ impl SqliteStore {
             Some(path) => Some(Checkpointer::start(&mut conn, path, options.busy_timeout)?),
             None => None,
         };
-        let syncer = match (&options.path, options.synchronous) {
-            (Some(path), Synchronous::Full) => Some(Syncer::start(path)?),
-            _ => None,
+        let syncer = match options.log_synced_off_thread() {
+            Some(path) => Some(Syncer::start(path)?),
+            None => None,
         };
         let writer = Writer::spawn(conn, checkpointer, syncer)?;
         let readers = options.path.as_ref().map(|path| {
@@ -355,9 +363,7 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), St
             )));
         }
     }
-    // On a file, `Full` is the writer's commits under `NORMAL` plus a sync of the log before
-    // any reply (the syncer thread), so the writer does not wait for the disk.
-    let synchronous = match options.path {
+    let synchronous = match options.log_synced_off_thread() {
         Some(_) => Synchronous::Normal,
         None => options.synchronous,
     };
