@@ -11,6 +11,8 @@ pub fn step_job_schema() -> String {
     use crate::store::sqlite::runs::{DROP_STEP_NAME_INDEX, RUNS_SCHEMA};
     format!("{RUNS_SCHEMA}\n{DROP_STEP_NAME_INDEX}")
 }
+/// The statements the store runs for a run that goes well, for the same ceiling.
+pub use crate::store::sqlite::runs::statements as step_job_statements;
 pub use serde;
 pub use std::time::Duration;
 

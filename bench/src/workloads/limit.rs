@@ -47,23 +47,22 @@ pub(crate) fn write_rows(
             .chain(std::iter::once(Op::Complete(r)))
     });
 
-    // The statements of `runtime/src/store/sqlite/runs.rs` (enqueue, claim, persist_step,
-    // finish_run with the default cleanup of step rows), with its ISO-8601 text timestamps.
+    // The store's own statements (`runtime/src/store/sqlite/runs.rs`: enqueue, claim,
+    // persist_step, finish_run with the default cleanup of step rows), with its ISO-8601 text
+    // timestamps. The store reads each candidate's rowid and generation in one query per claim
+    // of many runs; here they are known from the insert (a new run is at generation 0).
+    use durable_jobs::__private::step_job_statements as sql;
     let now = "2026-01-01T00:00:00.000Z";
     let until = "2026-01-01T00:00:30.000Z";
     let run_id = |r: usize| format!("01JRUN{r:020}");
+    let mut rowids = vec![0i64; runs];
     let start = Instant::now();
     let mut tx = conn.transaction()?;
     let mut in_tx = 0usize;
     for op in ops {
         match op {
             Op::Insert(r) => {
-                tx.prepare_cached(
-                    "INSERT INTO durably_runs (id, job_name, input, status, idempotency_key,
-                     concurrency_key, labels, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)",
-                )?
-                .execute(params![
+                tx.prepare_cached(sql::INSERT_RUN)?.execute(params![
                     run_id(r),
                     "bench_three_steps",
                     format!("{{\"i\":{r}}}"),
@@ -72,44 +71,31 @@ pub(crate) fn write_rows(
                     "{}",
                     now
                 ])?;
+                rowids[r] = tx.last_insert_rowid();
             }
             Op::Claim(r) => {
-                let generation: i64 = tx
-                    .prepare_cached(
-                        "SELECT r.lease_generation FROM durably_runs r WHERE r.id = ?1",
-                    )?
-                    .query_row([run_id(r)], |row| row.get(0))?;
-                tx.prepare_cached(
-                    "UPDATE durably_runs SET status = 'leased', lease_owner = ?2,
-                     lease_expires_at = ?3, lease_generation = ?5 + 1,
-                     started_at = COALESCE(started_at, ?4), not_before = NULL, updated_at = ?4
-                     WHERE id = ?1 AND lease_generation = ?5
-                       AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= ?4))",
-                )?
-                .execute(params![
+                let claimed = tx.prepare_cached(sql::CLAIM_RUN)?.execute(params![
                     run_id(r),
                     "worker-1",
                     until,
                     now,
-                    generation
+                    0i64,
+                    rowids[r]
                 ])?;
+                if claimed != 1 {
+                    return Err(format!("limit: run {r} was not claimed").into());
+                }
             }
             Op::Step(r, s) => {
-                let holds = tx
-                    .prepare_cached(
-                        "SELECT 1 FROM durably_runs
-                         WHERE id = ?1 AND status = 'leased' AND lease_generation = ?2",
-                    )?
-                    .exists(params![run_id(r), 1i64])?;
+                let holds = tx.prepare_cached(sql::HOLDS_RUN)?.exists(params![
+                    run_id(r),
+                    1i64,
+                    rowids[r]
+                ])?;
                 if !holds {
                     return Err(format!("limit: run {r} lost its lease").into());
                 }
-                tx.prepare_cached(
-                    r#"INSERT INTO durably_steps (id, run_id, name, "index", status, output,
-                       error, started_at, completed_at)
-                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
-                )?
-                .execute(params![
+                tx.prepare_cached(sql::INSERT_STEP)?.execute(params![
                     format!("01JSTEP{r:018}{s:02}"),
                     run_id(r),
                     format!("s{s}"),
@@ -122,25 +108,17 @@ pub(crate) fn write_rows(
                 ])?;
             }
             Op::Complete(r) => {
-                tx.prepare_cached(
-                    "UPDATE durably_runs SET status = 'completed', output = ?1, error = NULL,
-                     lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
-                     completed_at = ?2, updated_at = ?2, completed_step_count = ?3,
-                     current_step_index = ?4
-                     WHERE id = ?5 AND status = 'leased' AND lease_generation = ?6",
-                )?
-                .execute(params![
+                tx.prepare_cached(sql::COMPLETE_RUN)?.execute(params![
                     format!("{{\"sum\":{}}}", 3 * r + 3),
                     now,
                     steps as i64,
                     steps as i64,
                     run_id(r),
-                    1i64
+                    1i64,
+                    rowids[r]
                 ])?;
-                tx.prepare_cached("DELETE FROM durably_steps WHERE run_id = ?1")?
-                    .execute([run_id(r)])?;
-                tx.prepare_cached("DELETE FROM durably_logs WHERE run_id = ?1")?
-                    .execute([run_id(r)])?;
+                tx.prepare_cached(sql::DELETE_STEPS)?.execute([run_id(r)])?;
+                tx.prepare_cached(sql::DELETE_LOGS)?.execute([run_id(r)])?;
             }
         }
         in_tx += 1;

@@ -114,6 +114,49 @@ CREATE INDEX IF NOT EXISTS idx_durably_logs_run_created ON durably_logs (run_id,
 pub(crate) const DROP_STEP_NAME_INDEX: &str =
     "DROP INDEX IF EXISTS idx_durably_steps_completed_unique;";
 
+/// The statements of a run's way through the store when all goes well, shared with the
+/// benchmark's raw-SQLite ceiling so that it writes exactly what the store writes.
+pub mod statements {
+    /// Creates a pending run: id, job, input, idempotency key, concurrency key, labels, time.
+    pub const INSERT_RUN: &str = "INSERT INTO durably_runs (id, job_name, input, status, idempotency_key, concurrency_key, labels, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)";
+
+    /// Leases a claim candidate (id ?1, rowid ?6) to owner ?2 until ?3 at time ?4, fenced on
+    /// the generation ?5 read with the candidate, so it needs no `RETURNING`.
+    pub const CLAIM_RUN: &str =
+        "UPDATE durably_runs SET status = 'leased', lease_owner = ?2, lease_expires_at = ?3,
+            lease_generation = ?5 + 1, started_at = COALESCE(started_at, ?4),
+            not_before = NULL, updated_at = ?4
+         WHERE rowid = ?6 AND id = ?1 AND lease_generation = ?5
+           AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= ?4))";
+
+    /// Whether the execution of generation ?2 still holds run ?1 (rowid ?3): one seek of the
+    /// table by rowid, the id checked all the same.
+    pub const HOLDS_RUN: &str = "SELECT 1 FROM durably_runs
+         WHERE rowid = ?3 AND id = ?1 AND status = 'leased' AND lease_generation = ?2";
+
+    /// A step row: id, run, name, index, status, output, error, started, completed. A
+    /// single-row `INSERT ... VALUES`: unlike `INSERT ... SELECT`, SQLite runs it without a
+    /// statement journal (a copy of every page it touches).
+    pub const INSERT_STEP: &str = r#"INSERT INTO durably_steps (id, run_id, name, "index", status, output, error, started_at, completed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#;
+
+    /// Completes run ?5 (rowid ?7) held at generation ?6 with output ?1 at ?2, step count ?3
+    /// and index ?4.
+    pub const COMPLETE_RUN: &str =
+        "UPDATE durably_runs SET status = 'completed', output = ?1, error = NULL,
+            lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
+            completed_at = ?2, updated_at = ?2, completed_step_count = ?3,
+            current_step_index = ?4
+         WHERE rowid = ?7 AND id = ?5 AND status = 'leased' AND lease_generation = ?6";
+
+    /// The step rows of run ?1 (the cleanup at its end).
+    pub const DELETE_STEPS: &str = "DELETE FROM durably_steps WHERE run_id = ?1";
+
+    /// The log rows of run ?1 (the cleanup at its end).
+    pub const DELETE_LOGS: &str = "DELETE FROM durably_logs WHERE run_id = ?1";
+}
+
 /// How the run store reaches SQLite: a group-committed writer and read connections.
 pub(crate) trait SqlExecutor: Send + Sync + 'static {
     /// Runs `op` on the writer connection; an `Err` rolls back `op` alone. Resolves after the
@@ -593,12 +636,7 @@ pub(crate) fn enqueue(
         plans.push(Plan::Create);
     }
 
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO durably_runs (id, job_name, input, status, idempotency_key, concurrency_key, labels, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?7)",
-        )
-        .map_err(db)?;
+    let mut insert = conn.prepare_cached(statements::INSERT_RUN).map_err(db)?;
     let mut out = Vec::with_capacity(plans.len());
     let mut created = created.into_iter();
     for (run, plan) in runs.iter().zip(plans) {
@@ -774,16 +812,7 @@ pub(crate) fn claim(
             candidates.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         }
     }
-    // Fenced on the generation read with the candidate, so it needs no `RETURNING`.
-    let mut update = conn
-        .prepare_cached(
-            "UPDATE durably_runs SET status = 'leased', lease_owner = ?2, lease_expires_at = ?3,
-                lease_generation = ?5 + 1, started_at = COALESCE(started_at, ?4),
-                not_before = NULL, updated_at = ?4
-             WHERE rowid = ?6 AND id = ?1 AND lease_generation = ?5
-               AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= ?4))",
-        )
-        .map_err(db)?;
+    let mut update = conn.prepare_cached(statements::CLAIM_RUN).map_err(db)?;
     let mut keys: Vec<&str> = Vec::new();
     let mut runs = Vec::with_capacity(limit.min(candidates.len()));
     for c in &candidates {
@@ -949,45 +978,47 @@ pub(crate) fn persist_step(
     if !holds(conn, fence)? {
         return Ok(false);
     }
-    // A single-row `INSERT ... VALUES`: unlike `INSERT ... SELECT`, SQLite runs it without a
-    // statement journal (a copy of every page it touches).
-    conn.prepare_cached(
-        r#"INSERT INTO durably_steps (id, run_id, name, "index", status, output, error, started_at, completed_at)
-           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
-    )
-    .map_err(db)?
-    .execute(params![
-        step.id,
-        fence.run_id,
-        step.name,
-        step.index as i64,
-        step.status.as_str(),
-        step.output,
-        step.error,
-        format_ts(step.started_at),
-        format_ts(step.completed_at),
-    ])
-    .map_err(db)?;
+    conn.prepare_cached(statements::INSERT_STEP)
+        .map_err(db)?
+        .execute(params![
+            step.id,
+            fence.run_id,
+            step.name,
+            step.index as i64,
+            step.status.as_str(),
+            step.output,
+            step.error,
+            format_ts(step.started_at),
+            format_ts(step.completed_at),
+        ])
+        .map_err(db)?;
     Ok(true)
 }
 
 /// Whether the execution `fence` names still owns its run: leased, at that generation.
 fn holds(conn: &Connection, fence: &Fence) -> Result<bool, StoreError> {
-    let sql = match fence.row {
-        // One seek of the table by rowid, not one of the id index and then one of the table.
-        Some(_) => {
-            "SELECT 1 FROM durably_runs
-             WHERE rowid = ?3 AND id = ?1 AND status = 'leased' AND lease_generation = ?2"
-        }
-        None => {
-            "SELECT 1 FROM durably_runs
-             WHERE id = ?1 AND status = 'leased' AND lease_generation = ?2 AND ?3 IS NULL"
-        }
-    };
-    conn.prepare_cached(sql)
+    conn.prepare_cached(statements::HOLDS_RUN)
         .map_err(db)?
-        .exists(params![fence.run_id, fence.generation as i64, fence.row])
+        .exists(params![
+            fence.run_id,
+            fence.generation as i64,
+            fence_row(conn, fence)?
+        ])
         .map_err(db)
+}
+
+/// The rowid of the fence's run: the one its claim read, or, for a fence made without a claim,
+/// looked up by id (`None`: no such run, which no fenced statement then matches).
+fn fence_row(conn: &Connection, fence: &Fence) -> Result<Option<i64>, StoreError> {
+    match fence.row {
+        Some(row) => Ok(Some(row)),
+        None => conn
+            .prepare_cached("SELECT rowid FROM durably_runs WHERE id = ?1")
+            .map_err(db)?
+            .query_row([&fence.run_id], |r| r.get(0))
+            .optional()
+            .map_err(db),
+    }
 }
 
 pub(crate) fn update_progress(
@@ -1015,11 +1046,11 @@ pub(crate) fn update_progress(
 }
 
 fn delete_steps_and_logs(conn: &Connection, run_id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM durably_steps WHERE run_id = ?1")
+    conn.prepare_cached(statements::DELETE_STEPS)
         .map_err(db)?
         .execute([run_id])
         .map_err(db)?;
-    conn.prepare_cached("DELETE FROM durably_logs WHERE run_id = ?1")
+    conn.prepare_cached(statements::DELETE_LOGS)
         .map_err(db)?
         .execute([run_id])
         .map_err(db)?;
@@ -1056,24 +1087,8 @@ pub(crate) fn finish_run(
             completed_step_count,
             current_step_index,
         } => {
-            let sql = match fence.row {
-                Some(_) => {
-                    "UPDATE durably_runs SET status = 'completed', output = ?1, error = NULL,
-                        lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
-                        completed_at = ?2, updated_at = ?2, completed_step_count = ?3,
-                        current_step_index = ?4
-                     WHERE rowid = ?7 AND id = ?5 AND status = 'leased' AND lease_generation = ?6"
-                }
-                None => {
-                    "UPDATE durably_runs SET status = 'completed', output = ?1, error = NULL,
-                        lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
-                        completed_at = ?2, updated_at = ?2, completed_step_count = ?3,
-                        current_step_index = ?4
-                     WHERE id = ?5 AND status = 'leased' AND lease_generation = ?6 AND ?7 IS NULL"
-                }
-            };
             let n = conn
-                .prepare_cached(sql)
+                .prepare_cached(statements::COMPLETE_RUN)
                 .map_err(db)?
                 .execute(params![
                     output,
@@ -1082,7 +1097,7 @@ pub(crate) fn finish_run(
                     *current_step_index as i64,
                     fence.run_id,
                     gen,
-                    fence.row
+                    fence_row(conn, fence)?
                 ])
                 .map_err(db)?;
             (n, FinishOutcome::Completed)
