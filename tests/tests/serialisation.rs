@@ -223,16 +223,23 @@ async fn a_running_alarm_shows_no_next_time_and_costs_one_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let gate = Arc::new(Gate::default());
+    let clock = durable_jobs::testing::TestClock::new();
     let engine = Engine::<GatedJobs>::builder()
         .sqlite(&path)
+        .clock(clock.clone())
         .app(gate.clone())
         .start()
         .await
         .unwrap();
     let client = engine.client();
     let gated = client.continuous::<Gated>();
-    // The first run fires from its alarm, 20 ms after the start.
+    // The first run fires from its alarm, 20 ms after the start; the advance returns once it
+    // has ended, which the gate holds off.
     gated.start("a", 0).await.unwrap();
+    let advance = tokio::spawn({
+        let clock = clock.clone();
+        async move { clock.advance(std::time::Duration::from_millis(20)).await }
+    });
     until_logged(&gate, "run begins on a").await;
 
     let status = gated.status("a").await.unwrap();
@@ -249,14 +256,13 @@ async fn a_running_alarm_shows_no_next_time_and_costs_one_write() {
     let version_while_running = row("SELECT version FROM instances");
 
     gate.open.add_permits(1);
-    while gated.get_state("a").await.unwrap() != Some(1) {
-        tokio::task::yield_now().await;
-    }
-    // One write for the run: its end. (The next run, 20 ms later, waits at the gate.)
+    advance.await.unwrap();
+    assert_eq!(gated.get_state("a").await.unwrap(), Some(1));
+    // One write for the run: its end. The next run is 20 ms of the test clock away.
     assert_eq!(
         row("SELECT version FROM instances"),
         version_while_running + 1
     );
-    gate.open.add_permits(1_000);
+    assert!(gated.status("a").await.unwrap().next_run_at.is_some());
     engine.shutdown().await.unwrap();
 }
