@@ -397,6 +397,54 @@ fn a_claim_takes_one_run_per_concurrency_key_across_jobs() {
 }
 
 #[test]
+fn a_fence_is_found_by_the_claims_rowid_and_still_checked_by_id() {
+    let (_d, c) = db();
+    add(&c, new_run("a", "job"), T0);
+    add(&c, new_run("b", "job"), T0);
+    let a = claim_one(&c, "w1", T0).expect("a claimed");
+    let b = claim_one(&c, "w1", T0).expect("b claimed");
+    assert_eq!((a.id.as_str(), b.id.as_str()), ("a", "b"));
+    let fence_of = |run: &crate::steps::store::ClaimedRun, row| Fence {
+        run_id: run.id.clone(),
+        generation: run.generation,
+        row,
+    };
+    assert!(persist_step(
+        &c,
+        &fence_of(&a, a.row),
+        &step("s1", 0, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
+    // The rowid of another run: refused, whatever the generation.
+    assert!(!persist_step(
+        &c,
+        &fence_of(&a, b.row),
+        &step("s2", 1, StepStatus::Completed),
+        &[]
+    )
+    .expect("persist"));
+    let completed = Finish::Completed {
+        output: None,
+        completed_step_count: 1,
+        current_step_index: 1,
+    };
+    assert_eq!(
+        finish_run(&c, &fence_of(&a, b.row), &completed, &[], false, T0).expect("finish"),
+        FinishOutcome::Refused
+    );
+    assert_eq!(
+        get_run(&c, "b").expect("get").expect("b").status,
+        RunStatus::Leased
+    );
+    assert_eq!(
+        finish_run(&c, &fence_of(&a, a.row), &completed, &[], false, T0).expect("finish"),
+        FinishOutcome::Completed
+    );
+    assert_eq!(get_steps(&c, "a").expect("steps").len(), 1);
+}
+
+#[test]
 fn fenced_writes_need_the_claimed_generation() {
     let (_d, c) = db();
     add(&c, new_run("a", "job"), T0);
