@@ -17,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::error::BoxError;
-use crate::id::InstanceKey;
+use crate::id::{InstanceKey, JobKind};
 use crate::time::Timestamp;
 
 /// A boxed, sendable future, as the object-safe [`Backend`] methods return.
@@ -278,6 +278,126 @@ pub struct OutboxEntry {
     pub json: String,
 }
 
+/// Which instances [`Backend::list_instances`] returns: every condition set must hold. Pages
+/// follow the key order (kind, job, id); `after` continues after the last key of a page.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::store::InstanceQuery;
+/// use durable_jobs::JobKind;
+///
+/// let due_retries = InstanceQuery::new()
+///     .kind(JobKind::Continuous)
+///     .job("token-refresher")
+///     .retrying(true)
+///     .limit(50);
+/// assert_eq!(due_retries.limit, 50);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct InstanceQuery {
+    /// Only instances of this kind.
+    pub kind: Option<JobKind>,
+    /// Only instances of this job.
+    pub job: Option<String>,
+    /// `true`: only instances with an alarm; `false`: only instances without one.
+    pub has_alarm: Option<bool>,
+    /// `true`: only instances waiting for a retry; `false`: only the others.
+    pub retrying: Option<bool>,
+    /// Only instances whose alarm is at or before this time (due, or late, by then).
+    pub due_before: Option<Timestamp>,
+    /// Only instances after this key, in key order (the last key of the previous page).
+    pub after: Option<InstanceKey>,
+    /// At most this many (default 100).
+    pub limit: u32,
+}
+
+impl Default for InstanceQuery {
+    fn default() -> Self {
+        InstanceQuery {
+            kind: None,
+            job: None,
+            has_alarm: None,
+            retrying: None,
+            due_before: None,
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+impl InstanceQuery {
+    /// Every instance, 100 at a time.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only instances of `kind`.
+    pub fn kind(mut self, kind: JobKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Only instances of `job`.
+    pub fn job(mut self, job: impl Into<String>) -> Self {
+        self.job = Some(job.into());
+        self
+    }
+
+    /// Only instances with (`true`) or without (`false`) an alarm.
+    pub fn has_alarm(mut self, yes: bool) -> Self {
+        self.has_alarm = Some(yes);
+        self
+    }
+
+    /// Only instances waiting (`true`) or not waiting (`false`) for a retry.
+    pub fn retrying(mut self, yes: bool) -> Self {
+        self.retrying = Some(yes);
+        self
+    }
+
+    /// Only instances whose alarm is at or before `at`.
+    pub fn due_before(mut self, at: Timestamp) -> Self {
+        self.due_before = Some(at);
+        self
+    }
+
+    /// Continues after `key`.
+    pub fn after(mut self, key: InstanceKey) -> Self {
+        self.after = Some(key);
+        self
+    }
+
+    /// At most `limit` instances.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+}
+
+/// How many instances a job has, as [`Backend::count_instances`] reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InstanceCounts {
+    /// The job's kind.
+    pub kind: JobKind,
+    /// The job's persisted name.
+    pub job: String,
+    /// Instances in all.
+    pub total: u64,
+    /// Instances with an alarm.
+    pub scheduled: u64,
+    /// Instances waiting for a retry.
+    pub retrying: u64,
+    /// Instances whose alarm is due (at or before the time asked about).
+    pub due: u64,
+    /// The earliest due alarm: how late the most overdue instance is.
+    pub oldest_due: Option<Timestamp>,
+    /// The earliest alarm after the time asked about.
+    pub next_alarm: Option<Timestamp>,
+}
+
 /// A store the engine can run on.
 pub trait Backend: Send + Sync + 'static {
     /// Reads one instance as last committed.
@@ -337,6 +457,21 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Deletes event-id records older than `before`.
     fn prune_event_ids(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Instances matching `query`, in key order (kind, job, id), at most `query.limit`. A
+    /// backend answers from its primary key: a page costs its size, not the table's.
+    fn list_instances(
+        &self,
+        query: InstanceQuery,
+    ) -> BoxFuture<'_, Result<Vec<InstanceRecord>, StoreError>>;
+
+    /// Counts per job (total, scheduled, retrying, due at `now`) with the most overdue and the
+    /// next alarm, for dashboards. Reads every instance row: an operator's query, not one for
+    /// a hot path.
+    fn count_instances(
+        &self,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Vec<InstanceCounts>, StoreError>>;
 
     /// Whether this store is the only writer of its data (no other process can change it while
     /// it is open). The engine then keeps committed rows in a cache instead of reading them back

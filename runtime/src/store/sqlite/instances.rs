@@ -10,7 +10,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Statement};
 
 use super::{limit_to_sql, outbox, u64_from_sql, u64_to_sql, Context};
 use crate::id::InstanceKey;
-use crate::store::{AlarmScan, Columns, InstanceRecord, Lease, StoreError, Write, WriteBatch};
+use crate::store::{
+    AlarmScan, Columns, InstanceCounts, InstanceQuery, InstanceRecord, Lease, StoreError, Write,
+    WriteBatch,
+};
 use crate::time::Timestamp;
 
 /// The columns of an instance row, in the order [`record_from_row`] reads them and
@@ -287,6 +290,98 @@ pub(super) fn scan_alarms(
         .query_row(params![now], |row| row.get(0))
         .context("finding the next alarm")?;
     Ok(AlarmScan { due, next })
+}
+
+/// Instances matching `query` in key order. The statement is built from the conditions set, so
+/// the key comparison of `after` (a row value) seeks in the primary key instead of scanning
+/// from its start.
+pub(super) fn list_instances(
+    conn: &Connection,
+    query: &InstanceQuery,
+) -> Result<Vec<InstanceRecord>, StoreError> {
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM instances WHERE 1 = 1"
+    ));
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let bind = |values: &mut Vec<rusqlite::types::Value>, v: rusqlite::types::Value| {
+        values.push(v);
+        format!("?{}", values.len())
+    };
+    if let Some(kind) = query.kind {
+        let p = bind(&mut values, kind.as_str().to_owned().into());
+        sql.push_str(&format!(" AND kind = {p}"));
+    }
+    if let Some(job) = &query.job {
+        let p = bind(&mut values, job.clone().into());
+        sql.push_str(&format!(" AND job = {p}"));
+    }
+    match query.has_alarm {
+        Some(true) => sql.push_str(" AND alarm_at IS NOT NULL"),
+        Some(false) => sql.push_str(" AND alarm_at IS NULL"),
+        None => {}
+    }
+    match query.retrying {
+        Some(true) => sql.push_str(" AND retry_attempt > 0"),
+        Some(false) => sql.push_str(" AND retry_attempt = 0"),
+        None => {}
+    }
+    if let Some(at) = query.due_before {
+        let p = bind(&mut values, at.as_millis().into());
+        sql.push_str(&format!(" AND alarm_at <= {p}"));
+    }
+    if let Some(after) = &query.after {
+        let k = bind(&mut values, after.kind().as_str().to_owned().into());
+        let j = bind(&mut values, after.job().to_owned().into());
+        let i = bind(&mut values, after.id().to_owned().into());
+        sql.push_str(&format!(" AND (kind, job, id) > ({k}, {j}, {i})"));
+    }
+    let l = bind(&mut values, i64::from(query.limit).into());
+    sql.push_str(&format!(" ORDER BY kind, job, id LIMIT {l}"));
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .context("preparing to list instances")?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(values.iter()), record_from_row)
+        .context("listing instances")?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .context("listing instances")
+}
+
+/// Per job: instances, scheduled ones, retrying ones, due ones at `now`, the most overdue
+/// alarm and the next one. One pass over the table.
+pub(super) fn count_instances(
+    conn: &Connection,
+    now: Timestamp,
+) -> Result<Vec<InstanceCounts>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT kind, job, COUNT(*),
+                    COUNT(alarm_at),
+                    SUM(retry_attempt > 0),
+                    SUM(alarm_at IS NOT NULL AND alarm_at <= ?1),
+                    MIN(CASE WHEN alarm_at <= ?1 THEN alarm_at END),
+                    MIN(CASE WHEN alarm_at > ?1 THEN alarm_at END)
+               FROM instances GROUP BY kind, job ORDER BY kind, job",
+        )
+        .context("preparing to count instances")?;
+    let rows = stmt
+        .query_map(params![now], |row| {
+            Ok(InstanceCounts {
+                kind: row.get(0)?,
+                job: row.get(1)?,
+                total: u64_from_sql(row.get(2)?),
+                scheduled: u64_from_sql(row.get(3)?),
+                retrying: u64_from_sql(row.get::<_, Option<i64>>(4)?.unwrap_or(0)),
+                due: u64_from_sql(row.get::<_, Option<i64>>(5)?.unwrap_or(0)),
+                oldest_due: row.get(6)?,
+                next_alarm: row.get(7)?,
+            })
+        })
+        .context("counting instances")?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .context("counting instances")
 }
 
 /// Releases every lease and makes its alarm due at `now`, so interrupted executions run again
@@ -996,6 +1091,161 @@ mod tests {
         assert!(
             plan.iter().any(|p| p.contains("instances_leased")),
             "{plan:?}"
+        );
+    }
+
+    fn instance(kind: JobKind, job: &str, id: &str) -> InstanceRecord {
+        InstanceRecord::new(InstanceKey::new(kind, job, id), ms(0))
+    }
+
+    async fn keys(store: &SqliteStore, query: InstanceQuery) -> Vec<String> {
+        store
+            .list_instances(query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn listing_filters_and_pages_in_key_order_without_gaps_or_repeats() {
+        let store = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        let mut writes = Vec::new();
+        for i in 0..7 {
+            let mut r = instance(JobKind::Task, "orders", &format!("o{i}"));
+            if i % 2 == 0 {
+                r.alarm_at = Some(ms(100 + i));
+            }
+            if i == 4 {
+                r.retry_attempt = 2;
+            }
+            writes.push(Write::Insert(r));
+        }
+        writes.push(Write::Insert(instance(
+            JobKind::Continuous,
+            "refresh",
+            "u1",
+        )));
+        writes.push(Write::Insert(instance(JobKind::Task, "other", "x")));
+        store.commit(writes).await.unwrap();
+
+        // Pages of 3 over one job: every instance once, in id order.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let mut q = InstanceQuery::new()
+                .kind(JobKind::Task)
+                .job("orders")
+                .limit(3);
+            if let Some(a) = after.take() {
+                q = q.after(a);
+            }
+            let page = store.list_instances(q).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3);
+            after = page.last().map(|r| r.key.clone());
+            seen.extend(page.into_iter().map(|r| r.key.id().to_owned()));
+        }
+        assert_eq!(seen, ["o0", "o1", "o2", "o3", "o4", "o5", "o6"]);
+
+        assert_eq!(
+            keys(&store, InstanceQuery::new().job("orders").has_alarm(false)).await,
+            ["task:orders:o1", "task:orders:o3", "task:orders:o5"]
+        );
+        assert_eq!(
+            keys(&store, InstanceQuery::new().retrying(true)).await,
+            ["task:orders:o4"]
+        );
+        assert_eq!(
+            keys(&store, InstanceQuery::new().due_before(ms(102))).await,
+            ["task:orders:o0", "task:orders:o2"]
+        );
+        assert_eq!(
+            keys(&store, InstanceQuery::new().kind(JobKind::Continuous)).await,
+            ["continuous:refresh:u1"]
+        );
+        // Key order across kinds and jobs, and the cursor crosses job boundaries.
+        assert_eq!(
+            keys(
+                &store,
+                InstanceQuery::new()
+                    .after(InstanceKey::new(JobKind::Task, "orders", "o6"))
+                    .limit(10)
+            )
+            .await,
+            ["task:other:x"]
+        );
+    }
+
+    #[test]
+    fn listing_after_a_key_seeks_in_the_primary_key() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(file_store(&dir));
+        let conn = Connection::open(dir.path().join("jobs.db")).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT * FROM instances WHERE kind = 'task' AND (kind, job, id) > ('task', 'a', 'b') ORDER BY kind, job, id LIMIT 10",
+            )
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("SEARCH") && p.contains("PRIMARY KEY")),
+            "{plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn counts_per_job_with_due_and_next_alarms() {
+        let store = SqliteStore::open(SqliteOptions::in_memory()).unwrap();
+        let mut a = instance(JobKind::Task, "orders", "a");
+        a.alarm_at = Some(ms(50));
+        let mut b = instance(JobKind::Task, "orders", "b");
+        b.alarm_at = Some(ms(500));
+        b.retry_attempt = 1;
+        let c = instance(JobKind::Task, "orders", "c");
+        let mut d = instance(JobKind::Debounce, "batch", "d");
+        d.alarm_at = Some(ms(90));
+        store
+            .commit(vec![
+                Write::Insert(a),
+                Write::Insert(b),
+                Write::Insert(c),
+                Write::Insert(d),
+            ])
+            .await
+            .unwrap();
+        let counts = store.count_instances(ms(100)).await.unwrap();
+        assert_eq!(
+            counts,
+            vec![
+                InstanceCounts {
+                    kind: JobKind::Debounce,
+                    job: "batch".into(),
+                    total: 1,
+                    scheduled: 1,
+                    retrying: 0,
+                    due: 1,
+                    oldest_due: Some(ms(90)),
+                    next_alarm: None,
+                },
+                InstanceCounts {
+                    kind: JobKind::Task,
+                    job: "orders".into(),
+                    total: 3,
+                    scheduled: 2,
+                    retrying: 1,
+                    due: 1,
+                    oldest_due: Some(ms(50)),
+                    next_alarm: Some(ms(500)),
+                },
+            ]
         );
     }
 }

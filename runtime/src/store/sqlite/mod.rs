@@ -35,7 +35,8 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{
-    AlarmScan, Backend, BoxFuture, InstanceRecord, OutboxEntry, StoreError, WriteBatch,
+    AlarmScan, Backend, BoxFuture, InstanceCounts, InstanceQuery, InstanceRecord, OutboxEntry,
+    StoreError, WriteBatch,
 };
 use crate::time::Timestamp;
 
@@ -453,6 +454,20 @@ impl Backend for SqliteStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<AlarmScan, StoreError>> {
         Box::pin(self.read(move |conn| instances::scan_alarms(conn, now, limit)))
+    }
+
+    fn list_instances(
+        &self,
+        query: InstanceQuery,
+    ) -> BoxFuture<'_, Result<Vec<InstanceRecord>, StoreError>> {
+        Box::pin(self.read(move |conn| instances::list_instances(conn, &query)))
+    }
+
+    fn count_instances(
+        &self,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Vec<InstanceCounts>, StoreError>> {
+        Box::pin(self.read(move |conn| instances::count_instances(conn, now)))
     }
 
     fn recover(&self, owner: &str, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
