@@ -46,8 +46,8 @@ pub use context::{StepContext, StepError, StepScope};
 pub use events::{RunEvent, RunEventKind, RunEventStream};
 pub use run::{
     is_valid_label_key, BatchItem, Coalesce, Completed, Disposition, Labels, LogLevel, LogRecord,
-    Progress, Run, RunFilter, RunStatus, StepRecord, StepStatus, TriggerOptions, Triggered,
-    MAX_LABEL_VALUE_BYTES,
+    Progress, Run, RunCounts, RunCursor, RunFilter, RunStatus, StepRecord, StepStatus,
+    TriggerOptions, Triggered, MAX_LABEL_VALUE_BYTES,
 };
 pub use runtime::RunFailed;
 pub(crate) use runtime::StepRuntime;

@@ -478,6 +478,71 @@ pub struct RunFilter {
     pub limit: Option<u32>,
     /// Skipping this many.
     pub offset: Option<u32>,
+    /// Only runs after this one in the listing order (older, or as old with a smaller id): the
+    /// last run of the previous page. Unlike `offset`, pages stay exact while runs are created,
+    /// deleted or change status.
+    pub before: Option<RunCursor>,
+}
+
+/// A position in the run listing (newest first): the creation time and id of a run, which
+/// [`RunFilter::before`] continues after. The run itself may since have been deleted.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::steps::{RunCursor, RunFilter};
+/// use durable_jobs::Timestamp;
+///
+/// let cursor = RunCursor::new(Timestamp::from_millis(1_700_000_000_000), "01HZX");
+/// let next_page = RunFilter::new().limit(100).before(cursor);
+/// assert!(next_page.before.is_some());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunCursor {
+    /// The run's creation time.
+    pub created_at: Timestamp,
+    /// The run's id.
+    pub id: String,
+}
+
+impl RunCursor {
+    /// The position of the run created at `created_at` with id `id`.
+    pub fn new(created_at: Timestamp, id: impl Into<String>) -> Self {
+        RunCursor {
+            created_at,
+            id: id.into(),
+        }
+    }
+
+    /// The position of `run`.
+    pub fn of<I, O>(run: &Run<I, O>) -> Self {
+        RunCursor::new(run.created_at, run.id.clone())
+    }
+}
+
+/// How many runs a job has, by status, as `count_runs` reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunCounts {
+    /// The job.
+    pub job_name: String,
+    /// Runs waiting for a worker.
+    pub pending: u64,
+    /// Runs executing.
+    pub leased: u64,
+    /// Completed runs.
+    pub completed: u64,
+    /// Failed runs.
+    pub failed: u64,
+    /// Cancelled runs.
+    pub cancelled: u64,
+    /// Runs that completed at or after the time asked about.
+    pub completed_since: u64,
+    /// Runs that failed at or after the time asked about.
+    pub failed_since: u64,
+    /// When the oldest pending run was triggered.
+    pub oldest_pending: Option<Timestamp>,
 }
 
 impl RunFilter {
@@ -513,6 +578,12 @@ impl RunFilter {
     /// Sets the offset.
     pub fn offset(mut self, offset: u32) -> Self {
         self.offset = Some(offset);
+        self
+    }
+
+    /// Continues after `cursor` (keyset paging).
+    pub fn before(mut self, cursor: RunCursor) -> Self {
+        self.before = Some(cursor);
         self
     }
 }

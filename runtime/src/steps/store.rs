@@ -12,7 +12,7 @@
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
-use super::run::{Labels, LogLevel, RunFilter, RunStatus, StepStatus};
+use super::run::{Labels, LogLevel, RunCounts, RunFilter, RunStatus, StepStatus};
 
 /// One run row, with its JSON columns still encoded.
 #[derive(Clone, Debug, PartialEq)]
@@ -232,6 +232,10 @@ pub(crate) trait RunStore: Send + Sync + 'static {
 
     /// Runs matching `filter`, newest first (ties broken by id, newest first).
     fn get_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+
+    /// Per job: runs by status, those completed and failed at or after `since`, and the oldest
+    /// pending run's creation time. Reads every run: an operator's query.
+    fn count_runs(&self, since: Timestamp) -> BoxFuture<'_, Result<Vec<RunCounts>, StoreError>>;
 
     /// Claims up to `limit` runs, oldest first: pending runs whose not-before time has come, and
     /// leased runs whose lease expired (reclaimed with their priority). A run is skipped while a

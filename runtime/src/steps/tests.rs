@@ -655,6 +655,12 @@ impl RunStore for Wrap {
         self.reads.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move { self.inner().get_runs(filter).await })
     }
+    fn count_runs(
+        &self,
+        since: Timestamp,
+    ) -> BoxFuture<'_, Result<Vec<crate::steps::RunCounts>, StoreError>> {
+        Box::pin(async move { self.inner().count_runs(since).await })
+    }
     fn claim<'a>(
         &'a self,
         owner: &'a str,

@@ -24,7 +24,7 @@ use std::future::Future;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::steps::run::{Labels, LogLevel, RunFilter, RunStatus, StepStatus};
+use crate::steps::run::{Labels, LogLevel, RunCounts, RunFilter, RunStatus, StepStatus};
 use crate::steps::store::{
     CancelOutcome, Claimed, ClaimedRun, DeleteOutcome, EnqueueOutcome, Enqueued, Fence, Finish,
     FinishOutcome, LogRow, NewLog, NewRun, NewStep, RunRecord, RunStore, StepRow, StoredStep,
@@ -190,6 +190,10 @@ impl<S: SqlExecutor> RunStore for S {
 
     fn get_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
         Box::pin(self.read(move |c| get_runs(c, &filter)))
+    }
+
+    fn count_runs(&self, since: Timestamp) -> BoxFuture<'_, Result<Vec<RunCounts>, StoreError>> {
+        Box::pin(self.read(move |c| count_runs(c, since)))
     }
 
     fn claim<'a>(
@@ -708,6 +712,11 @@ pub(crate) fn get_runs(
             " AND EXISTS (SELECT 1 FROM durably_run_labels l WHERE l.run_id = r.id AND l.key = {pk} AND l.value = {pv})"
         ));
     }
+    if let Some(cursor) = &filter.before {
+        let pc = placeholder(&mut values, format_ts(cursor.created_at));
+        let pi = placeholder(&mut values, cursor.id.clone());
+        sql.push_str(&format!(" AND (r.created_at, r.id) < ({pc}, {pi})"));
+    }
     sql.push_str(" ORDER BY r.created_at DESC, r.id DESC");
     match (filter.limit, filter.offset) {
         (Some(l), Some(o)) => sql.push_str(&format!(" LIMIT {l} OFFSET {o}")),
@@ -718,6 +727,54 @@ pub(crate) fn get_runs(
     let params: Vec<&dyn rusqlite::ToSql> =
         values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
     query_runs(conn, &sql, &params)
+}
+
+/// Per job: runs by status, recent completions and failures, the oldest pending run.
+pub(crate) fn count_runs(
+    conn: &Connection,
+    since: Timestamp,
+) -> Result<Vec<RunCounts>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT job_name,
+                    SUM(status = 'pending'), SUM(status = 'leased'), SUM(status = 'completed'),
+                    SUM(status = 'failed'), SUM(status = 'cancelled'),
+                    SUM(status = 'completed' AND completed_at >= ?1),
+                    SUM(status = 'failed' AND completed_at >= ?1),
+                    MIN(CASE WHEN status = 'pending' THEN created_at END)
+               FROM durably_runs GROUP BY job_name ORDER BY job_name",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map(params![format_ts(since)], |row| {
+            let n = |i: usize| {
+                row.get::<_, Option<i64>>(i)
+                    .map(|v| v.unwrap_or(0).max(0) as u64)
+            };
+            Ok((
+                RunCounts {
+                    job_name: row.get(0)?,
+                    pending: n(1)?,
+                    leased: n(2)?,
+                    completed: n(3)?,
+                    failed: n(4)?,
+                    cancelled: n(5)?,
+                    completed_since: n(6)?,
+                    failed_since: n(7)?,
+                    oldest_pending: None,
+                },
+                row.get::<_, Option<String>>(8)?,
+            ))
+        })
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|(mut counts, oldest)| {
+            counts.oldest_pending = oldest.as_deref().map(parse_ts).transpose()?;
+            Ok(counts)
+        })
+        .collect()
 }
 
 struct Candidate {

@@ -972,3 +972,90 @@ fn the_claim_query_is_not_re_prepared_on_every_claim() {
     let st = c.prepare_cached(&claim_pending_sql()).expect("cached");
     assert!(st.get_status(rusqlite::StatementStatus::RePrepare) <= 1);
 }
+
+#[test]
+fn keyset_pages_stay_exact_while_runs_are_deleted_and_created() {
+    let (_d, c) = db();
+    for i in 1..=7i64 {
+        add(
+            &c,
+            new_run(&format!("r{i:02}"), "job"),
+            T0 + Duration::from_millis(i as u64),
+        );
+    }
+    // Two runs share a creation time: the id breaks the tie.
+    add(&c, new_run("r08a", "job"), T0 + Duration::from_millis(8));
+    add(&c, new_run("r08b", "job"), T0 + Duration::from_millis(8));
+    let page = |f: RunFilter| get_runs(&c, &f).expect("get_runs");
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let mut f = RunFilter::new().limit(3);
+        if let Some(cur) = cursor.take() {
+            f = f.before(cur);
+        }
+        let runs = page(f);
+        let Some(last) = runs.last() else { break };
+        cursor = Some(crate::steps::RunCursor::new(
+            last.created_at,
+            last.id.clone(),
+        ));
+        // Between pages: the last run seen is deleted and a newer one is created.
+        let last_id = last.id.clone();
+        seen.extend(runs.into_iter().map(|r| r.id));
+        cancel_run(&c, &last_id, T0, true).expect("cancel");
+        delete_run(&c, &last_id).expect("delete");
+        add(
+            &c,
+            new_run(&format!("new-{last_id}"), "job"),
+            T0 + Duration::from_secs(60),
+        );
+    }
+    assert_eq!(
+        seen,
+        ["r08b", "r08a", "r07", "r06", "r05", "r04", "r03", "r02", "r01"]
+    );
+}
+
+#[test]
+fn counts_runs_per_job_and_status() {
+    let (_d, c) = db();
+    add(&c, new_run("p1", "a"), T0);
+    add(&c, new_run("p2", "a"), T0 + Duration::from_millis(5));
+    add(&c, new_run("l", "a"), T0 + Duration::from_millis(6));
+    add(&c, new_run("x", "b"), T0 + Duration::from_millis(7));
+    // The claim takes the oldest pending run: p1.
+    let claimed = claim_one(&c, "w", T0 + Duration::from_secs(1)).expect("claimed");
+    assert_eq!(claimed.id, "p1");
+    cancel_run(&c, "x", T0 + Duration::from_secs(2), true).expect("cancel");
+    let p2 = claim_one(&c, "w", T0 + Duration::from_secs(3)).expect("claimed");
+    let failed = Finish::Failed {
+        error: "boom".into(),
+        retry: None,
+    };
+    let at = T0 + Duration::from_secs(3);
+    finish_run(&c, &fence("p2", p2.generation), &failed, &[], true, at).expect("finish");
+    let recent = |since: Timestamp| count_runs(&c, since).expect("count")[0].failed_since;
+    assert_eq!((recent(at), recent(at + Duration::from_millis(1))), (1, 0));
+    add(&c, new_run("p3", "a"), T0 + Duration::from_millis(9));
+    let counts = count_runs(&c, T0).expect("count");
+    assert_eq!(counts.len(), 2);
+    assert_eq!(
+        (
+            counts[0].job_name.as_str(),
+            counts[0].pending,
+            counts[0].leased,
+            counts[0].oldest_pending
+        ),
+        ("a", 2, 1, Some(T0 + Duration::from_millis(6)))
+    );
+    assert_eq!(
+        (
+            counts[1].job_name.as_str(),
+            counts[1].cancelled,
+            counts[1].pending,
+            counts[1].oldest_pending
+        ),
+        ("b", 1, 0, None)
+    );
+}
