@@ -3,10 +3,16 @@
 //! payload type does not compile. A dynamic path by name serves HTTP and CLI callers.
 
 mod dynamic;
+mod instances;
+mod jobs;
+mod runs;
 
 use std::marker::PhantomData;
 
 pub use dynamic::{DynamicContinuous, DynamicDebounce, DynamicJob, DynamicStep, DynamicTask};
+pub use instances::{InstanceInfo, InstancePage};
+pub use jobs::JobInfo;
+pub use runs::Runs;
 
 use crate::engine::erased::{decode, Input};
 use crate::engine::{
@@ -84,6 +90,12 @@ impl<R: Registry> Client<R> {
         J: StepJob<R::App> + Registered<R>,
     {
         StepJobClient::new(self.inner().steps.clone())
+    }
+
+    /// The runs of every step job, untyped: list, read, retrigger, cancel, delete and watch
+    /// runs by id.
+    pub fn runs(&self) -> Runs<R::App> {
+        Runs::new(self.inner().steps.clone())
     }
 
     /// A job by its persisted name, for callers that only have a string.

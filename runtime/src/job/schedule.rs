@@ -105,6 +105,11 @@ impl CronSchedule {
         &self.expression
     }
 
+    /// The IANA name of its time zone (`UTC` when none was given).
+    pub fn time_zone(&self) -> &'static str {
+        self.zone.name()
+    }
+
     /// The next matching time strictly after `now`.
     pub fn next_after(&self, now: Timestamp) -> Option<Timestamp> {
         let local = now.to_chrono().with_timezone(&self.zone);

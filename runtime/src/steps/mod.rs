@@ -22,7 +22,7 @@
 //! - `step.log` is always persisted (upstream needs a plugin), with the run's next write.
 
 mod cancel;
-mod client;
+pub(crate) mod client;
 mod context;
 mod events;
 pub(crate) mod run;

@@ -354,7 +354,6 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
 
     /// Creates runs of `job` from JSON inputs, decoding each into the job's input type first
     /// (for dynamic callers that only have JSON).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn trigger_json(
         &self,
         job: &str,
@@ -628,6 +627,23 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
             }
         }
         Ok(total)
+    }
+
+    /// Per job: runs by status and recent ends.
+    pub(crate) async fn count_runs(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<super::run::RunCounts>, Error> {
+        self.shared
+            .store
+            .count_runs(since)
+            .await
+            .map_err(|e| storage("count_runs", e))
+    }
+
+    /// Now, on the engine's clock.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.shared.clock.now()
     }
 
     /// Waits until the run completes (`Ok`), fails (`Error::Execution` with [`RunFailed`]) or
