@@ -64,6 +64,21 @@ impl RetryPolicy {
         self.max_attempts
     }
 
+    /// The delay strategy between attempts.
+    pub fn strategy(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// Whether delays are spread by ±10 %.
+    pub fn has_jitter(&self) -> bool {
+        self.jitter
+    }
+
+    /// The time limit of a retry sequence, if any.
+    pub fn duration_limit(&self) -> Option<Duration> {
+        self.max_duration
+    }
+
     /// The delay before attempt `next_attempt` (2 for the first retry). `unit` is a number in
     /// `[-1, 1]` that spreads the delay by up to ±10 % when jitter is on.
     pub fn delay_before_attempt(&self, next_attempt: u32, unit: f64) -> Duration {
