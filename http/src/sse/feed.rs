@@ -1,0 +1,289 @@
+//! The event feed behind every stream: the engine's run events and job events, numbered in one
+//! sequence and kept in a ring, so that a client reconnecting with `Last-Event-ID` gets what it
+//! missed.
+//!
+//! This is the one seam between the streams and where events come from. [`LocalFeed`] reads the
+//! engine in this process; a store shared by several processes implements [`EventFeed`] over
+//! its own table of changes (every node appends, every node tails), and the routes stay as they
+//! are.
+//!
+//! The engine only builds events while someone listens, so [`LocalFeed`] listens only while a
+//! stream is open, and for a while after the last one closed (`linger`, one minute by
+//! default): long enough for a browser to reconnect and resume, short enough that a service
+//! nobody watches pays nothing. Positions are `<epoch>-<seq>`: the epoch changes with each
+//! process and each time the feed starts listening again, so a position from before cannot be
+//! mistaken for one now.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use durable_jobs::steps::{RunEvent, RunEventStream};
+use durable_jobs::{EventStream, JobEvent};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// What happened: a run event (`run:*`, `step:*`, `log:write`) or a job event (`job.*`,
+/// `debounce.*`, `task.*`).
+#[derive(Clone, Debug)]
+pub enum FeedItem {
+    /// A step-job run event.
+    Run(Arc<RunEvent>),
+    /// A continuous, debounce or task job event.
+    Job(Arc<JobEvent>),
+}
+
+/// An event and its position in the feed.
+#[derive(Clone, Debug)]
+pub struct FeedEvent {
+    /// Increasing within an epoch.
+    pub seq: u64,
+    /// The event.
+    pub item: FeedItem,
+}
+
+/// A position a client reached: the `id:` of the last event it received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The feed's epoch when the event was sent.
+    pub epoch: String,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+impl Position {
+    /// Parses `<epoch>-<seq>`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Position> {
+        let (epoch, seq) = s.trim().rsplit_once('-')?;
+        Some(Position {
+            epoch: epoch.to_owned(),
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.seq)
+    }
+}
+
+/// A subscription to the feed: what was missed since a position, then live events.
+pub struct FeedSubscription {
+    /// Events after the position asked for, oldest first, when they could all be found
+    /// (`resumed`); empty otherwise.
+    pub replay: Vec<FeedEvent>,
+    /// Whether every event after the position asked for is in `replay` (or follows in
+    /// `live`). `false` without a position, or when the position is from another epoch or
+    /// older than what the feed still holds: the stream starts afresh.
+    pub resumed: bool,
+    /// The position of the last event before `live`'s first.
+    pub head: Position,
+    /// Events from now on. A receiver that lags has lost events: end the stream, and the
+    /// client resumes from its last position.
+    pub live: broadcast::Receiver<FeedEvent>,
+    /// Keeps the feed listening while the subscription lives.
+    pub watch: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for FeedSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedSubscription")
+            .field("replay", &self.replay.len())
+            .field("resumed", &self.resumed)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where streams get their events.
+pub trait EventFeed: Send + Sync + 'static {
+    /// Subscribes, resuming after `after` when possible.
+    fn subscribe(&self, after: Option<&Position>) -> FeedSubscription;
+}
+
+/// Opens the engine's two event streams.
+type Open = Box<dyn Fn() -> (RunEventStream, EventStream) + Send + Sync>;
+
+struct State {
+    ring: VecDeque<FeedEvent>,
+    epoch: String,
+    next_seq: u64,
+    listening: bool,
+    watchers: usize,
+    idle_since: Instant,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    tx: broadcast::Sender<FeedEvent>,
+    open: Open,
+    capacity: usize,
+    linger: Duration,
+}
+
+/// The feed of one engine in this process: a ring of the last `capacity` events (10,000 by
+/// default).
+pub struct LocalFeed {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LocalFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalFeed")
+            .field("capacity", &self.inner.capacity)
+            .field("linger", &self.inner.linger)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_epoch() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}", nanos & 0xffff_ffff_ffff)
+}
+
+impl LocalFeed {
+    /// A feed over the streams `open` returns (the engine's run events and job events),
+    /// holding `capacity` events and listening `linger` after the last stream closed.
+    pub fn new(
+        open: impl Fn() -> (RunEventStream, EventStream) + Send + Sync + 'static,
+        capacity: usize,
+        linger: Duration,
+    ) -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        LocalFeed {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    ring: VecDeque::new(),
+                    epoch: new_epoch(),
+                    next_seq: 1,
+                    listening: false,
+                    watchers: 0,
+                    idle_since: Instant::now(),
+                }),
+                tx,
+                open: Box::new(open),
+                capacity: capacity.max(1),
+                linger,
+            }),
+        }
+    }
+}
+
+/// Decrements the watcher count when a subscription ends.
+struct Watch(Arc<Inner>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.watchers = st.watchers.saturating_sub(1);
+        if st.watchers == 0 {
+            st.idle_since = Instant::now();
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, item: FeedItem) {
+        let mut st = self.lock();
+        let event = FeedEvent {
+            seq: st.next_seq,
+            item,
+        };
+        st.next_seq += 1;
+        if st.ring.len() == self.capacity {
+            st.ring.pop_front();
+        }
+        st.ring.push_back(event.clone());
+        // Sent under the lock, so a subscriber sees each event either in its replay or live.
+        let _ = self.tx.send(event);
+    }
+
+    /// Stops listening if nobody watched for `linger`; says whether it stopped.
+    fn stop_if_idle(&self) -> bool {
+        let mut st = self.lock();
+        if st.watchers == 0 && st.idle_since.elapsed() >= self.linger {
+            st.listening = false;
+            return true;
+        }
+        false
+    }
+
+    fn stopped(&self) {
+        self.lock().listening = false;
+    }
+}
+
+async fn pump(inner: Weak<Inner>, mut runs: RunEventStream, mut jobs: EventStream, tick: Duration) {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut runs_open, mut jobs_open) = (true, true);
+    loop {
+        let item = tokio::select! {
+            e = runs.next(), if runs_open => match e {
+                Some(e) => Some(FeedItem::Run(e)),
+                None => { runs_open = false; None }
+            },
+            e = jobs.next(), if jobs_open => match e {
+                Some(e) => Some(FeedItem::Job(e)),
+                None => { jobs_open = false; None }
+            },
+            _ = ticker.tick() => None,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        match item {
+            Some(item) => inner.push(item),
+            None if !runs_open && !jobs_open => {
+                inner.stopped();
+                return;
+            }
+            None => {
+                if inner.stop_if_idle() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl EventFeed for LocalFeed {
+    fn subscribe(&self, after: Option<&Position>) -> FeedSubscription {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        if !st.listening {
+            // A new epoch: what was held belongs to a time the feed was not listening.
+            st.listening = true;
+            st.epoch = new_epoch();
+            st.ring.clear();
+            let (runs, jobs) = (inner.open)();
+            let tick = (inner.linger / 4).max(Duration::from_millis(50));
+            tokio::spawn(pump(Arc::downgrade(inner), runs, jobs, tick));
+        }
+        st.watchers += 1;
+        let live = inner.tx.subscribe();
+        let last = st.next_seq - 1;
+        let oldest_held = st.ring.front().map_or(st.next_seq, |e| e.seq);
+        let resumable =
+            after.filter(|p| p.epoch == st.epoch && p.seq <= last && p.seq + 1 >= oldest_held);
+        let replay = match resumable {
+            Some(p) => st.ring.iter().filter(|e| e.seq > p.seq).cloned().collect(),
+            None => Vec::new(),
+        };
+        FeedSubscription {
+            replay,
+            resumed: resumable.is_some(),
+            head: Position {
+                epoch: st.epoch.clone(),
+                seq: last,
+            },
+            live,
+            watch: Box::new(Watch(inner.clone())),
+        }
+    }
+}
