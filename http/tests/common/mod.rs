@@ -270,22 +270,33 @@ impl Server {
 
     /// Waits (at most 10 s) until the run is leased.
     pub async fn wait_leased(&self, run_id: &str) {
+        self.wait_for(run_id, "run:leased").await;
+    }
+
+    /// Waits (at most 10 s) until the runtime emits event `kind` for the run, or has already
+    /// emitted it as far as the stored run shows (leased: `run:leased`; a gated run's
+    /// progress is stored before its `step:start`).
+    pub async fn wait_for(&self, run_id: &str, kind: &str) {
         let runs = self.engine.client().runs();
         let mut events = runs.events();
-        if runs.get_run(run_id).await.unwrap().unwrap().status
-            == durable_jobs::steps::RunStatus::Leased
-        {
+        let run = runs.get_run(run_id).await.unwrap().unwrap();
+        let already = match kind {
+            "run:leased" => run.status != durable_jobs::steps::RunStatus::Pending,
+            "step:start" => run.progress.is_some(),
+            _ => false,
+        };
+        if already {
             return;
         }
         tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(e) = events.next().await {
-                if e.run_id == run_id && e.type_name() == "run:leased" {
+                if e.run_id == run_id && e.type_name() == kind {
                     return;
                 }
             }
         })
         .await
-        .expect("the run was leased");
+        .expect("the event came");
     }
 }
 
@@ -306,11 +317,19 @@ pub struct SseReader {
 
 impl SseReader {
     pub async fn open(http: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> SseReader {
-        let mut req = http.get(url);
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id);
-        }
-        let response = req.send().await.unwrap();
+        Self::open_with(http, url, |req| match last_event_id {
+            Some(id) => req.header("Last-Event-ID", id),
+            None => req,
+        })
+        .await
+    }
+
+    pub async fn open_with(
+        http: &reqwest::Client,
+        url: &str,
+        with: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> SseReader {
+        let response = with(http.get(url)).send().await.unwrap();
         SseReader {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
