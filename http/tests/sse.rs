@@ -129,8 +129,7 @@ async fn the_all_runs_stream_is_slim_and_filtered() {
         )
         .await;
     let import = import.json["runId"].as_str().unwrap().to_owned();
-    let events = events_until(&mut all, |d| d["type"] == "run:complete").await;
-    assert_eq!(types(&events)[0], "run:trigger");
+    let events = whole_run(&mut all).await;
     for (_, e) in &events {
         assert!(
             e.get("input").is_none() && e.get("output").is_none(),
@@ -145,8 +144,13 @@ async fn the_all_runs_stream_is_slim_and_filtered() {
         .filter(|e| e["type"] == "log:write")
         .collect();
     assert_eq!(logs[0]["message"], "starting");
-    let labelled_events = events_until(&mut labelled, |d| d["type"] == "run:complete").await;
-    assert_eq!(types(&labelled_events), types(&events));
+    let labelled_events = whole_run(&mut labelled).await;
+    let sorted = |e: &[(Option<String>, Value)]| {
+        let mut t = types(e);
+        t.sort();
+        t
+    };
+    assert_eq!(sorted(&labelled_events), sorted(&events));
 
     let gated = s.trigger("gated", json!({})).await;
     let (_, first) = gated_only.event().await.unwrap();
@@ -163,7 +167,7 @@ async fn a_reconnect_with_last_event_id_loses_nothing_and_repeats_nothing() {
     let url = s.url("/runs/subscribe?jobName=import");
     let mut r = SseReader::open(&s.http, &url, None).await;
     let first = s.trigger("import", json!({"rows": 1})).await;
-    let before = events_until(&mut r, |d| d["type"] == "run:complete").await;
+    let before = whole_run(&mut r).await;
     let last_id = before.last().unwrap().0.clone().unwrap();
     drop(r);
     // While the client is away, two more runs go from trigger to end.
@@ -173,11 +177,17 @@ async fn a_reconnect_with_last_event_id_loses_nothing_and_repeats_nothing() {
     s.wait(&third).await;
     let mut r = SseReader::open(&s.http, &url, Some(&last_id)).await;
     let mut after = Vec::new();
-    while !(after.iter().any(|(_, d): &(Option<String>, Value)| {
-        d["runId"] == second.as_str() && d["type"] == "run:complete"
-    }) && after
-        .iter()
-        .any(|(_, d)| d["runId"] == third.as_str() && d["type"] == "run:fail"))
+    // Until both runs ended and both triggers came (a trigger may come after its run's end,
+    // see below).
+    let seen = |after: &[(Option<String>, Value)], run: &str, t: &str| {
+        after
+            .iter()
+            .any(|(_, d)| d["runId"] == run && d["type"] == t)
+    };
+    while !(seen(&after, &second, "run:complete")
+        && seen(&after, &third, "run:fail")
+        && seen(&after, &second, "run:trigger")
+        && seen(&after, &third, "run:trigger"))
     {
         after.push(r.event().await.unwrap());
     }
