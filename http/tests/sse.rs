@@ -9,6 +9,17 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
+/// Events until one of the run's end and its trigger both came (the trigger is emitted by the
+/// triggering task after its commit returns, so it may come after the worker's events).
+async fn whole_run(r: &mut SseReader) -> Vec<(Option<String>, Value)> {
+    let mut out: Vec<(Option<String>, Value)> = Vec::new();
+    let has = |out: &[(Option<String>, Value)], t: &str| out.iter().any(|(_, d)| d["type"] == t);
+    while !(has(&out, "run:trigger") && (has(&out, "run:complete") || has(&out, "run:fail"))) {
+        out.push(r.event().await.expect("an open stream"));
+    }
+    out
+}
+
 async fn events_until(
     r: &mut SseReader,
     stop: impl Fn(&Value) -> bool,
