@@ -249,11 +249,11 @@ async function runsPage(params) {
       return tr;
     }));
     if (!runs.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No runs.")));
-    pager.replaceChildren(
+    pager.replaceChildren(...[
       h("button", { disabled: state.page === 0, onclick: () => { state.page--; load(); } }, "← Newer"),
       h("span", { class: "muted" }, `page ${state.page + 1}`),
       h("button", { disabled: !more, onclick: () => { state.page++; load(); } }, "Older →"),
-      state.page === 0 ? h("span", { class: "muted" }, "live") : null);
+      state.page === 0 ? h("span", { class: "muted" }, "live") : null].filter(Boolean));
   }
   const refresh = debounce(() => { if (state.page === 0 && !state.search) load(); }, 250);
   const es = () => {
@@ -319,12 +319,12 @@ async function runPage(id) {
     logsBody.replaceChildren(...logs.map(logRow));
     inputBox.replaceChildren(json(r.input));
     outputBox.replaceChildren(r.status === "completed" ? json(r.output) : h("p", { class: "muted" }, r.error ? "–" : "Not yet."));
-    actions.replaceChildren(
+    actions.replaceChildren(...[
       r.isActive ? h("button", { class: "danger", "data-testid": "cancel", onclick: () => act("Cancel", () => post("/cancel" + qs({ runId: id })), load) }, "Cancel") : null,
       r.isTerminal ? h("button", { class: "primary", "data-testid": "retrigger", onclick: () => act("Retry", () => post("/retrigger" + qs({ runId: id })), (res) => { location.hash = "#/run/" + res.runId; }) }, "Retry (retrigger)") : null,
       r.isTerminal ? h("button", { "data-testid": "delete", onclick: async () => {
         if (await confirmAction(`Delete run ${id} with its steps and logs?`)) act("Delete", () => api("DELETE", "/run" + qs({ runId: id })), () => { location.hash = "#/runs"; });
-      } }, "Delete") : null);
+      } }, "Delete") : null].filter(Boolean));
   }
   const logRow = (l) => h("tr", {}, h("td", {}, when(l.createdAt || l.timestamp)), h("td", {}, badge(l.level)), h("td", {}, l.stepName || ""), h("td", {}, l.message));
   const inputBox = h("div", {});
