@@ -22,7 +22,10 @@ done
 URL="$(sed -n 's/^listening on //p' "$LOG")/api"
 [ -n "$URL" ] || { echo "the service did not start"; cat "$LOG"; exit 1; }
 
-schemathesis run "$URL/openapi.json" \
+# In a folder of its own: schemathesis keeps a cache in the working directory.
+WORK="$(mktemp -d)"
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$LOG" "$WORK"' EXIT
+(cd "$WORK" && schemathesis run "$URL/openapi.json" \
   --url "$URL" \
   --header "Authorization: Bearer $TOKEN" \
   --checks not_a_server_error \
@@ -30,7 +33,7 @@ schemathesis run "$URL/openapi.json" \
   --max-examples "$EXAMPLES" \
   --phases examples,coverage,fuzzing \
   --seed 1 \
-  --suppress-health-check all
+  --suppress-health-check all)
 
 # The server is still up and answering.
 kill -0 "$PID"
