@@ -48,11 +48,7 @@ impl TaskJob for SysTask {
     type Event = ();
     type Error = std::io::Error;
 
-    async fn on_event(
-        &self,
-        ctx: &mut TaskContext<u32>,
-        _event: (),
-    ) -> Result<(), std::io::Error> {
+    async fn on_event(&self, ctx: &mut TaskContext<u32>, _event: ()) -> Result<(), std::io::Error> {
         ctx.set_state(0);
         ctx.schedule_in(Duration::from_millis(100));
         Ok(())
@@ -81,10 +77,7 @@ async fn engine() -> (Engine<SysJobs>, EventStream, tempfile::TempDir) {
 }
 
 /// The next committed event matching `want`, within [`PATIENCE`].
-async fn next_event(
-    events: &mut EventStream,
-    want: impl Fn(&JobEvent) -> bool,
-) -> Arc<JobEvent> {
+async fn next_event(events: &mut EventStream, want: impl Fn(&JobEvent) -> bool) -> Arc<JobEvent> {
     let wait = async {
         loop {
             let event = events.next().await.expect("the event stream stays open");
