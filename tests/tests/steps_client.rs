@@ -222,3 +222,46 @@ async fn subscribe_streams_one_runs_events_until_it_completes() {
     ));
     engine.shutdown().await.unwrap();
 }
+
+/// Row `step job get_run, get_runs` of the error table: a stored input that no longer decodes
+/// is `Validation`, not a panic or a silently skipped run.
+#[tokio::test]
+async fn a_stored_input_that_no_longer_decodes_is_a_validation_error() {
+    let (engine, _gate, dir) = engine().await;
+    let doubler = engine.client().step_job::<Doubler>();
+    let done = doubler
+        .trigger_and_wait(work(1), TriggerOptions::new(), WAIT)
+        .await
+        .unwrap();
+    engine.shutdown().await.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("jobs.db")).unwrap();
+    conn.execute(
+        "UPDATE durably_runs SET input = '{\"n\":\"one\"}' WHERE id = ?1",
+        [&done.id],
+    )
+    .unwrap();
+    drop(conn);
+    let engine = Engine::<Doublers>::builder()
+        .sqlite(dir.path().join("jobs.db"))
+        .app(Arc::new(Gate(Semaphore::new(0))))
+        .start()
+        .await
+        .unwrap();
+    let doubler = engine.client().step_job::<Doubler>();
+    for e in [
+        doubler.get_run(&done.id).await.map(drop),
+        doubler.get_runs(Default::default()).await.map(drop),
+    ] {
+        assert!(
+            matches!(
+                e,
+                Err(Error::Validation {
+                    target: durable_jobs::ValidationTarget::Input,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+    }
+    engine.shutdown().await.unwrap();
+}
