@@ -6,7 +6,7 @@
 //! The disk-full and immutable-file tests need root (to mount a tmpfs and to set the immutable
 //! attribute), as CI has; without it they fail with the reason, they do not skip.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use durable_jobs::{Engine, Error};
@@ -151,7 +151,7 @@ async fn a_full_disk_fails_writes_with_storage_and_loses_nothing_acknowledged() 
     engine.shutdown().await.unwrap();
 }
 
-async fn engine_on(db: &PathBuf) -> Engine<TestJobs> {
+async fn engine_on(db: &Path) -> Engine<TestJobs> {
     open(db)
         .await
         .expect("the engine starts once the fault is gone")

@@ -14,16 +14,16 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs every 100 ms and counts.
 #[durable_jobs::continuous(every = "100ms", start_immediately = false, name = "sys-ticker")]
-async fn sys_ticker(ctx: &mut ContinuousContext<u32>) -> Result<(), std::io::Error> {
+async fn ticker(ctx: &mut ContinuousContext<u32>) -> Result<(), std::io::Error> {
     *ctx.state_mut() += 1;
     Ok(())
 }
 
 /// Flushed 100 ms after its first event.
-struct SysBatch;
+struct Batcher;
 
 #[durable_jobs::debounce(flush_after = "100ms", name = "sys-batch")]
-impl DebounceJob for SysBatch {
+impl DebounceJob for Batcher {
     type Event = u32;
     type State = Vec<u32>;
     type Error = std::io::Error;
@@ -40,10 +40,10 @@ impl DebounceJob for SysBatch {
 }
 
 /// Each event schedules `execute` 100 ms later.
-struct SysTask;
+struct Scheduler;
 
 #[durable_jobs::task(name = "sys-task")]
-impl TaskJob for SysTask {
+impl TaskJob for Scheduler {
     type State = u32;
     type Event = ();
     type Error = std::io::Error;
@@ -62,7 +62,7 @@ impl TaskJob for SysTask {
 
 durable_jobs::registry! {
     /// The jobs of these tests.
-    SysJobs { SysTicker, SysBatch, SysTask }
+    SysJobs { Ticker, Batcher, Scheduler }
 }
 
 async fn engine() -> (Engine<SysJobs>, EventStream, tempfile::TempDir) {
@@ -94,7 +94,7 @@ async fn next_event(events: &mut EventStream, want: impl Fn(&JobEvent) -> bool) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continuous_schedule_fires_on_the_system_clock() {
     let (engine, mut events, _dir) = engine().await;
-    let tickers = engine.client().continuous::<SysTicker>();
+    let tickers = engine.client().continuous::<Ticker>();
     let started = Instant::now();
     tickers.start("t", 0).await.unwrap();
     for run in 1..=2 {
@@ -116,7 +116,7 @@ async fn a_continuous_schedule_fires_on_the_system_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debounce_window_closes_on_the_system_clock() {
     let (engine, mut events, _dir) = engine().await;
-    let batches = engine.client().debounce::<SysBatch>();
+    let batches = engine.client().debounce::<Batcher>();
     let started = Instant::now();
     batches.add("b", 1).await.unwrap();
     batches.add("b", 2).await.unwrap();
@@ -141,7 +141,7 @@ async fn a_debounce_window_closes_on_the_system_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_schedule_fires_on_the_system_clock() {
     let (engine, mut events, _dir) = engine().await;
-    let tasks = engine.client().task::<SysTask>();
+    let tasks = engine.client().task::<Scheduler>();
     let started = Instant::now();
     let sent = tasks.send("k", ()).await.unwrap();
     let due = sent.scheduled_at.expect("the event scheduled an execution");
