@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use durable_jobs::prelude::*;
 use durable_jobs::steps::StepError;
@@ -21,6 +22,7 @@ pub struct Witness {
     /// Report each step entered on standard output (the child).
     report: bool,
     entered: Mutex<HashMap<String, u32>>,
+    changed: tokio::sync::Notify,
 }
 
 impl Witness {
@@ -38,13 +40,28 @@ impl Witness {
         self.entered.lock().unwrap().get(step).copied().unwrap_or(0)
     }
 
-    async fn step(&self, name: &'static str) -> Result<String, durable_jobs::BoxError> {
+    /// Waits until this process entered `step` `n` times; false after `patience`.
+    pub async fn until_entered(&self, step: &str, n: u32, patience: Duration) -> bool {
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                if self.entered(step) >= n {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(patience, wait).await.is_ok()
+    }
+
+    async fn step(&self, name: &str) -> Result<String, durable_jobs::BoxError> {
         *self
             .entered
             .lock()
             .unwrap()
             .entry(name.to_owned())
             .or_default() += 1;
+        self.changed.notify_waiters();
         if self.report {
             say(&format!("entered {name}"));
         }
@@ -120,7 +137,101 @@ pub fn tally_instance(n: u64) -> String {
     format!("tally-{}", n % TALLY_CALLERS % TALLY_INSTANCES)
 }
 
+/// Runs every 50 ms (the first run 50 ms after `start`); each run enters `tick` and counts.
+#[durable_jobs::continuous(every = "50ms", start_immediately = false, name = "crash-ticker")]
+pub async fn crash_ticker(
+    ctx: &mut ContinuousContext<u64>,
+    app: &Arc<Witness>,
+) -> Result<(), ProbeError> {
+    app.step("tick")
+        .await
+        .map_err(|e| ProbeError(e.to_string()))?;
+    *ctx.state_mut() += 1;
+    Ok(())
+}
+
+/// Fails its first attempt, then retries after a second; the retry enters `retry`.
+#[durable_jobs::continuous(
+    every = "1h",
+    name = "crash-retrier",
+    retry(max_attempts = 3, backoff = constant("1s"), jitter = false)
+)]
+pub async fn crash_retrier(
+    ctx: &mut ContinuousContext<u64>,
+    app: &Arc<Witness>,
+) -> Result<(), ProbeError> {
+    if ctx.attempt() == 1 {
+        return Err(ProbeError("the first attempt fails".into()));
+    }
+    app.step("retry")
+        .await
+        .map_err(|e| ProbeError(e.to_string()))?;
+    *ctx.state_mut() += 1;
+    Ok(())
+}
+
+/// Flushed 50 ms after its first event; the flush enters `flush-<events>`.
+pub struct CrashBatch;
+
+#[durable_jobs::debounce(flush_after = "50ms", name = "crash-batch")]
+impl DebounceJob<Arc<Witness>> for CrashBatch {
+    type Event = u64;
+    type State = Vec<u64>;
+    type Error = ProbeError;
+
+    fn on_event(&self, state: Option<Vec<u64>>, n: u64, _ctx: &EventContext) -> Vec<u64> {
+        let mut numbers = state.unwrap_or_default();
+        numbers.push(n);
+        numbers
+    }
+
+    async fn execute(
+        &self,
+        ctx: &mut FlushContext<Vec<u64>>,
+        app: &Arc<Witness>,
+    ) -> Result<(), ProbeError> {
+        let name = format!("flush-{}", ctx.state().len());
+        app.step(&name)
+            .await
+            .map_err(|e| ProbeError(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Each event schedules `execute` 50 ms later; `execute` enters `task-execute` and counts.
+pub struct CrashTask;
+
+#[durable_jobs::task(name = "crash-task")]
+impl TaskJob<Arc<Witness>> for CrashTask {
+    type State = u64;
+    type Event = ();
+    type Error = ProbeError;
+
+    async fn on_event(
+        &self,
+        ctx: &mut TaskContext<u64>,
+        _event: (),
+        _app: &Arc<Witness>,
+    ) -> Result<(), ProbeError> {
+        ctx.set_state(ctx.state().copied().unwrap_or(0));
+        ctx.schedule_in(Duration::from_millis(50));
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        ctx: &mut TaskContext<u64>,
+        app: &Arc<Witness>,
+    ) -> Result<(), ProbeError> {
+        app.step("task-execute")
+            .await
+            .map_err(|e| ProbeError(e.to_string()))?;
+        ctx.update_state(|n| *n += 1);
+        Ok(())
+    }
+}
+
 durable_jobs::registry! {
     /// The jobs of the crash tests.
-    pub CrashJobs<Arc<Witness>> { Ledger, Tally }
+    pub CrashJobs<Arc<Witness>> { Ledger, Tally, CrashTicker, CrashRetrier, CrashBatch, CrashTask }
 }

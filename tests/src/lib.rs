@@ -13,6 +13,7 @@ use durable_jobs::{Client, Engine};
 use serde::{Deserialize, Serialize};
 
 pub mod crash;
+pub mod kill;
 
 /// What a handler was called with.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,6 +1,8 @@
 //! Crashes of a real process: a child (`crash_child`) runs jobs on a database file and is
 //! killed with `SIGKILL`; the test then opens the same file and checks that everything the
-//! child's engine acknowledged is there, in both synchronous modes.
+//! child's engine acknowledged is there, in both synchronous modes: inside a step, during a
+//! stream of `add`s, inside a continuous run, a debounce flush and a task `execute` fired by
+//! their alarms, and with a retry pending. (`kill.rs` kills a mixed load at random moments.)
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -10,9 +12,11 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use durable_jobs::steps::RunStatus;
-use durable_jobs::{Engine, Synchronous};
+use durable_jobs::testing::TestClock;
+use durable_jobs::{ContinuousState, Engine, Synchronous};
 use durable_jobs_tests::crash::{
-    tally_instance, CrashJobs, Ledger, Tally, Witness, LEDGER_STEPS, TALLY_CALLERS, TALLY_INSTANCES,
+    tally_instance, CrashBatch, CrashJobs, CrashRetrier, CrashTask, CrashTicker, Ledger, Tally,
+    Witness, LEDGER_STEPS, TALLY_CALLERS, TALLY_INSTANCES,
 };
 
 /// How long a child may take to print its next line (it prints within milliseconds; this only
@@ -87,6 +91,149 @@ async fn reopen(db: &Path, synchronous: Synchronous) -> (Engine<CrashJobs>, Arc<
         .await
         .expect("the file reopens after the crash");
     (engine, witness)
+}
+
+/// An engine on a test clock at 2026-01-01, long before every alarm the child stored: it runs
+/// nothing, so what it reads is what the file holds.
+async fn inspect(db: &Path) -> Engine<CrashJobs> {
+    Engine::<CrashJobs>::builder()
+        .sqlite(db)
+        .clock(TestClock::new())
+        .app(Arc::<Witness>::default())
+        .start()
+        .await
+        .expect("the file opens")
+}
+
+/// Kills the child of `scenario` once it printed `until`; returns every line it printed.
+fn kill_at(db: &Path, scenario: &str, synchronous: Synchronous, until: &str) -> Vec<String> {
+    let mut victim = Victim::spawn(db, scenario, synchronous);
+    let mut lines = Vec::new();
+    while lines.last().map(String::as_str) != Some(until) {
+        lines.push(victim.next_line());
+    }
+    lines.extend(victim.kill());
+    lines
+}
+
+/// Runs the file on the system clock until this process entered `step`, then shuts down
+/// (which waits for that execution to commit).
+async fn run_until_entered(db: &Path, synchronous: Synchronous, step: &str) {
+    let (engine, witness) = reopen(db, synchronous).await;
+    assert!(
+        witness.until_entered(step, 1, PATIENCE).await,
+        "{step} did not run again after the restart"
+    );
+    engine.shutdown().await.unwrap();
+}
+
+/// Killed inside a continuous run fired by its alarm: nothing of the run was committed, and the
+/// alarm, still due, fires again at the next start.
+async fn killed_inside_a_scheduled_run_runs_it_again_at_start(synchronous: Synchronous) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let lines = kill_at(&db, "continuous", synchronous, "entered tick");
+    assert_eq!(lines[0], "acked start Running");
+
+    let engine = inspect(&db).await;
+    let tickers = engine.client().continuous::<CrashTicker>();
+    let status = tickers.status("ticker").await.unwrap();
+    assert_eq!(
+        (status.run_count, status.status),
+        (0, ContinuousState::Running)
+    );
+    assert!(
+        status.next_run_at.is_some(),
+        "the run's alarm is still there"
+    );
+    assert_eq!(tickers.get_state("ticker").await.unwrap(), Some(0));
+    engine.shutdown().await.unwrap();
+
+    run_until_entered(&db, synchronous, "tick").await;
+    let engine = inspect(&db).await;
+    let tickers = engine.client().continuous::<CrashTicker>();
+    let runs = tickers.get_state("ticker").await.unwrap().unwrap();
+    assert!(runs >= 1);
+    assert_eq!(tickers.status("ticker").await.unwrap().run_count, runs);
+    engine.shutdown().await.unwrap();
+}
+
+/// Killed inside a flush fired by its alarm: the batch, all three events, is still there, and
+/// is flushed at the next start.
+async fn killed_inside_a_flush_flushes_the_whole_batch_at_start(synchronous: Synchronous) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let lines = kill_at(&db, "flush", synchronous, "entered flush-3");
+    assert_eq!(lines[..3], ["acked 0", "acked 1", "acked 2"]);
+
+    let engine = inspect(&db).await;
+    let batches = engine.client().debounce::<CrashBatch>();
+    assert_eq!(
+        batches.get_state("batch").await.unwrap(),
+        Some(vec![0, 1, 2])
+    );
+    engine.shutdown().await.unwrap();
+
+    run_until_entered(&db, synchronous, "flush-3").await;
+    let engine = inspect(&db).await;
+    let batches = engine.client().debounce::<CrashBatch>();
+    assert!(batches.status("batch").await.unwrap().is_not_found());
+    engine.shutdown().await.unwrap();
+}
+
+/// Killed inside a task `execute` fired by its schedule: the schedule is still there and fires
+/// at the next start; the execution is counted once.
+async fn killed_inside_a_task_execution_runs_it_again_at_start(synchronous: Synchronous) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let lines = kill_at(&db, "task", synchronous, "entered task-execute");
+    assert_eq!(lines[0], "acked send");
+
+    let engine = inspect(&db).await;
+    let tasks = engine.client().task::<CrashTask>();
+    let status = tasks.status("task").await.unwrap();
+    assert_eq!(status.execute_count, 0);
+    assert!(status.scheduled_at.is_some(), "the schedule is still there");
+    assert_eq!(tasks.get_state("task").await.unwrap(), Some(0));
+    engine.shutdown().await.unwrap();
+
+    run_until_entered(&db, synchronous, "task-execute").await;
+    let engine = inspect(&db).await;
+    let tasks = engine.client().task::<CrashTask>();
+    let status = tasks.status("task").await.unwrap();
+    assert_eq!((status.execute_count, status.scheduled_at), (1, None));
+    assert_eq!(tasks.get_state("task").await.unwrap(), Some(1));
+    engine.shutdown().await.unwrap();
+}
+
+/// Killed with a retry pending: the retry, written with the failure, survives and runs on the
+/// system clock after the restart.
+async fn killed_with_a_retry_pending_retries_after_the_restart(synchronous: Synchronous) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    kill_at(&db, "retry", synchronous, "acked start Retrying");
+
+    let engine = inspect(&db).await;
+    let retrier = engine.client().continuous::<CrashRetrier>();
+    let status = retrier.status("retrier").await.unwrap();
+    assert_eq!(
+        (status.status, status.attempt),
+        (ContinuousState::Retrying, 2)
+    );
+    assert!(status.next_run_at.is_some());
+    assert_eq!(retrier.get_state("retrier").await.unwrap(), Some(0));
+    engine.shutdown().await.unwrap();
+
+    run_until_entered(&db, synchronous, "retry").await;
+    let engine = inspect(&db).await;
+    let retrier = engine.client().continuous::<CrashRetrier>();
+    let status = retrier.status("retrier").await.unwrap();
+    assert_eq!(
+        (status.status, status.run_count),
+        (ContinuousState::Running, 1)
+    );
+    assert_eq!(retrier.get_state("retrier").await.unwrap(), Some(1));
+    engine.shutdown().await.unwrap();
 }
 
 /// The child's run is killed inside step `two`, after step `one` was acknowledged: the run
@@ -187,4 +334,46 @@ async fn a_process_killed_while_adding_keeps_every_acknowledged_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_synchronous_full_a_process_killed_while_adding_keeps_every_acknowledged_event() {
     killed_while_adding_keeps_every_acknowledged_event(Synchronous::Full).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_inside_a_scheduled_continuous_run_runs_it_again_at_start() {
+    killed_inside_a_scheduled_run_runs_it_again_at_start(Synchronous::Normal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_synchronous_full_a_process_killed_inside_a_scheduled_continuous_run_runs_it_again_at_start(
+) {
+    killed_inside_a_scheduled_run_runs_it_again_at_start(Synchronous::Full).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_inside_a_debounce_flush_flushes_the_whole_batch_at_start() {
+    killed_inside_a_flush_flushes_the_whole_batch_at_start(Synchronous::Normal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_synchronous_full_a_process_killed_inside_a_debounce_flush_flushes_the_whole_batch_at_start(
+) {
+    killed_inside_a_flush_flushes_the_whole_batch_at_start(Synchronous::Full).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_inside_a_task_execution_runs_it_again_at_start() {
+    killed_inside_a_task_execution_runs_it_again_at_start(Synchronous::Normal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_synchronous_full_a_process_killed_inside_a_task_execution_runs_it_again_at_start() {
+    killed_inside_a_task_execution_runs_it_again_at_start(Synchronous::Full).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_with_a_retry_pending_retries_after_the_restart() {
+    killed_with_a_retry_pending_retries_after_the_restart(Synchronous::Normal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_synchronous_full_a_process_killed_with_a_retry_pending_retries_after_the_restart() {
+    killed_with_a_retry_pending_retries_after_the_restart(Synchronous::Full).await;
 }

@@ -101,6 +101,12 @@ async fn later_events_do_not_extend_the_window() {
     h.clock.advance(secs(3)).await;
     let second = d.add("c", hook(2)).await.unwrap();
     assert_eq!(second.will_flush_at, first.will_flush_at);
+    // The flush comes at t0 + 5 s with both events, not 5 s after the second.
+    h.clock.advance(secs(2)).await;
+    let calls = h.probe.calls_of("execute");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(Some(calls[0].at), first.will_flush_at);
+    assert_eq!(calls[0].count, 2);
 }
 
 #[tokio::test]

@@ -1,22 +1,36 @@
 //! Per-instance serialisation: an action waits behind a running execution of the same
-//! instance; other instances and read-only queries do not wait.
+//! instance (an `add` behind a flush, a `trigger` behind a scheduled run, a `send` behind an
+//! `execute`); other instances and read-only queries do not wait; alarm executions run at most
+//! `max_concurrent_executions` at once. Every wait is bounded: a regression fails, it does not
+//! hang.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use durable_jobs::prelude::*;
+use durable_jobs::testing::TestClock;
 use durable_jobs::{Engine, JobSet, Registered, Registry};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+
+/// How long a test waits for something the engine does in microseconds; only bounds a
+/// regression, which then fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 struct Gate {
     log: Mutex<Vec<String>>,
+    logged: Notify,
     open: Semaphore,
+    /// Executions inside the gate now, and the most seen at once.
+    inside: Mutex<(usize, usize)>,
 }
 
 impl Default for Gate {
     fn default() -> Self {
         Gate {
             log: Mutex::default(),
+            logged: Notify::new(),
             open: Semaphore::new(0),
+            inside: Mutex::default(),
         }
     }
 }
@@ -24,6 +38,30 @@ impl Default for Gate {
 impl Gate {
     fn log(&self, s: impl Into<String>) {
         self.log.lock().unwrap().push(s.into());
+        self.logged.notify_waiters();
+    }
+
+    fn position(&self, line: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("{line:?} not in {log:?}"))
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    /// Waits at the gate, counting who is inside.
+    async fn pass(&self) {
+        {
+            let mut inside = self.inside.lock().unwrap();
+            inside.0 += 1;
+            inside.1 = inside.1.max(inside.0);
+        }
+        self.open.acquire().await.expect("semaphore open").forget();
+        self.inside.lock().unwrap().0 -= 1;
     }
 }
 
@@ -53,7 +91,7 @@ impl TaskJob<Arc<Gate>> for Slow {
         app: &Arc<Gate>,
     ) -> Result<(), Self::Error> {
         app.log(format!("execute begins on {}", ctx.id()));
-        app.open.acquire().await.expect("semaphore open").forget();
+        app.pass().await;
         app.log(format!("execute ends on {}", ctx.id()));
         ctx.set_state(100);
         Ok(())
@@ -68,10 +106,27 @@ impl Registry for GateJobs {
     }
 }
 
-async fn until_logged(gate: &Gate, line: &str) {
-    while !gate.log.lock().unwrap().iter().any(|l| l == line) {
-        tokio::task::yield_now().await;
+/// Waits until `n` lines starting with `prefix` are logged, at most [`PATIENCE`].
+async fn until_logged_n(gate: &Gate, prefix: &str, n: usize) {
+    let wait = async {
+        loop {
+            let logged = gate.logged.notified();
+            if gate.count(prefix) >= n {
+                return;
+            }
+            logged.await;
+        }
+    };
+    if tokio::time::timeout(PATIENCE, wait).await.is_err() {
+        panic!(
+            "{n} x {prefix:?} not logged in {PATIENCE:?}: {:?}",
+            gate.log.lock().unwrap()
+        );
     }
+}
+
+async fn until_logged(gate: &Gate, line: &str) {
+    until_logged_n(gate, line, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,22 +220,26 @@ async fn shutdown_waits_for_running_executions() {
     let trigger = tokio::spawn(async move { c.task::<Slow>().trigger("a").await });
     until_logged(&gate, "execute begins on a").await;
     let e = engine.clone();
-    let shutdown = tokio::spawn(async move { e.shutdown().await });
+    let g = gate.clone();
+    let shutdown = tokio::spawn(async move {
+        let done = e.shutdown().await;
+        g.log("shutdown returns");
+        done
+    });
     // Once shutdown has begun, new work is refused ...
-    while client.task::<Slow>().send("z", "late".into()).await.is_ok() {
-        tokio::task::yield_now().await;
-    }
-    // ... while the running execution is waited for.
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
-    assert!(
-        !shutdown.is_finished(),
-        "shutdown waits for the running execution"
-    );
+    let refused = async {
+        while client.task::<Slow>().send("z", "late".into()).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, refused)
+        .await
+        .expect("new work is refused once shutdown has begun");
+    // ... while the running execution is waited for: shutdown returns only after it ends.
     gate.open.add_permits(1);
     trigger.await.unwrap().unwrap();
     shutdown.await.unwrap().unwrap();
+    assert!(gate.position("execute ends on a") < gate.position("shutdown returns"));
 }
 
 /// A continuous job that waits at the gate on every run.
@@ -203,9 +262,41 @@ impl ContinuousJob<Arc<Gate>> for Gated {
         app: &Arc<Gate>,
     ) -> Result<(), Self::Error> {
         app.log(format!("run begins on {}", ctx.id()));
-        app.open.acquire().await.expect("semaphore open").forget();
+        app.pass().await;
         let runs = *ctx.state() + 1;
         ctx.set_state(runs);
+        app.log(format!("run {runs} ends on {}", ctx.id()));
+        Ok(())
+    }
+}
+
+/// A debounce job whose flush waits at the gate; flushed 5 s after its first event.
+struct GatedBatch;
+impl Job for GatedBatch {
+    const NAME: &'static str = "gated-batch";
+    const KIND: JobKind = JobKind::Debounce;
+}
+impl Registered<GatedJobs> for GatedBatch {}
+impl DebounceJob<Arc<Gate>> for GatedBatch {
+    type Event = u32;
+    type State = Vec<u32>;
+    type Error = std::convert::Infallible;
+    fn config(&self) -> DebounceConfig {
+        DebounceConfig::new(Duration::from_secs(5))
+    }
+    fn on_event(&self, state: Option<Vec<u32>>, event: u32, _ctx: &EventContext) -> Vec<u32> {
+        let mut batch = state.unwrap_or_default();
+        batch.push(event);
+        batch
+    }
+    async fn execute(
+        &self,
+        ctx: &mut FlushContext<Vec<u32>>,
+        app: &Arc<Gate>,
+    ) -> Result<(), Self::Error> {
+        app.log(format!("flush of {:?} begins", ctx.state()));
+        app.pass().await;
+        app.log(format!("flush of {:?} ends", ctx.state()));
         Ok(())
     }
 }
@@ -215,7 +306,122 @@ impl Registry for GatedJobs {
     type App = Arc<Gate>;
     fn register(jobs: &mut JobSet<Arc<Gate>>) {
         jobs.continuous(Gated);
+        jobs.debounce(GatedBatch);
     }
+}
+
+/// An engine of the gated jobs on a test clock, at most `max` alarm executions at once.
+async fn gated_engine(max: Option<usize>) -> (Engine<GatedJobs>, TestClock, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let clock = TestClock::new();
+    let mut builder = Engine::<GatedJobs>::builder()
+        .in_memory()
+        .clock(clock.clone());
+    if let Some(max) = max {
+        builder = builder.max_concurrent_executions(max);
+    }
+    let engine = builder.app(gate.clone()).start().await.unwrap();
+    (engine, clock, gate)
+}
+
+/// Lets the other tasks run for a while: long enough for an action that does not wait to get
+/// through, never needed for a correct engine (the assertions after it hold either way).
+async fn let_others_run() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_during_a_flush_waits_for_its_commit_then_starts_a_new_batch() {
+    let (engine, clock, gate) = gated_engine(None).await;
+    let batches = engine.client().debounce::<GatedBatch>();
+    assert!(batches.add("a", 1).await.unwrap().created);
+    let advance = tokio::spawn({
+        let clock = clock.clone();
+        async move { clock.advance(Duration::from_secs(5)).await }
+    });
+    until_logged(&gate, "flush of [1] begins").await;
+    let during = tokio::spawn({
+        let batches = engine.client().debounce::<GatedBatch>();
+        async move { batches.add("a", 2).await }
+    });
+    let_others_run().await;
+    assert!(!during.is_finished(), "the add waits for the flush");
+    gate.open.add_permits(1);
+    let added = tokio::time::timeout(PATIENCE, during)
+        .await
+        .expect("the add goes on once the flush committed")
+        .unwrap()
+        .unwrap();
+    advance.await.unwrap();
+    // The flushed batch did not take the event; the add started a new batch.
+    assert!(added.created, "{added:?}");
+    assert_eq!(added.event_count, 1);
+    assert_eq!(batches.get_state("a").await.unwrap(), Some(vec![2]));
+    assert_eq!(gate.count("flush of [1] ends"), 1);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_during_a_scheduled_run_waits_for_it_then_runs_again() {
+    let (engine, clock, gate) = gated_engine(None).await;
+    let gated = engine.client().continuous::<Gated>();
+    gated.start("a", 0).await.unwrap();
+    let advance = tokio::spawn({
+        let clock = clock.clone();
+        async move { clock.advance(Duration::from_millis(20)).await }
+    });
+    until_logged(&gate, "run begins on a").await;
+    let trigger = tokio::spawn({
+        let gated = engine.client().continuous::<Gated>();
+        async move { gated.trigger("a").await }
+    });
+    let_others_run().await;
+    assert_eq!(gate.count("run begins"), 1, "the trigger's run waits");
+    gate.open.add_permits(1);
+    until_logged_n(&gate, "run begins", 2).await;
+    gate.open.add_permits(1);
+    tokio::time::timeout(PATIENCE, trigger)
+        .await
+        .expect("the trigger's run ends")
+        .unwrap()
+        .unwrap();
+    advance.await.unwrap();
+    // One after the other, the second on the first's committed state.
+    assert!(gate.position("run 1 ends on a") < gate.position("run 2 ends on a"));
+    assert_eq!(gate.inside.lock().unwrap().1, 1, "never two runs at once");
+    assert_eq!(gated.get_state("a").await.unwrap(), Some(2));
+    assert_eq!(gated.status("a").await.unwrap().run_count, 2);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_executions_run_at_most_max_concurrent_executions_at_once() {
+    let (engine, clock, gate) = gated_engine(Some(2)).await;
+    let gated = engine.client().continuous::<Gated>();
+    for id in ["a", "b", "c", "d"] {
+        gated.start(id, 0).await.unwrap();
+    }
+    // Four runs fall due at once.
+    let advance = tokio::spawn({
+        let clock = clock.clone();
+        async move { clock.advance(Duration::from_millis(20)).await }
+    });
+    until_logged_n(&gate, "run begins", 2).await;
+    let_others_run().await;
+    assert_eq!(gate.count("run begins"), 2, "two at once, the others wait");
+    // Each run that ends lets one more begin.
+    gate.open.add_permits(1);
+    until_logged_n(&gate, "run begins", 3).await;
+    gate.open.add_permits(3);
+    tokio::time::timeout(PATIENCE, advance)
+        .await
+        .expect("every run ends")
+        .unwrap();
+    assert_eq!(gate.count("run 1 ends"), 4);
+    assert_eq!(gate.inside.lock().unwrap().1, 2, "at most two at once");
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +429,7 @@ async fn a_running_alarm_shows_no_next_time_and_costs_one_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let gate = Arc::new(Gate::default());
-    let clock = durable_jobs::testing::TestClock::new();
+    let clock = TestClock::new();
     let engine = Engine::<GatedJobs>::builder()
         .sqlite(&path)
         .clock(clock.clone())

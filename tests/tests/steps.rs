@@ -1,5 +1,6 @@
-//! Step jobs through the public client and the `#[step_job]` macro, including a worker killed
-//! mid-run: the run resumes after its last completed step when the file is reopened.
+//! Step jobs through the public client and the `#[step_job]` macro, including an engine dropped
+//! mid-run without a shutdown: the run resumes after its last completed step when the file is
+//! reopened. (Real `SIGKILL`s of a child process are in `crash.rs` and `kill.rs`.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,7 +141,7 @@ async fn trigger_and_wait_returns_the_typed_output() {
 }
 
 #[tokio::test]
-async fn a_failed_run_reports_the_step_error_and_retrigger_resumes_nothing_twice() {
+async fn a_failed_run_reports_the_step_error_and_retrigger_runs_it_afresh_once() {
     let app = Arc::new(Steps::default());
     app.fail_once.store(true, Ordering::SeqCst);
     let engine = StepTests::builder()
@@ -172,6 +173,35 @@ async fn a_failed_run_reports_the_step_error_and_retrigger_resumes_nothing_twice
             app.calls("sync-c")
         ),
         (1, 1, 0)
+    );
+    let Error::Execution { instance, .. } = &err else {
+        unreachable!()
+    };
+    let failed = instance.id().to_owned();
+    // A retrigger is a new run of the same input: it runs each step once, from the start, and
+    // leaves the failed run as it was.
+    let again = jobs.retrigger(&failed).await.unwrap();
+    assert_ne!(again.id, failed);
+    assert_eq!(again.status, RunStatus::Pending);
+    let done = jobs.wait_for_run(&again.id, Some(WAIT)).await.unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(
+        done.output.unwrap().results,
+        vec!["o", "sync-a-done", "sync-b-done", "sync-c-done"]
+    );
+    assert_eq!(
+        (
+            app.calls("fetch-users"),
+            app.calls("sync-a"),
+            app.calls("sync-b"),
+            app.calls("sync-c")
+        ),
+        (2, 2, 2, 1),
+        "each run ran each step once"
+    );
+    assert_eq!(
+        jobs.get_run(&failed).await.unwrap().unwrap().status,
+        RunStatus::Failed
     );
     engine.shutdown().await.unwrap();
 }
@@ -260,7 +290,7 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
         .unwrap()
         != "sync-b"
     {}
-    // Kill the worker: no graceful stop, the step in flight never finishes.
+    // Drop the engine: no graceful stop, the step in flight never finishes.
     drop(engine);
 
     *app.hold.lock().unwrap() = None;

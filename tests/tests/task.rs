@@ -286,7 +286,17 @@ async fn a_failing_first_event_creates_nothing() {
     let h = Harness::start().await;
     let t = h.client.task::<Orders>();
     h.probe.fail_next(1, "nope");
-    assert!(t.send("o", OrderEvent::Add { amount: 3 }).await.is_err());
+    let sent = t.send("o", OrderEvent::Add { amount: 3 }).await;
+    assert!(
+        matches!(
+            sent,
+            Err(durable_jobs::Error::Execution {
+                operation: durable_jobs::Operation::Send,
+                ..
+            })
+        ),
+        "{sent:?}"
+    );
     assert!(t.status("o").await.unwrap().is_not_found());
 }
 

@@ -74,11 +74,21 @@ async fn a_failure_emits_exactly_one_failed_event_with_the_real_message() {
     let h = Harness::start().await;
     let mut events = h.engine.events();
     h.probe.fail_next(1, "upstream said 503");
-    let _ = h
+    let started = h
         .client
         .continuous::<Refresher>()
         .start("u", count(3))
         .await;
+    assert!(
+        matches!(
+            started,
+            Err(durable_jobs::Error::Execution {
+                operation: durable_jobs::Operation::Start,
+                ..
+            })
+        ),
+        "{started:?}"
+    );
     let failed: Vec<Value> = events
         .drain()
         .iter()

@@ -97,20 +97,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_locker_waits_and_keeps_the_entry() {
-        let locks = Arc::new(KeyedLocks::new());
+        let locks = KeyedLocks::new();
         let key = InstanceKey::new(JobKind::Task, "t", "1");
+        let other = InstanceKey::new(JobKind::Task, "t", "2");
         let first = locks.lock(&key).await;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let l2 = locks.clone();
-        let k2 = key.clone();
-        let waiter = tokio::spawn(async move {
-            let _g = l2.lock(&k2).await;
-            tx.send(()).ok();
-        });
-        tokio::task::yield_now().await;
+        let mut second = Box::pin(locks.lock(&key));
+        // Polled once: it must not get the lock while `first` holds it.
+        tokio::select! {
+            biased;
+            _ = &mut second => panic!("the second locker got the lock while the first held it"),
+            () = std::future::ready(()) => {}
+        }
+        // Another instance is not blocked meanwhile.
+        drop(locks.lock(&other).await);
+        assert_eq!(
+            locks.len(),
+            1,
+            "one entry, shared by the holder and the waiter"
+        );
         drop(first);
-        rx.await.unwrap();
-        waiter.await.unwrap();
+        // The waiter keeps the entry alive after the first guard is gone ...
+        assert_eq!(locks.len(), 1);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(10), second)
+            .await
+            .expect("the waiter gets the lock once the first guard is dropped");
+        assert_eq!(locks.len(), 1);
+        // ... and the entry goes with the last guard.
+        drop(second);
         assert_eq!(locks.len(), 0);
     }
 }

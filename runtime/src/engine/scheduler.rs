@@ -108,6 +108,9 @@ impl Scheduler {
         self.stopped.store(true, Ordering::SeqCst);
         self.wake.notify_one();
         self.busy.notify_one();
+        // Wakes every settle waiting, which returns now: the loop may be aborted before it
+        // publishes its last status.
+        self.status.send_modify(|_| {});
     }
 
     fn is_stopped(&self) -> bool {
@@ -128,7 +131,10 @@ impl Scheduler {
         let requested = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         self.wake.notify_one();
         let mut rx = self.status.subscribe();
-        let _ = rx.wait_for(|s| s.served >= requested && s.idle).await;
+        // A stopped scheduler runs nothing more, so there is nothing to wait for.
+        let _ = rx
+            .wait_for(|s| (s.served >= requested && s.idle) || self.is_stopped())
+            .await;
     }
 }
 
@@ -398,5 +404,16 @@ mod tests {
         assert!(woken.as_mut().poll(&mut cx).is_pending());
         scheduler.alarm_written(Timestamp::from_millis(500));
         assert!(woken.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_settle_returns_once_the_scheduler_is_stopped() {
+        // No loop runs: as after a shutdown that aborted it before its last status.
+        let scheduler = Scheduler::new(4);
+        let mut settle = pin!(scheduler.settle());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(settle.as_mut().poll(&mut cx).is_pending());
+        scheduler.stop();
+        assert!(settle.as_mut().poll(&mut cx).is_ready());
     }
 }

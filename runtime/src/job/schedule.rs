@@ -110,13 +110,16 @@ impl CronSchedule {
         self.zone.name()
     }
 
-    /// The next matching time strictly after `now`.
+    /// The next matching time strictly after `now`; `None` past the last one the calendar
+    /// holds.
     pub fn next_after(&self, now: Timestamp) -> Option<Timestamp> {
         let local = now.to_chrono().with_timezone(&self.zone);
         self.cron
             .find_next_occurrence(&local, false)
             .ok()
             .map(|next| Timestamp::from_chrono(&next))
+            // A time beyond the calendar's range reads as its start: never a next run.
+            .filter(|next| *next > now)
     }
 }
 
@@ -149,6 +152,12 @@ mod tests {
         let now = at("2026-01-01T04:30:00Z");
         let s = Schedule::cron("30 4 * * *", None).unwrap();
         assert_eq!(s.next_after(now), Some(at("2026-01-02T04:30:00Z")));
+    }
+
+    #[test]
+    fn a_time_beyond_the_calendar_has_no_next_run() {
+        let s = Schedule::cron("*/5 * * * * *", None).unwrap();
+        assert_eq!(s.next_after(Timestamp::from_millis(i64::MAX)), None);
     }
 
     #[test]

@@ -967,35 +967,61 @@ mod tests {
         assert_eq!(store.scan_alarms(ms(900), 10).await.unwrap().next, None);
     }
 
-    #[tokio::test]
-    async fn alarm_queries_only_walk_the_alarm_index() {
+    /// The SQL of every statement `f` runs on a connection to the store's file, as the store
+    /// wrote it (parameters unbound).
+    fn statements_run_by(
+        dir: &tempfile::TempDir,
+        f: impl FnOnce(&Connection) -> Result<(), StoreError>,
+    ) -> (Connection, Vec<String>) {
+        drop(file_store(dir));
+        let mut conn = Connection::open(dir.path().join("jobs.db")).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        conn.trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+            Some(move |e: rusqlite::trace::TraceEvent<'_>| {
+                if let rusqlite::trace::TraceEvent::Stmt(stmt, _) = e {
+                    sink.lock().unwrap().push(stmt.sql().into_owned());
+                }
+            }),
+        )
+        .unwrap();
+        f(&conn).unwrap();
+        conn.trace_v2(
+            rusqlite::trace::TraceEventCodes::empty(),
+            None::<fn(rusqlite::trace::TraceEvent<'_>)>,
+        )
+        .unwrap();
+        let statements = seen.lock().unwrap().clone();
+        assert!(!statements.is_empty(), "the function ran no statement");
+        (conn, statements)
+    }
+
+    /// The query plan of `sql`, its steps joined by `; `.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut rows = stmt.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps.join("; ")
+    }
+
+    #[test]
+    fn alarm_queries_only_walk_the_alarm_index() {
         let dir = tempfile::tempdir().unwrap();
-        let store = file_store(&dir);
-        let plans = store
-            .read(|conn| {
-                let plan = |sql: &str| -> rusqlite::Result<String> {
-                    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                    let mut rows = stmt.raw_query();
-                    let mut steps = Vec::new();
-                    while let Some(row) = rows.next()? {
-                        steps.push(row.get::<_, String>(3)?);
-                    }
-                    Ok(steps.join("; "))
-                };
-                let due = plan(
-                    "SELECT kind, job, id, alarm_at FROM instances
-                      WHERE alarm_at IS NOT NULL AND alarm_at <= ?1 ORDER BY alarm_at LIMIT ?2",
-                )
-                .context("plan")?;
-                let next = plan("SELECT MIN(alarm_at) FROM instances WHERE alarm_at IS NOT NULL AND alarm_at > ?1")
-                    .context("plan")?;
-                Ok((due, next))
-            })
-            .await
-            .unwrap();
-        for plan in [plans.0, plans.1] {
-            assert!(plan.contains("COVERING INDEX instances_alarm_at"), "{plan}");
-            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        // Both of the scan's statements, as `scan_alarms` runs them.
+        let (conn, statements) =
+            statements_run_by(&dir, |conn| scan_alarms(conn, ms(0), 10).map(drop));
+        assert_eq!(statements.len(), 2, "{statements:?}");
+        for sql in &statements {
+            let plan = plan(&conn, sql);
+            assert!(
+                plan.contains("COVERING INDEX instances_alarm_at"),
+                "{sql}: {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
         }
     }
 
@@ -1078,20 +1104,12 @@ mod tests {
     #[test]
     fn releasing_leases_only_walks_leased_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let store = file_store(&dir);
-        drop(store);
-        let conn = Connection::open(dir.path().join("jobs.db")).unwrap();
-        let plan: Vec<String> = conn
-            .prepare("EXPLAIN QUERY PLAN UPDATE instances SET lease_owner = NULL WHERE lease_owner IS NOT NULL")
-            .unwrap()
-            .query_map([], |row| row.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert!(
-            plan.iter().any(|p| p.contains("instances_leased")),
-            "{plan:?}"
-        );
+        let (conn, statements) =
+            statements_run_by(&dir, |conn| release_all_leases(conn, ms(0)).map(drop));
+        for sql in &statements {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains("instances_leased"), "{sql}: {plan}");
+        }
     }
 
     fn instance(kind: JobKind, job: &str, id: &str) -> InstanceRecord {

@@ -93,6 +93,31 @@ CREATE TABLE outbox (
 );
 ";
 
+/// Refuses a file that holds another application's tables, before anything is written to it
+/// (switching it to WAL mode alone would change its header). A database is this engine's when
+/// it is empty or has both `schema_migrations` and `instances`.
+///
+/// # Errors
+///
+/// [`StoreError::Database`] for a foreign database, or a file that is not a database.
+pub(crate) fn check_ownership(conn: &Connection) -> Result<(), StoreError> {
+    let (tables, ours): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE name IN ('schema_migrations', 'instances'))
+               FROM sqlite_master WHERE type = 'table'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .context("reading the schema")?;
+    if tables > 0 && ours < 2 {
+        return Err(database_error(
+            "the file is another application's database (it has tables, but not durable-jobs' \
+             schema_migrations and instances); refusing to change it",
+        ));
+    }
+    Ok(())
+}
+
 /// Applies the migrations of `migrations` that `conn`'s database lacks, in one transaction.
 ///
 /// # Errors

@@ -223,6 +223,7 @@ impl SqliteStore {
             }
             None => Connection::open_in_memory().context("opening an in-memory database")?,
         };
+        migrations::check_ownership(&conn)?;
         configure_writer(&conn, &options)?;
         migrations::apply(&mut conn, migrations::MIGRATIONS, Timestamp::now_system())?;
         let checkpointer = match &options.path {

@@ -346,12 +346,39 @@ fn claim_leases_fifo_and_keeps_started_at_on_reclaim() {
 #[test]
 fn simultaneous_claims_have_one_winner() {
     let (dir, c) = db();
-    add(&c, new_run("a", "job"), T0);
-    let other = Connection::open(dir.path().join("runs.db")).expect("open");
-    other.busy_timeout(Duration::from_secs(5)).expect("busy");
-    let a = claim(&c, "w1", T0, T0 + LEASE, 5).expect("claim").runs;
-    let b = claim(&other, "w2", T0, T0 + LEASE, 5).expect("claim").runs;
-    assert_eq!(a.len() + b.len(), 1);
+    for i in 0..200 {
+        add(&c, new_run(&format!("r{i:03}"), "job"), T0);
+    }
+    drop(c);
+    // Two workers on two connections claim at the same moment, round after round, until no
+    // run is left: every run has exactly one winner.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let claimer = |owner: &'static str| {
+        let path = dir.path().join("runs.db");
+        let start = start.clone();
+        std::thread::spawn(move || {
+            let conn = Connection::open(path).expect("open");
+            conn.busy_timeout(Duration::from_secs(30)).expect("busy");
+            let mut won = Vec::new();
+            // Enough rounds for one worker to take every run alone; both always run them
+            // all, so neither waits at the barrier for a worker that has stopped.
+            for _ in 0..70 {
+                start.wait();
+                let runs = claim(&conn, owner, T0, T0 + LEASE, 3).expect("claim").runs;
+                won.extend(runs.into_iter().map(|r| r.id));
+            }
+            won
+        })
+    };
+    let (a, b) = (claimer("w1"), claimer("w2"));
+    let (a, b) = (a.join().expect("w1"), b.join().expect("w2"));
+    let mut all: Vec<&String> = a.iter().chain(&b).collect();
+    all.sort();
+    let claimed = all.len();
+    all.dedup();
+    assert_eq!(all.len(), claimed, "a run was claimed by both workers");
+    assert_eq!(claimed, 200);
+    assert!(!a.is_empty() && !b.is_empty(), "both workers won some runs");
 }
 
 #[test]
@@ -958,19 +985,36 @@ fn schema_is_idempotent_and_has_the_named_indexes() {
 
 #[test]
 fn the_claim_query_is_not_re_prepared_on_every_claim() {
-    let (_d, c) = db();
-    for i in 0..50 {
+    let (_d, mut c) = db();
+    // Enough runs that every claim below is full and takes the same path.
+    for i in 0..100 {
         add(&c, new_run(&format!("r{i:03}"), "job"), T0);
     }
-    // A schema change makes every cached statement re-prepare once.
-    c.execute_batch("CREATE TABLE bump (x); DROP TABLE bump;")
-        .expect("bump");
-    for k in 0..10u64 {
+    // SQLite calls the authorizer whenever it compiles a statement, so it counts every prepare
+    // and re-prepare the claim makes, whatever SQL it uses. Setting it also expires every
+    // cached statement, which makes each re-prepare once, as a schema change would.
+    let compiled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = compiled.clone();
+    c.authorizer(Some(move |_: rusqlite::hooks::AuthContext<'_>| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        rusqlite::hooks::Authorization::Allow
+    }))
+    .expect("authorizer");
+    for k in 0..3u64 {
         let now = T0 + Duration::from_millis(k);
         claim(&c, "w", now, now + LEASE, 5).expect("claim");
     }
-    let st = c.prepare_cached(&claim_pending_sql()).expect("cached");
-    assert!(st.get_status(rusqlite::StatementStatus::RePrepare) <= 1);
+    let warm = compiled.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(warm > 0, "the warm-up claims compiled their statements");
+    for k in 3..13u64 {
+        let now = T0 + Duration::from_millis(k);
+        claim(&c, "w", now, now + LEASE, 5).expect("claim");
+    }
+    assert_eq!(
+        compiled.load(std::sync::atomic::Ordering::SeqCst),
+        warm,
+        "a claim compiled a statement again"
+    );
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! The process the kill harness kills:
+//! `kill_child <db> <normal|full> <incarnation> <seed> <resend-file>`.
+//!
+//! It starts an engine on `<db>`, first re-issues the operations listed in `<resend-file>` (the
+//! ones the parent saw issued but not acknowledged before the last kill, with the same event ids
+//! and idempotency keys), then runs a mixed load of all four job kinds without end. Every call
+//! is printed as `issue ...` before it is made and as `ack ...` (or `dup`, `refused`,
+//! `notfound`) once the engine answered; the jobs print what their code does (see
+//! `durable_jobs_tests::kill`). An answer the harness does not expect is printed as
+//! `unexpected ...`, which fails the test. It never exits by itself.
+
+use durable_jobs::{Engine, Synchronous};
+use durable_jobs_tests::kill::{
+    add, poke, resend, say, send, trigger, KillJobs, KillTicker, Reporter, Rng, TaskOp, Ticks,
+    TASKS, TICKERS,
+};
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [db, sync, incarnation, seed, resend_file] = args.as_slice() else {
+        eprintln!("usage: kill_child <db> <normal|full> <incarnation> <seed> <resend-file>");
+        std::process::exit(2);
+    };
+    let synchronous = match sync.as_str() {
+        "full" => Synchronous::Full,
+        _ => Synchronous::Normal,
+    };
+    let incarnation: u64 = incarnation.parse().expect("incarnation is a number");
+    let seed: u64 = seed.parse().expect("seed is a number");
+    let resends = std::fs::read_to_string(resend_file).unwrap_or_default();
+
+    let engine = Engine::<KillJobs>::builder()
+        .sqlite(db)
+        .synchronous(synchronous)
+        .app(Reporter::stdout())
+        .start()
+        .await;
+    let engine = match engine {
+        Ok(engine) => engine,
+        Err(e) => {
+            say(&format!("unexpected engine-start {e}"));
+            std::process::exit(3);
+        }
+    };
+    say(&format!("ready {incarnation}"));
+    let client = engine.client();
+    let out = Reporter::stdout();
+    resend(&client, &out, &resends).await;
+
+    for t in 0..TICKERS {
+        let inst = format!("c{t}");
+        match client
+            .continuous::<KillTicker>()
+            .start(&inst, Ticks::default())
+            .await
+        {
+            Ok(r) => say(&format!("ack start {inst} {}", r.created)),
+            Err(e) => say(&format!("unexpected start {inst} {e}")),
+        }
+    }
+
+    let mut workers = Vec::new();
+    for worker in 0..6u64 {
+        let client = client.clone();
+        let out = out.clone();
+        let mut rng = Rng::new(seed ^ (worker + 1).wrapping_mul(0x9E37_79B9));
+        workers.push(tokio::spawn(async move {
+            for seq in 0u64.. {
+                let op = format!("{incarnation}.{worker}.{seq}");
+                match worker {
+                    0 => {
+                        let fail = match rng.below(10) {
+                            0 => 2,
+                            1 | 2 => 1,
+                            _ => 0,
+                        };
+                        trigger(&client, &out, &op, fail).await;
+                    }
+                    1 | 2 => {
+                        let n = incarnation * 10_000_000 + worker * 1_000_000 + seq;
+                        add(&client, &out, n).await;
+                    }
+                    3 | 4 => {
+                        let inst = format!("t{}", rng.below(TASKS));
+                        let event = TaskOp {
+                            op,
+                            schedule_ms: if rng.below(3) == 0 { 30 } else { 0 },
+                            fail: rng.below(8) == 0,
+                        };
+                        send(&client, &out, &inst, event).await;
+                    }
+                    _ => {
+                        poke(&client, &out, &mut rng).await;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+}
