@@ -73,7 +73,8 @@ pub enum Error {
         message: String,
     },
 
-    /// User code (`execute`, `on_event`, ...) failed; the user's error is the source.
+    /// User code (`execute`, `on_event`, ...) failed; the user's error is the source, or a
+    /// [`Panicked`] when the code panicked.
     #[error("{operation} of {instance} failed: {source}")]
     Execution {
         /// The instance whose code failed.
@@ -142,6 +143,78 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// User code panicked: the source of the [`Error::Execution`] (or of a failed step, a failed
+/// step-job run) that the panic became.
+///
+/// A panic in a handler is caught and handled as if the handler had returned an error: the
+/// caller gets [`Error::Execution`] with a `Panicked` source, the failure is counted, reported
+/// as `job.failed` and retried per the job's policy, and nothing the failed execution changed
+/// is committed. Match on it with `source.downcast_ref::<Panicked>()`.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::{Error, Panicked};
+///
+/// fn panicked(error: &Error) -> Option<&str> {
+///     match error {
+///         Error::Execution { source, .. } => source.downcast_ref::<Panicked>().map(Panicked::message),
+///         _ => None,
+///     }
+/// }
+/// # let _ = panicked;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("panicked: {message}")]
+pub struct Panicked {
+    message: String,
+}
+
+impl Panicked {
+    /// The panic's message (`panic!("...")`'s text), or a placeholder when the panic carried
+    /// something other than a string.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Reads the message out of a panic's payload.
+    pub(crate) fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic without a message".to_owned()
+        };
+        Panicked { message }
+    }
+}
+
+/// Polls `fut` to its end, turning a panic inside it into [`Panicked`] instead of unwinding into
+/// the caller. The future is not polled again after it panicked.
+pub(crate) async fn catch_panic<F: std::future::Future>(fut: F) -> Result<F::Output, Panicked> {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::task::Poll;
+
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        // Unwind safety: after a panic the future is dropped unpolled, and what it borrowed is
+        // only read again by code that treats the execution as failed.
+        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(Panicked::from_payload(payload.as_ref()))),
+        }
+    })
+    .await
+}
+
+/// As [`catch_panic`], for synchronous user code.
+pub(crate) fn catch_panic_sync<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| Panicked::from_payload(payload.as_ref()))
 }
 
 /// The operations named in errors.

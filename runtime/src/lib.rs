@@ -310,7 +310,7 @@ pub use engine::{
     Engine, EngineBuilder, FlushOutcome, FlushResult, JobSet, Limits, NoApp, Registry, SendResult,
     StartResult, TaskState, TaskStatus, TaskTriggerResult, TerminateResult, TriggerResult, WithApp,
 };
-pub use error::{BoxError, Error, Operation, Result, ValidationTarget};
+pub use error::{BoxError, Error, Operation, Panicked, Result, ValidationTarget};
 pub use id::{InstanceKey, JobKind, MAX_ID_BYTES};
 pub use job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
 pub use job::debounce::{DebounceConfig, DebounceJob, EventContext, FlushContext, FlushReason};

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::erased::{ContinuousHandler, Input, RunMeta};
+use super::erased::{ContinuousHandler, Input, RunMeta, RunOutcome};
 use super::{execution_error, state_json, Events, Failure, Handler, Inner};
 use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
@@ -304,7 +304,12 @@ impl<A: Send + Sync + 'static> Inner<A> {
         };
         let outcome = self
             .user_code(&key, op, h.run(&state, meta, &self.app))
-            .await;
+            .await
+            .unwrap_or_else(|panicked| RunOutcome {
+                result: Err(panicked.into()),
+                state: None,
+                terminate: None,
+            });
         let now = self.clock.now();
         let duration_ms = now.saturating_duration_since(started).as_millis() as u64;
         if let Some(reason) = outcome.terminate {

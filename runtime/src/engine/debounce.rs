@@ -184,7 +184,24 @@ impl<A: Send + Sync + 'static> Inner<A> {
             (Some(cache), Some(version)) => cache.take_decoded(&key, version),
             _ => None,
         };
-        let (state, decoded) = h.fold(rec.state.as_deref(), decoded, event, &ctx)?;
+        let (state, decoded) = match h.fold(rec.state.as_deref(), decoded, event, &ctx) {
+            Ok(folded) => folded,
+            Err(e) => {
+                if let Error::Execution { source, .. } = &e {
+                    // `on_event` panicked: reported like a failed handler; the batch is unchanged.
+                    let mut events = self.events();
+                    events.push(&key, now, || EventKind::Failed {
+                        message: source.to_string(),
+                        run_count: 0,
+                        attempt: 1,
+                        will_retry: false,
+                        pre_execution_state: None,
+                    });
+                    self.commit(Vec::new(), events, None, op).await?;
+                }
+                return Err(e);
+            }
+        };
         self.check_size(&state, ValidationTarget::State, job)?;
         rec.state = Some(state);
         rec.event_count = event_count;
@@ -376,7 +393,8 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let state = rec.state.clone().unwrap_or_else(|| "null".to_owned());
         let result = self
             .user_code(&key, op, h.flush(&state, meta, &self.app))
-            .await;
+            .await
+            .unwrap_or_else(|panicked| Err(panicked.into()));
         let now = self.clock.now();
         let event_count = rec.event_count;
         match result {

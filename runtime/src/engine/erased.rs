@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::cache::DecodedState;
-use crate::error::{BoxError, Error, ValidationTarget};
+use crate::error::{catch_panic_sync, BoxError, Error, ValidationTarget};
 use crate::id::InstanceKey;
 use crate::job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
 use crate::job::debounce::{DebounceConfig, DebounceJob, EventContext, FlushContext, FlushReason};
@@ -285,7 +285,15 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
             (Some(_), Some(known)) => Some(*known),
             (Some(json), None) => Some(decode::<J::State>(json, J::NAME)?),
         };
-        let next = self.job.on_event(state, event, ctx);
+        let next =
+            catch_panic_sync(|| self.job.on_event(state, event, ctx)).map_err(|panicked| {
+                tracing::error!(instance = %ctx.instance, error = %panicked, "on_event panicked");
+                Error::Execution {
+                    instance: ctx.instance.clone(),
+                    operation: crate::error::Operation::Add,
+                    source: panicked.into(),
+                }
+            })?;
         let json = encode(&next)
             .map_err(|m| Error::validation(ValidationTarget::State, Some(J::NAME), m))?;
         Ok((json, Box::new(next)))

@@ -34,7 +34,7 @@ use self::lifecycle::{Activity, ActivityGuard};
 use self::locks::{KeyGuard, KeyedLocks};
 use self::scheduler::Scheduler;
 use crate::clock::Clock;
-use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
+use crate::error::{catch_panic, BoxError, Error, Operation, Panicked, Result, ValidationTarget};
 use crate::id::{check_identifier, InstanceKey, JobKind};
 use crate::retry::{ExhaustionReason, RetryDecision, RetryPolicy};
 use crate::steps::StepRuntime;
@@ -383,13 +383,14 @@ impl<A: Send + Sync + 'static> Inner<A> {
     }
 
     /// Runs user code on behalf of `key`, inside a tracing span, marked so that re-entrant
-    /// actions on the same instance are refused instead of deadlocking.
+    /// actions on the same instance are refused instead of deadlocking. A panic is caught and
+    /// returned, for the caller to handle as the code's failure.
     pub(crate) async fn user_code<F: std::future::Future>(
         &self,
         key: &InstanceKey,
         operation: Operation,
         fut: F,
-    ) -> F::Output {
+    ) -> Result<F::Output, Panicked> {
         let span = tracing::info_span!(
             "durable_jobs.execute",
             kind = key.kind().as_str(),
@@ -397,7 +398,14 @@ impl<A: Send + Sync + 'static> Inner<A> {
             instance = key.id(),
             operation = operation.as_str(),
         );
-        EXECUTING.scope(key.clone(), fut).instrument(span).await
+        let result = EXECUTING
+            .scope(key.clone(), catch_panic(fut))
+            .instrument(span)
+            .await;
+        if let Err(panicked) = &result {
+            tracing::error!(instance = %key, %operation, error = %panicked, "user code panicked");
+        }
+        result
     }
 
     /// Decides what follows a failed attempt and records it in `rec` (retry bookkeeping and
@@ -478,12 +486,15 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 last_error: message,
                 total_duration: total,
             };
-            self.user_code(
-                &key,
-                operation,
-                job.exhausted(rec.state.as_deref(), info, &self.app),
-            )
-            .await;
+            // The hook cannot fail; a panic in it is logged by `user_code` and the instance is
+            // purged all the same.
+            let _ = self
+                .user_code(
+                    &key,
+                    operation,
+                    job.exhausted(rec.state.as_deref(), info, &self.app),
+                )
+                .await;
         }
         failure
     }

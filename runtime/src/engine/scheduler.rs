@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 
 use super::{Handler, Inner};
 use crate::clock::ClockDriven;
+use crate::error::{catch_panic, Error};
 use crate::id::{InstanceKey, JobKind};
 use crate::store::BoxFuture;
 use crate::time::Timestamp;
@@ -284,16 +285,27 @@ async fn fire<A: Send + Sync + 'static>(
             return;
         }
     };
-    let result = match (inner.jobs.get(key.job()), key.kind()) {
-        (Some(Handler::Continuous(h)), JobKind::Continuous) => {
-            inner.continuous_alarm(h.clone(), claimed).await
+    let execution = async {
+        match (inner.jobs.get(key.job()), key.kind()) {
+            (Some(Handler::Continuous(h)), JobKind::Continuous) => {
+                inner.continuous_alarm(h.clone(), claimed).await
+            }
+            (Some(Handler::Debounce(h)), JobKind::Debounce) => {
+                inner.debounce_alarm(h.clone(), claimed).await
+            }
+            (Some(Handler::Task(h)), JobKind::Task) => inner.task_alarm(h.clone(), claimed).await,
+            _ => inner.orphan_alarm(claimed).await,
         }
-        (Some(Handler::Debounce(h)), JobKind::Debounce) => {
-            inner.debounce_alarm(h.clone(), claimed).await
-        }
-        (Some(Handler::Task(h)), JobKind::Task) => inner.task_alarm(h.clone(), claimed).await,
-        _ => inner.orphan_alarm(claimed).await,
     };
+    // User code's panics are caught where it runs; this catches the engine's own, so that an
+    // alarm whose execution panics is held like one whose end could not be committed, instead
+    // of firing again at once.
+    let result = catch_panic(execution).await.unwrap_or_else(|panicked| {
+        Err(Error::Scheduler {
+            operation: "alarm",
+            message: panicked.to_string(),
+        })
+    });
     if let Err(e) = result {
         tracing::error!(instance = %key, error = %e, "alarm execution failed");
         if inner.store.exclusive() {

@@ -291,13 +291,16 @@ impl<A: Send + Sync + 'static> Inner<A> {
             now: started,
             stored_schedule,
         };
+        // A panicking handler fails the invocation; it does not reach `on_error`, whose error
+        // parameter has the job's error type.
         let outcome = self
             .user_code(
                 &key,
                 op,
                 h.invoke(invocation, rec.state.as_deref(), meta, &self.app),
             )
-            .await;
+            .await
+            .unwrap_or_else(|panicked| TaskOutcome::Failed(panicked.into()));
         let now = self.clock.now();
         let run_count = rec.execute_count;
         match outcome {

@@ -373,7 +373,13 @@ impl StepContext {
             sink: self.sink.clone(),
             step_name: name.into(),
         };
-        let result = f(scope).await;
+        // A panicking closure fails the step like an error it returned.
+        let result = crate::error::catch_panic(f(scope))
+            .await
+            .unwrap_or_else(|panicked| {
+                tracing::error!(step = name, error = %panicked, "step panicked");
+                Err(panicked.into())
+            });
 
         if self.cancellation.reason() == Some(CancelReason::LeaseLost) {
             return Err(StepError::LeaseLost {
