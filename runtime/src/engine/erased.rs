@@ -37,13 +37,17 @@ impl Input {
                 .downcast::<T>()
                 .map(|b| *b)
                 .map_err(|_| "payload of the wrong type".to_owned()),
-            Input::Json(v) => serde_json::from_value(v).map_err(|e| e.to_string()),
+            Input::Json(v) => {
+                let v = crate::json::check_depth(v)?;
+                serde_json::from_value(v).map_err(|e| e.to_string())
+            }
         }
     }
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<String, String> {
-    serde_json::to_string(value).map_err(|e| e.to_string())
+/// Encodes a value to store, refusing one that would not read back as itself.
+pub(crate) fn encode<T: Serialize + DeserializeOwned>(value: &T) -> Result<String, String> {
+    crate::json::encode(value)
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(json: &str, job: &str) -> Result<T, Error> {
@@ -344,6 +348,8 @@ pub(crate) enum TaskOutcome {
     Terminated,
     /// A handler failed and `on_error` did not rescue it: nothing is kept.
     Failed(BoxError),
+    /// The handlers succeeded but left a state that cannot be stored: nothing is kept.
+    Invalid(Error),
     /// Success (possibly rescued by `on_error`).
     Done {
         /// The new state, when it changed.
@@ -465,7 +471,7 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
                     Ok(json) => Some(json),
                     Err(m) => {
                         let e = Error::validation(ValidationTarget::State, Some(J::NAME), m);
-                        return TaskOutcome::Failed(e.into());
+                        return TaskOutcome::Invalid(e);
                     }
                 },
                 _ => None,

@@ -329,6 +329,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
                     error: Some(execution_error(&key, op, error)),
                 }
             }
+            TaskOutcome::Invalid(e) => Applied {
+                keep: true,
+                terminated: false,
+                error: Some(e),
+            },
             TaskOutcome::Done {
                 state,
                 schedule,

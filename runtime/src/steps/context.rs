@@ -393,7 +393,7 @@ impl StepContext {
                 None,
                 Some("run was cancelled".to_owned()),
             ),
-            Ok(value) => match serde_json::to_string(value) {
+            Ok(value) => match crate::json::encode(value) {
                 Ok(json) => (StepStatus::Completed, Some(json), None),
                 Err(e) => (
                     StepStatus::Failed,

@@ -5,4 +5,5 @@
 //! code. Each test is named after the fault it pins, runs through the public API on real files,
 //! and failed before its fix.
 
+mod input;
 mod panics;
