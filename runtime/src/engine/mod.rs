@@ -235,6 +235,8 @@ impl<A: Send + Sync + 'static> Inner<A> {
         operation: Operation,
     ) -> Result<Option<InstanceRecord>> {
         if let Some(known) = self.cache.as_ref().and_then(|c| c.get(key)) {
+            // What the cache holds is only true while the store is.
+            self.store.verify().map_err(|e| store_error(e, operation))?;
             return Ok(known);
         }
         let loaded = self

@@ -346,6 +346,14 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Fails when the store can no longer be trusted with reads and writes: its file was
+    /// deleted or replaced under it, say. Cheap (no query); the engine calls it before
+    /// answering from its cache of committed rows, which would otherwise keep answering. The
+    /// default never fails.
+    fn verify(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Stops accepting work, finishes queued writes and closes the database.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

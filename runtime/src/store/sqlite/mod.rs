@@ -1,9 +1,11 @@
 //! The embedded SQLite backend.
 //!
 //! One file holds every instance, alarm, event id and outbox row. The store owns the file: it
-//! takes an exclusive advisory lock on `<path>.lock` for its lifetime, so no other engine can use
-//! the same database at the same time, and leases left by a crashed process can be released at
-//! start-up ([`Backend::recover`]).
+//! takes an exclusive OS lock on the database file itself for its lifetime, so no other engine
+//! can use the same database at the same time, whatever path it is reached by, and leases left
+//! by a crashed process can be released at start-up ([`Backend::recover`]). If the file is
+//! deleted or replaced under the store, the next write fails instead of being acknowledged
+//! (see the lock module).
 //!
 //! Writes go to one dedicated thread that owns the write connection. It takes every write
 //! waiting in its queue and runs them in one transaction (group commit): one commit, and with
@@ -40,7 +42,7 @@ use crate::store::{
 use crate::time::Timestamp;
 
 use checkpoint::Checkpointer;
-use lock::FileLock;
+use lock::{FileIdentity, FileLock};
 use readers::Readers;
 use syncer::Syncer;
 use writer::Writer;
@@ -194,6 +196,8 @@ pub struct SqliteStore {
     closed: AtomicBool,
     /// Held from open to close.
     lock: Mutex<Option<FileLock>>,
+    /// The file opened, to notice it deleted or replaced; `None` in memory.
+    identity: Option<Arc<FileIdentity>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -211,12 +215,21 @@ impl SqliteStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Database`] when the file is in use by another engine, cannot be opened or
+    /// [`StoreError::Database`] when the file is in use by another engine (through this path or
+    /// any other: a symbolic link, a hard link), cannot be opened or
     /// switched to WAL mode, or was written by a newer version of this crate (its schema version
     /// is unknown here).
     pub fn open(options: SqliteOptions) -> Result<Arc<SqliteStore>, StoreError> {
-        let lock = options.path.as_deref().map(FileLock::acquire).transpose()?;
-        let mut conn = match &options.path {
+        let (lock, identity) = match &options.path {
+            Some(path) => {
+                let (lock, identity) = FileLock::acquire(path)?;
+                (Some(lock), Some(Arc::new(identity)))
+            }
+            None => (None, None),
+        };
+        // The file is opened by its canonical path, the one SQLite derives its log's name from.
+        let canonical = identity.as_ref().map(|i| i.path().to_owned());
+        let mut conn = match &canonical {
             Some(path) => {
                 Connection::open(path).context_with(|| format!("opening {}", path.display()))?
             }
@@ -224,28 +237,31 @@ impl SqliteStore {
         };
         configure_writer(&conn, &options)?;
         migrations::apply(&mut conn, migrations::MIGRATIONS, Timestamp::now_system())?;
-        let checkpointer = match &options.path {
+        let checkpointer = match &canonical {
             Some(path) => Some(Checkpointer::start(&mut conn, path, options.busy_timeout)?),
             None => None,
         };
-        let syncer = match options.log_synced_off_thread() {
-            Some(path) => Some(Syncer::start(path)?),
-            None => None,
+        let syncer = match (&canonical, options.log_synced_off_thread()) {
+            (Some(path), Some(_)) => Some(Syncer::start(path)?),
+            _ => None,
         };
-        let writer = Writer::spawn(conn, checkpointer, syncer)?;
-        let readers = options.path.as_ref().map(|path| {
-            Arc::new(Readers::new(
-                path.clone(),
+        let writer = Writer::spawn(conn, checkpointer, syncer, identity.clone())?;
+        let readers = match (canonical, &identity) {
+            (Some(path), Some(identity)) => Some(Arc::new(Readers::new(
+                path,
                 options.busy_timeout,
                 options.readers,
-            ))
-        });
+                Arc::clone(identity),
+            ))),
+            _ => None,
+        };
         Ok(Arc::new(SqliteStore {
             path: options.path,
             writer,
             readers,
             closed: AtomicBool::new(false),
             lock: Mutex::new(lock),
+            identity,
         }))
     }
 
@@ -389,8 +405,17 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
 }
 
 impl Backend for SqliteStore {
+    fn verify(&self) -> Result<(), StoreError> {
+        match &self.identity {
+            Some(file) => file
+                .check_recent()
+                .map_err(|e| shared_database_error("checking the database file", e)),
+            None => Ok(()),
+        }
+    }
+
     fn exclusive(&self) -> bool {
-        // The `<db>.lock` file is held from open to close: no other engine writes this file.
+        // The file is locked from open to close: no other engine writes it.
         true
     }
 
