@@ -8,3 +8,4 @@
 mod files;
 mod input;
 mod panics;
+mod shutdown;
