@@ -323,6 +323,7 @@ pub use json::MAX_NESTING_DEPTH;
 pub use retry::{Backoff, ExhaustionReason, RetryPolicy};
 pub use steps::{StepContext, StepJobConfig, StepOptions};
 pub use store::sqlite::Synchronous;
+pub use store::UnregisteredJob;
 pub use telemetry::{EventKind, EventStream, HttpTelemetry, JobEvent};
 pub use time::Timestamp;
 

@@ -171,7 +171,11 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
         if rescan || (queue.is_empty() && truncated) {
             let requested = scheduler.requests.load(Ordering::SeqCst);
             let now = inner.clock.now();
-            match inner.store.scan_alarms(now, SCAN_WINDOW).await {
+            match inner
+                .store
+                .scan_alarms(now, SCAN_WINDOW, &inner.alarm_jobs)
+                .await
+            {
                 Ok(scan) => {
                     backoff = Duration::from_millis(10);
                     truncated = scan.due.len() >= SCAN_WINDOW;
@@ -294,7 +298,8 @@ async fn fire<A: Send + Sync + 'static>(
                 inner.debounce_alarm(h.clone(), claimed).await
             }
             (Some(Handler::Task(h)), JobKind::Task) => inner.task_alarm(h.clone(), claimed).await,
-            _ => inner.orphan_alarm(claimed).await,
+            // Scans ask for the alarms of registered jobs only.
+            _ => Ok(()),
         }
     };
     // User code's panics are caught where it runs; this catches the engine's own, so that an
@@ -346,7 +351,11 @@ impl<A: Send + Sync + 'static> ClockDriven for ClockDriver<A> {
     fn next_alarm(&self) -> BoxFuture<'_, Option<Timestamp>> {
         Box::pin(async move {
             let inner = self.inner.upgrade()?;
-            let scan = inner.store.scan_alarms(inner.clock.now(), 1).await.ok()?;
+            let scan = inner
+                .store
+                .scan_alarms(inner.clock.now(), 1, &inner.alarm_jobs)
+                .await
+                .ok()?;
             scan.due.first().map(|(_, at)| *at).or(scan.next)
         })
     }

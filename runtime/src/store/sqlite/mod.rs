@@ -37,7 +37,8 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{
-    AlarmScan, Backend, BoxFuture, InstanceRecord, OutboxEntry, StoreError, WriteBatch,
+    AlarmScan, Backend, BoxFuture, InstanceRecord, OutboxEntry, StoreError, UnregisteredJob,
+    WriteBatch,
 };
 use crate::time::Timestamp;
 
@@ -472,12 +473,41 @@ impl Backend for SqliteStore {
         Box::pin(self.write(move |conn| instances::renew_leases(conn, &owner, lease_until)))
     }
 
-    fn scan_alarms(
-        &self,
+    fn scan_alarms<'a>(
+        &'a self,
         now: Timestamp,
         limit: usize,
-    ) -> BoxFuture<'_, Result<AlarmScan, StoreError>> {
-        Box::pin(self.read(move |conn| instances::scan_alarms(conn, now, limit)))
+        jobs: &'a [(JobKind, &'static str)],
+    ) -> BoxFuture<'a, Result<AlarmScan, StoreError>> {
+        let jobs = jobs.to_vec();
+        Box::pin(self.read(move |conn| instances::scan_alarms(conn, now, limit, &jobs)))
+    }
+
+    fn load_broken<'a>(
+        &'a self,
+        kind: JobKind,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<InstanceRecord>, StoreError>> {
+        let job = job.to_owned();
+        Box::pin(self.read(move |conn| instances::load_broken(conn, kind, &job)))
+    }
+
+    fn unregistered_jobs<'a>(
+        &'a self,
+        registered: &'a [(JobKind, &'static str)],
+    ) -> BoxFuture<'a, Result<Vec<UnregisteredJob>, StoreError>> {
+        let registered = registered.to_vec();
+        Box::pin(self.read(move |conn| instances::unregistered_jobs(conn, &registered)))
+    }
+
+    fn pull_alarms_to<'a>(
+        &'a self,
+        kind: JobKind,
+        job: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let job = job.to_owned();
+        Box::pin(self.write(move |conn| instances::pull_alarms_to(conn, kind, &job, at)))
     }
 
     fn recover(&self, owner: &str, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -740,7 +770,7 @@ mod tests {
                 Err(StoreError::Closed)
             ));
             assert!(matches!(
-                store.scan_alarms(now, 10).await,
+                store.scan_alarms(now, 10, &[]).await,
                 Err(StoreError::Closed)
             ));
             assert!(matches!(
