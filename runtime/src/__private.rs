@@ -14,6 +14,7 @@ pub fn step_job_schema() -> String {
 /// The statements the store runs for a run that goes well, for the same ceiling.
 pub use crate::store::sqlite::runs::statements as step_job_statements;
 pub use serde;
+pub use serde_json;
 pub use std::time::Duration;
 
 use crate::error::Error;
