@@ -5,6 +5,7 @@
 //! code. Each test is named after the fault it pins, runs through the public API on real files,
 //! and failed before its fix.
 
+mod deploys;
 mod files;
 mod input;
 mod panics;
