@@ -288,6 +288,17 @@
 //!   what was asked, so it is an error the caller cannot overlook; asking about an instance
 //!   that does not exist is an ordinary question with an ordinary answer.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// Runtime code returns errors; it does not panic. A case proven unreachable says why, next to a
+// targeted `allow`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 extern crate self as durable_jobs;
 
