@@ -16,12 +16,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// | operation | variants |
 /// |---|---|
-/// | builder `start` | `Storage` (the file cannot be opened or migrated), `Validation` (bad configuration) |
-/// | continuous `start` | `Validation` (id, input), `Execution` (the first run failed with no retry policy, or a one-attempt policy gave up), `Scheduler`, `Storage` |
-/// | `trigger` (continuous, task) | `InstanceNotFound`, `Execution`, `InvalidState` (called from inside the same instance's execution) |
-/// | `terminate`, debounce `flush` and `clear` | `InstanceNotFound`, `Execution` (flush), `InvalidState` |
-/// | debounce `add`, `add_with_id` | `Validation` (id, event, event id, a batch over the size limit), `DuplicateEvent`, `InvalidState`; a failed `max_events` flush is not an error but `AddResult::flush` |
-/// | task `send`, `send_with_id` | `Validation` (id, event, event id, a state over the size limit), `DuplicateEvent`, `Execution` (`on_event` failed and `on_error` did not rescue it), `InvalidState` |
+/// | builder `start` | `Storage` (the file cannot be opened or migrated, or another engine holds it), `Validation` (bad configuration) |
+/// | continuous `start` | `Validation` (id, input: too large, too deeply nested, or not reading back from its JSON), `Execution` (the first run failed or panicked with no retry policy, or a one-attempt policy gave up), `Scheduler`, `Storage` |
+/// | `trigger` (continuous, task) | `InstanceNotFound`, `Execution`, `InvalidState` (called from inside the same instance's execution, or the instance is broken) |
+/// | `terminate`, debounce `flush` and `clear` | `InstanceNotFound`, `Execution` (flush), `InvalidState` (as `trigger`; `terminate` and `clear` delete a broken instance) |
+/// | debounce `add`, `add_with_id` | `Validation` (id, event, event id, a batch over the size limit or not reading back), `DuplicateEvent`, `Execution` (`on_event` panicked), `InvalidState` (as `trigger`); a failed `max_events` flush is not an error but `AddResult::flush` |
+/// | task `send`, `send_with_id` | `Validation` (id, event, event id, a state over the size limit or not reading back), `DuplicateEvent`, `Execution` (`on_event` failed or panicked and `on_error` did not rescue it), `InvalidState` (as `trigger`) |
 /// | `status`, `get_state` | `Validation` (id; stored state that no longer deserialises), `Storage`; never `InstanceNotFound`: a missing instance is a `NotFound` status or `None` |
 /// | step job `trigger`, `batch_trigger` | `Validation` (input, keys, labels), `InvalidState` (a pending run has the same concurrency key and `coalesce` is not set) |
 /// | step job `trigger_and_wait`, `wait_for_run` | `Execution` (the run failed; the source is `RunFailed` with its message), `InvalidState` (it was cancelled), `InstanceNotFound`, `Timeout` (the run goes on) |
@@ -31,7 +31,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | a continuous, debounce or task operation after `shutdown` | `Scheduler` |
 ///
 /// Any operation given an invalid instance id also returns `Validation`, and any operation that
-/// touches the store may return `Storage`.
+/// touches the store may return `Storage` (also once the database file was deleted or replaced
+/// under the engine). A broken instance is one whose stored state does not decode even after
+/// migration (see "Deploys" in `docs/jobs.md`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

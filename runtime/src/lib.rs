@@ -246,14 +246,23 @@
 //! when its lease lapses and skips the steps already done. Executions are therefore *at least
 //! once*: an `execute` or a step that called an external service may call it again, so make
 //! such calls idempotent.
-//! [`Engine::shutdown`] stops taking work, waits for running executions, flushes telemetry and
-//! closes the file; dropping the last engine handle without it behaves like a crash.
+//! [`Engine::shutdown`] stops taking work, waits for running executions and closes the file
+//! (telemetry not yet delivered stays in the outbox for the next start); dropping the last
+//! engine handle without it behaves like a crash.
+//!
+//! A panic in your code is caught and handled as the error it stands for ([`Panicked`] is the
+//! source of the [`Error::Execution`]); state that would not read back from its JSON (a NaN,
+//! say) is refused before it is stored; the database file is locked itself, whatever path
+//! reaches it, and a file deleted under the engine fails the next write instead of swallowing
+//! it. A deploy that changes a job's state type migrates stored states
+//! ([`ContinuousJob::STATE_VERSION`], [`ContinuousJob::migrate_state`]); a state that cannot
+//! be read leaves its instance `Broken`, visible in `status`, until a migration repairs it.
 //!
 //! # Telemetry and tracing
 //!
 //! [`Engine::events`] streams [`JobEvent`]s as they commit: `job.started`, `job.executed`,
 //! `job.failed`, `job.retryExhausted`, `job.terminated`, `debounce.started`,
-//! `debounce.flushed` and `task.scheduled`. With `.telemetry(HttpTelemetry::new(endpoint,
+//! `debounce.flushed`, `task.scheduled` and `job.broken`. With `.telemetry(HttpTelemetry::new(endpoint,
 //! env, service_key))` they are also written to an outbox in the transaction of the change they
 //! describe, then posted in batches with retries: an event is sent if and only if its change
 //! committed, even across restarts. User code runs inside a `tracing` span

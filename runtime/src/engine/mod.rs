@@ -93,7 +93,9 @@ impl<R: Registry> Engine<R> {
     }
 
     /// Stops gracefully: no new actions or claims, running executions finish (up to the
-    /// configured shutdown timeout), telemetry is flushed, the store is closed.
+    /// configured shutdown timeout), the store is closed. Telemetry delivery is not waited for:
+    /// a request in flight may finish, and undelivered events stay in the outbox for the next
+    /// start.
     ///
     /// # Errors
     ///

@@ -6,6 +6,7 @@
 //! and failed before its fix.
 
 mod deploys;
+mod docs;
 mod files;
 mod input;
 mod panics;
