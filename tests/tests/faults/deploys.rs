@@ -501,3 +501,160 @@ async fn a_corrupted_state_is_broken_and_not_counted() {
     drop(client);
     second.shutdown().await.unwrap();
 }
+
+mod impls_v2 {
+    use super::*;
+
+    /// The task's state grew a field; the total is kept.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Ledger {
+        pub(crate) sum: u32,
+        pub(crate) entries: u32,
+    }
+
+    /// [`Total`] with a new state shape.
+    pub(crate) struct Totals;
+
+    #[durable_jobs::task(name = "total")]
+    impl TaskJob<App> for Totals {
+        type State = Ledger;
+        type Event = u32;
+        type Error = std::io::Error;
+
+        const STATE_VERSION: u32 = 1;
+
+        fn migrate_state(
+            &self,
+            stored: Value,
+            version: u32,
+        ) -> Result<Ledger, durable_jobs::BoxError> {
+            assert_eq!(version, 0);
+            let sum: u32 = serde_json::from_value(stored)?;
+            Ok(Ledger { sum, entries: 0 })
+        }
+
+        async fn on_event(
+            &self,
+            ctx: &mut TaskContext<Ledger>,
+            n: u32,
+            _: &App,
+        ) -> Result<(), Self::Error> {
+            ctx.update_state(|l| {
+                l.sum += n;
+                l.entries += 1;
+            });
+            Ok(())
+        }
+
+        async fn execute(&self, _: &mut TaskContext<Ledger>, _: &App) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    /// A batch of numbers that became a struct.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Items {
+        pub(crate) items: Vec<u32>,
+    }
+
+    /// [`Numbers`] with a new state shape.
+    pub(crate) struct Batches;
+
+    #[durable_jobs::debounce(flush_after = "1m", name = "numbers")]
+    impl DebounceJob<App> for Batches {
+        type Event = u32;
+        type State = Items;
+        type Error = std::io::Error;
+
+        const STATE_VERSION: u32 = 1;
+
+        fn migrate_state(&self, stored: Value, _: u32) -> Result<Items, durable_jobs::BoxError> {
+            Ok(Items {
+                items: serde_json::from_value(stored)?,
+            })
+        }
+
+        fn on_event(&self, state: Option<Items>, n: u32, _: &EventContext) -> Items {
+            let mut batch = state.unwrap_or_default();
+            batch.items.push(n);
+            batch
+        }
+
+        async fn execute(&self, _: &mut FlushContext<Items>, _: &App) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    durable_jobs::registry! {
+        /// The task and the debounce job with their new state shapes.
+        pub(crate) Deploy<App> { Totals, Batches }
+    }
+}
+
+#[tokio::test]
+async fn a_state_stored_by_an_older_version_is_migrated_before_a_handler_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let clock = TestClock::new();
+    let app = App::default();
+
+    let first = deploy::<corrupted::Deploy>(&db, &clock, &app).await;
+    first.client().task::<Total>().send("t", 5).await.unwrap();
+    first
+        .client()
+        .debounce::<Numbers>()
+        .add("n", 1)
+        .await
+        .unwrap();
+    first.shutdown().await.unwrap();
+
+    let second = deploy::<impls_v2::Deploy>(&db, &clock, &app).await;
+    let client = second.client();
+    // Read as the new shape, before any handler ran.
+    assert_eq!(
+        client
+            .task::<impls_v2::Totals>()
+            .get_state("t")
+            .await
+            .unwrap(),
+        Some(impls_v2::Ledger { sum: 5, entries: 0 })
+    );
+    // Handlers see the migrated state, and their writes store the new shape.
+    client
+        .task::<impls_v2::Totals>()
+        .send("t", 2)
+        .await
+        .unwrap();
+    client
+        .debounce::<impls_v2::Batches>()
+        .add("n", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .task::<impls_v2::Totals>()
+            .get_state("t")
+            .await
+            .unwrap(),
+        Some(impls_v2::Ledger { sum: 7, entries: 1 })
+    );
+    assert_eq!(
+        client
+            .debounce::<impls_v2::Batches>()
+            .get_state("n")
+            .await
+            .unwrap(),
+        Some(impls_v2::Items { items: vec![1, 2] })
+    );
+    drop(client);
+    second.shutdown().await.unwrap();
+    let versions: Vec<(String, u32)> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT id, state_version FROM instances ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(versions, [("n".to_owned(), 1), ("t".to_owned(), 1)]);
+}
