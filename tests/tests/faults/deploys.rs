@@ -32,6 +32,23 @@ impl Runs {
 type App = Arc<Runs>;
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// The body of a job that only counts its runs.
+fn count_run<S>(
+    _: &mut ContinuousContext<S>,
+    app: &App,
+    job: &'static str,
+) -> Result<(), std::io::Error> {
+    app.ran(job);
+    Ok(())
+}
+
+/// The body of the meter, in its second shape.
+fn label_run(ctx: &mut ContinuousContext<MeterV2>, app: &App) -> Result<(), std::io::Error> {
+    app.ran("meter");
+    ctx.state_mut().label.push('+');
+    Ok(())
+}
+
 /// The first shape of the meter's state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct MeterV1 {
@@ -61,21 +78,19 @@ mod v1 {
     /// Daily.
     #[durable_jobs::continuous(every = "1d", name = "report")]
     pub(crate) async fn report(
-        _: &mut ContinuousContext<u32>,
+        ctx: &mut ContinuousContext<u32>,
         app: &App,
     ) -> Result<(), std::io::Error> {
-        app.ran("report");
-        Ok(())
+        count_run(ctx, app, "report")
     }
 
     /// Hourly; removed by the next deploy.
     #[durable_jobs::continuous(every = "1h", name = "heartbeat")]
     pub(crate) async fn heartbeat(
-        _: &mut ContinuousContext<u32>,
+        ctx: &mut ContinuousContext<u32>,
         app: &App,
     ) -> Result<(), std::io::Error> {
-        app.ran("heartbeat");
-        Ok(())
+        count_run(ctx, app, "heartbeat")
     }
 
     durable_jobs::registry! {
@@ -93,19 +108,16 @@ mod v2 {
         ctx: &mut ContinuousContext<MeterV2>,
         app: &App,
     ) -> Result<(), std::io::Error> {
-        app.ran("meter");
-        ctx.state_mut().label.push('+');
-        Ok(())
+        label_run(ctx, app)
     }
 
     /// Hourly now.
     #[durable_jobs::continuous(every = "1h", name = "report")]
     pub(crate) async fn report(
-        _: &mut ContinuousContext<u32>,
+        ctx: &mut ContinuousContext<u32>,
         app: &App,
     ) -> Result<(), std::io::Error> {
-        app.ran("report");
-        Ok(())
+        count_run(ctx, app, "report")
     }
 
     durable_jobs::registry! {
@@ -131,19 +143,16 @@ mod v3 {
         ctx: &mut ContinuousContext<MeterV2>,
         app: &App,
     ) -> Result<(), std::io::Error> {
-        app.ran("meter");
-        ctx.state_mut().label.push('+');
-        Ok(())
+        label_run(ctx, app)
     }
 
     /// Back again.
     #[durable_jobs::continuous(every = "1h", name = "heartbeat")]
     pub(crate) async fn heartbeat(
-        _: &mut ContinuousContext<u32>,
+        ctx: &mut ContinuousContext<u32>,
         app: &App,
     ) -> Result<(), std::io::Error> {
-        app.ran("heartbeat");
-        Ok(())
+        count_run(ctx, app, "heartbeat")
     }
 
     durable_jobs::registry! {
