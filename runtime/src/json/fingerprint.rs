@@ -6,8 +6,12 @@
 //! variants) goes into the hash, so values that JSON would write alike (`Some(NaN)` and `None`
 //! are both `null`) get different fingerprints. Map entries are hashed one by one and summed,
 //! so the order a `HashMap` happens to iterate in does not matter.
+//!
+//! It runs twice for every state stored (a debounce `add` stores its whole batch), so the hash
+//! is a multiply-and-rotate one (as in rustc's `FxHasher`), a few instructions per value, not
+//! SipHash: the values compared are the application's own, not an adversary's, and a collision
+//! would only let through a value that does not read back.
 
-use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 
 use serde::ser::{self, Serialize};
@@ -21,7 +25,62 @@ pub(crate) fn of<T: Serialize + ?Sized>(value: &T) -> Option<u64> {
 
 /// The hash being built.
 #[derive(Default)]
-struct Hashing(DefaultHasher);
+struct Hashing(Fx);
+
+/// A 64-bit multiply-and-rotate hash.
+#[derive(Default)]
+struct Fx(u64);
+
+impl Fx {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        // A final mix, so that the map sums below add well-spread values.
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            if let Some(head) = word.get_mut(..rest.len()) {
+                head.copy_from_slice(rest);
+            }
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+}
 
 impl Hashing {
     fn tag(&mut self, tag: u8) {
