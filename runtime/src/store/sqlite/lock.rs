@@ -12,42 +12,60 @@
 //!
 //! A file deleted or replaced under a running store is still written (through the descriptors
 //! open on it), but nothing written to it can be found again: the next open of the path finds
-//! another file, or none. [`FileIdentity`] notices: it remembers the device and inode of the file
-//! opened, and the writer compares them with what the path names before acknowledging each
-//! group of writes, the readers before reading. Once they differ, every later call fails.
+//! another file, or none. [`DatabaseFile`] notices. The writer asks it before acknowledging each
+//! group of writes: an `fstat` of the locked descriptor says whether the file still has a name
+//! (a deleted file, or one replaced by a rename, has none), and at most every few milliseconds a
+//! `stat` of the path says whether the path still names it. Reads ask at most that often. Once
+//! the file is lost, every later call fails.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use super::database_error;
 use crate::store::StoreError;
-
-/// Held for the lifetime of a store; dropping it releases the lock. It must be dropped only
-/// after every SQLite connection to the file is closed: closing a descriptor of a file drops the
-/// process's POSIX locks on it, SQLite's included.
-#[derive(Debug)]
-pub(super) struct FileLock {
-    _file: File,
-    #[cfg(unix)]
-    id: (u64, u64),
-}
 
 /// The files locked by stores of this process, by device and inode. A second store of the same
 /// file in this process is refused from this list, without opening the file: opening and then
 /// closing a descriptor of it would silently drop the POSIX locks the first store's SQLite
 /// connections hold on it.
 #[cfg(unix)]
-static LOCKED_HERE: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+static LOCKED_HERE: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 
-impl FileLock {
+/// How long a `stat` of the path is trusted: by the writer between groups, by reads.
+const PATH_CHECK_INTERVAL_MS: u64 = 10;
+
+/// The database file a store holds: locked, and checked to be still where its path says.
+///
+/// The descriptor it keeps carries the lock. [`release`](Self::release) closes it, which must
+/// happen only after every SQLite connection to the file is closed: closing a descriptor of a
+/// file drops the process's POSIX locks on it, SQLite's included.
+#[derive(Debug)]
+pub(super) struct DatabaseFile {
+    /// The locked descriptor, until released.
+    file: Mutex<Option<File>>,
+    /// The canonical path.
+    path: PathBuf,
+    /// The path as the caller gave it, for messages.
+    given: PathBuf,
+    /// Device and inode.
+    #[cfg(unix)]
+    id: (u64, u64),
+    /// Milliseconds since `epoch`, plus one, of the last `stat` of the path that found the file
+    /// there; 0 before the first.
+    path_checked_at: AtomicU64,
+    epoch: Instant,
+    /// Why the file is lost, once it is: then every check fails.
+    lost: OnceLock<Arc<rusqlite::Error>>,
+}
+
+impl DatabaseFile {
     /// Opens (creating it if missing) and locks the database file at `db_path`, or fails at once
-    /// if another store holds it. Returns the lock and the file's identity, whose path is the
-    /// file's canonical path (symbolic links resolved), the one to open it by.
-    // `File::try_lock` is stable since Rust 1.89, the workspace's `rust-version`.
-    pub(super) fn acquire(db_path: &Path) -> Result<(FileLock, FileIdentity), StoreError> {
+    /// if another store holds it. Its [`path`](Self::path) is the file's canonical path
+    /// (symbolic links resolved), the one to open it by.
+    pub(super) fn lock(db_path: &Path) -> Result<DatabaseFile, StoreError> {
         let in_use = || {
             database_error(format!(
                 "database file {} is in use by another engine (the file is locked)",
@@ -77,6 +95,7 @@ impl FileLock {
                     db_path.display()
                 ))
             })?;
+        // `File::try_lock` is stable since Rust 1.89, the workspace's `rust-version`.
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(in_use()),
@@ -87,65 +106,25 @@ impl FileLock {
                 )))
             }
         }
-        let canonical = std::fs::canonicalize(db_path)
+        let path = std::fs::canonicalize(db_path)
             .map_err(|e| database_error(format!("cannot resolve {}: {e}", db_path.display())))?;
-        let identity = FileIdentity::of(&file, canonical, db_path)?;
-        #[cfg(unix)]
-        locked_here.push(identity.id);
-        let lock = FileLock {
-            _file: file,
-            #[cfg(unix)]
-            id: identity.id,
-        };
-        Ok((lock, identity))
-    }
-}
-
-#[cfg(unix)]
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        let mut locked_here = LOCKED_HERE.lock().unwrap_or_else(PoisonError::into_inner);
-        locked_here.retain(|id| *id != self.id);
-    }
-}
-
-/// How long a read trusts the last check of the file's identity. Writes check every group.
-const READ_CHECK_INTERVAL_MS: u64 = 10;
-
-/// The database file a store opened, to check that its path still names it.
-#[derive(Debug)]
-pub(super) struct FileIdentity {
-    /// The canonical path.
-    path: PathBuf,
-    /// The path as the caller gave it, for messages.
-    given: PathBuf,
-    #[cfg(unix)]
-    id: (u64, u64),
-    /// Milliseconds since `epoch` of the last check that found the file in place.
-    checked_at: AtomicU64,
-    epoch: Instant,
-    /// Why the file is lost, once it is: then every check fails.
-    lost: OnceLock<Arc<rusqlite::Error>>,
-}
-
-impl FileIdentity {
-    fn of(file: &File, path: PathBuf, given: &Path) -> Result<FileIdentity, StoreError> {
         #[cfg(unix)]
         let id = {
             use std::os::unix::fs::MetadataExt;
             let meta = file
                 .metadata()
-                .map_err(|e| database_error(format!("cannot stat {}: {e}", given.display())))?;
+                .map_err(|e| database_error(format!("cannot stat {}: {e}", db_path.display())))?;
             (meta.dev(), meta.ino())
         };
-        #[cfg(not(unix))]
-        let _ = file;
-        Ok(FileIdentity {
+        #[cfg(unix)]
+        locked_here.push(id);
+        Ok(DatabaseFile {
+            file: Mutex::new(Some(file)),
             path,
-            given: given.to_owned(),
+            given: db_path.to_owned(),
             #[cfg(unix)]
             id,
-            checked_at: AtomicU64::new(0),
+            path_checked_at: AtomicU64::new(0),
             epoch: Instant::now(),
             lost: OnceLock::new(),
         })
@@ -156,53 +135,105 @@ impl FileIdentity {
         &self.path
     }
 
-    /// Fails if the path no longer names the file the store opened (it was deleted, moved away
-    /// or replaced), or ever failed to. One `stat` of the path.
+    /// Closes the locked descriptor, releasing the lock; later checks pass (the store is
+    /// closed). Call it once every connection to the file is closed.
+    pub(super) fn release(&self) {
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if file.is_some() {
+            self.unregister();
+        }
+        drop(file);
+    }
+
+    #[cfg(unix)]
+    fn unregister(&self) {
+        let mut locked_here = LOCKED_HERE.lock().unwrap_or_else(PoisonError::into_inner);
+        locked_here.retain(|id| *id != self.id);
+    }
+
+    #[cfg(not(unix))]
+    fn unregister(&self) {}
+
+    /// Fails if the file was deleted or replaced (or ever was): an `fstat` of the descriptor,
+    /// and a `stat` of the path when the last one is a few milliseconds old. For the writer,
+    /// before it acknowledges a group.
     pub(super) fn check(&self) -> Result<(), Arc<rusqlite::Error>> {
         if let Some(lost) = self.lost.get() {
             return Err(Arc::clone(lost));
         }
-        match self.still_there() {
-            Ok(()) => {
-                let now = self.epoch.elapsed().as_millis() as u64;
-                self.checked_at.fetch_max(now.max(1), Ordering::Relaxed);
-                Ok(())
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.path_checked_at.load(Ordering::Relaxed);
+        let path_due = last == 0 || now.saturating_sub(last) >= PATH_CHECK_INTERVAL_MS;
+        let found = self.still_named().and_then(|()| {
+            if path_due {
+                self.still_at_its_path()?;
+                self.path_checked_at.fetch_max(now, Ordering::Relaxed);
             }
-            Err(why) => Err(Arc::clone(self.lost.get_or_init(|| {
-                tracing::error!(path = %self.given.display(), %why, "the database file is lost; every later write and read fails");
-                Arc::new(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                    Some(format!(
-                        "the database file {} {why}; what would be written now could not be \
-                         found again, so nothing more is: reopen the store on the file",
-                        self.given.display()
-                    )),
-                ))
-            }))),
-        }
+            Ok(())
+        });
+        found.map_err(|why| self.lose(why))
     }
 
-    /// Why the file was found lost by an earlier check, if it was. No system call.
-    pub(super) fn lost(&self) -> Option<&Arc<rusqlite::Error>> {
-        self.lost.get()
-    }
-
-    /// As [`check`](Self::check), trusting a check made in the last few milliseconds: for
-    /// reads, which need not each pay a `stat`.
+    /// As [`check`](Self::check), trusting one made in the last few milliseconds: for reads,
+    /// which need not each make a system call.
     pub(super) fn check_recent(&self) -> Result<(), Arc<rusqlite::Error>> {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.checked_at.load(Ordering::Relaxed);
-        if self.lost.get().is_none()
-            && last != 0
-            && now.saturating_sub(last) < READ_CHECK_INTERVAL_MS
-        {
+        if let Some(lost) = self.lost.get() {
+            return Err(Arc::clone(lost));
+        }
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.path_checked_at.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < PATH_CHECK_INTERVAL_MS {
             return Ok(());
         }
         self.check()
     }
 
+    /// Why a check found the file lost, if one did. No system call.
+    pub(super) fn lost(&self) -> Option<&Arc<rusqlite::Error>> {
+        self.lost.get()
+    }
+
+    fn lose(&self, why: String) -> Arc<rusqlite::Error> {
+        Arc::clone(self.lost.get_or_init(|| {
+            tracing::error!(path = %self.given.display(), %why, "the database file is lost; every later write and read fails");
+            Arc::new(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some(format!(
+                    "the database file {} {why}; what would be written now could not be found \
+                     again, so nothing more is: reopen the store on the file",
+                    self.given.display()
+                )),
+            ))
+        }))
+    }
+
+    /// Whether the locked file still has a name (a link count above zero).
     #[cfg(unix)]
-    fn still_there(&self) -> Result<(), String> {
+    fn still_named(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(file) = file.as_ref() else {
+            return Ok(());
+        };
+        match file.metadata() {
+            Ok(meta) if meta.nlink() > 0 => Ok(()),
+            Ok(_) => Err("was deleted (or replaced)".to_owned()),
+            Err(e) => Err(format!("cannot be checked: {e}")),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn still_named(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether the path still names the locked file.
+    #[cfg(unix)]
+    fn still_at_its_path(&self) -> Result<(), String> {
         use std::os::unix::fs::MetadataExt;
         match std::fs::metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) == self.id => Ok(()),
@@ -215,12 +246,18 @@ impl FileIdentity {
     }
 
     #[cfg(not(unix))]
-    fn still_there(&self) -> Result<(), String> {
+    fn still_at_its_path(&self) -> Result<(), String> {
         match self.path.try_exists() {
             Ok(true) => Ok(()),
             Ok(false) => Err("was deleted (or moved away)".to_owned()),
             Err(e) => Err(format!("cannot be checked: {e}")),
         }
+    }
+}
+
+impl Drop for DatabaseFile {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -232,10 +269,10 @@ mod tests {
     fn the_lock_is_on_the_file_whatever_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("jobs.db");
-        let (first, identity) = FileLock::acquire(&db).unwrap();
-        assert_eq!(identity.path(), std::fs::canonicalize(&db).unwrap());
+        let first = DatabaseFile::lock(&db).unwrap();
+        assert_eq!(first.path(), std::fs::canonicalize(&db).unwrap());
         let taken = |path: &Path| {
-            let err = FileLock::acquire(path).unwrap_err();
+            let err = DatabaseFile::lock(path).unwrap_err();
             assert!(
                 err.to_string().contains("is in use by another engine"),
                 "{err}"
@@ -252,41 +289,41 @@ mod tests {
             taken(&hard);
         }
         taken(&dir.path().join(".").join("jobs.db"));
-        // No side file to delete.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), {
-            #[cfg(unix)]
-            {
-                3
-            }
-            #[cfg(not(unix))]
-            {
-                1
-            }
-        });
-        drop(first);
-        FileLock::acquire(&db).unwrap();
+        first.release();
+        first.release();
+        DatabaseFile::lock(&db).unwrap();
     }
 
     #[test]
     fn a_deleted_or_replaced_file_fails_every_later_check() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("jobs.db");
-        let (_lock, identity) = FileLock::acquire(&db).unwrap();
-        identity.check().unwrap();
-        identity.check_recent().unwrap();
+        let file = DatabaseFile::lock(&db).unwrap();
+        file.check().unwrap();
+        file.check_recent().unwrap();
+        // Moved away: the file keeps its name elsewhere; the path check finds it gone.
         std::fs::rename(&db, dir.path().join("moved.db")).unwrap();
-        let err = identity.check().unwrap_err().to_string();
+        file.path_checked_at.store(0, Ordering::Relaxed);
+        let err = file.check().unwrap_err().to_string();
         assert!(err.contains("was deleted (or moved away)"), "{err}");
         // Even once a file is back at the path: it is another file.
         std::fs::write(&db, b"").unwrap();
-        assert!(identity.check().is_err());
-        assert!(identity.check_recent().is_err());
+        assert!(file.check().is_err());
+        assert!(file.check_recent().is_err());
 
+        // Deleted: the descriptor's link count says so at once, whatever the path check.
         let other = dir.path().join("other.db");
-        let (_lock, identity) = FileLock::acquire(&other).unwrap();
+        let file = DatabaseFile::lock(&other).unwrap();
+        file.check().unwrap();
+        std::fs::remove_file(&other).unwrap();
+        let err = file.check().unwrap_err().to_string();
+        assert!(err.contains("was deleted"), "{err}");
+
+        // Replaced by a rename over it.
+        let third = dir.path().join("third.db");
+        let file = DatabaseFile::lock(&third).unwrap();
         std::fs::write(dir.path().join("new.db"), b"").unwrap();
-        std::fs::rename(dir.path().join("new.db"), &other).unwrap();
-        let err = identity.check().unwrap_err().to_string();
-        assert!(err.contains("was replaced by another file"), "{err}");
+        std::fs::rename(dir.path().join("new.db"), &third).unwrap();
+        assert!(file.check().is_err());
     }
 }

@@ -316,6 +316,6 @@ mod tests {
             "{message}"
         );
         // The refused open released the file.
-        assert!(super::super::lock::FileLock::acquire(&path).is_ok());
+        assert!(super::super::lock::DatabaseFile::lock(&path).is_ok());
     }
 }

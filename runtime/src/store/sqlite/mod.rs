@@ -29,7 +29,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
@@ -43,7 +43,7 @@ use crate::store::{
 use crate::time::Timestamp;
 
 use checkpoint::Checkpointer;
-use lock::{FileIdentity, FileLock};
+use lock::DatabaseFile;
 use readers::Readers;
 use syncer::Syncer;
 use writer::Writer;
@@ -195,10 +195,8 @@ pub struct SqliteStore {
     /// Read-only connections; `None` in memory, where reads go through the writer thread.
     readers: Option<Arc<Readers>>,
     closed: AtomicBool,
-    /// Held from open to close.
-    lock: Mutex<Option<FileLock>>,
-    /// The file opened, to notice it deleted or replaced; `None` in memory.
-    identity: Option<Arc<FileIdentity>>,
+    /// The file, locked from open to close and checked to be still in place; `None` in memory.
+    file: Option<Arc<DatabaseFile>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -221,15 +219,12 @@ impl SqliteStore {
     /// switched to WAL mode, or was written by a newer version of this crate (its schema version
     /// is unknown here).
     pub fn open(options: SqliteOptions) -> Result<Arc<SqliteStore>, StoreError> {
-        let (lock, identity) = match &options.path {
-            Some(path) => {
-                let (lock, identity) = FileLock::acquire(path)?;
-                (Some(lock), Some(Arc::new(identity)))
-            }
-            None => (None, None),
+        let file = match &options.path {
+            Some(path) => Some(Arc::new(DatabaseFile::lock(path)?)),
+            None => None,
         };
         // The file is opened by its canonical path, the one SQLite derives its log's name from.
-        let canonical = identity.as_ref().map(|i| i.path().to_owned());
+        let canonical = file.as_ref().map(|f| f.path().to_owned());
         let mut conn = match &canonical {
             Some(path) => {
                 Connection::open(path).context_with(|| format!("opening {}", path.display()))?
@@ -246,13 +241,13 @@ impl SqliteStore {
             (Some(path), Some(_)) => Some(Syncer::start(path)?),
             _ => None,
         };
-        let writer = Writer::spawn(conn, checkpointer, syncer, identity.clone())?;
-        let readers = match (canonical, &identity) {
-            (Some(path), Some(identity)) => Some(Arc::new(Readers::new(
+        let writer = Writer::spawn(conn, checkpointer, syncer, file.clone())?;
+        let readers = match (canonical, &file) {
+            (Some(path), Some(file)) => Some(Arc::new(Readers::new(
                 path,
                 options.busy_timeout,
                 options.readers,
-                Arc::clone(identity),
+                Arc::clone(file),
             ))),
             _ => None,
         };
@@ -261,8 +256,7 @@ impl SqliteStore {
             writer,
             readers,
             closed: AtomicBool::new(false),
-            lock: Mutex::new(lock),
-            identity,
+            file,
         }))
     }
 
@@ -349,13 +343,11 @@ impl SqliteStore {
         }
     }
 
+    /// Releases the file lock; only once every connection to the file is closed.
     fn release_lock(&self) {
-        drop(
-            self.lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        if let Some(file) = &self.file {
+            file.release();
+        }
     }
 }
 
@@ -407,7 +399,7 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
 
 impl Backend for SqliteStore {
     fn verify(&self) -> Result<(), StoreError> {
-        match &self.identity {
+        match &self.file {
             Some(file) => file
                 .check_recent()
                 .map_err(|e| shared_database_error("checking the database file", e)),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::lock::FileIdentity;
+use super::lock::DatabaseFile;
 use super::{database_error, open_reader, shared_database_error};
 use crate::store::StoreError;
 
@@ -24,7 +24,7 @@ pub(super) struct Readers {
     /// One permit per connection that may be in use. Closed when the store closes.
     permits: Arc<Semaphore>,
     /// The file the store opened: a read of a file deleted or replaced meanwhile fails.
-    identity: Arc<FileIdentity>,
+    file: Arc<DatabaseFile>,
 }
 
 impl Readers {
@@ -32,7 +32,7 @@ impl Readers {
         path: PathBuf,
         busy_timeout: Duration,
         max: usize,
-        identity: Arc<FileIdentity>,
+        file: Arc<DatabaseFile>,
     ) -> Self {
         // More connections than this would only contend for the same cores.
         let max = max.clamp(1, 1024) as u32;
@@ -42,7 +42,7 @@ impl Readers {
             max,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max as usize)),
-            identity,
+            file,
         }
     }
 
@@ -72,7 +72,7 @@ impl Readers {
         &self,
         op: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.identity
+        self.file
             .check_recent()
             .map_err(|e| shared_database_error("reading", e))?;
         let idle = self

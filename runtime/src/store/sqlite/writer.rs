@@ -24,7 +24,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
-use super::lock::FileIdentity;
+use super::lock::DatabaseFile;
 use super::syncer::Syncer;
 use super::{database_error, shared_database_error};
 use crate::store::StoreError;
@@ -149,12 +149,12 @@ struct Counters {
 impl Writer {
     /// Starts the thread that owns `conn` (and stops `checkpointer` before closing it). With a
     /// `syncer`, committed groups are replied to by it, once the log is synced. With the
-    /// `identity` of the file, a group is acknowledged only while the file is still at its path.
+    /// database `file`, a group is acknowledged only while the file is still at its path.
     pub(super) fn spawn(
         conn: Connection,
         checkpointer: Option<Checkpointer>,
         syncer: Option<Syncer>,
-        identity: Option<Arc<FileIdentity>>,
+        file: Option<Arc<DatabaseFile>>,
     ) -> Result<Writer, StoreError> {
         let (queue, rx) = mpsc::channel();
         let counters = Counters::default();
@@ -164,7 +164,7 @@ impl Writer {
         let (groups, replays) = (Arc::clone(&counters.groups), Arc::clone(&counters.replays));
         let thread = std::thread::Builder::new()
             .name("dj-sqlite-write".into())
-            .spawn(move || run(conn, checkpointer, syncer, identity, rx, &counters))
+            .spawn(move || run(conn, checkpointer, syncer, file, rx, &counters))
             .map_err(|e| StoreError::Database(Box::new(e)))?;
         Ok(Writer {
             queue,
@@ -240,7 +240,7 @@ fn run(
     mut conn: Connection,
     checkpointer: Option<Checkpointer>,
     syncer: Option<Syncer>,
-    identity: Option<Arc<FileIdentity>>,
+    file: Option<Arc<DatabaseFile>>,
     queue: mpsc::Receiver<Message>,
     counters: &Counters,
 ) {
@@ -265,7 +265,7 @@ fn run(
         let failed = syncer
             .as_ref()
             .and_then(Syncer::failure)
-            .or_else(|| identity.as_deref().and_then(FileIdentity::lost))
+            .or_else(|| file.as_deref().and_then(DatabaseFile::lost))
             .cloned();
         if let Some(e) = failed {
             // The log could not be synced, or the file is gone: nothing written from now on
@@ -279,7 +279,7 @@ fn run(
                 &conn,
                 &mut group,
                 syncer.as_ref(),
-                identity.as_deref(),
+                file.as_deref(),
                 counters,
             );
             counters.groups.fetch_add(1, Ordering::Relaxed);
@@ -309,13 +309,13 @@ fn run(
 }
 
 /// Runs one group in one transaction and replies to every write in it, or has `syncer` reply
-/// once the commit is synced. If the file is no longer at its path (see [`FileIdentity`]), the
+/// once the commit is synced. If the file is no longer at its path (see [`DatabaseFile`]), the
 /// commit went to a file nobody will open again: every write of the group gets the error.
 fn commit_group(
     conn: &Connection,
     group: &mut Vec<Box<dyn WriteJob>>,
     syncer: Option<&Syncer>,
-    identity: Option<&FileIdentity>,
+    file: Option<&DatabaseFile>,
     counters: &Counters,
 ) {
     let started = Instant::now();
@@ -327,7 +327,7 @@ fn commit_group(
         }
         Err(e) => Err(e),
     };
-    let lost = match (&outcome, identity) {
+    let lost = match (&outcome, file) {
         (Ok(_), Some(file)) => file.check().err(),
         _ => None,
     };
