@@ -196,21 +196,35 @@ impl Panicked {
 
 /// Polls `fut` to its end, turning a panic inside it into [`Panicked`] instead of unwinding into
 /// the caller. The future is not polled again after it panicked.
-pub(crate) async fn catch_panic<F: std::future::Future>(fut: F) -> Result<F::Output, Panicked> {
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-    use std::task::Poll;
+///
+/// `fut` is `Unpin` (user code comes boxed), so the wrapper holds it as it is: wrapping a
+/// future this way costs no copy of it and no allocation.
+pub(crate) fn catch_panic<F: std::future::Future + Unpin>(fut: F) -> CatchPanic<F> {
+    CatchPanic(fut)
+}
 
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
+/// The future of [`catch_panic`].
+pub(crate) struct CatchPanic<F>(F);
+
+impl<F: std::future::Future + Unpin> std::future::Future for CatchPanic<F> {
+    type Output = Result<F::Output, Panicked>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        use std::task::Poll;
+
+        let fut = &mut self.0;
         // Unwind safety: after a panic the future is dropped unpolled, and what it borrowed is
         // only read again by code that treats the execution as failed.
-        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        match catch_unwind(AssertUnwindSafe(|| std::pin::Pin::new(fut).poll(cx))) {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => Poll::Ready(Err(Panicked::from_payload(payload.as_ref()))),
         }
-    })
-    .await
+    }
 }
 
 /// As [`catch_panic`], for synchronous user code.

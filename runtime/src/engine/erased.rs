@@ -113,11 +113,16 @@ macro_rules! state_codec {
             }
 
             fn decode_state(&self, json: &str, version: u32) -> Result<Decoded, String> {
-                let (state, migrated) =
+                // The state's `Deserialize` and the migration are user code: a panic in either
+                // is a state that does not decode.
+                let decoded = catch_panic_sync(|| {
                     decode_stored::<J::State>(json, version, J::STATE_VERSION, |raw, from| {
-                        catch_panic_sync(|| self.job.migrate_state(raw, from))
-                            .unwrap_or_else(|panicked| Err(panicked.into()))
-                    })?;
+                        self.job.migrate_state(raw, from)
+                    })
+                });
+                let (state, migrated) = decoded.unwrap_or_else(|panicked| {
+                    Err(format!("decoding the stored state {panicked}"))
+                })?;
                 Ok(Decoded {
                     state: Box::new(state),
                     migrated,
@@ -367,16 +372,20 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
             )
         })?;
         let state = state.map(|s| unbox::<J::State>(s, J::NAME)).transpose()?;
-        let next =
-            catch_panic_sync(|| self.job.on_event(state, event, ctx)).map_err(|panicked| {
+        // `on_event` and the state's `Serialize` and `Deserialize` are user code.
+        let folded = catch_panic_sync(|| {
+            let next = self.job.on_event(state, event, ctx);
+            encode(&next).map(|json| (json, next))
+        });
+        let (json, next) = folded
+            .map_err(|panicked| {
                 tracing::error!(instance = %ctx.instance, error = %panicked, "on_event panicked");
                 Error::Execution {
                     instance: ctx.instance.clone(),
                     operation: crate::error::Operation::Add,
                     source: panicked.into(),
                 }
-            })?;
-        let json = encode(&next)
+            })?
             .map_err(|m| Error::validation(ValidationTarget::State, Some(J::NAME), m))?;
         Ok((json, Box::new(next)))
     }

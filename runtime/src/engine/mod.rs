@@ -426,7 +426,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
     /// Runs user code on behalf of `key`, inside a tracing span, marked so that re-entrant
     /// actions on the same instance are refused instead of deadlocking. A panic is caught and
     /// returned, for the caller to handle as the code's failure.
-    pub(crate) async fn user_code<F: std::future::Future>(
+    pub(crate) async fn user_code<F: std::future::Future + Unpin>(
         &self,
         key: &InstanceKey,
         operation: Operation,
@@ -573,7 +573,8 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let json = rec.state.as_deref().unwrap_or(absent);
         match codec.decode_state(json, rec.state_version) {
             Ok(decoded) => Ok(Stored::State(decoded)),
-            Err(why) => self.break_instance(rec.clone(), why, operation).await,
+            // Rare: boxed, so that every execution's future does not carry this one.
+            Err(why) => Box::pin(self.break_instance(rec.clone(), why, operation)).await,
         }
     }
 

@@ -12,7 +12,6 @@ use tokio::sync::{watch, Notify};
 
 use super::{Handler, Inner};
 use crate::clock::ClockDriven;
-use crate::error::{catch_panic, Error};
 use crate::id::{InstanceKey, JobKind};
 use crate::store::BoxFuture;
 use crate::time::Timestamp;
@@ -134,13 +133,23 @@ impl Scheduler {
 }
 
 /// Removes an execution from the in-flight set when it ends, however it ends.
+///
+/// User code's panics are caught where it runs; an execution that panics all the same (the
+/// engine's own code) unwinds through this guard, which then holds its alarm for `hold` like
+/// one whose end could not be committed, instead of letting it fire again at once.
 struct InFlight {
     scheduler: Arc<Scheduler>,
     key: InstanceKey,
+    /// Until when a panicking execution holds the alarm.
+    hold: Timestamp,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(instance = %self.key, "an alarm execution panicked; its alarm is held");
+            self.scheduler.hold(self.key.clone(), self.hold);
+        }
         self.scheduler.in_flight().remove(&self.key);
         self.scheduler.slot_free.notify_one();
     }
@@ -225,6 +234,7 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                 let guard = InFlight {
                     scheduler: scheduler.clone(),
                     key: key.clone(),
+                    hold: now + inner.lease,
                 };
                 tokio::spawn(fire(inner.clone(), key, guard));
             }
@@ -289,28 +299,17 @@ async fn fire<A: Send + Sync + 'static>(
             return;
         }
     };
-    let execution = async {
-        match (inner.jobs.get(key.job()), key.kind()) {
-            (Some(Handler::Continuous(h)), JobKind::Continuous) => {
-                inner.continuous_alarm(h.clone(), claimed).await
-            }
-            (Some(Handler::Debounce(h)), JobKind::Debounce) => {
-                inner.debounce_alarm(h.clone(), claimed).await
-            }
-            (Some(Handler::Task(h)), JobKind::Task) => inner.task_alarm(h.clone(), claimed).await,
-            // Scans ask for the alarms of registered jobs only.
-            _ => Ok(()),
+    let result = match (inner.jobs.get(key.job()), key.kind()) {
+        (Some(Handler::Continuous(h)), JobKind::Continuous) => {
+            inner.continuous_alarm(h.clone(), claimed).await
         }
+        (Some(Handler::Debounce(h)), JobKind::Debounce) => {
+            inner.debounce_alarm(h.clone(), claimed).await
+        }
+        (Some(Handler::Task(h)), JobKind::Task) => inner.task_alarm(h.clone(), claimed).await,
+        // Scans ask for the alarms of registered jobs only.
+        _ => Ok(()),
     };
-    // User code's panics are caught where it runs; this catches the engine's own, so that an
-    // alarm whose execution panics is held like one whose end could not be committed, instead
-    // of firing again at once.
-    let result = catch_panic(execution).await.unwrap_or_else(|panicked| {
-        Err(Error::Scheduler {
-            operation: "alarm",
-            message: panicked.to_string(),
-        })
-    });
     if let Err(e) = result {
         tracing::error!(instance = %key, error = %e, "alarm execution failed");
         if inner.store.exclusive() {

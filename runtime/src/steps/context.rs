@@ -374,7 +374,7 @@ impl StepContext {
             step_name: name.into(),
         };
         // A panicking closure fails the step like an error it returned.
-        let result = crate::error::catch_panic(f(scope))
+        let result = crate::error::catch_panic(Box::pin(f(scope)))
             .await
             .unwrap_or_else(|panicked| {
                 tracing::error!(step = name, error = %panicked, "step panicked");
