@@ -156,10 +156,12 @@ fn lease(l: &Lease) -> Value {
     json!({ "owner": l.owner, "until": iso(l.until) })
 }
 
-/// What state an instance is in: `running` (an execution holds its alarm), `retrying`,
-/// `scheduled` (an alarm is set) or `idle`.
+/// What state an instance is in: `broken` (its stored state no longer decodes), `running` (an
+/// execution holds its alarm), `retrying`, `scheduled` (an alarm is set) or `idle`.
 pub(crate) fn instance_status(i: &InstanceInfo) -> &'static str {
-    if i.running {
+    if i.broken.is_some() {
+        "broken"
+    } else if i.running {
         "running"
     } else if i.retry_attempt > 0 {
         "retrying"
@@ -189,6 +191,7 @@ pub(crate) fn instance(i: &InstanceInfo, with_state: bool) -> Value {
         "retryStartedAt": iso_opt(i.retry_started_at),
         "lastError": i.last_error,
         "lease": i.lease.as_ref().map(lease),
+        "broken": i.broken,
     });
     if with_state {
         v["state"] = i.state.clone().unwrap_or(Value::Null);

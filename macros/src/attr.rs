@@ -45,6 +45,8 @@ impl Kind {
                 "start_immediately",
                 "retry",
                 "on_retry_exhausted",
+                "state_version",
+                "migrate",
                 "name",
             ],
             Kind::Debounce => &["flush_after", "quiet", "max_events", "retry", "name"],
@@ -100,6 +102,8 @@ pub(crate) struct JobArgs {
     pub(crate) schedule: Option<ScheduleArg>,
     pub(crate) start_immediately: Option<bool>,
     pub(crate) on_retry_exhausted: Option<syn::Path>,
+    pub(crate) state_version: Option<u32>,
+    pub(crate) migrate: Option<syn::Path>,
     pub(crate) flush_after: Option<u64>,
     pub(crate) quiet: Option<u64>,
     pub(crate) max_events: Option<u64>,
@@ -144,6 +148,8 @@ fn example(key: &str) -> &'static str {
         "tz" => "tz = \"Europe/Paris\"",
         "start_immediately" => "start_immediately = false",
         "on_retry_exhausted" => "on_retry_exhausted = alert_ops",
+        "state_version" => "state_version = 2",
+        "migrate" => "migrate = migrate_tokens",
         "flush_after" => "flush_after = \"5s\"",
         "quiet" => "quiet = \"1s\"",
         "max_events" => "max_events = 100",
@@ -203,6 +209,8 @@ pub(crate) fn job_args(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> 
             "tz" => tz = Some((arg.key.clone(), errors.ok(time_zone(arg)))),
             "start_immediately" => out.start_immediately = errors.ok(bool_of(arg)),
             "on_retry_exhausted" => out.on_retry_exhausted = errors.ok(path_of(arg)),
+            "state_version" => out.state_version = errors.ok(int_of::<u32>(arg)),
+            "migrate" => out.migrate = errors.ok(path_of(arg)),
             "flush_after" => {
                 flush_after_key = Some(arg.key.clone());
                 out.flush_after = errors.ok(duration_of(arg, false));

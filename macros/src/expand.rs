@@ -399,12 +399,28 @@ fn continuous_impl(args: &JobArgs, job: &JobFn, ty: &TokenStream, args_ok: bool)
             }
         }
     });
+    let state_version = args.state_version.map(|v| {
+        let v = Literal::u32_unsuffixed(v);
+        quote!(const STATE_VERSION: u32 = #v;)
+    });
+    let migrate = args.migrate.as_ref().map(|migrate| {
+        quote! {
+            fn migrate_state(
+                &self,
+                __durable_stored: ::durable_jobs::__private::serde_json::Value,
+                __durable_version: u32,
+            ) -> ::core::result::Result<Self::State, ::durable_jobs::BoxError> {
+                #migrate(__durable_stored, __durable_version).map_err(::core::convert::Into::into)
+            }
+        }
+    });
     let register = register_impl(Kind::Continuous, ty, &app, &generics, &TokenStream::new());
     quote! {
         #[automatically_derived]
         impl #generics ::durable_jobs::ContinuousJob<#app> for #ty {
             type State = #state;
             type Error = #error;
+            #state_version
 
             fn config(&self) -> ::durable_jobs::ContinuousConfig {
                 #config
@@ -419,6 +435,7 @@ fn continuous_impl(args: &JobArgs, job: &JobFn, ty: &TokenStream, args_ok: bool)
             }
 
             #hook
+            #migrate
         }
         #register
     }

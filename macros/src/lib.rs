@@ -29,6 +29,8 @@ use attr::Kind;
 ///     retry(max_attempts = 5, backoff = exponential("1s", max = "30s"),
 ///           jitter = false, max_duration = "10m"),
 ///     on_retry_exhausted = path::to::hook,      // async fn(RetryExhausted<State>[, &App])
+///     state_version = 2,                        // default 0; see `ContinuousJob::STATE_VERSION`
+///     migrate = path::to::migrate,              // fn(serde_json::Value, u32) -> Result<State, E>
 ///     name = "token_refresher",                 // persisted name; default: the fn name
 /// )]
 /// async fn token_refresher(ctx: &mut ContinuousContext<State>, app: &App) -> Result<(), E>

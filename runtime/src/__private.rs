@@ -14,6 +14,7 @@ pub fn step_job_schema() -> String {
 /// The statements the store runs for a run that goes well, for the same ceiling.
 pub use crate::store::sqlite::runs::statements as step_job_statements;
 pub use serde;
+pub use serde_json;
 pub use std::time::Duration;
 
 use crate::error::Error;
@@ -21,6 +22,9 @@ use crate::job::continuous::ContinuousContext;
 use crate::job::schedule::Schedule;
 
 /// `a == b`, usable in constants: `registry!` compares persisted names at compile time.
+// In range: `i < a.len()`, and `b` has the same length. (A `const fn` cannot use `get` or
+// iterators; and it runs at compile time, where a panic would be a compile error.)
+#[allow(clippy::indexing_slicing)]
 pub const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {

@@ -16,12 +16,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// | operation | variants |
 /// |---|---|
-/// | builder `start` | `Storage` (the file cannot be opened or migrated), `Validation` (bad configuration) |
-/// | continuous `start` | `Validation` (id, input), `Execution` (the first run failed with no retry policy, or a one-attempt policy gave up), `Scheduler`, `Storage` |
-/// | `trigger` (continuous, task) | `InstanceNotFound`, `Execution`, `InvalidState` (called from inside the same instance's execution) |
-/// | `terminate`, debounce `flush` and `clear` | `InstanceNotFound`, `Execution` (flush), `InvalidState` |
-/// | debounce `add`, `add_with_id` | `Validation` (id, event, event id, a batch over the size limit), `DuplicateEvent`, `InvalidState`; a failed `max_events` flush is not an error but `AddResult::flush` |
-/// | task `send`, `send_with_id` | `Validation` (id, event, event id, a state over the size limit), `DuplicateEvent`, `Execution` (`on_event` failed and `on_error` did not rescue it), `InvalidState` |
+/// | builder `start` | `Storage` (the file cannot be opened or migrated, or another engine holds it), `Validation` (bad configuration) |
+/// | continuous `start` | `Validation` (id, input: too large, too deeply nested, or not reading back from its JSON), `Execution` (the first run failed or panicked with no retry policy, or a one-attempt policy gave up), `Scheduler`, `Storage` |
+/// | `trigger` (continuous, task) | `InstanceNotFound`, `Execution`, `InvalidState` (called from inside the same instance's execution, or the instance is broken) |
+/// | `terminate`, debounce `flush` and `clear` | `InstanceNotFound`, `Execution` (flush), `InvalidState` (as `trigger`; `terminate` and `clear` delete a broken instance) |
+/// | debounce `add`, `add_with_id` | `Validation` (id, event, event id, a batch over the size limit or not reading back), `DuplicateEvent`, `Execution` (`on_event` panicked), `InvalidState` (as `trigger`); a failed `max_events` flush is not an error but `AddResult::flush` |
+/// | task `send`, `send_with_id` | `Validation` (id, event, event id, a state over the size limit or not reading back), `DuplicateEvent`, `Execution` (`on_event` failed or panicked and `on_error` did not rescue it), `InvalidState` (as `trigger`) |
 /// | `status`, `get_state` | `Validation` (id; stored state that no longer deserialises), `Storage`; never `InstanceNotFound`: a missing instance is a `NotFound` status or `None` |
 /// | step job `trigger`, `batch_trigger` | `Validation` (input, keys, labels), `InvalidState` (a pending run has the same concurrency key and `coalesce` is not set) |
 /// | step job `trigger_and_wait`, `wait_for_run` | `Execution` (the run failed; the source is `RunFailed` with its message), `InvalidState` (it was cancelled), `InstanceNotFound`, `Timeout` (the run goes on) |
@@ -31,7 +31,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | a continuous, debounce or task operation after `shutdown` | `Scheduler` |
 ///
 /// Any operation given an invalid instance id also returns `Validation`, and any operation that
-/// touches the store may return `Storage`.
+/// touches the store may return `Storage` (also once the database file was deleted or replaced
+/// under the engine). A broken instance is one whose stored state does not decode even after
+/// migration (see "Deploys" in `docs/jobs.md`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -73,7 +75,8 @@ pub enum Error {
         message: String,
     },
 
-    /// User code (`execute`, `on_event`, ...) failed; the user's error is the source.
+    /// User code (`execute`, `on_event`, ...) failed; the user's error is the source, or a
+    /// [`Panicked`] when the code panicked.
     #[error("{operation} of {instance} failed: {source}")]
     Execution {
         /// The instance whose code failed.
@@ -142,6 +145,92 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// User code panicked: the source of the [`Error::Execution`] (or of a failed step, a failed
+/// step-job run) that the panic became.
+///
+/// A panic in a handler is caught and handled as if the handler had returned an error: the
+/// caller gets [`Error::Execution`] with a `Panicked` source, the failure is counted, reported
+/// as `job.failed` and retried per the job's policy, and nothing the failed execution changed
+/// is committed. Match on it with `source.downcast_ref::<Panicked>()`.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::{Error, Panicked};
+///
+/// fn panicked(error: &Error) -> Option<&str> {
+///     match error {
+///         Error::Execution { source, .. } => source.downcast_ref::<Panicked>().map(Panicked::message),
+///         _ => None,
+///     }
+/// }
+/// # let _ = panicked;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("panicked: {message}")]
+pub struct Panicked {
+    message: String,
+}
+
+impl Panicked {
+    /// The panic's message (`panic!("...")`'s text), or a placeholder when the panic carried
+    /// something other than a string.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Reads the message out of a panic's payload.
+    pub(crate) fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic without a message".to_owned()
+        };
+        Panicked { message }
+    }
+}
+
+/// Polls `fut` to its end, turning a panic inside it into [`Panicked`] instead of unwinding into
+/// the caller. The future is not polled again after it panicked.
+///
+/// `fut` is `Unpin` (user code comes boxed), so the wrapper holds it as it is: wrapping a
+/// future this way costs no copy of it and no allocation.
+pub(crate) fn catch_panic<F: std::future::Future + Unpin>(fut: F) -> CatchPanic<F> {
+    CatchPanic(fut)
+}
+
+/// The future of [`catch_panic`].
+pub(crate) struct CatchPanic<F>(F);
+
+impl<F: std::future::Future + Unpin> std::future::Future for CatchPanic<F> {
+    type Output = Result<F::Output, Panicked>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        use std::task::Poll;
+
+        let fut = &mut self.0;
+        // Unwind safety: after a panic the future is dropped unpolled, and what it borrowed is
+        // only read again by code that treats the execution as failed.
+        match catch_unwind(AssertUnwindSafe(|| std::pin::Pin::new(fut).poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(Panicked::from_payload(payload.as_ref()))),
+        }
+    }
+}
+
+/// As [`catch_panic`], for synchronous user code.
+pub(crate) fn catch_panic_sync<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| Panicked::from_payload(payload.as_ref()))
 }
 
 /// The operations named in errors.

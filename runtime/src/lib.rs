@@ -246,14 +246,23 @@
 //! when its lease lapses and skips the steps already done. Executions are therefore *at least
 //! once*: an `execute` or a step that called an external service may call it again, so make
 //! such calls idempotent.
-//! [`Engine::shutdown`] stops taking work, waits for running executions, flushes telemetry and
-//! closes the file; dropping the last engine handle without it behaves like a crash.
+//! [`Engine::shutdown`] stops taking work, waits for running executions and closes the file
+//! (telemetry not yet delivered stays in the outbox for the next start); dropping the last
+//! engine handle without it behaves like a crash.
+//!
+//! A panic in your code is caught and handled as the error it stands for ([`Panicked`] is the
+//! source of the [`Error::Execution`]); state that would not read back from its JSON (a NaN,
+//! say) is refused before it is stored; the database file is locked itself, whatever path
+//! reaches it, and a file deleted under the engine fails the next write instead of swallowing
+//! it. A deploy that changes a job's state type migrates stored states
+//! ([`ContinuousJob::STATE_VERSION`], [`ContinuousJob::migrate_state`]); a state that cannot
+//! be read leaves its instance `Broken`, visible in `status`, until a migration repairs it.
 //!
 //! # Telemetry and tracing
 //!
 //! [`Engine::events`] streams [`JobEvent`]s as they commit: `job.started`, `job.executed`,
 //! `job.failed`, `job.retryExhausted`, `job.terminated`, `debounce.started`,
-//! `debounce.flushed` and `task.scheduled`. With `.telemetry(HttpTelemetry::new(endpoint,
+//! `debounce.flushed`, `task.scheduled` and `job.broken`. With `.telemetry(HttpTelemetry::new(endpoint,
 //! env, service_key))` they are also written to an outbox in the transaction of the change they
 //! describe, then posted in batches with retries: an event is sent if and only if its change
 //! committed, even across restarts. User code runs inside a `tracing` span
@@ -288,6 +297,17 @@
 //!   what was asked, so it is an error the caller cannot overlook; asking about an instance
 //!   that does not exist is an ordinary question with an ordinary answer.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// Runtime code returns errors; it does not panic. A case proven unreachable says why, next to a
+// targeted `allow`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 extern crate self as durable_jobs;
 
@@ -297,6 +317,7 @@ mod engine;
 mod error;
 mod id;
 pub mod job;
+mod json;
 mod retry;
 pub mod steps;
 pub mod store;
@@ -310,7 +331,7 @@ pub use engine::{
     Engine, EngineBuilder, FlushOutcome, FlushResult, JobSet, Limits, NoApp, Registry, SendResult,
     StartResult, TaskState, TaskStatus, TaskTriggerResult, TerminateResult, TriggerResult, WithApp,
 };
-pub use error::{BoxError, Error, Operation, Result, ValidationTarget};
+pub use error::{BoxError, Error, Operation, Panicked, Result, ValidationTarget};
 pub use id::{InstanceKey, JobKind, MAX_ID_BYTES};
 pub use job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
 pub use job::debounce::{DebounceConfig, DebounceJob, EventContext, FlushContext, FlushReason};
@@ -318,9 +339,11 @@ pub use job::schedule::{CronSchedule, Schedule};
 pub use job::step::StepJob;
 pub use job::task::{ErrorSource, IdleReason, TaskContext, TaskJob};
 pub use job::{Job, JobError, Payload, Registered, RetryExhausted};
+pub use json::MAX_NESTING_DEPTH;
 pub use retry::{Backoff, ExhaustionReason, RetryPolicy};
 pub use steps::{StepContext, StepJobConfig, StepOptions};
 pub use store::sqlite::Synchronous;
+pub use store::UnregisteredJob;
 pub use telemetry::{EventKind, EventStream, HttpTelemetry, JobEvent};
 pub use time::Timestamp;
 

@@ -319,23 +319,19 @@ async fn state_that_no_longer_deserialises_is_a_validation_error() {
             .event_count,
         1
     );
-    // A handler cannot run on it either; the error says why and nothing changes.
+    // A handler cannot run on it either: the instance is broken, the error says why, and
+    // nothing else changes.
     let err = client
         .task::<v2::Orders>()
         .send("o", serde_json::json!({}))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Execution { .. }), "{err:?}");
+    assert!(matches!(err, Error::InvalidState { .. }), "{err:?}");
     assert!(err.to_string().contains("no longer deserialises"));
-    assert_eq!(
-        client
-            .task::<v2::Orders>()
-            .status("o")
-            .await
-            .unwrap()
-            .event_count,
-        1
-    );
+    let status = client.task::<v2::Orders>().status("o").await.unwrap();
+    assert_eq!(status.event_count, 1);
+    assert_eq!(status.status, durable_jobs::TaskState::Broken);
+    assert!(status.broken.unwrap().contains("no longer deserialises"));
     engine.shutdown().await.unwrap();
 }
 

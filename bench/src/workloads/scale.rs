@@ -180,7 +180,7 @@ async fn create(dir: &Path, n: usize) -> BenchResult<Value> {
                 }
                 hourly.start(&format!("s{i}"), ()).await?;
                 let done = progress.fetch_add(1, Ordering::Relaxed) + 1;
-                if done % 100_000 == 0 {
+                if done.is_multiple_of(100_000) {
                     eprintln!(
                         "   {done} instances, {:.0}/s",
                         done as f64 / start.elapsed().as_secs_f64()

@@ -34,7 +34,7 @@ fn encode_cursor(key: &InstanceKey) -> String {
 }
 
 fn decode_cursor(s: &str) -> Option<InstanceKey> {
-    if s.len() % 2 != 0 || s.len() > 4096 {
+    if !s.len().is_multiple_of(2) || s.len() > 4096 {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())
@@ -168,6 +168,7 @@ fn start_json(r: &StartResult) -> Value {
             ContinuousState::Retrying => "retrying",
             ContinuousState::Terminated => "terminated",
             ContinuousState::NotFound => "notFound",
+            ContinuousState::Broken => "broken",
         },
         "nextRunAt": iso_opt(r.next_run_at),
     })

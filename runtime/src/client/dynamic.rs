@@ -8,12 +8,14 @@ use crate::engine::{
     AddResult, ClearResult, ContinuousStatus, DebounceStatus, FlushResult, Registry, SendResult,
     StartResult, TaskStatus, TaskTriggerResult, TerminateResult, TriggerResult,
 };
-use crate::error::{Error, Operation, Result};
+use crate::error::{Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
 use crate::steps::{Disposition, TriggerOptions};
 
 /// A job found by name. Match on the kind to reach its operations; payloads are JSON and are
-/// validated by decoding them into the job's types.
+/// validated by decoding them into the job's types. A payload that nests arrays and objects
+/// deeper than [`MAX_NESTING_DEPTH`](crate::MAX_NESTING_DEPTH) levels is refused with
+/// `Validation` before anything walks it recursively, however deep it is.
 ///
 /// # Examples
 ///
@@ -98,7 +100,8 @@ impl<R: Registry> DynamicJob<R> {
     ///
     /// # Errors
     ///
-    /// `Validation` for a bad id; `Storage`.
+    /// `Validation` for a bad id or a stored state that is not JSON (or nests deeper than
+    /// [`MAX_NESTING_DEPTH`](crate::MAX_NESTING_DEPTH)); `Storage`.
     pub async fn get_state(&self, id: &str) -> Result<Option<Value>> {
         let (client, name) = match self {
             DynamicJob::Continuous(j) => (&j.0.client, j.0.name),
@@ -116,7 +119,15 @@ impl<R: Registry> DynamicJob<R> {
         let key = inner.key(self.kind(), name, id)?;
         let rec = inner.load(&key, Operation::GetState).await?;
         rec.and_then(|r| r.state)
-            .map(|s| serde_json::from_str(&s).map_err(|e| Error::storage("get_state", e)))
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| {
+                    Error::validation(
+                        ValidationTarget::State,
+                        Some(name),
+                        format!("stored state no longer deserialises: {e}"),
+                    )
+                })
+            })
             .transpose()
     }
 }
@@ -126,7 +137,7 @@ impl<R: Registry> DynamicContinuous<R> {
     ///
     /// # Errors
     ///
-    /// `Validation` when `input` does not decode into the job's state type, and those of the
+    /// `Validation` when `input` nests too deep or does not decode into the job's state type, and those of the
     /// typed `start`.
     pub async fn start(&self, id: &str, input: Value) -> Result<StartResult> {
         self.0
@@ -181,7 +192,7 @@ impl<R: Registry> DynamicDebounce<R> {
     ///
     /// # Errors
     ///
-    /// `Validation` when `event` does not decode into the job's event type, and those of the
+    /// `Validation` when `event` nests too deep or does not decode into the job's event type, and those of the
     /// typed `add`.
     pub async fn add(&self, id: &str, event: Value, event_id: Option<&str>) -> Result<AddResult> {
         self.0
@@ -224,7 +235,7 @@ impl<R: Registry> DynamicTask<R> {
     ///
     /// # Errors
     ///
-    /// `Validation` when `event` does not decode into the job's event type, and those of the
+    /// `Validation` when `event` nests too deep or does not decode into the job's event type, and those of the
     /// typed `send`.
     pub async fn send(&self, id: &str, event: Value, event_id: Option<&str>) -> Result<SendResult> {
         self.0
@@ -268,7 +279,7 @@ impl<R: Registry> DynamicStep<R> {
     ///
     /// # Errors
     ///
-    /// `Validation` when `input` does not decode into the job's input type or the options are
+    /// `Validation` when `input` nests too deep or does not decode into the job's input type or the options are
     /// invalid; `InvalidState` for a concurrency-key conflict; `Storage`.
     pub async fn trigger(
         &self,

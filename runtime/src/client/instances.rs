@@ -46,6 +46,10 @@ pub struct InstanceInfo {
     pub last_error: Option<String>,
     /// The lease of the execution holding the alarm, on a store that writes claims.
     pub lease: Option<Lease>,
+    /// Why its stored state no longer decodes, when it is broken: its alarm does not fire and
+    /// its actions are refused until a migration is deployed or it is terminated (see
+    /// `docs/jobs.md`, "Deploys").
+    pub broken: Option<String>,
 }
 
 /// A page of [`Client::list_instances`].
@@ -177,6 +181,7 @@ impl<R: Registry> Client<R> {
             retry_started_at: r.retry_started_at,
             last_error: r.retry_last_error,
             lease: r.lease,
+            broken: r.broken,
             key: r.key,
         }
     }

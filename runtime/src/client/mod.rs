@@ -14,7 +14,7 @@ pub use instances::{InstanceInfo, InstancePage};
 pub use jobs::JobInfo;
 pub use runs::Runs;
 
-use crate::engine::erased::{decode, Input};
+use crate::engine::erased::{undecodable, Input};
 use crate::engine::{
     AddResult, ClearResult, ContinuousStatus, DebounceStatus, Engine, FlushResult, Inner, Registry,
     SendResult, StartResult, TaskStatus, TaskTriggerResult, TerminateResult, TriggerResult,
@@ -108,17 +108,30 @@ impl<R: Registry> Client<R> {
     }
 }
 
-async fn get_state<A: Send + Sync + 'static, S: serde::de::DeserializeOwned>(
+/// The committed state of an instance, decoded (and migrated, if it was stored by an older
+/// version of the job) by the job's own type.
+async fn get_state<A: Send + Sync + 'static, S: 'static>(
     inner: &Inner<A>,
     kind: JobKind,
     job: &str,
     id: &str,
 ) -> Result<Option<S>> {
     let key = inner.key(kind, job, id)?;
-    match inner.load(&key, Operation::GetState).await? {
-        Some(rec) => rec.state.as_deref().map(|s| decode(s, job)).transpose(),
-        None => Ok(None),
-    }
+    let Some(rec) = inner.load(&key, Operation::GetState).await? else {
+        return Ok(None);
+    };
+    let Some(json) = rec.state.as_deref() else {
+        return Ok(None);
+    };
+    let decoded = inner
+        .state_codec(job)?
+        .decode_state(json, rec.state_version)
+        .map_err(|why| undecodable(job, why))?;
+    decoded
+        .state
+        .downcast::<S>()
+        .map(|state| Some(*state))
+        .map_err(|_| undecodable(job, "stored state of the wrong type".to_owned()))
 }
 
 /// Calls one `#[continuous]` job.

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::deploy;
 use super::lifecycle::{Activity, EngineHandle};
 use super::locks::KeyedLocks;
 use super::scheduler::{self, ClockDriver, Scheduler};
@@ -245,6 +246,8 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             .recover(&owner, self.clock.now())
             .await
             .map_err(|e| Error::storage("recover", e))?;
+        let unregistered = deploy::reconcile(&jobs, store.as_ref(), self.clock.now()).await?;
+        let alarm_jobs = deploy::alarm_jobs(&jobs);
 
         let telemetry = Telemetry::new(self.telemetry.is_some());
         let http = match (&self.telemetry, &telemetry.outbox) {
@@ -276,6 +279,8 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         let inner = Arc::new(Inner {
             app,
             jobs,
+            alarm_jobs,
+            unregistered,
             store,
             clock: self.clock.clone(),
             locks: KeyedLocks::new(),

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::erased::{ContinuousHandler, Input, RunMeta};
-use super::{execution_error, state_json, Events, Failure, Handler, Inner};
+use super::erased::{ContinuousHandler, Decoded, Input, RunMeta, RunOutcome};
+use super::{execution_error, state_json, Events, Failure, Handler, Inner, Stored};
 use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
 use crate::job::continuous::ContinuousConfig;
@@ -24,6 +24,9 @@ pub enum ContinuousState {
     Retrying,
     /// It ended during this call (`ctx.terminate` in the first run).
     Terminated,
+    /// Its stored state does not decode (even after migration): it does not run until a
+    /// deploy that decodes it starts, or it is terminated. `status` says why.
+    Broken,
     /// There is no such instance.
     NotFound,
 }
@@ -80,6 +83,8 @@ pub struct ContinuousStatus {
     pub attempt: u32,
     /// When it was created.
     pub created_at: Option<Timestamp>,
+    /// Why it is broken, when it is.
+    pub broken: Option<String>,
 }
 
 impl ContinuousStatus {
@@ -133,7 +138,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         let h = self.continuous_handler(job)?;
         let key = self.key(JobKind::Continuous, job, id)?;
-        let state = h
+        let (state, decoded) = h
             .encode_input(input)
             .map_err(|m| Error::validation(ValidationTarget::Input, Some(job), m))?;
         self.check_size(&state, ValidationTarget::Input, job)?;
@@ -154,6 +159,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             input: serde_json::from_str(&state).unwrap_or(serde_json::Value::Null),
         });
         rec.state = Some(state);
+        rec.state_version = h.state_version();
         if !config.start_immediately {
             rec.alarm_at = Some(self.next_run(config, &key, now)?);
             let at = rec.alarm_at;
@@ -168,7 +174,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
             });
         }
         rec.run_count = 1;
-        let end = self.run_continuous(&h, &mut rec, op, &mut events).await;
+        let decoded = Decoded {
+            state: decoded,
+            migrated: false,
+        };
+        let end = self
+            .run_continuous(&h, &mut rec, decoded, op, &mut events)
+            .await;
         let (result, next) = self.finish_run(&h, None, rec, end, events, op).await?;
         match result {
             Ok(terminated) => Ok(StartResult {
@@ -192,12 +204,18 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let key = self.key(JobKind::Continuous, job, id)?;
         let _lock = self.lock(&key, op).await?;
         let mut rec = self.load_existing(&key, op).await?;
+        let state = match self.stored_state_or(h.as_ref(), &rec, "null", op).await? {
+            Stored::State(state) => state,
+            Stored::Broken(e) => return Err(e),
+        };
         let expected = rec.version;
         // A manual run starts a fresh attempt sequence; a pending retry is abandoned.
         super::clear_retry(&mut rec);
         rec.run_count += 1;
         let mut events = self.events();
-        let end = self.run_continuous(&h, &mut rec, op, &mut events).await;
+        let end = self
+            .run_continuous(&h, &mut rec, state, op, &mut events)
+            .await;
         let retry_scheduled = matches!(end, RunEnd::RetryScheduled);
         let (result, next) = self
             .finish_run(&h, Some(expected), rec, end, events, op)
@@ -247,6 +265,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 next_run_at: None,
                 attempt: 0,
                 created_at: None,
+                broken: None,
             },
             Some(rec) => ContinuousStatus {
                 status: status_of(&rec),
@@ -254,6 +273,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 next_run_at: self.pending_alarm(&rec),
                 attempt: rec.retry_attempt.max(1),
                 created_at: Some(rec.created_at),
+                broken: rec.broken,
             },
         })
     }
@@ -264,12 +284,19 @@ impl<A: Send + Sync + 'static> Inner<A> {
         mut rec: InstanceRecord,
     ) -> Result<()> {
         let op = Operation::Alarm;
+        let state = match self.stored_state_or(h.as_ref(), &rec, "null", op).await? {
+            Stored::State(state) => state,
+            // Nothing ran and nothing is counted; the alarm waits for a repair.
+            Stored::Broken(_) => return Ok(()),
+        };
         let expected = rec.version;
         if rec.retry_attempt <= 1 {
             rec.run_count += 1;
         }
         let mut events = self.events();
-        let end = self.run_continuous(&h, &mut rec, op, &mut events).await;
+        let end = self
+            .run_continuous(&h, &mut rec, state, op, &mut events)
+            .await;
         let key = rec.key.clone();
         let (result, _) = self
             .finish_run(&h, Some(expected), rec, end, events, op)
@@ -280,11 +307,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
         Ok(())
     }
 
-    /// Runs `execute` once and records the outcome in `rec` and `events`.
+    /// Runs `execute` once on `state` (`rec`'s, decoded) and records the outcome in `rec` and
+    /// `events`.
     async fn run_continuous(
         &self,
         h: &Arc<dyn ContinuousHandler<A>>,
         rec: &mut InstanceRecord,
+        state: Decoded,
         op: Operation,
         events: &mut Events,
     ) -> RunEnd {
@@ -295,7 +324,6 @@ impl<A: Send + Sync + 'static> Inner<A> {
             rec.retry_started_at = Some(started);
         }
         let pre_state = state_json(rec, events);
-        let state = rec.state.clone().unwrap_or_else(|| "null".to_owned());
         let meta = RunMeta {
             instance: key.clone(),
             run_count: rec.run_count,
@@ -303,8 +331,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
             now: started,
         };
         let outcome = self
-            .user_code(&key, op, h.run(&state, meta, &self.app))
-            .await;
+            .user_code(&key, op, h.run(state, meta, &self.app))
+            .await
+            .unwrap_or_else(|panicked| RunOutcome {
+                result: Err(panicked.into()),
+                state: None,
+                terminate: None,
+            });
         let now = self.clock.now();
         let duration_ms = now.saturating_duration_since(started).as_millis() as u64;
         if let Some(reason) = outcome.terminate {
@@ -319,6 +352,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                             .await;
                     }
                     rec.state = Some(s);
+                    rec.state_version = h.state_version();
                 }
                 super::clear_retry(rec);
                 let run_count = rec.run_count;
@@ -413,7 +447,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
 }
 
 fn status_of(rec: &InstanceRecord) -> ContinuousState {
-    if rec.retry_attempt > 1 {
+    if rec.broken.is_some() {
+        ContinuousState::Broken
+    } else if rec.retry_attempt > 1 {
         ContinuousState::Retrying
     } else {
         ContinuousState::Running

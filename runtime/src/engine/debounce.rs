@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use super::erased::{DebounceHandler, FlushMeta, Input};
-use super::{execution_error, Events, Failure, Handler, Inner};
+use super::erased::{DebounceHandler, DecodedState, FlushMeta, Input};
+use super::{execution_error, Events, Failure, Handler, Inner, Stored};
 use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
 use crate::job::debounce::{DebounceConfig, EventContext, FlushReason};
@@ -21,6 +21,9 @@ pub enum DebounceState {
     Debouncing,
     /// A failed flush is waiting for its retry.
     Retrying,
+    /// Its stored state does not decode (even after migration): it takes no events and is not
+    /// flushed until a deploy that decodes it starts, or it is cleared. `status` says why.
+    Broken,
     /// There is no pending batch.
     NotFound,
 }
@@ -103,6 +106,8 @@ pub struct DebounceStatus {
     pub will_flush_at: Option<Timestamp>,
     /// The attempt the next flush makes.
     pub attempt: u32,
+    /// Why the batch is broken, when it is.
+    pub broken: Option<String>,
 }
 
 impl DebounceStatus {
@@ -165,6 +170,21 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _lock = self.lock(&key, op).await?;
         let existing = self.load(&key, op).await?;
         self.ensure_new_event(&key, event_id, op).await?;
+        // The batch's state, decoded: kept by the previous add when the cache has it.
+        let mut prior = None;
+        if let Some(rec) = &existing {
+            let cached = match (&self.cache, &rec.broken) {
+                (Some(cache), None) => cache.take_decoded(&key, rec.version),
+                _ => None,
+            };
+            prior = Some(match cached {
+                Some(state) => state,
+                None => match self.stored_state_or(h.as_ref(), rec, "null", op).await? {
+                    Stored::State(decoded) => decoded.state,
+                    Stored::Broken(e) => return Err(e),
+                },
+            });
+        }
         let now = self.clock.now();
         let config = h.config();
         let expected = existing.as_ref().map(|r| r.version);
@@ -180,13 +200,27 @@ impl<A: Send + Sync + 'static> Inner<A> {
             event_count,
             now,
         };
-        let decoded = match (&self.cache, expected) {
-            (Some(cache), Some(version)) => cache.take_decoded(&key, version),
-            _ => None,
+        let (state, decoded) = match h.fold(prior, event, &ctx) {
+            Ok(folded) => folded,
+            Err(e) => {
+                if let Error::Execution { source, .. } = &e {
+                    // `on_event` panicked: reported like a failed handler; the batch is unchanged.
+                    let mut events = self.events();
+                    events.push(&key, now, || EventKind::Failed {
+                        message: source.to_string(),
+                        run_count: 0,
+                        attempt: 1,
+                        will_retry: false,
+                        pre_execution_state: None,
+                    });
+                    self.commit(Vec::new(), events, None, op).await?;
+                }
+                return Err(e);
+            }
         };
-        let (state, decoded) = h.fold(rec.state.as_deref(), decoded, event, &ctx)?;
         self.check_size(&state, ValidationTarget::State, job)?;
         rec.state = Some(state);
+        rec.state_version = h.state_version();
         rec.event_count = event_count;
         rec.last_event_at = Some(now);
         if rec.retry_attempt <= 1 {
@@ -205,12 +239,16 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 at: now,
             });
         }
-        let flush = match config.max_events {
-            Some(max) if event_count >= max => Some(
-                self.run_flush(&h, &mut rec, FlushReason::MaxEvents, op, &mut events)
-                    .await,
-            ),
-            _ => None,
+        // The folded state goes to the flush, or stays decoded for the next add.
+        let (flush, decoded) = match config.max_events {
+            Some(max) if event_count >= max => {
+                let reason = FlushReason::MaxEvents;
+                let end = self
+                    .run_flush(&h, &mut rec, decoded, reason, op, &mut events)
+                    .await;
+                (Some(end), None)
+            }
+            _ => (None, Some(decoded)),
         };
         let keep = !matches!(
             flush,
@@ -221,7 +259,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let written_version = Self::version_after(expected);
         batch.extend(Self::persist(expected, &key, keep.then_some(rec), now));
         self.commit(batch, events, will_flush_at, op).await?;
-        if let (Some(cache), None) = (&self.cache, &flush) {
+        if let (Some(cache), Some(decoded)) = (&self.cache, decoded) {
             // The batch goes on with the state just written: the next add needs no decode.
             cache.put_decoded(&key, written_version, decoded);
         }
@@ -252,11 +290,15 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let key = self.key(JobKind::Debounce, job, id)?;
         let _lock = self.lock(&key, op).await?;
         let mut rec = self.load_existing(&key, op).await?;
+        let state = match self.stored_state_or(h.as_ref(), &rec, "null", op).await? {
+            Stored::State(decoded) => decoded.state,
+            Stored::Broken(e) => return Err(e),
+        };
         let expected = rec.version;
         let event_count = rec.event_count;
         let mut events = self.events();
         let end = self
-            .run_flush(&h, &mut rec, FlushReason::Manual, op, &mut events)
+            .run_flush(&h, &mut rec, state, FlushReason::Manual, op, &mut events)
             .await;
         let (keep, result) = match end {
             FlushEnd::Flushed => (false, Ok((true, false))),
@@ -305,9 +347,12 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 started_at: None,
                 will_flush_at: None,
                 attempt: 0,
+                broken: None,
             },
             Some(rec) => DebounceStatus {
-                status: if rec.retry_attempt > 1 {
+                status: if rec.broken.is_some() {
+                    DebounceState::Broken
+                } else if rec.retry_attempt > 1 {
                     DebounceState::Retrying
                 } else {
                     DebounceState::Debouncing
@@ -316,6 +361,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 started_at: rec.batch_started_at,
                 will_flush_at: self.pending_alarm(&rec),
                 attempt: rec.retry_attempt.max(1),
+                broken: rec.broken,
             },
         })
     }
@@ -326,6 +372,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
         mut rec: InstanceRecord,
     ) -> Result<()> {
         let op = Operation::Alarm;
+        let state = match self.stored_state_or(h.as_ref(), &rec, "null", op).await? {
+            Stored::State(decoded) => decoded.state,
+            // Nothing ran; the alarm waits for a repair.
+            Stored::Broken(_) => return Ok(()),
+        };
         let expected = rec.version;
         let now = self.clock.now();
         let config = h.config();
@@ -337,7 +388,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
         };
         let mut events = self.events();
         let key = rec.key.clone();
-        let end = self.run_flush(&h, &mut rec, reason, op, &mut events).await;
+        let end = self
+            .run_flush(&h, &mut rec, state, reason, op, &mut events)
+            .await;
         let keep = matches!(end, FlushEnd::RetryScheduled(_) | FlushEnd::Failed(_));
         if let FlushEnd::Failed(e) | FlushEnd::Exhausted(e) = &end {
             tracing::warn!(instance = %key, error = %e, "debounce flush failed");
@@ -349,11 +402,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
             .await
     }
 
-    /// Runs `execute` on the batch and records the outcome in `rec` and `events`.
+    /// Runs `execute` on the batch (`state` is `rec`'s, decoded) and records the outcome in
+    /// `rec` and `events`.
     async fn run_flush(
         &self,
         h: &Arc<dyn DebounceHandler<A>>,
         rec: &mut InstanceRecord,
+        state: DecodedState,
         reason: FlushReason,
         op: Operation,
         events: &mut Events,
@@ -373,10 +428,10 @@ impl<A: Send + Sync + 'static> Inner<A> {
             attempt,
             now: started,
         };
-        let state = rec.state.clone().unwrap_or_else(|| "null".to_owned());
         let result = self
-            .user_code(&key, op, h.flush(&state, meta, &self.app))
-            .await;
+            .user_code(&key, op, h.flush(state, meta, &self.app))
+            .await
+            .unwrap_or_else(|panicked| Err(panicked.into()));
         let now = self.clock.now();
         let event_count = rec.event_count;
         match result {

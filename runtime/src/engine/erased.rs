@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::cache::DecodedState;
-use crate::error::{BoxError, Error, ValidationTarget};
+pub(crate) use super::cache::DecodedState;
+use crate::error::{catch_panic_sync, BoxError, Error, ValidationTarget};
 use crate::id::InstanceKey;
 use crate::job::continuous::{ContinuousConfig, ContinuousContext, ContinuousJob};
 use crate::job::debounce::{DebounceConfig, DebounceJob, EventContext, FlushContext, FlushReason};
@@ -37,23 +37,107 @@ impl Input {
                 .downcast::<T>()
                 .map(|b| *b)
                 .map_err(|_| "payload of the wrong type".to_owned()),
-            Input::Json(v) => serde_json::from_value(v).map_err(|e| e.to_string()),
+            Input::Json(v) => {
+                let v = crate::json::check_depth(v)?;
+                serde_json::from_value(v).map_err(|e| e.to_string())
+            }
         }
     }
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<String, String> {
-    serde_json::to_string(value).map_err(|e| e.to_string())
+/// Encodes a value to store, refusing one that would not read back as itself.
+pub(crate) fn encode<T: Serialize + DeserializeOwned>(value: &T) -> Result<String, String> {
+    crate::json::encode(value)
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(json: &str, job: &str) -> Result<T, Error> {
-    serde_json::from_str(json).map_err(|e| {
-        Error::validation(
-            ValidationTarget::State,
-            Some(job),
-            format!("stored state no longer deserialises: {e}"),
-        )
-    })
+/// A stored state decoded into the job's state type (migrated first if it was stored at an
+/// older version).
+pub(crate) struct Decoded {
+    pub(crate) state: DecodedState,
+    /// It was migrated from an older shape: write it back at the current version.
+    pub(crate) migrated: bool,
+}
+
+/// Decodes a state stored at `version` by a job whose current version is `current`: as it is
+/// when the versions match (or the stored one is newer, from a later deploy), through `migrate`
+/// when it is older. The message says why it cannot be decoded.
+fn decode_stored<S: DeserializeOwned>(
+    json: &str,
+    version: u32,
+    current: u32,
+    migrate: impl FnOnce(serde_json::Value, u32) -> Result<S, BoxError>,
+) -> Result<(S, bool), String> {
+    if version >= current {
+        return serde_json::from_str(json)
+            .map(|state| (state, false))
+            .map_err(|e| {
+                if version > current {
+                    format!(
+                        "stored state (version {version}, newer than this build's {current}) \
+                         does not deserialise: {e}"
+                    )
+                } else {
+                    format!("stored state no longer deserialises: {e}")
+                }
+            });
+    }
+    let raw: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| format!("stored state (version {version}) is not JSON: {e}"))?;
+    migrate(raw, version)
+        .map(|state| (state, true))
+        .map_err(|e| {
+            format!("stored state of version {version} could not be migrated to {current}: {e}")
+        })
+}
+
+/// The `Validation` error of a stored state that does not decode.
+pub(crate) fn undecodable(job: &str, message: String) -> Error {
+    Error::validation(ValidationTarget::State, Some(job), message)
+}
+
+/// Reads and writes the stored state of a job with state (continuous, debounce, task).
+/// (`A` is the app type, only there to tie the impls to their job's.)
+pub(crate) trait StateCodec<A>: Send + Sync {
+    /// The version of the state's shape this code writes.
+    fn state_version(&self) -> u32;
+    /// Decodes (migrating if needed) a state stored at `version`.
+    fn decode_state(&self, json: &str, version: u32) -> Result<Decoded, String>;
+}
+
+/// The `StateCodec` impl shared by the kinds with state.
+macro_rules! state_codec {
+    ($handler:ident, $job:ident) => {
+        impl<A: Send + Sync + 'static, J: $job<A>> StateCodec<A> for $handler<J> {
+            fn state_version(&self) -> u32 {
+                J::STATE_VERSION
+            }
+
+            fn decode_state(&self, json: &str, version: u32) -> Result<Decoded, String> {
+                // The state's `Deserialize` and the migration are user code: a panic in either
+                // is a state that does not decode.
+                let decoded = catch_panic_sync(|| {
+                    decode_stored::<J::State>(json, version, J::STATE_VERSION, |raw, from| {
+                        self.job.migrate_state(raw, from)
+                    })
+                });
+                let (state, migrated) = decoded.unwrap_or_else(|panicked| {
+                    Err(format!("decoding the stored state {panicked}"))
+                })?;
+                Ok(Decoded {
+                    state: Box::new(state),
+                    migrated,
+                })
+            }
+        }
+    };
+}
+
+/// Takes a decoded state back out of its box.
+fn unbox<S: 'static>(state: DecodedState, job: &str) -> Result<S, Error> {
+    state
+        .downcast::<S>()
+        .map(|s| *s)
+        .map_err(|_| undecodable(job, "stored state of the wrong type".to_owned()))
 }
 
 /// The information every exhaustion hook receives, before it is typed.
@@ -96,11 +180,12 @@ pub(crate) struct RunOutcome {
 }
 
 /// What a job with a retry policy offers when the policy gives up.
-pub(crate) trait Exhaustible<A>: Send + Sync {
+pub(crate) trait Exhaustible<A>: StateCodec<A> {
     fn retry_policy(&self) -> Option<&RetryPolicy>;
+    /// Runs the hook with the last stored state (`None` if it does not decode).
     fn exhausted<'a>(
         &'a self,
-        state: Option<&'a str>,
+        state: Option<(&'a str, u32)>,
         info: ExhaustedInfo,
         app: &'a A,
     ) -> BoxFuture<'a, ()>;
@@ -117,12 +202,14 @@ macro_rules! exhaustible {
 
             fn exhausted<'a>(
                 &'a self,
-                state: Option<&'a str>,
+                state: Option<(&'a str, u32)>,
                 info: ExhaustedInfo,
                 app: &'a A,
             ) -> BoxFuture<'a, ()> {
                 Box::pin(async move {
-                    let state = state.and_then(|s| decode::<J::State>(s, J::NAME).ok());
+                    let state = state
+                        .and_then(|(json, version)| self.decode_state(json, version).ok())
+                        .and_then(|d| unbox::<J::State>(d.state, J::NAME).ok());
                     self.job.on_retry_exhausted(info.typed(state), app).await
                 })
             }
@@ -132,8 +219,10 @@ macro_rules! exhaustible {
 
 pub(crate) trait ContinuousHandler<A>: Exhaustible<A> {
     fn config(&self) -> &ContinuousConfig;
-    fn encode_input(&self, input: Input) -> Result<String, String>;
-    fn run<'a>(&'a self, state: &'a str, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome>;
+    /// The start input, encoded as it is stored, and decoded for the first run.
+    fn encode_input(&self, input: Input) -> Result<(String, DecodedState), String>;
+    /// Runs `execute` on a decoded state; a state that was migrated is written back.
+    fn run<'a>(&'a self, state: Decoded, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome>;
 }
 
 struct Continuous<J> {
@@ -149,19 +238,22 @@ pub(crate) fn continuous<A: Send + Sync + 'static, J: ContinuousJob<A>>(
 }
 
 exhaustible!(Continuous, ContinuousJob);
+state_codec!(Continuous, ContinuousJob);
 
 impl<A: Send + Sync + 'static, J: ContinuousJob<A>> ContinuousHandler<A> for Continuous<J> {
     fn config(&self) -> &ContinuousConfig {
         &self.config
     }
 
-    fn encode_input(&self, input: Input) -> Result<String, String> {
-        encode(&input.into_value::<J::State>()?)
+    fn encode_input(&self, input: Input) -> Result<(String, DecodedState), String> {
+        let state = input.into_value::<J::State>()?;
+        Ok((encode(&state)?, Box::new(state)))
     }
 
-    fn run<'a>(&'a self, state: &'a str, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome> {
+    fn run<'a>(&'a self, state: Decoded, meta: RunMeta, app: &'a A) -> BoxFuture<'a, RunOutcome> {
         Box::pin(async move {
-            let state: J::State = match decode(state, J::NAME) {
+            let migrated = state.migrated;
+            let state: J::State = match unbox(state.state, J::NAME) {
                 Ok(s) => s,
                 Err(e) => {
                     return RunOutcome {
@@ -173,7 +265,7 @@ impl<A: Send + Sync + 'static, J: ContinuousJob<A>> ContinuousHandler<A> for Con
             };
             let mut ctx = ContinuousContext {
                 state,
-                dirty: false,
+                dirty: migrated,
                 terminate: None,
                 instance: meta.instance,
                 run_count: meta.run_count,
@@ -220,18 +312,17 @@ pub(crate) trait DebounceHandler<A>: Exhaustible<A> {
     fn config(&self) -> &DebounceConfig;
     /// Decodes an event before anything is touched.
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
-    /// Folds a decoded event into the stored state and returns the new state as JSON, and
-    /// decoded. `decoded` is `state` already decoded (by an earlier fold), if known.
+    /// Folds a decoded event into the batch's decoded state (`None` for a new batch) and
+    /// returns the new state as JSON, and decoded.
     fn fold(
         &self,
-        state: Option<&str>,
-        decoded: Option<DecodedState>,
+        state: Option<DecodedState>,
         event: Box<dyn Any + Send>,
         ctx: &EventContext,
     ) -> Result<(String, DecodedState), Error>;
     fn flush<'a>(
         &'a self,
-        state: &'a str,
+        state: DecodedState,
         meta: FlushMeta,
         app: &'a A,
     ) -> BoxFuture<'a, Result<(), BoxError>>;
@@ -250,6 +341,7 @@ pub(crate) fn debounce<A: Send + Sync + 'static, J: DebounceJob<A>>(
 }
 
 exhaustible!(Debounce, DebounceJob);
+state_codec!(Debounce, DebounceJob);
 
 impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounce<J> {
     fn config(&self) -> &DebounceConfig {
@@ -268,8 +360,7 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
 
     fn fold(
         &self,
-        state: Option<&str>,
-        decoded: Option<DecodedState>,
+        state: Option<DecodedState>,
         event: Box<dyn Any + Send>,
         ctx: &EventContext,
     ) -> Result<(String, DecodedState), Error> {
@@ -280,25 +371,33 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
                 "payload of the wrong type",
             )
         })?;
-        let state = match (state, decoded.and_then(|d| d.downcast::<J::State>().ok())) {
-            (None, _) => None,
-            (Some(_), Some(known)) => Some(*known),
-            (Some(json), None) => Some(decode::<J::State>(json, J::NAME)?),
-        };
-        let next = self.job.on_event(state, event, ctx);
-        let json = encode(&next)
+        let state = state.map(|s| unbox::<J::State>(s, J::NAME)).transpose()?;
+        // `on_event` and the state's `Serialize` and `Deserialize` are user code.
+        let folded = catch_panic_sync(|| {
+            let next = self.job.on_event(state, event, ctx);
+            encode(&next).map(|json| (json, next))
+        });
+        let (json, next) = folded
+            .map_err(|panicked| {
+                tracing::error!(instance = %ctx.instance, error = %panicked, "on_event panicked");
+                Error::Execution {
+                    instance: ctx.instance.clone(),
+                    operation: crate::error::Operation::Add,
+                    source: panicked.into(),
+                }
+            })?
             .map_err(|m| Error::validation(ValidationTarget::State, Some(J::NAME), m))?;
         Ok((json, Box::new(next)))
     }
 
     fn flush<'a>(
         &'a self,
-        state: &'a str,
+        state: DecodedState,
         meta: FlushMeta,
         app: &'a A,
     ) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async move {
-            let state: J::State = decode(state, J::NAME)?;
+            let state: J::State = unbox(state, J::NAME)?;
             let mut ctx = FlushContext {
                 state,
                 instance: meta.instance,
@@ -336,6 +435,8 @@ pub(crate) enum TaskOutcome {
     Terminated,
     /// A handler failed and `on_error` did not rescue it: nothing is kept.
     Failed(BoxError),
+    /// The handlers succeeded but left a state that cannot be stored: nothing is kept.
+    Invalid(Error),
     /// Success (possibly rescued by `on_error`).
     Done {
         /// The new state, when it changed.
@@ -347,12 +448,14 @@ pub(crate) enum TaskOutcome {
     },
 }
 
-pub(crate) trait TaskHandler<A>: Send + Sync {
+pub(crate) trait TaskHandler<A>: StateCodec<A> {
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
+    /// Runs one invocation on the decoded state (`None` before a handler set one); a state
+    /// that was migrated is written back.
     fn invoke<'a>(
         &'a self,
         invocation: Invocation,
-        state: Option<&'a str>,
+        state: Option<Decoded>,
         meta: TaskMeta,
         app: &'a A,
     ) -> BoxFuture<'a, TaskOutcome>;
@@ -365,6 +468,8 @@ struct Task<J> {
 pub(crate) fn task<A: Send + Sync + 'static, J: TaskJob<A>>(job: J) -> Arc<dyn TaskHandler<A>> {
     Arc::new(Task { job })
 }
+
+state_codec!(Task, TaskJob);
 
 impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error> {
@@ -380,19 +485,23 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
     fn invoke<'a>(
         &'a self,
         invocation: Invocation,
-        state: Option<&'a str>,
+        state: Option<Decoded>,
         meta: TaskMeta,
         app: &'a A,
     ) -> BoxFuture<'a, TaskOutcome> {
         Box::pin(async move {
-            let state = match state.map(|s| decode::<J::State>(s, J::NAME)).transpose() {
+            let migrated = state.as_ref().is_some_and(|d| d.migrated);
+            let state = match state
+                .map(|d| unbox::<J::State>(d.state, J::NAME))
+                .transpose()
+            {
                 Ok(s) => s,
                 Err(e) => return TaskOutcome::Failed(e.into()),
             };
             let mut ctx = TaskContext {
                 is_first_event: state.is_none(),
                 state,
-                dirty: false,
+                dirty: migrated,
                 schedule: ScheduleChange::Unchanged,
                 stored_schedule: meta.stored_schedule,
                 terminate: false,
@@ -457,7 +566,7 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
                     Ok(json) => Some(json),
                     Err(m) => {
                         let e = Error::validation(ValidationTarget::State, Some(J::NAME), m);
-                        return TaskOutcome::Failed(e.into());
+                        return TaskOutcome::Invalid(e);
                     }
                 },
                 _ => None,

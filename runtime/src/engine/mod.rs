@@ -5,6 +5,7 @@ mod builder;
 mod cache;
 mod continuous;
 mod debounce;
+mod deploy;
 pub(crate) mod erased;
 mod lifecycle;
 mod locks;
@@ -34,11 +35,13 @@ use self::lifecycle::{Activity, ActivityGuard};
 use self::locks::{KeyGuard, KeyedLocks};
 use self::scheduler::Scheduler;
 use crate::clock::Clock;
-use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
+use crate::error::{catch_panic, BoxError, Error, Operation, Panicked, Result, ValidationTarget};
 use crate::id::{check_identifier, InstanceKey, JobKind};
 use crate::retry::{ExhaustionReason, RetryDecision, RetryPolicy};
 use crate::steps::StepRuntime;
-use crate::store::{Backend, Columns, InstanceRecord, Lease, StoreError, Write, WriteBatch};
+use crate::store::{
+    Backend, Columns, InstanceRecord, Lease, StoreError, UnregisteredJob, Write, WriteBatch,
+};
 use crate::telemetry::{EventKind, EventStream, JobEvent, Telemetry};
 use crate::time::Timestamp;
 
@@ -76,13 +79,23 @@ impl<R: Registry> Engine<R> {
         crate::Client::new(self.clone())
     }
 
+    /// The jobs that have instances in the store but are not registered in this engine (removed,
+    /// renamed, or not deployed here yet), found at start. Their instances are left as they are:
+    /// their alarms do not fire, and they run again once a deploy registers the job. A warning
+    /// names each at start too.
+    pub fn unregistered_jobs(&self) -> &[UnregisteredJob] {
+        &self.handle.inner.unregistered
+    }
+
     /// Committed telemetry events, as they happen.
     pub fn events(&self) -> EventStream {
         self.handle.inner.telemetry.subscribe()
     }
 
     /// Stops gracefully: no new actions or claims, running executions finish (up to the
-    /// configured shutdown timeout), telemetry is flushed, the store is closed.
+    /// configured shutdown timeout), the store is closed. Telemetry delivery is not waited for:
+    /// a request in flight may finish, and undelivered events stay in the outbox for the next
+    /// start.
     ///
     /// # Errors
     ///
@@ -100,6 +113,11 @@ impl<R: Registry> Engine<R> {
 pub(crate) struct Inner<A> {
     pub(crate) app: Arc<A>,
     pub(crate) jobs: JobSet<A>,
+    /// The jobs whose alarms the scheduler scans: the registered continuous, debounce and task
+    /// jobs, by kind and persisted name.
+    pub(crate) alarm_jobs: Vec<(JobKind, &'static str)>,
+    /// Jobs with instances in the store that are not registered, found at start.
+    pub(crate) unregistered: Vec<UnregisteredJob>,
     pub(crate) store: Arc<dyn Backend>,
     pub(crate) clock: Clock,
     pub(crate) locks: KeyedLocks,
@@ -138,6 +156,14 @@ impl Events {
     pub(crate) fn enabled(&self) -> bool {
         self.enabled
     }
+}
+
+/// An instance's stored state, read for an action or an execution.
+pub(crate) enum Stored<T> {
+    /// Decoded.
+    State(T),
+    /// The instance is broken: its state does not decode. The error is for the caller.
+    Broken(Error),
 }
 
 /// How a failed execution continues.
@@ -209,6 +235,18 @@ impl<A: Send + Sync + 'static> Inner<A> {
         })
     }
 
+    /// The state codec of a job with state (continuous, debounce, task).
+    pub(crate) fn state_codec(&self, name: &str) -> Result<&dyn erased::StateCodec<A>> {
+        match self.handler(name)? {
+            Handler::Continuous(h) => Ok(h.as_ref()),
+            Handler::Debounce(h) => Ok(h.as_ref()),
+            Handler::Task(h) => Ok(h.as_ref()),
+            Handler::Step(_) => Err(Error::JobNotFound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
     /// Takes the instance's lock; refuses when called from the instance's own execution, which
     /// would wait for itself.
     pub(crate) async fn lock(
@@ -235,6 +273,8 @@ impl<A: Send + Sync + 'static> Inner<A> {
         operation: Operation,
     ) -> Result<Option<InstanceRecord>> {
         if let Some(known) = self.cache.as_ref().and_then(|c| c.get(key)) {
+            // What the cache holds is only true while the store is.
+            self.store.verify().map_err(|e| store_error(e, operation))?;
             return Ok(known);
         }
         let loaded = self
@@ -250,9 +290,10 @@ impl<A: Send + Sync + 'static> Inner<A> {
 
     /// The alarm `rec` is waiting for, as a status reports it: none while an execution holds
     /// it (a claimed lease, or with an exclusive store a run the scheduler has in flight, whose
-    /// claim is not in the row; see [`Inner::claim`]), since its next time is not known yet.
+    /// claim is not in the row; see [`Inner::claim`]), since its next time is not known yet,
+    /// and none while the instance is broken, since it does not fire.
     pub(crate) fn pending_alarm(&self, rec: &InstanceRecord) -> Option<Timestamp> {
-        if rec.lease.is_some() || self.scheduler.running(&rec.key) {
+        if rec.lease.is_some() || rec.broken.is_some() || self.scheduler.running(&rec.key) {
             None
         } else {
             rec.alarm_at
@@ -383,13 +424,14 @@ impl<A: Send + Sync + 'static> Inner<A> {
     }
 
     /// Runs user code on behalf of `key`, inside a tracing span, marked so that re-entrant
-    /// actions on the same instance are refused instead of deadlocking.
-    pub(crate) async fn user_code<F: std::future::Future>(
+    /// actions on the same instance are refused instead of deadlocking. A panic is caught and
+    /// returned, for the caller to handle as the code's failure.
+    pub(crate) async fn user_code<F: std::future::Future + Unpin>(
         &self,
         key: &InstanceKey,
         operation: Operation,
         fut: F,
-    ) -> F::Output {
+    ) -> Result<F::Output, Panicked> {
         let span = tracing::info_span!(
             "durable_jobs.execute",
             kind = key.kind().as_str(),
@@ -397,7 +439,14 @@ impl<A: Send + Sync + 'static> Inner<A> {
             instance = key.id(),
             operation = operation.as_str(),
         );
-        EXECUTING.scope(key.clone(), fut).instrument(span).await
+        let result = EXECUTING
+            .scope(key.clone(), catch_panic(fut))
+            .instrument(span)
+            .await;
+        if let Err(panicked) = &result {
+            tracing::error!(instance = %key, %operation, error = %panicked, "user code panicked");
+        }
+        result
     }
 
     /// Decides what follows a failed attempt and records it in `rec` (retry bookkeeping and
@@ -478,14 +527,83 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 last_error: message,
                 total_duration: total,
             };
-            self.user_code(
-                &key,
-                operation,
-                job.exhausted(rec.state.as_deref(), info, &self.app),
-            )
-            .await;
+            // The hook cannot fail; a panic in it is logged by `user_code` and the instance is
+            // purged all the same.
+            let stored = rec.state.as_deref().map(|json| (json, rec.state_version));
+            let _ = self
+                .user_code(&key, operation, job.exhausted(stored, info, &self.app))
+                .await;
         }
         failure
+    }
+
+    /// Reads `rec`'s stored state for `codec`'s job (`None` while there is none: a task has no
+    /// state until a handler sets one). A state that does not decode, even after migration,
+    /// makes the instance broken: that is committed (with a `job.broken` event) and the caller
+    /// gets the error to return. `Err` only if that commit fails.
+    pub(crate) async fn stored_state(
+        &self,
+        codec: &dyn erased::StateCodec<A>,
+        rec: &InstanceRecord,
+        operation: Operation,
+    ) -> Result<Stored<Option<erased::Decoded>>> {
+        if rec.state.is_none() && rec.broken.is_none() {
+            return Ok(Stored::State(None));
+        }
+        Ok(
+            match self.stored_state_or(codec, rec, "null", operation).await? {
+                Stored::State(state) => Stored::State(Some(state)),
+                Stored::Broken(e) => Stored::Broken(e),
+            },
+        )
+    }
+
+    /// As [`stored_state`](Self::stored_state), decoding `absent` when there is no state (the
+    /// kinds whose instances always have one).
+    pub(crate) async fn stored_state_or(
+        &self,
+        codec: &dyn erased::StateCodec<A>,
+        rec: &InstanceRecord,
+        absent: &str,
+        operation: Operation,
+    ) -> Result<Stored<erased::Decoded>> {
+        if let Some(why) = &rec.broken {
+            return Ok(Stored::Broken(broken_error(&rec.key, operation, why)));
+        }
+        let json = rec.state.as_deref().unwrap_or(absent);
+        match codec.decode_state(json, rec.state_version) {
+            Ok(decoded) => Ok(Stored::State(decoded)),
+            // Rare: boxed, so that every execution's future does not carry this one.
+            Err(why) => Box::pin(self.break_instance(rec.clone(), why, operation)).await,
+        }
+    }
+
+    /// Marks `rec` broken with `why` and commits it, alarm and counters unchanged: the alarm
+    /// does not fire while the instance is broken (the scan leaves broken rows out) and fires at
+    /// once when a deploy that can decode the state repairs it at start-up.
+    async fn break_instance<T>(
+        &self,
+        mut rec: InstanceRecord,
+        why: String,
+        operation: Operation,
+    ) -> Result<Stored<T>> {
+        let key = rec.key.clone();
+        tracing::error!(
+            instance = %key,
+            error = %why,
+            "stored state does not decode: the instance is broken until a migration is deployed or it is deleted"
+        );
+        let now = self.clock.now();
+        let mut events = self.events();
+        events.push(&key, now, || EventKind::Broken {
+            message: why.clone(),
+        });
+        let expected = rec.version;
+        rec.broken = Some(why.clone());
+        let write = Self::persist(Some(expected), &key, Some(rec), now);
+        self.commit(write.into_iter().collect(), events, None, operation)
+            .await?;
+        Ok(Stored::Broken(broken_error(&key, operation, &why)))
     }
 
     /// A number in [-1, 1] for retry jitter (splitmix64; quality is irrelevant here).
@@ -541,6 +659,15 @@ pub(crate) fn clear_retry(rec: &mut InstanceRecord) {
     rec.retry_attempt = 0;
     rec.retry_started_at = None;
     rec.retry_last_error = None;
+}
+
+/// The error of an action on a broken instance.
+pub(crate) fn broken_error(instance: &InstanceKey, operation: Operation, why: &str) -> Error {
+    Error::InvalidState {
+        instance: instance.clone(),
+        operation,
+        state: format!("broken ({why}); terminate or clear it, or deploy a state migration"),
+    }
 }
 
 pub(crate) fn execution_error(

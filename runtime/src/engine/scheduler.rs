@@ -139,13 +139,23 @@ impl Scheduler {
 }
 
 /// Removes an execution from the in-flight set when it ends, however it ends.
+///
+/// User code's panics are caught where it runs; an execution that panics all the same (the
+/// engine's own code) unwinds through this guard, which then holds its alarm for `hold` like
+/// one whose end could not be committed, instead of letting it fire again at once.
 struct InFlight {
     scheduler: Arc<Scheduler>,
     key: InstanceKey,
+    /// Until when a panicking execution holds the alarm.
+    hold: Timestamp,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(instance = %self.key, "an alarm execution panicked; its alarm is held");
+            self.scheduler.hold(self.key.clone(), self.hold);
+        }
         self.scheduler.in_flight().remove(&self.key);
         self.scheduler.slot_free.notify_one();
     }
@@ -176,7 +186,11 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
         if rescan || (queue.is_empty() && truncated) {
             let requested = scheduler.requests.load(Ordering::SeqCst);
             let now = inner.clock.now();
-            match inner.store.scan_alarms(now, SCAN_WINDOW).await {
+            match inner
+                .store
+                .scan_alarms(now, SCAN_WINDOW, &inner.alarm_jobs)
+                .await
+            {
                 Ok(scan) => {
                     backoff = Duration::from_millis(10);
                     truncated = scan.due.len() >= SCAN_WINDOW;
@@ -226,6 +240,7 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                 let guard = InFlight {
                     scheduler: scheduler.clone(),
                     key: key.clone(),
+                    hold: now + inner.lease,
                 };
                 tokio::spawn(fire(inner.clone(), key, guard));
             }
@@ -298,7 +313,8 @@ async fn fire<A: Send + Sync + 'static>(
             inner.debounce_alarm(h.clone(), claimed).await
         }
         (Some(Handler::Task(h)), JobKind::Task) => inner.task_alarm(h.clone(), claimed).await,
-        _ => inner.orphan_alarm(claimed).await,
+        // Scans ask for the alarms of registered jobs only.
+        _ => Ok(()),
     };
     if let Err(e) = result {
         tracing::error!(instance = %key, error = %e, "alarm execution failed");
@@ -340,7 +356,11 @@ impl<A: Send + Sync + 'static> ClockDriven for ClockDriver<A> {
     fn next_alarm(&self) -> BoxFuture<'_, Option<Timestamp>> {
         Box::pin(async move {
             let inner = self.inner.upgrade()?;
-            let scan = inner.store.scan_alarms(inner.clock.now(), 1).await.ok()?;
+            let scan = inner
+                .store
+                .scan_alarms(inner.clock.now(), 1, &inner.alarm_jobs)
+                .await
+                .ok()?;
             scan.due.first().map(|(_, at)| *at).or(scan.next)
         })
     }

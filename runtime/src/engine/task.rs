@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use super::erased::{Input, Invocation, TaskHandler, TaskMeta, TaskOutcome};
-use super::{execution_error, state_json, Events, Handler, Inner};
+use super::erased::{Decoded, Input, Invocation, TaskHandler, TaskMeta, TaskOutcome};
+use super::{execution_error, state_json, Events, Handler, Inner, Stored};
 use crate::error::{Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{InstanceRecord, Write};
@@ -22,6 +22,10 @@ pub enum TaskState {
     Active,
     /// Nothing is scheduled; the task waits for events.
     Idle,
+    /// Its stored state does not decode (even after migration): it takes no events and its
+    /// schedule does not fire until a deploy that decodes it starts, or it is terminated.
+    /// `status` says why.
+    Broken,
     /// There is no such instance.
     NotFound,
 }
@@ -66,6 +70,8 @@ pub struct TaskStatus {
     pub event_count: u64,
     /// Executions so far.
     pub execute_count: u64,
+    /// Why it is broken, when it is.
+    pub broken: Option<String>,
 }
 
 impl TaskStatus {
@@ -108,6 +114,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _lock = self.lock(&key, op).await?;
         let existing = self.load(&key, op).await?;
         self.ensure_new_event(&key, event_id, op).await?;
+        let state = match &existing {
+            Some(rec) => match self.stored_state(h.as_ref(), rec, op).await? {
+                Stored::State(state) => state,
+                Stored::Broken(e) => return Err(e),
+            },
+            None => None,
+        };
         let now = self.clock.now();
         let expected = existing.as_ref().map(|r| r.version);
         let created = existing.is_none();
@@ -119,6 +132,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             .invoke_task(
                 &h,
                 &mut rec,
+                state,
                 Invocation::Event(event),
                 stored,
                 op,
@@ -161,13 +175,25 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let key = self.key(JobKind::Task, job, id)?;
         let _lock = self.lock(&key, op).await?;
         let mut rec = self.load_existing(&key, op).await?;
+        let state = match self.stored_state(h.as_ref(), &rec, op).await? {
+            Stored::State(state) => state,
+            Stored::Broken(e) => return Err(e),
+        };
         let expected = rec.version;
         rec.execute_count += 1;
         let mut events = self.events();
         // A manual run leaves a pending schedule in place unless the handler changes it.
         let stored = rec.alarm_at;
         let applied = self
-            .invoke_task(&h, &mut rec, Invocation::Execute, stored, op, &mut events)
+            .invoke_task(
+                &h,
+                &mut rec,
+                state,
+                Invocation::Execute,
+                stored,
+                op,
+                &mut events,
+            )
             .await;
         if let Some(e) = applied.error {
             self.commit(Vec::new(), events, None, op).await?;
@@ -217,12 +243,15 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 created_at: None,
                 event_count: 0,
                 execute_count: 0,
+                broken: None,
             },
             Some(rec) => {
                 // While an execution holds the alarm, its schedule is consumed.
                 let scheduled_at = self.pending_alarm(&rec);
                 TaskStatus {
-                    status: if scheduled_at.is_some() {
+                    status: if rec.broken.is_some() {
+                        TaskState::Broken
+                    } else if scheduled_at.is_some() {
                         TaskState::Active
                     } else {
                         TaskState::Idle
@@ -231,6 +260,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                     created_at: Some(rec.created_at),
                     event_count: rec.event_count,
                     execute_count: rec.execute_count,
+                    broken: rec.broken,
                 }
             }
         })
@@ -242,6 +272,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
         mut rec: InstanceRecord,
     ) -> Result<()> {
         let op = Operation::Alarm;
+        let state = match self.stored_state(h.as_ref(), &rec, op).await? {
+            Stored::State(state) => state,
+            // Nothing ran and nothing is counted; the alarm waits for a repair.
+            Stored::Broken(_) => return Ok(()),
+        };
         let expected = rec.version;
         let key = rec.key.clone();
         // The alarm is consumed: the schedule that fired is no longer in effect.
@@ -250,7 +285,15 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let mut events = self.events();
         let mut after = rec.clone();
         let applied = self
-            .invoke_task(&h, &mut after, Invocation::Execute, None, op, &mut events)
+            .invoke_task(
+                &h,
+                &mut after,
+                state,
+                Invocation::Execute,
+                None,
+                op,
+                &mut events,
+            )
             .await;
         let (keep, record) = match &applied.error {
             Some(e) => {
@@ -270,11 +313,14 @@ impl<A: Send + Sync + 'static> Inner<A> {
             .await
     }
 
-    /// Runs one invocation and applies its outcome to `rec` and `events`.
+    /// Runs one invocation on `state` (`rec`'s, decoded) and applies its outcome to `rec` and
+    /// `events`.
+    #[allow(clippy::too_many_arguments)]
     async fn invoke_task(
         &self,
         h: &Arc<dyn TaskHandler<A>>,
         rec: &mut InstanceRecord,
+        state: Option<Decoded>,
         invocation: Invocation,
         stored_schedule: Option<Timestamp>,
         op: Operation,
@@ -291,13 +337,12 @@ impl<A: Send + Sync + 'static> Inner<A> {
             now: started,
             stored_schedule,
         };
+        // A panicking handler fails the invocation; it does not reach `on_error`, whose error
+        // parameter has the job's error type.
         let outcome = self
-            .user_code(
-                &key,
-                op,
-                h.invoke(invocation, rec.state.as_deref(), meta, &self.app),
-            )
-            .await;
+            .user_code(&key, op, h.invoke(invocation, state, meta, &self.app))
+            .await
+            .unwrap_or_else(|panicked| TaskOutcome::Failed(panicked.into()));
         let now = self.clock.now();
         let run_count = rec.execute_count;
         match outcome {
@@ -326,6 +371,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
                     error: Some(execution_error(&key, op, error)),
                 }
             }
+            TaskOutcome::Invalid(e) => Applied {
+                keep: true,
+                terminated: false,
+                error: Some(e),
+            },
             TaskOutcome::Done {
                 state,
                 schedule,
@@ -340,6 +390,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                         };
                     }
                     rec.state = Some(state);
+                    rec.state_version = h.state_version();
                 }
                 rec.alarm_at = schedule;
                 let duration_ms = now.saturating_duration_since(started).as_millis() as u64;
@@ -362,22 +413,5 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 }
             }
         }
-    }
-
-    /// An alarm whose job is no longer registered (renamed or removed): the alarm is cleared so
-    /// it does not fire again; the instance and its state stay for when the job returns.
-    pub(crate) async fn orphan_alarm(&self, mut rec: InstanceRecord) -> Result<()> {
-        tracing::error!(instance = %rec.key, "alarm of a job that is not registered; alarm cleared, state kept");
-        let expected = rec.version;
-        rec.alarm_at = None;
-        let key = rec.key.clone();
-        let write = Self::persist(Some(expected), &key, Some(rec), self.clock.now());
-        self.commit(
-            write.into_iter().collect(),
-            self.events(),
-            None,
-            Operation::Alarm,
-        )
-        .await
     }
 }

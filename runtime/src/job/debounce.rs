@@ -55,6 +55,27 @@ pub trait DebounceJob<A: Send + Sync + 'static = ()>: Job {
         let _ = (exhausted, app);
         async {}
     }
+
+    /// The version of the shape of [`State`](Self::State) this code writes (default 0). It is
+    /// stored with every state; raise it when the shape changes in a way serde defaults do not
+    /// cover, and teach [`migrate_state`](Self::migrate_state) the older shapes. See
+    /// "Deploys" in `docs/jobs.md`.
+    const STATE_VERSION: u32 = 0;
+
+    /// Turns a state stored at an older `version` (below
+    /// [`STATE_VERSION`](Self::STATE_VERSION)), given as its raw JSON, into the current state.
+    /// Called when the state is read, before any handler sees it; the result is written back,
+    /// at `STATE_VERSION`, with the instance's next write. By default the JSON is decoded as it
+    /// is, which is enough when new fields have serde defaults. An error leaves the instance
+    /// broken until a migration that works is deployed (or it is deleted).
+    fn migrate_state(
+        &self,
+        stored: serde_json::Value,
+        version: u32,
+    ) -> Result<Self::State, crate::error::BoxError> {
+        let _ = version;
+        Ok(serde_json::from_value(stored)?)
+    }
 }
 
 /// How a debounce job batches and retries.

@@ -122,7 +122,7 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     }
 
     fn encode(input: &J::Input) -> Result<String, String> {
-        serde_json::to_string(input).map_err(|e| e.to_string())
+        crate::json::encode(input)
     }
 
     fn triggered(

@@ -373,7 +373,13 @@ impl StepContext {
             sink: self.sink.clone(),
             step_name: name.into(),
         };
-        let result = f(scope).await;
+        // A panicking closure fails the step like an error it returned.
+        let result = crate::error::catch_panic(Box::pin(f(scope)))
+            .await
+            .unwrap_or_else(|panicked| {
+                tracing::error!(step = name, error = %panicked, "step panicked");
+                Err(panicked.into())
+            });
 
         if self.cancellation.reason() == Some(CancelReason::LeaseLost) {
             return Err(StepError::LeaseLost {
@@ -387,7 +393,7 @@ impl StepContext {
                 None,
                 Some("run was cancelled".to_owned()),
             ),
-            Ok(value) => match serde_json::to_string(value) {
+            Ok(value) => match crate::json::encode(value) {
                 Ok(json) => (StepStatus::Completed, Some(json), None),
                 Err(e) => (
                     StepStatus::Failed,

@@ -34,6 +34,8 @@ mod worker;
 mod tests;
 
 use std::sync::Arc;
+
+use serde::Deserialize;
 use std::time::Duration;
 
 use crate::error::{BoxError, Error, ValidationTarget};
@@ -220,7 +222,9 @@ pub(crate) trait ErasedStepJob<A>: Send + Sync {
     fn config(&self) -> &StepJobConfig;
 
     /// Decodes a JSON input into the job's input type and encodes it back (the stored form).
-    fn check_input(&self, input: &serde_json::Value) -> Result<String, String>;
+    /// Refuses input nested deeper than [`MAX_NESTING_DEPTH`](crate::MAX_NESTING_DEPTH), or that
+    /// does not read back as itself.
+    fn check_input(&self, input: serde_json::Value) -> Result<String, String>;
 
     /// Runs the job on a stored input; returns the encoded output.
     fn run<'a>(
@@ -241,9 +245,10 @@ impl<A: Send + Sync + 'static, J: crate::StepJob<A>> ErasedStepJob<A> for Erased
         &self.config
     }
 
-    fn check_input(&self, input: &serde_json::Value) -> Result<String, String> {
-        let typed: J::Input = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
-        serde_json::to_string(&typed).map_err(|e| e.to_string())
+    fn check_input(&self, input: serde_json::Value) -> Result<String, String> {
+        let input = crate::json::check_depth(input)?;
+        let typed = J::Input::deserialize(input).map_err(|e| e.to_string())?;
+        crate::json::encode(&typed)
     }
 
     fn run<'a>(
@@ -260,7 +265,7 @@ impl<A: Send + Sync + 'static, J: crate::StepJob<A>> ErasedStepJob<A> for Erased
                 .run(step, input, app)
                 .await
                 .map_err(|e| RunFailure::Job(e.into()))?;
-            serde_json::to_string(&output).map_err(|e| RunFailure::Output(e.to_string()))
+            crate::json::encode(&output).map_err(RunFailure::Output)
         })
     }
 }

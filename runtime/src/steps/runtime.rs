@@ -365,7 +365,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         let batch = items.len() > 1;
         let mut encoded = Vec::with_capacity(items.len());
         for (i, (input, options)) in items.into_iter().enumerate() {
-            let input = handler.check_input(&input).map_err(|m| {
+            let input = handler.check_input(input).map_err(|m| {
                 at_index(
                     Error::validation(ValidationTarget::Input, Some(job), m),
                     batch.then_some(i),
@@ -493,7 +493,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         })?;
         let input: serde_json::Value =
             serde_json::from_str(&run.input).unwrap_or(serde_json::Value::Null);
-        let input = handler.check_input(&input).map_err(|m| {
+        let input = handler.check_input(input).map_err(|m| {
             Error::validation(
                 ValidationTarget::Input,
                 Some(&run.job_name),

@@ -21,7 +21,7 @@ use super::run::{Labels, RunStatus};
 use super::runtime::{ActiveRun, Shared, StepRuntime};
 use super::store::{Claimed, ClaimedRun, Fence, Finish, FinishOutcome};
 use super::{ErasedStepJob, RunFailure};
-use crate::error::Error;
+use crate::error::{catch_panic, Error};
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
@@ -508,7 +508,15 @@ async fn execute<A: Send + Sync + 'static>(
     let result = if cancellation.is_cancelled() {
         None
     } else {
-        Some(job.run(&mut ctx, &run.input, &app).await)
+        // A panicking body fails the attempt like an error it returned.
+        Some(
+            catch_panic(job.run(&mut ctx, &run.input, &app))
+                .await
+                .unwrap_or_else(|panicked| {
+                    tracing::error!(error = %panicked, "step run panicked");
+                    Err(RunFailure::Job(panicked.into()))
+                }),
+        )
     };
     slot.release();
     let cleanup = !shared.options.preserve_steps && (ctx.wrote_rows() || run.generation > 1);

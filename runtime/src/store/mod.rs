@@ -54,6 +54,12 @@ pub struct InstanceRecord {
     pub key: InstanceKey,
     /// The state as JSON, when there is one.
     pub state: Option<String>,
+    /// The version of the state's shape the job declared when it wrote `state` (its
+    /// `STATE_VERSION`; 0 for rows written before versions existed).
+    pub state_version: u32,
+    /// Why the instance is broken, when it is: its stored state does not decode into the job's
+    /// state type, even after migration. A broken instance's alarm does not fire.
+    pub broken: Option<String>,
     /// Creation time.
     pub created_at: Timestamp,
     /// Time of the last write.
@@ -90,6 +96,8 @@ impl InstanceRecord {
         InstanceRecord {
             key,
             state: None,
+            state_version: 0,
+            broken: None,
             created_at: now,
             updated_at: now,
             run_count: 0,
@@ -139,7 +147,7 @@ pub struct Lease {
 pub struct Columns(u16);
 
 impl Columns {
-    /// `state`.
+    /// `state` and `state_version`.
     pub const STATE: Columns = Columns(1);
     /// `created_at`.
     pub const CREATED_AT: Columns = Columns(1 << 1);
@@ -161,8 +169,10 @@ impl Columns {
     pub const LEASE: Columns = Columns(1 << 9);
     /// `updated_at` and `version`: in every update.
     pub const UPDATED: Columns = Columns(1 << 10);
+    /// `broken`.
+    pub const BROKEN: Columns = Columns(1 << 11);
     /// Every column.
-    pub const ALL: Columns = Columns((1 << 11) - 1);
+    pub const ALL: Columns = Columns((1 << 12) - 1);
 
     /// The columns of both sets.
     #[must_use]
@@ -188,7 +198,11 @@ impl Columns {
                 set = set.union(column);
             }
         };
-        mark(old.state != new.state, Columns::STATE);
+        mark(
+            old.state != new.state || old.state_version != new.state_version,
+            Columns::STATE,
+        );
+        mark(old.broken != new.broken, Columns::BROKEN);
         mark(old.created_at != new.created_at, Columns::CREATED_AT);
         mark(old.run_count != new.run_count, Columns::RUN_COUNT);
         mark(old.event_count != new.event_count, Columns::EVENT_COUNT);
@@ -267,6 +281,19 @@ pub struct AlarmScan {
     pub due: Vec<(InstanceKey, Timestamp)>,
     /// The earliest alarm after `now`, if any.
     pub next: Option<Timestamp>,
+}
+
+/// A job that has instances in the store but is not registered in the engine: its instances
+/// are left as they are and run again once a deploy registers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnregisteredJob {
+    /// The kind the instances were stored under.
+    pub kind: JobKind,
+    /// The job's persisted name.
+    pub name: String,
+    /// Its instances.
+    pub instances: u64,
 }
 
 /// One telemetry event waiting in the outbox.
@@ -436,13 +463,40 @@ pub trait Backend: Send + Sync + 'static {
         lease_until: Timestamp,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
-    /// Due alarms and the next one. Uses an index: cost does not grow with the number of
-    /// scheduled instances.
-    fn scan_alarms(
-        &self,
+    /// Due alarms of the instances of `jobs` (kind and persisted name) that are not broken,
+    /// and the next such alarm. Alarms of other jobs (removed, renamed, not deployed here) and
+    /// of broken instances are not looked at, however many there are. Uses an index: the cost
+    /// grows with the number of jobs, not of scheduled instances.
+    fn scan_alarms<'a>(
+        &'a self,
         now: Timestamp,
         limit: usize,
-    ) -> BoxFuture<'_, Result<AlarmScan, StoreError>>;
+        jobs: &'a [(JobKind, &'static str)],
+    ) -> BoxFuture<'a, Result<AlarmScan, StoreError>>;
+
+    /// The broken instances of a job (see [`InstanceRecord::broken`]).
+    fn load_broken<'a>(
+        &'a self,
+        kind: JobKind,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<InstanceRecord>, StoreError>>;
+
+    /// The jobs that have instances but are not among `registered`, with how many instances
+    /// each has.
+    fn unregistered_jobs<'a>(
+        &'a self,
+        registered: &'a [(JobKind, &'static str)],
+    ) -> BoxFuture<'a, Result<Vec<UnregisteredJob>, StoreError>>;
+
+    /// Moves every alarm of `job`'s instances that is later than `at` to `at`, leaving broken
+    /// instances, leased ones and retries alone; returns how many moved. For a schedule that
+    /// changed: no instance waits longer than the new schedule allows.
+    fn pull_alarms_to<'a>(
+        &'a self,
+        kind: JobKind,
+        job: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Called once at start-up by `owner`. A backend that knows no other process can hold
     /// leases (SQLite holds an exclusive lock on the file) releases every lease so that
@@ -479,6 +533,14 @@ pub trait Backend: Send + Sync + 'static {
     /// answers `false`.
     fn exclusive(&self) -> bool {
         false
+    }
+
+    /// Fails when the store can no longer be trusted with reads and writes: its file was
+    /// deleted or replaced under it, say. Cheap (no query); the engine calls it before
+    /// answering from its cache of committed rows, which would otherwise keep answering. The
+    /// default never fails.
+    fn verify(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Stops accepting work, finishes queued writes and closes the database.

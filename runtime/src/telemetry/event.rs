@@ -18,7 +18,7 @@ pub struct JobEvent {
     pub kind: EventKind,
 }
 
-/// The eight event types and their payloads.
+/// The nine event types and their payloads.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventKind {
@@ -86,6 +86,13 @@ pub enum EventKind {
         /// `event`, `execute` or `idle`.
         trigger: &'static str,
     },
+    /// `job.broken`: the instance's stored state does not decode (even after migration); it
+    /// runs no more until a deploy that decodes it starts, or it is deleted. Emitted once, when
+    /// it breaks.
+    Broken {
+        /// Why the state does not decode.
+        message: String,
+    },
 }
 
 impl EventKind {
@@ -100,6 +107,7 @@ impl EventKind {
             EventKind::DebounceStarted { .. } => "debounce.started",
             EventKind::DebounceFlushed { .. } => "debounce.flushed",
             EventKind::TaskScheduled { .. } => "task.scheduled",
+            EventKind::Broken { .. } => "job.broken",
         }
     }
 }
@@ -172,6 +180,7 @@ impl JobEvent {
             } => json!({
                 "scheduledAt": scheduled_at.to_rfc3339(), "trigger": trigger,
             }),
+            EventKind::Broken { message } => json!({ "error": { "message": message } }),
         };
         if let Value::Object(p) = payload {
             m.extend(p);

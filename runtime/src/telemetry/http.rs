@@ -4,6 +4,10 @@
 //! after the endpoint accepted the request that carried it (a 2xx answer), so an event whose
 //! change committed is delivered at least once, even across crashes and outages. A request whose
 //! answer is lost is sent again; receivers de-duplicate on `eventId`.
+//!
+//! Shutdown does not wait for delivery: the request in flight, if any, is let finish (within the
+//! shutdown timeout), and nothing more is sent or retried. What was not delivered stays in the
+//! outbox and is sent after the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,8 +98,8 @@ pub(crate) struct HttpSender {
 }
 
 impl HttpSender {
-    /// Delivers what is in the outbox, for at most `timeout`, then stops. What could not be
-    /// delivered stays in the outbox for the next start.
+    /// Stops: lets the request in flight finish (for at most `timeout`) and sends nothing more.
+    /// What was not delivered stays in the outbox for the next start.
     pub(crate) async fn shutdown(mut self, timeout: Duration) {
         let _ = self.stop.send(true);
         let Some(mut task) = self.task.take() else {
@@ -106,7 +110,7 @@ impl HttpSender {
             let _ = task.await;
             tracing::warn!(
                 ?timeout,
-                "telemetry not fully delivered at shutdown; the rest stays in the outbox for the next start"
+                "a telemetry request was still in flight at shutdown; its events stay in the outbox for the next start"
             );
         }
     }
@@ -153,6 +157,8 @@ enum Ended {
     Drained,
     /// The store is closed: nothing more can be delivered.
     StoreClosed,
+    /// The engine is shutting down: the rest waits in the outbox.
+    Stopping,
 }
 
 impl Sender {
@@ -192,28 +198,33 @@ impl Sender {
     async fn run(&self, wake: &Notify, mut stopping: watch::Receiver<bool>) {
         loop {
             match self.deliver_all(&mut stopping).await {
-                Ended::StoreClosed => return,
+                Ended::StoreClosed | Ended::Stopping => return,
                 Ended::Drained if *stopping.borrow() => return,
                 Ended::Drained => {}
             }
             tokio::select! {
                 () = wake.notified() => {}
-                // Stopping: one more round delivers what the last commits wrote.
-                changed = stopping.changed() => if changed.is_err() { return },
+                _ = stopping.changed() => return,
             }
         }
     }
 
-    /// Sends batches until the outbox is empty, retrying failures with backoff.
+    /// Sends batches until the outbox is empty, retrying failures with backoff, or until the
+    /// engine stops (checked between requests: a request in flight is let finish).
     async fn deliver_all(&self, stopping: &mut watch::Receiver<bool>) -> Ended {
         let mut backoff = Backoff::new(self.config.initial_backoff, self.config.max_backoff);
         loop {
+            if *stopping.borrow() {
+                return Ended::Stopping;
+            }
             let batch = match self.store.outbox_peek(self.config.batch_size).await {
                 Ok(batch) => batch,
                 Err(StoreError::Closed) => return Ended::StoreClosed,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the telemetry outbox failed; retrying");
-                    backoff.wait(stopping).await;
+                    if backoff.wait(stopping).await.is_err() {
+                        return Ended::Stopping;
+                    }
                     continue;
                 }
             };
@@ -228,7 +239,9 @@ impl Sender {
                     error = %e,
                     "sending telemetry failed; the events stay in the outbox"
                 );
-                backoff.wait(stopping).await;
+                if backoff.wait(stopping).await.is_err() {
+                    return Ended::Stopping;
+                }
                 continue;
             }
             match self.store.outbox_ack(last).await {
@@ -237,7 +250,9 @@ impl Sender {
                 Err(e) => {
                     // The batch will be sent again; receivers de-duplicate on `eventId`.
                     tracing::warn!(error = %e, "removing delivered telemetry from the outbox failed");
-                    backoff.wait(stopping).await;
+                    if backoff.wait(stopping).await.is_err() {
+                        return Ended::Stopping;
+                    }
                 }
             }
         }
@@ -288,6 +303,9 @@ impl Sender {
     }
 }
 
+/// The engine is stopping.
+struct Stopped;
+
 /// Exponential backoff between failed attempts, on real time.
 struct Backoff {
     initial: Duration,
@@ -316,17 +334,16 @@ impl Backoff {
         delay
     }
 
-    /// Waits the current delay and doubles it. A shutdown request cuts the wait short once, so
-    /// the last attempts happen within the shutdown timeout.
-    async fn wait(&mut self, stopping: &mut watch::Receiver<bool>) {
+    /// Waits the current delay and doubles it; `Err` as soon as the engine stops, which does
+    /// not wait for the endpoint to come back.
+    async fn wait(&mut self, stopping: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
         let delay = self.advance();
+        if *stopping.borrow() {
+            return Err(Stopped);
+        }
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            changed = stopping.changed() => {
-                if changed.is_ok() {
-                    self.reset();
-                }
-            }
+            () = tokio::time::sleep(delay) => Ok(()),
+            _ = stopping.changed() => Err(Stopped),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Telemetry: the eight job events, delivered to in-process subscribers and, when configured,
+//! Telemetry: the nine job events, delivered to in-process subscribers and, when configured,
 //! to an HTTP endpoint through a durable outbox.
 //!
 //! Events are produced inside the action or alarm they describe. When an HTTP endpoint is

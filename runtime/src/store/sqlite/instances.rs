@@ -9,22 +9,26 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension, Row, Statement};
 
 use super::{limit_to_sql, outbox, u64_from_sql, u64_to_sql, Context};
-use crate::id::InstanceKey;
+use crate::id::{InstanceKey, JobKind};
 use crate::store::{
-    AlarmScan, Columns, InstanceCounts, InstanceQuery, InstanceRecord, Lease, StoreError, Write,
-    WriteBatch,
+    AlarmScan, Columns, InstanceCounts, InstanceQuery, InstanceRecord, Lease, StoreError,
+    UnregisteredJob, Write, WriteBatch,
 };
 use crate::time::Timestamp;
 
 /// The columns of an instance row, in the order [`record_from_row`] reads them and
-/// [`bind_record`] binds them (`?1` to `?19`).
+/// [`bind_record`] binds them (`?1` to `?21`).
 macro_rules! record_columns {
     () => {
         "kind, job, id, state, created_at, updated_at, run_count, event_count, execute_count, \
          batch_started_at, last_event_at, alarm_at, retry_attempt, retry_started_at, \
-         retry_last_error, version, lease_owner, lease_until, lease_generation"
+         retry_last_error, version, lease_owner, lease_until, lease_generation, state_version, \
+         broken"
     };
 }
+
+/// The parameter of the expected version in an update, after those of [`bind_record`].
+const EXPECTED_VERSION: usize = 22;
 
 /// The instance row of `key`, if any.
 pub(super) fn load(
@@ -83,7 +87,7 @@ fn insert(conn: &Connection, record: &InstanceRecord) -> Result<(), StoreError> 
         .prepare_cached(concat!(
             "INSERT INTO instances (",
             record_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
              ON CONFLICT DO NOTHING"
         ))
         .context("preparing to insert an instance")?;
@@ -114,7 +118,7 @@ fn update(
         .context("preparing to update an instance")?;
     // Every column is bound; the statement uses those of `changed`.
     bind_record(&mut stmt, record).context("binding an instance")?;
-    stmt.raw_bind_parameter(20, u64_to_sql(expected_version))
+    stmt.raw_bind_parameter(EXPECTED_VERSION, u64_to_sql(expected_version))
         .context("binding a version")?;
     match stmt
         .raw_execute()
@@ -131,11 +135,12 @@ thread_local! {
 }
 
 /// `UPDATE instances SET` the columns of `changed` only, with the parameter numbers of
-/// [`bind_record`], fenced on the version (`?20`). Leaving a column out also leaves its index
-/// alone: an `add` that does not move the alarm does not touch `instances_alarm_at`.
+/// [`bind_record`], fenced on the version (`?22`). Leaving a column out also leaves its index
+/// alone: an `add` that does not move the alarm does not touch `instances_alarms`.
 fn update_sql(changed: Columns) -> String {
-    const SETS: [(Columns, &str); 11] = [
-        (Columns::STATE, "state = ?4"),
+    const SETS: [(Columns, &str); 12] = [
+        (Columns::STATE, "state = ?4, state_version = ?20"),
+        (Columns::BROKEN, "broken = ?21"),
         (Columns::CREATED_AT, "created_at = ?5"),
         (Columns::UPDATED, "updated_at = ?6, version = ?16"),
         (Columns::RUN_COUNT, "run_count = ?7"),
@@ -159,7 +164,7 @@ fn update_sql(changed: Columns) -> String {
         .map(|(_, set)| *set)
         .collect();
     format!(
-        "UPDATE instances SET {} WHERE kind = ?1 AND job = ?2 AND id = ?3 AND version = ?20",
+        "UPDATE instances SET {} WHERE kind = ?1 AND job = ?2 AND id = ?3 AND version = ?{EXPECTED_VERSION}",
         sets.join(", ")
     )
 }
@@ -253,42 +258,59 @@ pub(super) fn renew_leases(
     Ok(renewed as u64)
 }
 
-/// Due alarms, earliest first, and the first alarm after `now`. Both queries walk the partial
-/// index on `alarm_at`, which holds the key: the cost depends on `limit`, not on the number of
-/// instances.
+/// Due alarms of `jobs`, earliest first, and the first alarm of `jobs` after `now`. Each job's
+/// queries walk its range of the partial index on `(kind, job, alarm_at)`, which holds the key
+/// and leaves out broken instances: the cost depends on `limit` and the number of jobs, not on
+/// the number of instances, nor on alarms of jobs not asked for.
 pub(super) fn scan_alarms(
     conn: &Connection,
     now: Timestamp,
     limit: usize,
+    jobs: &[(JobKind, &str)],
 ) -> Result<AlarmScan, StoreError> {
     let mut due = Vec::new();
-    if limit > 0 {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT kind, job, id, alarm_at FROM instances
-                  WHERE alarm_at IS NOT NULL AND alarm_at <= ?1
-                  ORDER BY alarm_at LIMIT ?2",
-            )
-            .context("preparing to scan due alarms")?;
-        let mut rows = stmt
-            .query(params![now, limit_to_sql(limit)])
-            .context("scanning due alarms")?;
-        while let Some(row) = rows.next().context("scanning due alarms")? {
-            let key = InstanceKey::new(
-                row.get(0).context("reading an alarm")?,
-                row.get::<_, String>(1).context("reading an alarm")?,
-                row.get::<_, String>(2).context("reading an alarm")?,
-            );
-            due.push((key, row.get(3).context("reading an alarm")?));
-        }
-    }
-    let next = conn
+    let mut next: Option<Timestamp> = None;
+    let mut due_stmt = conn
         .prepare_cached(
-            "SELECT MIN(alarm_at) FROM instances WHERE alarm_at IS NOT NULL AND alarm_at > ?1",
+            "SELECT id, alarm_at FROM instances
+              WHERE kind = ?1 AND job = ?2 AND alarm_at IS NOT NULL AND broken IS NULL
+                AND alarm_at <= ?3
+              ORDER BY alarm_at LIMIT ?4",
         )
-        .context("preparing to find the next alarm")?
-        .query_row(params![now], |row| row.get(0))
-        .context("finding the next alarm")?;
+        .context("preparing to scan due alarms")?;
+    let mut next_stmt = conn
+        .prepare_cached(
+            "SELECT MIN(alarm_at) FROM instances
+              WHERE kind = ?1 AND job = ?2 AND alarm_at IS NOT NULL AND broken IS NULL
+                AND alarm_at > ?3",
+        )
+        .context("preparing to find the next alarm")?;
+    for (kind, job) in jobs {
+        if limit > 0 {
+            let mut rows = due_stmt
+                .query(params![kind, job, now, limit_to_sql(limit)])
+                .context("scanning due alarms")?;
+            while let Some(row) = rows.next().context("scanning due alarms")? {
+                let key = InstanceKey::new(
+                    *kind,
+                    *job,
+                    row.get::<_, String>(0).context("reading an alarm")?,
+                );
+                due.push((key, row.get(1).context("reading an alarm")?));
+            }
+        }
+        let job_next: Option<Timestamp> = next_stmt
+            .query_row(params![kind, job, now], |row| row.get(0))
+            .context("finding the next alarm")?;
+        next = match (next, job_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    if jobs.len() > 1 {
+        due.sort_by_key(|(_, at)| *at);
+        due.truncate(limit);
+    }
     Ok(AlarmScan { due, next })
 }
 
@@ -384,6 +406,91 @@ pub(super) fn count_instances(
         .context("counting instances")
 }
 
+/// The broken instances of `job`, by the partial index that holds only them.
+pub(super) fn load_broken(
+    conn: &Connection,
+    kind: JobKind,
+    job: &str,
+) -> Result<Vec<InstanceRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            record_columns!(),
+            // Without statistics SQLite would walk the job's range of the primary key.
+            " FROM instances INDEXED BY instances_broken
+               WHERE kind = ?1 AND job = ?2 AND broken IS NOT NULL"
+        ))
+        .context("preparing to load broken instances")?;
+    let rows = stmt
+        .query_map(params![kind, job], record_from_row)
+        .context("loading broken instances")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("loading broken instances")
+}
+
+/// The jobs with instances that are not in `registered`, each with its number of instances.
+/// Finds the distinct jobs by skipping from one to the next along the primary key: one lookup
+/// per job, whatever the number of instances (only those of unregistered jobs are counted).
+pub(super) fn unregistered_jobs(
+    conn: &Connection,
+    registered: &[(JobKind, &str)],
+) -> Result<Vec<UnregisteredJob>, StoreError> {
+    let mut next_job = conn
+        .prepare_cached(
+            "SELECT kind, job FROM instances WHERE (kind, job) > (?1, ?2)
+              ORDER BY kind, job LIMIT 1",
+        )
+        .context("preparing to list jobs")?;
+    let mut count = conn
+        .prepare_cached("SELECT count(*) FROM instances WHERE kind = ?1 AND job = ?2")
+        .context("preparing to count instances")?;
+    let mut found = Vec::new();
+    let (mut kind, mut job) = (String::new(), String::new());
+    while let Some((k, j)) = next_job
+        .query_row(params![kind, job], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .optional()
+        .context("listing jobs")?
+    {
+        let parsed = JobKind::parse(&k);
+        let known = parsed.is_some_and(|p| registered.iter().any(|(rk, rj)| *rk == p && *rj == j));
+        if let (Some(parsed), false) = (parsed, known) {
+            let n: i64 = count
+                .query_row(params![k, j], |row| row.get(0))
+                .context("counting instances")?;
+            found.push(UnregisteredJob {
+                kind: parsed,
+                name: j.clone(),
+                instances: u64_from_sql(n),
+            });
+        }
+        (kind, job) = (k, j);
+    }
+    Ok(found)
+}
+
+/// Moves the alarms of `job` later than `at` to `at`; see
+/// [`Backend::pull_alarms_to`](crate::store::Backend::pull_alarms_to). Walks only the alarms
+/// to move, in the alarm index.
+pub(super) fn pull_alarms_to(
+    conn: &Connection,
+    kind: JobKind,
+    job: &str,
+    at: Timestamp,
+) -> Result<u64, StoreError> {
+    let moved = conn
+        .prepare_cached(
+            "UPDATE instances SET alarm_at = ?3, version = version + 1
+              WHERE kind = ?1 AND job = ?2 AND alarm_at IS NOT NULL AND broken IS NULL
+                AND alarm_at > ?3 AND retry_attempt <= 1 AND lease_owner IS NULL",
+        )
+        .context("preparing to move alarms")?
+        .execute(params![kind, job, at])
+        .context("moving alarms")?;
+    Ok(moved as u64)
+}
+
 /// Releases every lease and makes its alarm due at `now`, so interrupted executions run again
 /// at once. Returns how many rows had a lease.
 pub(super) fn release_all_leases(conn: &Connection, now: Timestamp) -> Result<u64, StoreError> {
@@ -408,7 +515,7 @@ pub(super) fn prune_event_ids(conn: &Connection, before: Timestamp) -> Result<u6
     Ok(pruned as u64)
 }
 
-/// Binds the columns of [`record_columns!`] to `?1` .. `?19`.
+/// Binds the columns of [`record_columns!`] to `?1` .. `?21`.
 fn bind_record(stmt: &mut Statement<'_>, r: &InstanceRecord) -> rusqlite::Result<()> {
     let (lease_owner, lease_until) = match &r.lease {
         Some(lease) => (Some(lease.owner.as_str()), Some(lease.until)),
@@ -433,6 +540,8 @@ fn bind_record(stmt: &mut Statement<'_>, r: &InstanceRecord) -> rusqlite::Result
     stmt.raw_bind_parameter(17, lease_owner)?;
     stmt.raw_bind_parameter(18, lease_until)?;
     stmt.raw_bind_parameter(19, u64_to_sql(r.lease_generation))?;
+    stmt.raw_bind_parameter(20, r.state_version)?;
+    stmt.raw_bind_parameter(21, r.broken.as_deref())?;
     Ok(())
 }
 
@@ -466,6 +575,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
         version: u64_from_sql(row.get(15)?),
         lease,
         lease_generation: u64_from_sql(row.get(18)?),
+        state_version: row.get(19)?,
+        broken: row.get(20)?,
     })
 }
 
@@ -502,8 +613,13 @@ mod tests {
                 until: ms(12),
             }),
             lease_generation: 13,
+            state_version: 14,
+            broken: Some("no longer decodes".into()),
         }
     }
+
+    /// The job of [`key`], as scans ask for it.
+    const JOB: &[(JobKind, &str)] = &[(JobKind::Task, "job")];
 
     fn scheduled(id: &str, alarm_at: i64) -> InstanceRecord {
         let mut record = InstanceRecord::new(key(id), ms(0));
@@ -569,6 +685,8 @@ mod tests {
             version: full.version + 1,
             lease: None,
             lease_generation: 33,
+            state_version: 34,
+            broken: None,
         }
     }
 
@@ -585,6 +703,7 @@ mod tests {
             Columns::ALARM_AT,
             Columns::RETRY,
             Columns::LEASE,
+            Columns::BROKEN,
         ];
         let dir = tempfile::tempdir().unwrap();
         let store = file_store(&dir);
@@ -932,7 +1051,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = file_store(&dir);
         assert_eq!(
-            store.scan_alarms(ms(100), 10).await.unwrap(),
+            store.scan_alarms(ms(100), 10, JOB).await.unwrap(),
             AlarmScan::default()
         );
         insert_all(
@@ -948,7 +1067,7 @@ mod tests {
         .await;
         insert_all(&store, [InstanceRecord::new(key("none"), ms(0))]).await;
 
-        let scan = store.scan_alarms(ms(100), 10).await.unwrap();
+        let scan = store.scan_alarms(ms(100), 10, JOB).await.unwrap();
         let due: Vec<_> = scan
             .due
             .iter()
@@ -957,14 +1076,114 @@ mod tests {
         assert_eq!(due, [("a", 10), ("b", 20), ("c", 30)]);
         assert_eq!(scan.next, Some(ms(500)));
 
-        let scan = store.scan_alarms(ms(100), 2).await.unwrap();
+        let scan = store.scan_alarms(ms(100), 2, JOB).await.unwrap();
         assert_eq!(scan.due.len(), 2);
         assert_eq!(scan.next, Some(ms(500)));
         // Due means at or before `now`.
-        let scan = store.scan_alarms(ms(500), 0).await.unwrap();
+        let scan = store.scan_alarms(ms(500), 0, JOB).await.unwrap();
         assert!(scan.due.is_empty());
         assert_eq!(scan.next, Some(ms(900)));
-        assert_eq!(store.scan_alarms(ms(900), 10).await.unwrap().next, None);
+        assert_eq!(
+            store.scan_alarms(ms(900), 10, JOB).await.unwrap().next,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn scans_merge_the_jobs_asked_for_and_leave_out_other_jobs_and_broken_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let at = |kind: JobKind, job: &str, id: &str, alarm: i64| {
+            let mut record = InstanceRecord::new(InstanceKey::new(kind, job, id), ms(0));
+            record.alarm_at = Some(ms(alarm));
+            record
+        };
+        let mut broken = at(JobKind::Task, "job", "broken", 5);
+        broken.broken = Some("no longer decodes".into());
+        insert_all(
+            &store,
+            [
+                at(JobKind::Task, "job", "t", 30),
+                at(JobKind::Continuous, "other", "c", 10),
+                at(JobKind::Continuous, "other", "c2", 600),
+                // Not asked for: a removed job, and a job of the same name but another kind.
+                at(JobKind::Debounce, "removed", "d", 1),
+                at(JobKind::Debounce, "job", "d", 2),
+                at(JobKind::Debounce, "removed", "later", 300),
+                broken,
+            ],
+        )
+        .await;
+        let jobs = &[(JobKind::Continuous, "other"), (JobKind::Task, "job")];
+        let scan = store.scan_alarms(ms(100), 10, jobs).await.unwrap();
+        let due: Vec<_> = scan.due.iter().map(|(k, _)| k.id()).collect();
+        assert_eq!(due, ["c", "t"]);
+        assert_eq!(scan.next, Some(ms(600)));
+        assert_eq!(
+            store.scan_alarms(ms(100), 1, jobs).await.unwrap().due.len(),
+            1
+        );
+        assert_eq!(
+            store.scan_alarms(ms(100), 10, &[]).await.unwrap(),
+            AlarmScan::default()
+        );
+
+        let unregistered = store.unregistered_jobs(jobs).await.unwrap();
+        let unregistered: Vec<_> = unregistered
+            .into_iter()
+            .map(|u| (u.kind, u.name, u.instances))
+            .collect();
+        assert_eq!(
+            unregistered,
+            [
+                (JobKind::Debounce, "job".to_owned(), 1),
+                (JobKind::Debounce, "removed".to_owned(), 2)
+            ]
+        );
+        let broken = store.load_broken(JobKind::Task, "job").await.unwrap();
+        assert_eq!(broken.len(), 1);
+        assert_eq!(broken[0].key.id(), "broken");
+    }
+
+    #[tokio::test]
+    async fn pulling_alarms_moves_only_later_unleased_first_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir);
+        let mut retrying = scheduled("retrying", 900);
+        retrying.retry_attempt = 2;
+        let mut broken = scheduled("broken", 900);
+        broken.broken = Some("no longer decodes".into());
+        insert_all(
+            &store,
+            [
+                scheduled("early", 100),
+                scheduled("late", 900),
+                retrying,
+                broken,
+                scheduled("leased", 900),
+            ],
+        )
+        .await;
+        store
+            .claim_alarm(&key("leased"), ms(900), "someone", ms(2_000))
+            .await
+            .unwrap()
+            .unwrap();
+        let moved = store
+            .pull_alarms_to(JobKind::Task, "job", ms(500))
+            .await
+            .unwrap();
+        assert_eq!(moved, 1);
+        let alarm = |id: &str| {
+            let store = store.clone();
+            let id = id.to_owned();
+            async move { store.load(&key(&id)).await.unwrap().unwrap().alarm_at }
+        };
+        assert_eq!(alarm("late").await, Some(ms(500)));
+        assert_eq!(alarm("early").await, Some(ms(100)));
+        assert_eq!(alarm("retrying").await, Some(ms(900)));
+        assert_eq!(alarm("broken").await, Some(ms(900)));
+        assert_eq!(alarm("leased").await, Some(ms(2_000)));
     }
 
     /// The SQL of every statement `f` runs on a connection to the store's file, as the store
@@ -1011,18 +1230,26 @@ mod tests {
     #[test]
     fn alarm_queries_only_walk_the_alarm_index() {
         let dir = tempfile::tempdir().unwrap();
-        // Both of the scan's statements, as `scan_alarms` runs them.
-        let (conn, statements) =
-            statements_run_by(&dir, |conn| scan_alarms(conn, ms(0), 10).map(drop));
-        assert_eq!(statements.len(), 2, "{statements:?}");
-        for sql in &statements {
+        let jobs: &[(JobKind, &'static str)] = &[(JobKind::Task, "job")];
+        // Every statement of `scan_alarms`, `pull_alarms_to` and `load_broken`, as they run.
+        let (conn, statements) = statements_run_by(&dir, |conn| {
+            scan_alarms(conn, ms(0), 10, jobs)?;
+            pull_alarms_to(conn, JobKind::Task, "job", ms(0))?;
+            load_broken(conn, JobKind::Task, "job").map(drop)
+        });
+        assert_eq!(statements.len(), 4, "{statements:?}");
+        for sql in &statements[..2] {
             let plan = plan(&conn, sql);
             assert!(
-                plan.contains("COVERING INDEX instances_alarm_at"),
+                plan.contains("COVERING INDEX instances_alarms"),
                 "{sql}: {plan}"
             );
             assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
         }
+        let pull = plan(&conn, &statements[2]);
+        assert!(pull.contains("INDEX instances_alarms"), "{pull}");
+        let broken = plan(&conn, &statements[3]);
+        assert!(broken.contains("INDEX instances_broken"), "{broken}");
     }
 
     #[tokio::test]
@@ -1049,7 +1276,7 @@ mod tests {
             Some(ms(5_000))
         );
         assert_eq!(
-            store.scan_alarms(ms(1_000), 10).await.unwrap().due,
+            store.scan_alarms(ms(1_000), 10, JOB).await.unwrap().due,
             vec![(key("leased"), ms(1_000))]
         );
         assert!(store

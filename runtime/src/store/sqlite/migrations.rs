@@ -45,7 +45,28 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: super::runs::DROP_STEP_NAME_INDEX,
     },
+    Migration {
+        version: 5,
+        sql: STATE_VERSIONS_AND_BROKEN_INSTANCES,
+    },
 ];
+
+/// Deploys: each state records the version of its shape (a job's `STATE_VERSION`; rows written
+/// before are version 0), an instance whose state does not decode is marked broken, and alarms
+/// are indexed per job, without broken instances, so a scan asks only for the jobs an engine
+/// registers and never walks the alarms of others. Continuous instances whose alarm an earlier
+/// version cleared (their job was not registered at the time) get it back, due at once.
+const STATE_VERSIONS_AND_BROKEN_INSTANCES: &str = "
+ALTER TABLE instances ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE instances ADD COLUMN broken TEXT;
+DROP INDEX instances_alarm_at;
+-- `broken` (always NULL in it) makes the index cover the scans, which name it.
+CREATE INDEX instances_alarms ON instances (kind, job, alarm_at, broken)
+    WHERE alarm_at IS NOT NULL AND broken IS NULL;
+CREATE INDEX instances_broken ON instances (kind, job) WHERE broken IS NOT NULL;
+UPDATE instances SET alarm_at = updated_at, version = version + 1
+ WHERE kind = 'continuous' AND alarm_at IS NULL AND lease_owner IS NULL;
+";
 
 /// Instances (with their alarm and lease), processed event ids and the telemetry outbox.
 const INSTANCES: &str = "
@@ -248,6 +269,55 @@ mod tests {
         assert_eq!(tables, 0);
     }
 
+    #[tokio::test]
+    async fn version_5_on_a_file_of_version_4_keeps_every_row_and_gives_cleared_alarms_back() {
+        use crate::id::{InstanceKey, JobKind};
+        use crate::store::Backend;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let before = MIGRATIONS.iter().take_while(|m| m.version < 5).count();
+            apply(&mut conn, &MIGRATIONS[..before], Timestamp::from_millis(1)).unwrap();
+            // As an earlier version left them: a continuous instance whose alarm was cleared
+            // while its job was not registered, one scheduled, and an idle task.
+            conn.execute_batch(
+                "INSERT INTO instances (kind, job, id, state, created_at, updated_at, alarm_at, version)
+                 VALUES ('continuous', 'meter', 'cleared', '{\"n\":1}', 10, 20, NULL, 3),
+                        ('continuous', 'meter', 'scheduled', '{\"n\":2}', 10, 20, 500, 3),
+                        ('task', 'orders', 'idle', '{\"total\":5}', 10, 20, NULL, 3);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(SqliteOptions::file(&path)).unwrap();
+        let load = |kind, job: &str, id: &str| {
+            let key = InstanceKey::new(kind, job, id);
+            let store = store.clone();
+            async move { store.load(&key).await.unwrap().unwrap() }
+        };
+        let cleared = load(JobKind::Continuous, "meter", "cleared").await;
+        assert_eq!(cleared.alarm_at, Some(Timestamp::from_millis(20)));
+        assert_eq!(cleared.state.as_deref(), Some(r#"{"n":1}"#));
+        assert_eq!((cleared.state_version, cleared.broken), (0, None));
+        assert_eq!(cleared.version, 4);
+        let scheduled = load(JobKind::Continuous, "meter", "scheduled").await;
+        assert_eq!(scheduled.alarm_at, Some(Timestamp::from_millis(500)));
+        assert_eq!(scheduled.version, 3);
+        assert_eq!(load(JobKind::Task, "orders", "idle").await.alarm_at, None);
+        let scan = store
+            .scan_alarms(
+                Timestamp::from_millis(100),
+                10,
+                &[(JobKind::Continuous, "meter")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(scan.due.len(), 1);
+        assert_eq!(scan.next, Some(Timestamp::from_millis(500)));
+        store.close().await.unwrap();
+    }
+
     #[test]
     fn a_database_from_a_newer_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -271,6 +341,6 @@ mod tests {
             "{message}"
         );
         // The refused open released the file.
-        assert!(super::super::lock::FileLock::acquire(&path).is_ok());
+        assert!(super::super::lock::DatabaseFile::lock(&path).is_ok());
     }
 }

@@ -1,9 +1,11 @@
 //! The embedded SQLite backend.
 //!
 //! One file holds every instance, alarm, event id and outbox row. The store owns the file: it
-//! takes an exclusive advisory lock on `<path>.lock` for its lifetime, so no other engine can use
-//! the same database at the same time, and leases left by a crashed process can be released at
-//! start-up ([`Backend::recover`]).
+//! takes an exclusive OS lock on the database file itself for its lifetime, so no other engine
+//! can use the same database at the same time, whatever path it is reached by, and leases left
+//! by a crashed process can be released at start-up ([`Backend::recover`]). If the file is
+//! deleted or replaced under the store, the next write fails instead of being acknowledged
+//! (see the lock module).
 //!
 //! Writes go to one dedicated thread that owns the write connection. It takes every write
 //! waiting in its queue and runs them in one transaction (group commit): one commit, and with
@@ -27,7 +29,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
@@ -36,12 +38,12 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{
     AlarmScan, Backend, BoxFuture, InstanceCounts, InstanceQuery, InstanceRecord, OutboxEntry,
-    StoreError, WriteBatch,
+    StoreError, UnregisteredJob, WriteBatch,
 };
 use crate::time::Timestamp;
 
 use checkpoint::Checkpointer;
-use lock::FileLock;
+use lock::DatabaseFile;
 use readers::Readers;
 use syncer::Syncer;
 use writer::Writer;
@@ -193,8 +195,8 @@ pub struct SqliteStore {
     /// Read-only connections; `None` in memory, where reads go through the writer thread.
     readers: Option<Arc<Readers>>,
     closed: AtomicBool,
-    /// Held from open to close.
-    lock: Mutex<Option<FileLock>>,
+    /// The file, locked from open to close and checked to be still in place; `None` in memory.
+    file: Option<Arc<DatabaseFile>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -212,12 +214,18 @@ impl SqliteStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Database`] when the file is in use by another engine, cannot be opened or
+    /// [`StoreError::Database`] when the file is in use by another engine (through this path or
+    /// any other: a symbolic link, a hard link), cannot be opened or
     /// switched to WAL mode, or was written by a newer version of this crate (its schema version
     /// is unknown here).
     pub fn open(options: SqliteOptions) -> Result<Arc<SqliteStore>, StoreError> {
-        let lock = options.path.as_deref().map(FileLock::acquire).transpose()?;
-        let mut conn = match &options.path {
+        let file = match &options.path {
+            Some(path) => Some(Arc::new(DatabaseFile::lock(path)?)),
+            None => None,
+        };
+        // The file is opened by its canonical path, the one SQLite derives its log's name from.
+        let canonical = file.as_ref().map(|f| f.path().to_owned());
+        let mut conn = match &canonical {
             Some(path) => {
                 Connection::open(path).context_with(|| format!("opening {}", path.display()))?
             }
@@ -226,28 +234,30 @@ impl SqliteStore {
         migrations::check_ownership(&conn)?;
         configure_writer(&conn, &options)?;
         migrations::apply(&mut conn, migrations::MIGRATIONS, Timestamp::now_system())?;
-        let checkpointer = match &options.path {
+        let checkpointer = match &canonical {
             Some(path) => Some(Checkpointer::start(&mut conn, path, options.busy_timeout)?),
             None => None,
         };
-        let syncer = match options.log_synced_off_thread() {
-            Some(path) => Some(Syncer::start(path)?),
-            None => None,
+        let syncer = match (&canonical, options.log_synced_off_thread()) {
+            (Some(path), Some(_)) => Some(Syncer::start(path)?),
+            _ => None,
         };
-        let writer = Writer::spawn(conn, checkpointer, syncer)?;
-        let readers = options.path.as_ref().map(|path| {
-            Arc::new(Readers::new(
-                path.clone(),
+        let writer = Writer::spawn(conn, checkpointer, syncer, file.clone())?;
+        let readers = match (canonical, &file) {
+            (Some(path), Some(file)) => Some(Arc::new(Readers::new(
+                path,
                 options.busy_timeout,
                 options.readers,
-            ))
-        });
+                Arc::clone(file),
+            ))),
+            _ => None,
+        };
         Ok(Arc::new(SqliteStore {
             path: options.path,
             writer,
             readers,
             closed: AtomicBool::new(false),
-            lock: Mutex::new(lock),
+            file,
         }))
     }
 
@@ -334,13 +344,11 @@ impl SqliteStore {
         }
     }
 
+    /// Releases the file lock; only once every connection to the file is closed.
     fn release_lock(&self) {
-        drop(
-            self.lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        if let Some(file) = &self.file {
+            file.release();
+        }
     }
 }
 
@@ -391,8 +399,17 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
 }
 
 impl Backend for SqliteStore {
+    fn verify(&self) -> Result<(), StoreError> {
+        match &self.file {
+            Some(file) => file
+                .check_recent()
+                .map_err(|e| shared_database_error("checking the database file", e)),
+            None => Ok(()),
+        }
+    }
+
     fn exclusive(&self) -> bool {
-        // The `<db>.lock` file is held from open to close: no other engine writes this file.
+        // The file is locked from open to close: no other engine writes it.
         true
     }
 
@@ -449,12 +466,41 @@ impl Backend for SqliteStore {
         Box::pin(self.write(move |conn| instances::renew_leases(conn, &owner, lease_until)))
     }
 
-    fn scan_alarms(
-        &self,
+    fn scan_alarms<'a>(
+        &'a self,
         now: Timestamp,
         limit: usize,
-    ) -> BoxFuture<'_, Result<AlarmScan, StoreError>> {
-        Box::pin(self.read(move |conn| instances::scan_alarms(conn, now, limit)))
+        jobs: &'a [(JobKind, &'static str)],
+    ) -> BoxFuture<'a, Result<AlarmScan, StoreError>> {
+        let jobs = jobs.to_vec();
+        Box::pin(self.read(move |conn| instances::scan_alarms(conn, now, limit, &jobs)))
+    }
+
+    fn load_broken<'a>(
+        &'a self,
+        kind: JobKind,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<InstanceRecord>, StoreError>> {
+        let job = job.to_owned();
+        Box::pin(self.read(move |conn| instances::load_broken(conn, kind, &job)))
+    }
+
+    fn unregistered_jobs<'a>(
+        &'a self,
+        registered: &'a [(JobKind, &'static str)],
+    ) -> BoxFuture<'a, Result<Vec<UnregisteredJob>, StoreError>> {
+        let registered = registered.to_vec();
+        Box::pin(self.read(move |conn| instances::unregistered_jobs(conn, &registered)))
+    }
+
+    fn pull_alarms_to<'a>(
+        &'a self,
+        kind: JobKind,
+        job: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let job = job.to_owned();
+        Box::pin(self.write(move |conn| instances::pull_alarms_to(conn, kind, &job, at)))
     }
 
     fn list_instances(
@@ -731,7 +777,7 @@ mod tests {
                 Err(StoreError::Closed)
             ));
             assert!(matches!(
-                store.scan_alarms(now, 10).await,
+                store.scan_alarms(now, 10, &[]).await,
                 Err(StoreError::Closed)
             ));
             assert!(matches!(

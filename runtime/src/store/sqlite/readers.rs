@@ -12,7 +12,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::{database_error, open_reader};
+use super::lock::DatabaseFile;
+use super::{database_error, open_reader, shared_database_error};
 use crate::store::StoreError;
 
 pub(super) struct Readers {
@@ -22,10 +23,17 @@ pub(super) struct Readers {
     idle: Mutex<Vec<Connection>>,
     /// One permit per connection that may be in use. Closed when the store closes.
     permits: Arc<Semaphore>,
+    /// The file the store opened: a read of a file deleted or replaced meanwhile fails.
+    file: Arc<DatabaseFile>,
 }
 
 impl Readers {
-    pub(super) fn new(path: PathBuf, busy_timeout: Duration, max: usize) -> Self {
+    pub(super) fn new(
+        path: PathBuf,
+        busy_timeout: Duration,
+        max: usize,
+        file: Arc<DatabaseFile>,
+    ) -> Self {
         // More connections than this would only contend for the same cores.
         let max = max.clamp(1, 1024) as u32;
         Readers {
@@ -34,6 +42,7 @@ impl Readers {
             max,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max as usize)),
+            file,
         }
     }
 
@@ -63,6 +72,9 @@ impl Readers {
         &self,
         op: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.file
+            .check_recent()
+            .map_err(|e| shared_database_error("reading", e))?;
         let idle = self
             .idle
             .lock()

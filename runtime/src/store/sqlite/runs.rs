@@ -346,7 +346,9 @@ pub(crate) fn format_ts(t: Timestamp) -> String {
     let mut b = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut v: i64| {
         for i in (0..width).rev() {
-            b[at + i] = b'0' + (v % 10) as u8;
+            if let Some(digit) = b.get_mut(at + i) {
+                *digit = b'0' + (v % 10) as u8;
+            }
             v /= 10;
         }
     };
@@ -368,13 +370,8 @@ pub(crate) fn parse_ts(s: &str) -> Result<Timestamp, StoreError> {
             c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
         })
     };
-    if b.len() == 24
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[19] == b'.'
-        && b[23] == b'Z'
-    {
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if b.len() == 24 && at(4, b'-') && at(7, b'-') && at(10, b'T') && at(19, b'.') && at(23, b'Z') {
         if let (Some(y), Some(m), Some(d), Some(h), Some(mi), Some(sec), Some(ms)) = (
             digits(0..4),
             digits(5..7),
@@ -551,6 +548,9 @@ pub(crate) fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRecord>, 
     Ok(query_runs(conn, "WHERE r.id = ?1", &[&id])?.pop())
 }
 
+// In range: `created[i]` reads an index that `by_idempotency` and `pending_by_key` took from
+// `created` when its run was pushed, and `created` only grows.
+#[allow(clippy::indexing_slicing)]
 pub(crate) fn enqueue(
     conn: &Connection,
     runs: &[NewRun],

@@ -24,6 +24,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpointer;
+use super::lock::DatabaseFile;
 use super::syncer::Syncer;
 use super::{database_error, shared_database_error};
 use crate::store::StoreError;
@@ -147,11 +148,13 @@ struct Counters {
 
 impl Writer {
     /// Starts the thread that owns `conn` (and stops `checkpointer` before closing it). With a
-    /// `syncer`, committed groups are replied to by it, once the log is synced.
+    /// `syncer`, committed groups are replied to by it, once the log is synced. With the
+    /// database `file`, a group is acknowledged only while the file is still at its path.
     pub(super) fn spawn(
         conn: Connection,
         checkpointer: Option<Checkpointer>,
         syncer: Option<Syncer>,
+        file: Option<Arc<DatabaseFile>>,
     ) -> Result<Writer, StoreError> {
         let (queue, rx) = mpsc::channel();
         let counters = Counters::default();
@@ -161,7 +164,7 @@ impl Writer {
         let (groups, replays) = (Arc::clone(&counters.groups), Arc::clone(&counters.replays));
         let thread = std::thread::Builder::new()
             .name("dj-sqlite-write".into())
-            .spawn(move || run(conn, checkpointer, syncer, rx, &counters))
+            .spawn(move || run(conn, checkpointer, syncer, file, rx, &counters))
             .map_err(|e| StoreError::Database(Box::new(e)))?;
         Ok(Writer {
             queue,
@@ -237,6 +240,7 @@ fn run(
     mut conn: Connection,
     checkpointer: Option<Checkpointer>,
     syncer: Option<Syncer>,
+    file: Option<Arc<DatabaseFile>>,
     queue: mpsc::Receiver<Message>,
     counters: &Counters,
 ) {
@@ -258,14 +262,26 @@ fn run(
                 next = queue.try_recv().ok();
             }
         }
-        if let Some(e) = syncer.as_ref().and_then(Syncer::failure) {
-            // The log could not be synced: nothing written from now on could be vouched for.
+        let failed = syncer
+            .as_ref()
+            .and_then(Syncer::failure)
+            .or_else(|| file.as_deref().and_then(DatabaseFile::lost))
+            .cloned();
+        if let Some(e) = failed {
+            // The log could not be synced, or the file is gone: nothing written from now on
+            // could be vouched for.
             for job in group.drain(..) {
-                job.finish(Some(e));
+                job.finish(Some(&e));
             }
         }
         if !group.is_empty() {
-            commit_group(&conn, &mut group, syncer.as_ref(), counters);
+            commit_group(
+                &conn,
+                &mut group,
+                syncer.as_ref(),
+                file.as_deref(),
+                counters,
+            );
             counters.groups.fetch_add(1, Ordering::Relaxed);
         }
         // Outside any transaction, after the group: reads see committed data only.
@@ -293,11 +309,13 @@ fn run(
 }
 
 /// Runs one group in one transaction and replies to every write in it, or has `syncer` reply
-/// once the commit is synced.
+/// once the commit is synced. If the file is no longer at its path (see [`DatabaseFile`]), the
+/// commit went to a file nobody will open again: every write of the group gets the error.
 fn commit_group(
     conn: &Connection,
     group: &mut Vec<Box<dyn WriteJob>>,
     syncer: Option<&Syncer>,
+    file: Option<&DatabaseFile>,
     counters: &Counters,
 ) {
     let started = Instant::now();
@@ -309,6 +327,16 @@ fn commit_group(
         }
         Err(e) => Err(e),
     };
+    let lost = match (&outcome, file) {
+        (Ok(_), Some(file)) => file.check().err(),
+        _ => None,
+    };
+    if let Some(e) = lost {
+        for job in group.drain(..) {
+            job.finish(Some(&e));
+        }
+        return;
+    }
     match outcome {
         Ok(failed) => {
             tracing::debug!(
