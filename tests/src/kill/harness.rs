@@ -164,19 +164,7 @@ pub async fn drain(db: &Path, synchronous: Synchronous, resends: &str) -> Vec<St
     }
     let mut events = engine.events();
     loop {
-        let mut busy = Vec::new();
-        for b in 0..BATCHES {
-            let id = format!("b{b}");
-            if !client
-                .debounce::<KillBatch>()
-                .status(&id)
-                .await
-                .unwrap()
-                .is_not_found()
-            {
-                busy.push(id);
-            }
-        }
+        let mut busy = batches_left(&client).await;
         for t in 0..TASKS {
             let id = format!("t{t}");
             if client
@@ -218,6 +206,24 @@ async fn all_runs(client: &Client<KillJobs>) -> Vec<Run<RunInput, Vec<String>>> 
     }
 }
 
+/// The batches still stored.
+async fn batches_left(client: &Client<KillJobs>) -> Vec<String> {
+    let mut left = Vec::new();
+    for b in 0..BATCHES {
+        let id = format!("b{b}");
+        if !client
+            .debounce::<KillBatch>()
+            .status(&id)
+            .await
+            .unwrap()
+            .is_not_found()
+        {
+            left.push(id);
+        }
+    }
+    left
+}
+
 /// What the file holds, read by an engine on a test clock far in the past of every alarm, so
 /// nothing runs while it is read.
 pub async fn read_final(db: &Path) -> Final {
@@ -235,18 +241,7 @@ pub async fn read_final(db: &Path) -> Final {
             .runs
             .push((run.id, run.input.op, run.status, run.output));
     }
-    for b in 0..BATCHES {
-        let id = format!("b{b}");
-        if !client
-            .debounce::<KillBatch>()
-            .status(&id)
-            .await
-            .unwrap()
-            .is_not_found()
-        {
-            db_state.batches_left.push(id);
-        }
-    }
+    db_state.batches_left = batches_left(&client).await;
     for t in 0..TASKS {
         let id = format!("t{t}");
         let tasks = client.task::<KillTask>();

@@ -148,6 +148,17 @@ impl PowerCutFs {
             Ok(attr(ino, v.node(ino)?))
         })
     }
+
+    /// Opens `ino`, which must be a directory (`dir`) or a file. No handle is kept: every
+    /// request names its inode.
+    fn open_as(&self, ino: INodeNo, dir: bool, reply: ReplyOpen) {
+        match self.0.with(|v| v.node(ino.0).map(Node::is_dir)) {
+            Ok(is_dir) if is_dir == dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) if dir => reply.error(Errno::ENOTDIR),
+            Ok(_) => reply.error(Errno::EISDIR),
+            Err(e) => reply.error(e),
+        }
+    }
 }
 
 impl Filesystem for PowerCutFs {
@@ -259,11 +270,7 @@ impl Filesystem for PowerCutFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.0.with(|v| v.node(ino.0).map(Node::is_dir)) {
-            Ok(false) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(true) => reply.error(Errno::EISDIR),
-            Err(e) => reply.error(e),
-        }
+        self.open_as(ino, false, reply);
     }
 
     fn read(
@@ -330,11 +337,7 @@ impl Filesystem for PowerCutFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.0.with(|v| v.node(ino.0).map(Node::is_dir)) {
-            Ok(true) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(false) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(e),
-        }
+        self.open_as(ino, true, reply);
     }
 
     fn readdir(
