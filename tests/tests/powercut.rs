@@ -191,12 +191,14 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "{} cuts and {} plain kills; {} acknowledged effects, looked for {} times; \
-             {} lost ({} at most in a cut, {} acknowledged before the life the cut ended)",
+             {} lost, by {} of the cuts ({} at most by one; {} acknowledged before the life \
+             the cut ended)",
             self.cuts,
             self.kills,
             self.effects,
             self.lookups,
             self.lost.iter().sum::<usize>(),
+            self.lost.iter().filter(|n| **n > 0).count(),
             self.lost.iter().max().unwrap_or(&0),
             self.lost_from_earlier_lives,
         )?;
