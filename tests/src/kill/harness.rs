@@ -225,7 +225,8 @@ async fn batches_left(client: &Client<KillJobs>) -> Vec<String> {
 }
 
 /// What the file holds, read by an engine on a test clock far in the past of every alarm, so
-/// nothing runs while it is read.
+/// no alarm fires while it is read. Step runs do not wait for the clock: read a drained file,
+/// where none is left pending.
 pub async fn read_final(db: &Path) -> Final {
     let engine = Engine::<KillJobs>::builder()
         .sqlite(db)
