@@ -14,6 +14,7 @@
 //! of 7 fails its first attempt; every third continuous run fails its first attempt; a task event
 //! with `fail` is refused by `on_event`.
 
+pub mod harness;
 pub mod ledger;
 
 use std::io::Write;

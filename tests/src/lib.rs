@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod crash;
 pub mod kill;
+pub mod powercut;
 
 /// What a handler was called with.
 #[derive(Clone, Debug, PartialEq)]

@@ -15,6 +15,15 @@
 //!   same process proves the earlier one committed, since one instance runs one at a time).
 //! - Nothing is stuck: after the drain no run is pending or leased, no batch is left, no task
 //!   schedule is pending, and every ticker still has its next run.
+//!
+//! Power cuts (`tests/powercut.rs`) add two things. The ledger is told, after each cut, which
+//! acknowledged effects the disk lost ([`cut`]); those are exempt from the rules above, and a
+//! completed step whose output was lost may run again. And with `synchronous = NORMAL` a cut
+//! may undo commits of every incarnation since the previous cut (the log is not synced at each
+//! commit): executions there may run again even when a later execution of their instance
+//! followed (the ledger is told which incarnations a cut [`undid`](Ledger::record_cut)).
+
+pub mod cut;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -24,12 +33,22 @@ use durable_jobs::steps::RunStatus;
 use super::{TaskLedger, Ticks, STEPS};
 
 /// A position in the ledger: the incarnation and the line within it.
-type At = (usize, usize);
+pub type At = (usize, usize);
 
-/// Every line of every incarnation, and whether it was killed.
+/// Every line of every incarnation, and how it ended.
 #[derive(Default)]
 pub struct Ledger {
-    incarnations: Vec<(Vec<String>, bool)>,
+    incarnations: Vec<Incarnation>,
+    /// The first incarnation after the last power cut.
+    since_cut: usize,
+}
+
+/// The lines of one child process, and how it ended.
+struct Incarnation {
+    lines: Vec<String>,
+    killed: bool,
+    /// A power cut may have undone any of its commits (with `synchronous = NORMAL`).
+    undone: bool,
 }
 
 /// A ledger run as stored: its id, operation, status and output.
@@ -65,28 +84,64 @@ pub struct Tally {
     pub task_reruns: usize,
     /// Operations in flight at a kill, issued again by the next incarnation.
     pub resent: usize,
+    /// Acknowledged effects a power cut undid (only `synchronous = NORMAL` may lose any).
+    pub lost_to_cuts: usize,
 }
 
 impl Ledger {
     /// Adds the lines of one incarnation.
     pub fn record(&mut self, lines: Vec<String>, killed: bool) {
-        self.incarnations.push((lines, killed));
+        self.incarnations.push(Incarnation {
+            lines,
+            killed,
+            undone: false,
+        });
+    }
+
+    /// Records a power cut at the end of the last incarnation: `audit` says which acknowledged
+    /// effects the disk lost (a line `lost ...` each, appended to that incarnation), and
+    /// `undone` whether the cut may have undone commits of every incarnation since the previous
+    /// cut (with `synchronous = NORMAL`; with `FULL` only the unacknowledged last commits).
+    pub fn record_cut(&mut self, audit: &cut::Audit, undone: bool) {
+        let since = self.since_cut;
+        self.since_cut = self.incarnations.len();
+        let Some(last) = self.incarnations.last_mut() else {
+            return;
+        };
+        last.lines
+            .extend(audit.lost.iter().map(cut::Effect::lost_line));
+        if undone {
+            for incarnation in &mut self.incarnations[since..] {
+                incarnation.undone = true;
+            }
+        }
     }
 
     fn lines(&self) -> impl Iterator<Item = (At, Vec<&str>)> {
-        self.incarnations
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (lines, _))| {
-                lines
-                    .iter()
-                    .enumerate()
-                    .map(move |(j, l)| ((i, j), l.split(' ').collect()))
-            })
+        self.incarnations.iter().enumerate().flat_map(|(i, inc)| {
+            inc.lines
+                .iter()
+                .enumerate()
+                .map(move |(j, l)| ((i, j), l.split(' ').collect()))
+        })
     }
 
     fn killed(&self, incarnation: usize) -> bool {
-        self.incarnations[incarnation].1
+        self.incarnations[incarnation].killed
+    }
+
+    /// Whether the execution printed at `at`, of instance `inst`, may be one whose commit never
+    /// reached the disk, so that it may run again: it was the last of its instance in an
+    /// incarnation that was killed, or a power cut undid its incarnation's commits.
+    fn maybe_uncommitted(
+        &self,
+        at: At,
+        inst: &str,
+        last: &HashMap<(usize, String), usize>,
+    ) -> bool {
+        let (i, j) = at;
+        (self.killed(i) && last.get(&(i, inst.to_owned())) == Some(&j))
+            || self.incarnations[i].undone
     }
 
     /// Operations issued and never answered: the next incarnation issues them again, with the
@@ -126,7 +181,7 @@ impl Ledger {
     pub fn check(&self, db: &Final) -> Result<Tally, String> {
         let mut errors = String::new();
         let mut tally = Tally {
-            kills: self.incarnations.iter().filter(|(_, k)| *k).count(),
+            kills: self.incarnations.iter().filter(|inc| inc.killed).count(),
             ..Tally::default()
         };
         let mut fail = |e: String| {
@@ -188,8 +243,18 @@ impl Ledger {
         // Per (op, step): done, and whether the last entry ended in a persisted failure.
         let mut done: HashSet<(String, String)> = HashSet::new();
         let mut open: HashMap<(String, String), usize> = HashMap::new();
+        let mut lost: HashSet<String> = HashSet::new();
         for ((i, _), w) in self.lines() {
             match w.as_slice() {
+                ["lost", "run", op] => {
+                    tally.lost_to_cuts += 1;
+                    lost.insert((*op).to_owned());
+                }
+                ["lost", "step", op, step] => {
+                    // Its output is gone: it runs again, at least once more.
+                    tally.lost_to_cuts += 1;
+                    done.remove(&((*op).to_owned(), (*step).to_owned()));
+                }
                 ["issue", "step", op, f] => {
                     planned.insert((*op).to_owned(), f.parse().unwrap_or(0));
                 }
@@ -237,6 +302,14 @@ impl Ledger {
             runs_of.entry(run.1.as_str()).or_default().push(run);
         }
         for (op, plan) in &planned {
+            if lost.contains(op) {
+                if runs_of.contains_key(op.as_str()) {
+                    fail(format!(
+                        "step {op}: its run was lost at a power cut, yet it is stored"
+                    ));
+                }
+                continue;
+            }
             let Some(run_id) = acked.get(op) else {
                 fail(format!(
                     "step {op} was never acknowledged, even after the drain"
@@ -293,8 +366,13 @@ impl Ledger {
         let mut issued: HashMap<u64, usize> = HashMap::new();
         let mut answered: HashSet<u64> = HashSet::new();
         let mut deliveries: HashMap<u64, Vec<(At, String)>> = HashMap::new();
+        let mut lost: HashSet<u64> = HashSet::new();
         for ((i, j), w) in self.lines() {
             match w.as_slice() {
+                ["lost", "event", id] if id.starts_with('e') => {
+                    tally.lost_to_cuts += 1;
+                    lost.insert(id[1..].parse().unwrap_or(u64::MAX));
+                }
                 ["issue", "add", n] => {
                     let n: u64 = n.parse().unwrap_or(u64::MAX);
                     issued.entry(n).or_insert(i);
@@ -332,6 +410,10 @@ impl Ledger {
             }
         }
         for n in issued.keys() {
+            if lost.contains(n) {
+                // Lost with its event id: any delivery of it was undone with it.
+                continue;
+            }
             if !answered.contains(n) {
                 fail(format!("add {n} was never answered, even after the drain"));
             }
@@ -341,7 +423,7 @@ impl Ledger {
             };
             // Every delivery but the last must be one whose commit a kill may have prevented.
             for ((i, j), inst) in &ds[..ds.len() - 1] {
-                if self.killed(*i) && last.get(&(*i, inst.clone())) == Some(j) {
+                if self.maybe_uncommitted((*i, *j), inst, &last) {
                     tally.flush_redeliveries += 1;
                 } else {
                     fail(format!(
@@ -361,8 +443,13 @@ impl Ledger {
             _ => None,
         });
         let mut execs: HashMap<(String, String), At> = HashMap::new();
+        let mut lost: HashSet<String> = HashSet::new();
         for ((i, j), w) in self.lines() {
             match w.as_slice() {
+                ["lost", "event", op] if !op.starts_with('e') => {
+                    tally.lost_to_cuts += 1;
+                    lost.insert((*op).to_owned());
+                }
                 ["issue", "send", inst, op, _, f] => {
                     planned.insert((*op).to_owned(), ((*inst).to_owned(), *f == "true"));
                     first_issue.entry((*op).to_owned()).or_insert(i);
@@ -384,7 +471,7 @@ impl Ledger {
                 ["task-exec", inst, count] => {
                     let key = ((*inst).to_owned(), (*count).to_owned());
                     if let Some((pi, pj)) = execs.insert(key, (i, j)) {
-                        if self.killed(pi) && last.get(&(pi, (*inst).to_owned())) == Some(&pj) {
+                        if self.maybe_uncommitted((pi, pj), inst, &last) {
                             tally.task_reruns += 1;
                         } else {
                             fail(format!(
@@ -421,6 +508,10 @@ impl Ledger {
                 None => fail(format!(
                     "send {op} was never answered, even after the drain"
                 )),
+                Some(_) if lost.contains(op) && times != 0 => fail(format!(
+                    "send {op} was lost at a power cut, yet it is in the state {times} times"
+                )),
+                Some(_) if lost.contains(op) => {}
                 Some(_) if *refused && times != 0 => {
                     fail(format!("refused send {op} is in the state {times} times"))
                 }
@@ -447,14 +538,18 @@ impl Ledger {
                     tally.acknowledged += 1;
                     started.insert((*inst).to_owned());
                 }
+                // The next incarnation starts it again, if there is one.
+                ["lost", "ticker", inst] => {
+                    tally.lost_to_cuts += 1;
+                    started.remove(*inst);
+                }
                 ["ack", "ctrigger", _, _] => tally.acknowledged += 1,
                 ["cont-exec", inst, run, attempt, how] => {
                     let key = ((*inst).to_owned(), (*run).to_owned(), (*attempt).to_owned());
-                    let uncommitted =
-                        self.killed(i) && last.get(&(i, (*inst).to_owned())) == Some(&j);
+                    let uncommitted = self.maybe_uncommitted((i, j), inst, &last);
                     match execs.insert(key, (i, j)) {
                         Some((pi, pj)) => {
-                            if self.killed(pi) && last.get(&(pi, (*inst).to_owned())) == Some(&pj) {
+                            if self.maybe_uncommitted((pi, pj), inst, &last) {
                                 tally.continuous_reruns += 1;
                                 if *how == "ok" {
                                     // Counted once already, as possibly lost.
