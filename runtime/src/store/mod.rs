@@ -278,6 +278,32 @@ pub struct OutboxEntry {
     pub json: String,
 }
 
+/// How a store commits, read from its database connection: what a benchmark prints next to each
+/// figure it compares with another system. Not covered by semver.
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Durability {
+    /// `PRAGMA journal_mode` of the write connection, lower-case (`wal`, `memory`, ...).
+    pub journal_mode: String,
+    /// `PRAGMA synchronous` of the write connection (`OFF`, `NORMAL`, `FULL`, `EXTRA`).
+    pub connection_synchronous: String,
+    /// Whether every write is acknowledged only after the log holding it is synced by a thread
+    /// of the store's own (SQLite's `Synchronous::Full`, whose connection runs `NORMAL`).
+    pub log_synced_before_reply: bool,
+}
+
+impl Durability {
+    /// The `synchronous` level acknowledged writes have: `FULL` when the log is synced before
+    /// each reply, otherwise the connection's.
+    pub fn synchronous(&self) -> &str {
+        if self.log_synced_before_reply {
+            "FULL"
+        } else {
+            &self.connection_synchronous
+        }
+    }
+}
+
 /// A store the engine can run on.
 pub trait Backend: Send + Sync + 'static {
     /// Reads one instance as last committed.
@@ -344,6 +370,13 @@ pub trait Backend: Send + Sync + 'static {
     /// answers `false`.
     fn exclusive(&self) -> bool {
         false
+    }
+
+    /// How this store commits, read from its database when asked (not the options it was
+    /// opened with); `None`, the default, for a store without such settings. For benchmarks.
+    #[doc(hidden)]
+    fn durability(&self) -> BoxFuture<'_, Result<Option<Durability>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     /// Stops accepting work, finishes queued writes and closes the database.

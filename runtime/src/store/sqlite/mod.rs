@@ -35,7 +35,7 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{
-    AlarmScan, Backend, BoxFuture, InstanceRecord, OutboxEntry, StoreError, WriteBatch,
+    AlarmScan, Backend, BoxFuture, Durability, InstanceRecord, OutboxEntry, StoreError, WriteBatch,
 };
 use crate::time::Timestamp;
 
@@ -191,6 +191,8 @@ pub struct SqliteStore {
     writer: Writer,
     /// Read-only connections; `None` in memory, where reads go through the writer thread.
     readers: Option<Arc<Readers>>,
+    /// Whether a sync thread syncs the log before writes are acknowledged.
+    log_synced_before_reply: bool,
     closed: AtomicBool,
     /// Held from open to close.
     lock: Mutex<Option<FileLock>>,
@@ -232,6 +234,7 @@ impl SqliteStore {
             Some(path) => Some(Syncer::start(path)?),
             None => None,
         };
+        let log_synced_before_reply = syncer.is_some();
         let writer = Writer::spawn(conn, checkpointer, syncer)?;
         let readers = options.path.as_ref().map(|path| {
             Arc::new(Readers::new(
@@ -244,6 +247,7 @@ impl SqliteStore {
             path: options.path,
             writer,
             readers,
+            log_synced_before_reply,
             closed: AtomicBool::new(false),
             lock: Mutex::new(lock),
         }))
@@ -389,6 +393,31 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
 }
 
 impl Backend for SqliteStore {
+    fn durability(&self) -> BoxFuture<'_, Result<Option<Durability>, StoreError>> {
+        let log_synced_before_reply = self.log_synced_before_reply;
+        // Through the writer: the pragmas of the connection that commits.
+        Box::pin(self.write(move |conn| {
+            let journal_mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .context("reading journal_mode")?;
+            let level: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .context("reading synchronous")?;
+            let connection_synchronous = match level {
+                0 => "OFF".to_owned(),
+                1 => "NORMAL".to_owned(),
+                2 => "FULL".to_owned(),
+                3 => "EXTRA".to_owned(),
+                other => other.to_string(),
+            };
+            Ok(Some(Durability {
+                journal_mode: journal_mode.to_ascii_lowercase(),
+                connection_synchronous,
+                log_synced_before_reply,
+            }))
+        }))
+    }
+
     fn exclusive(&self) -> bool {
         // The `<db>.lock` file is held from open to close: no other engine writes this file.
         true
@@ -636,6 +665,40 @@ mod tests {
         assert_eq!(store.load(&key("a")).await.unwrap(), Some(record));
         assert_eq!(store.outbox_peek(10).await.unwrap().len(), 1);
         store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn durability_is_read_from_the_write_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let normal = file_store(&dir);
+        let d = normal.durability().await.unwrap().unwrap();
+        assert_eq!(
+            (
+                d.journal_mode.as_str(),
+                d.synchronous(),
+                d.log_synced_before_reply
+            ),
+            ("wal", "NORMAL", false)
+        );
+        normal.close().await.unwrap();
+
+        // FULL on a file: the connection commits under NORMAL, the sync thread makes it FULL.
+        let full = SqliteStore::open(
+            SqliteOptions::file(dir.path().join("jobs.db")).synchronous(Synchronous::Full),
+        )
+        .unwrap();
+        let d = full.durability().await.unwrap().unwrap();
+        assert_eq!(d.connection_synchronous, "NORMAL");
+        assert_eq!((d.journal_mode.as_str(), d.synchronous()), ("wal", "FULL"));
+        full.close().await.unwrap();
+
+        let memory =
+            SqliteStore::open(SqliteOptions::in_memory().synchronous(Synchronous::Full)).unwrap();
+        let d = memory.durability().await.unwrap().unwrap();
+        assert_eq!(
+            (d.journal_mode.as_str(), d.synchronous()),
+            ("memory", "FULL")
+        );
     }
 
     #[tokio::test]
