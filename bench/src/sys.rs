@@ -139,6 +139,28 @@ impl Usage {
     }
 }
 
+/// CPU time the calling thread has used so far, in nanoseconds (`/proc/thread-self/schedstat`):
+/// unlike wall time, it does not grow while the thread waits for a core.
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The machine's load average over the last minute (`/proc/loadavg`): runnable and
+/// uninterruptible tasks, against 2 cores here.
+pub(crate) fn load_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Peak resident set of this process so far, in MiB.
 pub(crate) fn peak_rss_mib() -> Option<f64> {
     status_kb("VmHWM").map(|kb| kb as f64 / 1024.0)
@@ -183,5 +205,9 @@ mod tests {
         let peak = peak_rss_mib().unwrap();
         assert!(peak > 0.0);
         assert!(status_kb("VmRSS").unwrap() > 0);
+        assert!(load_1m().unwrap() >= 0.0);
+        let before = thread_cpu_ns().unwrap();
+        let spin = (0..1_000_000u64).fold(0u64, |a, i| a.wrapping_add(i * i));
+        assert!(spin > 0 && thread_cpu_ns().unwrap() > before);
     }
 }
