@@ -293,10 +293,39 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_with(op, true)
+    }
+
+    /// As [`write`](Self::write), but with [`Synchronous::Full`] the result comes once the group
+    /// committed, without waiting for the log sync. For writes that a power loss may undo
+    /// without undoing anything a caller was told: a step run's claim, whose run would then be
+    /// pending again and claimed after the restart, as after any crash. Every later synced
+    /// write (the run's first step, its completion) is acknowledged only after a sync that
+    /// covers the claim too: the log is synced in order.
+    pub(crate) fn write_unsynced<T, F>(
+        &self,
+        op: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(op, false)
+    }
+
+    fn write_with<T, F>(
+        &self,
+        op: F,
+        synced: bool,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let queued = if self.closed.load(Ordering::Acquire) {
             None
         } else {
-            self.writer.write(op)
+            self.writer.write(op, synced)
         };
         async move {
             match queued {
@@ -889,6 +918,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn with_synchronous_full_a_claim_is_answered_at_commit_and_other_writes_after_the_sync() {
+        use crate::steps::store::{NewRun, RunStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = full_store_with_table(&dir.path().join("jobs.db")).await;
+        let now = Timestamp::from_millis(1_000);
+        let run = |id: &str| NewRun {
+            id: id.into(),
+            job_name: "job".into(),
+            input: "null".into(),
+            idempotency_key: None,
+            concurrency_key: None,
+            labels: Default::default(),
+            coalesce: false,
+        };
+        RunStore::enqueue(&*store, vec![run("a")], now)
+            .await
+            .unwrap();
+        // Syncs wait for a permit from now on.
+        let (permit, permits) = std::sync::mpsc::channel::<()>();
+        *store.writer.sync_hold().permits.lock().unwrap() = Some(permits);
+
+        let mut trigger = std::pin::pin!(RunStore::enqueue(&*store, vec![run("b")], now));
+        assert!(futures_poll(trigger.as_mut()).is_pending());
+        // A claim waiting for the held sync would time out here.
+        let claim = RunStore::claim(&*store, "me", now, now + Duration::from_secs(30), 10);
+        let claimed = tokio::time::timeout(Duration::from_secs(10), claim)
+            .await
+            .expect("the claim was answered without the held sync")
+            .unwrap();
+        assert_eq!(claimed.runs[0].id, "a");
+        // The trigger, committed before the claim, still waits for its sync.
+        assert!(futures_poll(trigger.as_mut()).is_pending());
+        drop(permit);
+        trigger.await.unwrap();
     }
 
     #[tokio::test]

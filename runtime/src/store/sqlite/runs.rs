@@ -167,6 +167,16 @@ pub(crate) trait SqlExecutor: Send + Sync + 'static {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static;
 
+    /// As [`write`](Self::write), for a write a power loss may undo without undoing anything a
+    /// caller was told (a claim): with a synced log, its result need not wait for the sync.
+    fn write_unsynced<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(op)
+    }
+
     /// Runs `op` on a read connection (committed data).
     fn read<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
     where
@@ -200,7 +210,8 @@ impl<S: SqlExecutor> RunStore for S {
         limit: usize,
     ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
         let owner = owner.to_owned();
-        Box::pin(self.write(move |c| claim(c, &owner, now, lease_until, limit)))
+        // Unsynced: a claim lost with the machine leaves its run pending, to be claimed again.
+        Box::pin(self.write_unsynced(move |c| claim(c, &owner, now, lease_until, limit)))
     }
 
     fn next_due<'a>(
@@ -1403,6 +1414,14 @@ impl SqlExecutor for super::SqliteStore {
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         super::SqliteStore::write(self, op)
+    }
+
+    fn write_unsynced<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        super::SqliteStore::write_unsynced(self, op)
     }
 
     fn read<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
