@@ -70,7 +70,9 @@ pub enum Synchronous {
     /// the writer commits the next group, and one sync serves every group committed before it
     /// started. Readers may see a commit a moment before it is synced; a power loss can undo
     /// only what was never acknowledged. A failed sync is final: that write and every later
-    /// one fail with a storage error until the store is reopened.
+    /// one fail with a storage error until the store is reopened. (The step worker's own
+    /// claims of runs are answered at commit: a claim a power loss undoes leaves its run
+    /// pending, to run after the restart.)
     Full,
 }
 
