@@ -824,16 +824,15 @@ pub(crate) fn claim(
         }
     }
     let mut update = conn.prepare_cached(statements::CLAIM_RUN).map_err(db)?;
-    let mut keys: Vec<&str> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     let mut runs = Vec::with_capacity(limit.min(candidates.len()));
-    for c in &candidates {
+    // The candidates are moved into the claimed runs, not copied.
+    for c in candidates {
         if runs.len() == limit {
             break;
         }
-        if let Some(k) = &c.concurrency_key {
-            if keys.contains(&k.as_str()) {
-                continue;
-            }
+        if c.concurrency_key.as_ref().is_some_and(|k| keys.contains(k)) {
+            continue;
         }
         // Decoded before the update, so a corrupt row fails the claim without changing a row.
         let labels = if c.labels.is_empty() || c.labels == "{}" {
@@ -842,7 +841,12 @@ pub(crate) fn claim(
             serde_json::from_str(&c.labels)
                 .map_err(|e| corrupt(format!("labels of run {}: {e}", c.id)))?
         };
-        let started_at = opt_ts(c.started_at.clone())?.unwrap_or(now);
+        let started_at = c
+            .started_at
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?
+            .unwrap_or(now);
         let claimed = update
             .execute(params![
                 c.id,
@@ -857,14 +861,14 @@ pub(crate) fn claim(
             continue;
         }
         if let Some(k) = &c.concurrency_key {
-            keys.push(k);
+            keys.push(k.clone());
         }
         runs.push(ClaimedRun {
-            id: c.id.clone(),
-            job_name: c.job_name.clone(),
-            input: c.input.clone(),
+            id: c.id,
+            job_name: c.job_name,
+            input: c.input,
             labels,
-            concurrency_key: c.concurrency_key.clone(),
+            concurrency_key: c.concurrency_key,
             generation: (c.lease_generation + 1).max(0) as u64,
             row: Some(c.rowid),
             attempt: u32::try_from(c.attempt.max(1)).unwrap_or(u32::MAX),
