@@ -47,6 +47,8 @@ enum Kind {
     Times,
     /// Latencies: theirs / ours, "x faster".
     TimesFaster,
+    /// CPU time per unit of work: theirs / ours, "x less CPU".
+    LessCpu,
     /// Ours as a share of a ceiling: 100 * ours / ceiling, "%".
     Share,
 }
@@ -55,14 +57,14 @@ impl Kind {
     fn ratio(self, ours: f64, theirs: f64) -> f64 {
         match self {
             Kind::Times => ours / theirs,
-            Kind::TimesFaster => theirs / ours,
+            Kind::TimesFaster | Kind::LessCpu => theirs / ours,
             Kind::Share => 100.0 * ours / theirs,
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
-            Kind::Times | Kind::TimesFaster => "x",
+            Kind::Times | Kind::TimesFaster | Kind::LessCpu => "x",
             Kind::Share => "%",
         }
     }
@@ -71,6 +73,7 @@ impl Kind {
         match self {
             Kind::Times => format!("{}x", human(v)),
             Kind::TimesFaster => format!("{}x faster", human(v)),
+            Kind::LessCpu => format!("{}x less CPU", human(v)),
             Kind::Share => format!("{}%", human(v)),
         }
     }
@@ -157,6 +160,17 @@ fn specs(cfg: &Config) -> Vec<Spec> {
             });
         }
         specs.push(Spec {
+            figure: format!("steps {sync} CPU per run (whole process)"),
+            ours: Side::new("steps", &ours, "cpu_us_total_per_unit").label(&steps_size),
+            theirs: Side::new("steps", format!("durably {ours}"), "cpu_us_total_per_unit")
+                .label(&durably),
+            kind: Kind::LessCpu,
+            target: None,
+            workload: "steps",
+            metric: "cpu_vs_durably",
+            variant: ours.clone(),
+        });
+        specs.push(Spec {
             figure: format!("steps {sync} drain, share of the ceiling"),
             ours: Side::new("steps", &ours, "drain_runs_per_s").label(&steps_size),
             theirs: Side::new("limit", format!("synchronous={sync}"), "runs_per_s").label(format!(
@@ -221,6 +235,21 @@ fn specs(cfg: &Config) -> Vec<Spec> {
                     variant: ours.clone(),
                 });
             }
+            specs.push(Spec {
+                figure: format!("burndown {sync} c={c} CPU per job (whole process)"),
+                ours: Side::new("burndown", &ours, "cpu_us_total_per_unit").label(&ours_jobs),
+                theirs: Side::new(
+                    "burndown",
+                    format!("effectum {ours}"),
+                    "cpu_us_total_per_unit",
+                )
+                .label(format!("effectum 0.7, file put in WAL, {wal_jobs} jobs")),
+                kind: Kind::LessCpu,
+                target: None,
+                workload: "burndown",
+                metric: "cpu_vs_effectum",
+                variant: ours.clone(),
+            });
             if mode == durable_jobs::Synchronous::Normal {
                 specs.push(Spec {
                     figure: format!("burndown {sync} c={c} drain, effectum as shipped"),
@@ -412,6 +441,8 @@ pub(crate) fn compare(cfg: &Config, report: &mut Report) {
         let unit = |s: &Side| {
             if s.metric.ends_with("_ms") {
                 " ms"
+            } else if s.metric.starts_with("cpu_us") {
+                " us"
             } else {
                 "/s"
             }
@@ -464,6 +495,7 @@ mod tests {
         assert_eq!(same.ratio(Kind::Times), Ok(3.0));
         assert_eq!(same.ratio(Kind::TimesFaster), Ok(20.0 / 60.0));
         assert_eq!(same.ratio(Kind::Share), Ok(300.0));
+        assert_eq!(same.ratio(Kind::LessCpu), Ok(20.0 / 60.0));
         let journal = pair(durability("wal", "NORMAL"), durability("delete", "NORMAL"));
         assert_eq!(
             journal.ratio(Kind::Times),

@@ -72,9 +72,11 @@ async function steps() {
   const t0 = performance.now()
   for (let i = 0; i < runs; i += 500) await durably.jobs.bench.batchTrigger(inputs.slice(i, i + 500))
   const t1 = performance.now()
+  const cpu = process.cpuUsage()
   durably.start()
   await finished
   const t2 = performance.now()
+  const used = process.cpuUsage(cpu)
   await durably.stop()
   const drain = (t2 - t1) / 1000
   return {
@@ -83,6 +85,8 @@ async function steps() {
     trigger_per_s: runs / ((t1 - t0) / 1000),
     drain_runs_per_s: runs / drain,
     drain_steps_per_s: (runs * nsteps) / drain,
+    // CPU time of the whole process (user and system) per run during the drain.
+    cpu_us_total_per_unit: (used.user + used.system) / runs,
   }
 }
 

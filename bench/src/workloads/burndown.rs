@@ -72,7 +72,11 @@ pub(crate) async fn run(
             report.load("burndown", &variant);
 
             // Right after ours: effectum in WAL at the same level, the pair's other half.
-            let figures = [("enqueue_per_s", "jobs/s"), ("drain_per_s", "jobs/s")];
+            let figures = [
+                ("enqueue_per_s", "jobs/s"),
+                ("drain_per_s", "jobs/s"),
+                ("cpu_us_total_per_unit", "us"),
+            ];
             let wal_jobs = effectum_jobs(cfg, Some(mode));
             if let Some(v) = peers.run(
                 "effectum",

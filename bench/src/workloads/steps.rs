@@ -179,6 +179,7 @@ pub(crate) async fn run(
                     ("trigger_per_s", "runs/s"),
                     ("drain_runs_per_s", "runs/s"),
                     ("drain_steps_per_s", "steps/s"),
+                    ("cpu_us_total_per_unit", "us"),
                 ],
             );
         }

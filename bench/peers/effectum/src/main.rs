@@ -5,7 +5,8 @@
 //! `SYNC=NORMAL|FULL` (default `NORMAL`; with `JOURNAL=wal` only).
 //!
 //! Enqueues JOBS no-op jobs in batches of 1,000, then starts one worker with CONCURRENCY slots
-//! and waits until every job finished. Prints one JSON line.
+//! and waits until every job finished. Prints one JSON line, with the CPU time of the whole
+//! process per job during the drain (all threads).
 //!
 //! **Journal.** effectum 0.7 asks SQLite for WAL with `PRAGMA journal = wal`, a pragma SQLite
 //! does not know and ignores, so as shipped it runs with a rollback journal and syncs the disk at
@@ -186,6 +187,18 @@ fn header_journal(path: &std::path::Path) -> String {
     }
 }
 
+/// CPU time of every thread of this process so far, in nanoseconds
+/// (`/proc/self/task/*/schedstat`).
+fn process_cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// One JSON object line; values that parse as numbers are written as numbers.
 fn json_line(fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields
@@ -246,6 +259,7 @@ async fn main() {
     let enqueue = t0.elapsed().as_secs_f64();
 
     let registry = JobRegistry::new(&[JobRunner::builder("noop", noop).build()]);
+    let cpu = process_cpu_ns();
     let t1 = Instant::now();
     let worker = effectum::Worker::builder(&queue, ())
         .registry(&registry)
@@ -258,6 +272,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let drain = t1.elapsed().as_secs_f64();
+    let cpu_us_per_job = process_cpu_ns().saturating_sub(cpu) as f64 / 1_000.0 / jobs as f64;
 
     let seen = lock(&SEEN_ON_COMMIT).clone();
     let set = lock(&SET_BY_EFFECTUM).clone();
@@ -294,6 +309,7 @@ async fn main() {
             ("durability_read_from", read_from.into()),
             ("enqueue_per_s", format!("{:.1}", jobs as f64 / enqueue)),
             ("drain_per_s", format!("{:.1}", jobs as f64 / drain)),
+            ("cpu_us_total_per_unit", format!("{cpu_us_per_job:.2}")),
         ])
     );
     let _ = std::fs::remove_dir_all(&dir);
