@@ -374,9 +374,7 @@ fn start_run<A: Send + Sync + 'static>(
         slot,
     )
     .instrument(span);
-    // Boxed, so the task (aligned to 128 bytes, hence allocated with `posix_memalign`) stays
-    // small; the future itself is kept under 1 KiB (see `execute`).
-    runs.spawn(Box::pin(fut));
+    runs.spawn(fut);
 }
 
 /// One of the worker's `max_concurrent_runs` slots, held while a run's body executes. Released
@@ -458,31 +456,23 @@ async fn execute<A: Send + Sync + 'static>(
             lease_owner: shared.owner.clone(),
             lease_expires_at: run.lease_expires_at,
         });
-    // Every run allocates this future. Under 1 KiB it comes from the allocator's thread cache;
-    // from 1 KiB up, glibc first consolidates its free lists, which cost about 5% of the tokio
-    // threads' time in `burndown`. Hence: the endings off the common path are boxed, and the
-    // `Ending` of a run is made where it ends rather than kept across the run's awaits.
-    macro_rules! end {
-        () => {
-            Ending {
-                shared: &shared,
-                id: &id,
-                job_name: &job_name,
-                labels: &labels,
-                fence: &fence,
-                started,
-            }
-        };
-    }
+    let end = Ending {
+        shared: &shared,
+        id: &id,
+        job_name: &job_name,
+        labels: &labels,
+        fence: &fence,
+        started,
+    };
 
     let Some(job) = job else {
-        Box::pin(end!().fail(
+        end.fail(
             format!("Unknown job: {job_name}"),
             None,
             None,
             Vec::new(),
             run.generation > 1,
-        ))
+        )
         .await;
         return;
     };
@@ -491,13 +481,13 @@ async fn execute<A: Send + Sync + 'static>(
             Ok(s) => s,
             Err(e) => {
                 worker_error(&shared, &id, &job_name, "run-setup", e.to_string());
-                Box::pin(end!().fail(
+                end.fail(
                     format!("could not load completed steps: {e}"),
                     None,
                     None,
                     Vec::new(),
                     true,
-                ))
+                )
                 .await;
                 return;
             }
@@ -505,7 +495,7 @@ async fn execute<A: Send + Sync + 'static>(
     } else {
         Vec::new()
     };
-    let mut ctx = Box::new(StepContext::new(
+    let mut ctx = StepContext::new(
         shared.clone(),
         id.clone(),
         job_name.clone(),
@@ -515,7 +505,7 @@ async fn execute<A: Send + Sync + 'static>(
         run.attempt,
         cancellation.clone(),
         stored,
-    ));
+    );
     // A run cancelled while it waited for its slot does not start.
     let result = if cancellation.is_cancelled() {
         None
@@ -531,7 +521,7 @@ async fn execute<A: Send + Sync + 'static>(
             return;
         }
         Some(_) => {
-            Box::pin(end!().cancelled(ctx.take_logs(), cleanup)).await;
+            end.cancelled(ctx.take_logs(), cleanup).await;
             return;
         }
         None => {}
@@ -560,7 +550,7 @@ async fn execute<A: Send + Sync + 'static>(
                         });
                     shared.run_finished(&id);
                 }
-                Ok(_) => Box::pin(end!().refused("run-completion", cleanup)).await,
+                Ok(_) => end.refused("run-completion", cleanup).await,
                 Err(e) => worker_error(&shared, &id, &job_name, "run-completion", e.to_string()),
             }
         }
@@ -581,7 +571,8 @@ async fn execute<A: Send + Sync + 'static>(
                 _ => None,
             };
             let failed_step = ctx.failed_step().map(str::to_owned);
-            Box::pin(end!().fail(message, retry, failed_step, ctx.take_logs(), cleanup)).await;
+            end.fail(message, retry, failed_step, ctx.take_logs(), cleanup)
+                .await;
         }
     }
 }
@@ -592,9 +583,7 @@ fn jitter_unit() -> f64 {
     bits / f64::from(u32::MAX) * 2.0 - 1.0
 }
 
-/// The ways an execution ends, with their writes and events. Its methods take it by value, so
-/// that the boxed future of an ending owns it.
-#[derive(Clone, Copy)]
+/// The ways an execution ends, with their writes and events.
 struct Ending<'a> {
     shared: &'a Arc<Shared>,
     id: &'a str,
@@ -606,7 +595,7 @@ struct Ending<'a> {
 
 impl Ending<'_> {
     async fn fail(
-        self,
+        &self,
         error: String,
         retry: Option<(u32, Timestamp)>,
         failed_step: Option<String>,
@@ -664,7 +653,7 @@ impl Ending<'_> {
     }
 
     /// The run was cancelled while it executed: keep its logs, drop its steps unless preserved.
-    async fn cancelled(self, logs: Vec<super::store::NewLog>, cleanup: bool) {
+    async fn cancelled(&self, logs: Vec<super::store::NewLog>, cleanup: bool) {
         if cleanup {
             if let Err(e) = self
                 .shared
@@ -700,7 +689,7 @@ impl Ending<'_> {
     }
 
     /// The final write was refused: the run was cancelled meanwhile, or the lease was lost.
-    async fn refused(self, context: &'static str, cleanup: bool) {
+    async fn refused(&self, context: &'static str, cleanup: bool) {
         let status = self
             .shared
             .store
