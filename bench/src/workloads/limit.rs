@@ -34,6 +34,38 @@ fn open(path: &Path, mode: Synchronous) -> BenchResult<Connection> {
     Ok(conn)
 }
 
+/// The claim of a new run (generation 0) as the store writes it; the rows it changed.
+fn claim(conn: &Connection, id: &str, rowid: i64) -> rusqlite::Result<usize> {
+    use durable_jobs::__private::step_job_statements as sql;
+    let until = "2026-01-01T00:00:30.000Z";
+    conn.prepare_cached(sql::CLAIM_RUN)?
+        .execute(params![id, "worker-1", until, NOW, 0i64, rowid])
+}
+
+/// The completion of a run claimed by [`claim`] with `output` after `steps` steps; the rows it
+/// changed.
+fn complete(
+    conn: &Connection,
+    id: &str,
+    rowid: i64,
+    output: &str,
+    steps: usize,
+) -> rusqlite::Result<usize> {
+    use durable_jobs::__private::step_job_statements as sql;
+    conn.prepare_cached(sql::COMPLETE_RUN)?.execute(params![
+        output,
+        NOW,
+        steps as i64,
+        steps as i64,
+        id,
+        1i64,
+        rowid
+    ])
+}
+
+/// The time every row of the ceilings is written at, as the store formats it.
+const NOW: &str = "2026-01-01T00:00:00.000Z";
+
 /// How many runs of `conn` are completed.
 fn completed(conn: &Connection) -> BenchResult<usize> {
     let done: i64 = conn.query_row(
@@ -75,8 +107,7 @@ pub(crate) fn write_rows(
     // timestamps. The store reads each candidate's rowid and generation in one query per claim
     // of many runs; here they are known from the insert (a new run is at generation 0).
     use durable_jobs::__private::step_job_statements as sql;
-    let now = "2026-01-01T00:00:00.000Z";
-    let until = "2026-01-01T00:00:30.000Z";
+    let now = NOW;
     let run_id = |r: usize| format!("01JRUN{r:020}");
     let mut rowids = vec![0i64; runs];
     let start = Instant::now();
@@ -97,15 +128,7 @@ pub(crate) fn write_rows(
                 rowids[r] = tx.last_insert_rowid();
             }
             Op::Claim(r) => {
-                let claimed = tx.prepare_cached(sql::CLAIM_RUN)?.execute(params![
-                    run_id(r),
-                    "worker-1",
-                    until,
-                    now,
-                    0i64,
-                    rowids[r]
-                ])?;
-                if claimed != 1 {
+                if claim(&tx, &run_id(r), rowids[r])? != 1 {
                     return Err(format!("limit: run {r} was not claimed").into());
                 }
             }
@@ -131,15 +154,13 @@ pub(crate) fn write_rows(
                 ])?;
             }
             Op::Complete(r) => {
-                tx.prepare_cached(sql::COMPLETE_RUN)?.execute(params![
-                    format!("{{\"sum\":{}}}", 3 * r + 3),
-                    now,
-                    steps as i64,
-                    steps as i64,
-                    run_id(r),
-                    1i64,
-                    rowids[r]
-                ])?;
+                complete(
+                    &tx,
+                    &run_id(r),
+                    rowids[r],
+                    &format!("{{\"sum\":{}}}", 3 * r + 3),
+                    steps,
+                )?;
                 tx.prepare_cached(sql::DELETE_STEPS)?.execute([run_id(r)])?;
                 tx.prepare_cached(sql::DELETE_LOGS)?.execute([run_id(r)])?;
             }
@@ -170,8 +191,7 @@ pub(crate) fn write_noop(
 ) -> BenchResult<NoopCeiling> {
     use durable_jobs::__private::step_job_statements as sql;
     let mut conn = open(path, mode)?;
-    let now = "2026-01-01T00:00:00.000Z";
-    let until = "2026-01-01T00:00:30.000Z";
+    let now = NOW;
     let run_id = |r: usize| format!("01JNOOP{r:019}");
     let rows_per_tx = rows_per_tx.max(2);
 
@@ -201,24 +221,9 @@ pub(crate) fn write_noop(
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(rows_per_tx / 2) {
         let tx = conn.transaction()?;
         for &r in chunk {
-            let claimed = tx.prepare_cached(sql::CLAIM_RUN)?.execute(params![
-                run_id(r),
-                "worker-1",
-                until,
-                now,
-                0i64,
-                rowids[r]
-            ])?;
-            let done = tx.prepare_cached(sql::COMPLETE_RUN)?.execute(params![
-                "null",
-                now,
-                0i64,
-                0i64,
-                run_id(r),
-                1i64,
-                rowids[r]
-            ])?;
-            if claimed != 1 || done != 1 {
+            let id = run_id(r);
+            let claimed = claim(&tx, &id, rowids[r])?;
+            if claimed != 1 || complete(&tx, &id, rowids[r], "null", 0)? != 1 {
                 return Err(format!("limit: no-op run {r} was not claimed and completed").into());
             }
         }
