@@ -4,8 +4,11 @@
 #   bench/run-peers.sh install                        install both peers, run nothing
 #   bench/run-peers.sh durably steps RUNS STEPS CONCURRENCY POLL_MS   (SYNC=NORMAL|FULL)
 #   bench/run-peers.sh durably latency N POLL_MS|default              (SYNC=NORMAL|FULL)
-#   bench/run-peers.sh effectum JOBS CONCURRENCY
+#   bench/run-peers.sh effectum JOBS CONCURRENCY       (JOURNAL=wal|delete, SYNC=NORMAL|FULL)
 #
+# Each JSON line has the journal mode and synchronous level read from the peer's own connection.
+# effectum: JOURNAL=wal (default) puts its file in WAL first and its connections at SYNC;
+# JOURNAL=delete is effectum as shipped (its WAL pragma is misspelled: rollback journal).
 # The npm packages (@coji/durably 0.15.0, kysely 0.27, better-sqlite3, zod, pinned by
 # bench/peers/durably/package-lock.json) go into bench/peers-work/durably/, and the effectum
 # program (bench/peers/effectum, not a workspace member) is built into
@@ -63,7 +66,7 @@ case "$peer" in
     exec "$CARGO_TARGET_DIR/release/effectum-peer-bench" "$@"
     ;;
   *)
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,18p' "$0" >&2
     exit 2
     ;;
 esac

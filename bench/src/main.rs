@@ -1,6 +1,8 @@
 //! The benchmark program of durable-jobs. See `BENCHMARKS.md` at the repository root for the
 //! commands, the figures and their analysis, and `--help` for the options.
 
+mod compare;
+mod durability;
 mod jobs;
 mod peers;
 mod report;
@@ -34,19 +36,26 @@ WORKLOADS:
     scale        1,000,000 continuous instances scheduled an hour ahead: creation rate, peak
                  RSS, reopen-to-ready (each phase in a fresh child process)
     limit        raw rusqlite writing the rows `steps` writes per run, 1,000 rows per
-                 transaction: the ceiling `steps` is compared with
+                 transaction: the ceiling `steps` is compared with; and the rows `burndown`
+                 writes per job, the ceiling of its drain
     burndown     50,000 no-op step jobs enqueued in batches of 1,000, drained at concurrency
-                 20 and 100 (the effectum peer's shape)
-    compare      steps, latency and burndown with the peers side by side, and the ratios
+                 20 and 100, synchronous=NORMAL and FULL (the effectum peer's shape)
+    compare      limit, steps, latency and burndown, each next to its peer, and the paired
+                 ratios
     all          every workload above, with the peers (unless --no-peers)
 
 OPTIONS:
     --quick              scale every workload down (10x; 50x for scale) for a smoke run
-    --repeat N           run each workload N times; the table shows medians (default 1)
+    --repeat N           run each workload N times; the table shows medians (default 1), and
+                         each ratio is the median of N pairs taken back to back
     --peers / --no-peers run the peers (durably, effectum) next to steps, latency, burndown
                          (default: on for `compare` and `all`, off otherwise)
-    --peer-runs N        runs of the durably `steps` peer (default: as many as ours)
-    --sync normal|full|both   synchronous modes of `steps` and `limit` (default both)
+    --peer-runs N        runs of the durably `steps` peer (default 1,000, 200 with --quick:
+                         its drain then takes seconds, like ours)
+    --peer-jobs N        jobs of the effectum peer (default: as many as ours with NORMAL, a
+                         fifth with FULL, a tenth as shipped)
+    --sync normal|full|both   synchronous modes of `steps`, `limit` and `burndown` (default
+                         both)
     --runs N             steps: runs (default 20000)
     --batch N            steps: trigger batch size (default 500)
     --step-concurrency N steps: the worker's max_concurrent_runs (default: the engine's, 100)
@@ -62,8 +71,12 @@ OPTIONS:
 
 OUTPUT:
     one JSON line per figure on stdout ({\"workload\", \"variant\", \"metric\", \"value\", \"unit\",
-    \"run\", and \"target\"/\"pass\" where a target applies), then a table of medians. Progress goes
-    to stderr. The exit status is 0 even when a target is missed; 1 when a workload failed.
+    \"run\", and \"target\"/\"pass\" where a target applies; for each side, its journal mode and
+    synchronous level as read from its connection), then a table of medians, then the side-by-side
+    table (Markdown): each ratio the median of paired runs, with the range, both sides' journal
+    mode and synchronous level and the load average. No ratio is printed for a pair whose sides
+    differ in either. Progress goes to stderr. The exit status is 0 even when a target is
+    missed; 1 when a workload failed.
 ";
 
 /// Sizes and switches of a benchmark run.
@@ -73,6 +86,7 @@ pub(crate) struct Config {
     pub(crate) repeat: usize,
     pub(crate) peers: Option<bool>,
     pub(crate) peer_runs: Option<usize>,
+    pub(crate) peer_jobs: Option<usize>,
     pub(crate) sync: Vec<Synchronous>,
     pub(crate) steps_runs: usize,
     pub(crate) steps_batch: usize,
@@ -97,6 +111,7 @@ impl Default for Config {
             repeat: 1,
             peers: None,
             peer_runs: None,
+            peer_jobs: None,
             sync: vec![Synchronous::Normal, Synchronous::Full],
             steps_runs: 20_000,
             steps_batch: 500,
@@ -179,9 +194,9 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
             "--quick" => cfg.quick = true,
             "--peers" => cfg.peers = Some(true),
             "--no-peers" => cfg.peers = Some(false),
-            "--repeat" | "--peer-runs" | "--sync" | "--runs" | "--batch" | "--instances"
-            | "--events" | "--callers" | "--seconds" | "--iterations" | "--jobs"
-            | "--concurrency" | "--dir" | "--step-concurrency" => {
+            "--repeat" | "--peer-runs" | "--peer-jobs" | "--sync" | "--runs" | "--batch"
+            | "--instances" | "--events" | "--callers" | "--seconds" | "--iterations"
+            | "--jobs" | "--concurrency" | "--dir" | "--step-concurrency" => {
                 let v = value(&arg)?;
                 overrides.push((arg, v));
             }
@@ -220,6 +235,7 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
         match name.as_str() {
             "--repeat" => cfg.repeat = n()?.max(1),
             "--peer-runs" => cfg.peer_runs = Some(n()?),
+            "--peer-jobs" => cfg.peer_jobs = Some(n()?),
             "--runs" => cfg.steps_runs = n()?,
             "--batch" => cfg.steps_batch = n()?.max(1),
             "--step-concurrency" => cfg.step_concurrency = Some(n()?.clamp(1, 1000)),
@@ -347,7 +363,7 @@ async fn run(workloads: Vec<Workload>, cfg: Config) -> bool {
             let _ = std::fs::remove_dir_all(&sub);
         }
     }
-    peers::ratios(&cfg, &mut report);
+    compare::compare(&cfg, &mut report);
     report.finish(cfg.repeat);
     !failed
 }

@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::report::{Metric, Report, Target};
-use crate::Config;
+use crate::report::{Metric, Report};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/run-peers.sh");
 
@@ -88,76 +87,26 @@ pub(crate) fn field(v: &Value, name: &str) -> Option<f64> {
     v.get(name).and_then(Value::as_f64)
 }
 
-/// Ratios of our medians to the peers' medians, with the targets of issue 5, and `steps` as a
-/// share of the `limit` ceiling.
-pub(crate) fn ratios(cfg: &Config, report: &mut Report) {
-    report.set_run("ratio");
-    let push = |report: &mut Report, m: Metric| report.push(m);
-    for mode in &cfg.sync {
-        let sync = crate::sync_name(*mode);
-        let ours = format!("synchronous={sync}");
-        let peer = format!("durably synchronous={sync}");
-        if let (Some(a), Some(b)) = (
-            report.median("steps", &ours, "drain_runs_per_s"),
-            report.median("steps", &peer, "drain_runs_per_s"),
-        ) {
-            push(
-                report,
-                Metric::new("steps", "drain_vs_durably", a / b, "x")
-                    .variant(ours.clone())
-                    .target(Target::AtLeast(100.0)),
-            );
-        }
-        if let (Some(a), Some(b)) = (
-            report.median("steps", &ours, "trigger_per_s"),
-            report.median("steps", &peer, "trigger_per_s"),
-        ) {
-            push(
-                report,
-                Metric::new("steps", "trigger_vs_durably", a / b, "x").variant(ours.clone()),
-            );
-        }
-        if let (Some(a), Some(b)) = (
-            report.median("steps", &ours, "drain_runs_per_s"),
-            report.median("limit", &ours, "runs_per_s"),
-        ) {
-            let m = Metric::new("steps", "drain_share_of_limit", 100.0 * a / b, "%")
-                .variant(ours.clone());
-            // The target of issue 5 is stated for the default mode.
-            let m = if *mode == durable_jobs::Synchronous::Normal {
-                m.target(Target::AtLeast(30.0))
-            } else {
-                m
-            };
-            push(report, m);
+/// Records a peer's figures (`metrics`: JSON field and unit), the journal mode and `synchronous`
+/// level its connection reported, and the load average now, as `workload`'s `variant`.
+pub(crate) fn record(
+    report: &mut Report,
+    workload: &'static str,
+    variant: &str,
+    line: &Value,
+    metrics: &[(&'static str, &'static str)],
+) {
+    for &(metric, unit) in metrics {
+        if let Some(x) = field(line, metric) {
+            report.push(Metric::new(workload, metric, x, unit).variant(variant));
         }
     }
-    for variant in ["durably poll=default", "durably poll=1ms"] {
-        if let (Some(a), Some(b)) = (
-            report.median("latency", "", "p50_ms"),
-            report.median("latency", variant, "p50_ms"),
-        ) {
-            push(
-                report,
-                Metric::new("latency", "p50_speedup_vs", b / a, "x").variant(variant),
-            );
-        }
+    match crate::durability::of_peer(line) {
+        Some(d) => report.durability(workload, variant, d),
+        None => report.note(format!(
+            "{workload} {variant}: the peer did not report its journal mode and synchronous \
+             level; no ratio against it"
+        )),
     }
-    for c in &cfg.burndown_concurrency {
-        if let (Some(a), Some(b)) = (
-            report.median("burndown", &format!("concurrency={c}"), "drain_per_s"),
-            report.median(
-                "burndown",
-                &format!("effectum concurrency={c}"),
-                "drain_per_s",
-            ),
-        ) {
-            push(
-                report,
-                Metric::new("burndown", "drain_vs_effectum", a / b, "x")
-                    .variant(format!("concurrency={c}"))
-                    .target(Target::AtLeast(2.0)),
-            );
-        }
-    }
+    report.load(workload, variant);
 }

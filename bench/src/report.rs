@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
+use crate::durability::Durability;
+
 /// What a figure must reach.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Target {
@@ -23,7 +25,7 @@ impl Target {
         }
     }
 
-    fn text(self, unit: &str) -> String {
+    pub(crate) fn text(self, unit: &str) -> String {
         match self {
             Target::AtLeast(t) => format!(">= {} {unit}", human(t)),
             Target::Below(t) => format!("< {} {unit}", human(t)),
@@ -41,6 +43,8 @@ pub(crate) struct Metric {
     pub(crate) value: f64,
     pub(crate) unit: &'static str,
     pub(crate) target: Option<Target>,
+    /// More fields for its JSON line (an object), such as the two sides of a paired ratio.
+    pub(crate) extra: Option<serde_json::Value>,
 }
 
 impl Metric {
@@ -57,6 +61,7 @@ impl Metric {
             value,
             unit,
             target: None,
+            extra: None,
         }
     }
 
@@ -67,6 +72,11 @@ impl Metric {
 
     pub(crate) fn target(mut self, target: Target) -> Self {
         self.target = Some(target);
+        self
+    }
+
+    pub(crate) fn extra(mut self, extra: serde_json::Value) -> Self {
+        self.extra = Some(extra);
         self
     }
 
@@ -91,6 +101,11 @@ impl Metric {
             v["target"] = json!(t.text(self.unit));
             v["pass"] = json!(t.met(self.value));
         }
+        if let Some(serde_json::Value::Object(extra)) = &self.extra {
+            for (k, x) in extra {
+                v[k] = x.clone();
+            }
+        }
         v.to_string()
     }
 }
@@ -98,11 +113,15 @@ impl Metric {
 /// Collects the figures of every run and prints them.
 #[derive(Default)]
 pub(crate) struct Report {
-    /// Every figure in the order first seen, with its values over the runs.
-    figures: Vec<(Metric, Vec<f64>)>,
+    /// Every figure in the order first seen, with its values over the runs (run, value).
+    figures: Vec<(Metric, Vec<(String, f64)>)>,
     index: BTreeMap<(String, String, String), usize>,
+    /// The journal mode and `synchronous` level each (workload, variant) ran with, per run.
+    durability: BTreeMap<(String, String, String), Durability>,
     /// Free-form remarks printed under the table (peers not installed, checks).
     pub(crate) notes: Vec<String>,
+    /// Printed after the table of figures: the side-by-side table, ready to paste.
+    pub(crate) side_by_side: String,
     run: String,
 }
 
@@ -116,14 +135,73 @@ impl Report {
     pub(crate) fn push(&mut self, metric: Metric) {
         println!("{}", metric.json(&self.run));
         let key = metric.key();
+        let value = (self.run.clone(), metric.value);
         match self.index.get(&key) {
-            Some(&i) => self.figures[i].1.push(metric.value),
+            Some(&i) => self.figures[i].1.push(value),
             None => {
                 self.index.insert(key, self.figures.len());
-                let value = metric.value;
                 self.figures.push((metric, vec![value]));
             }
         }
+    }
+
+    /// Records what `workload`'s `variant` ran with in the current run, and prints it as a JSON
+    /// line.
+    pub(crate) fn durability(&mut self, workload: &str, variant: &str, durability: Durability) {
+        println!(
+            "{}",
+            json!({
+                "workload": workload,
+                "variant": variant,
+                "journal_mode": durability.journal_mode,
+                "synchronous": durability.synchronous,
+                "run": self.run,
+            })
+        );
+        self.durability.insert(
+            (workload.to_owned(), variant.to_owned(), self.run.clone()),
+            durability,
+        );
+    }
+
+    /// Records the machine's 1-minute load average now as figure `load_1m` of `workload`'s
+    /// `variant` (right after it was measured).
+    pub(crate) fn load(&mut self, workload: &'static str, variant: &str) {
+        if let Some(load) = crate::sys::load_1m() {
+            self.push(Metric::new(workload, "load_1m", load, "").variant(variant));
+        }
+    }
+
+    /// What `workload`'s `variant` ran with in `run`.
+    pub(crate) fn durability_in(
+        &self,
+        workload: &str,
+        variant: &str,
+        run: &str,
+    ) -> Option<&Durability> {
+        self.durability
+            .get(&(workload.to_owned(), variant.to_owned(), run.to_owned()))
+    }
+
+    /// The values of a figure, with the run each was measured in.
+    pub(crate) fn values(&self, workload: &str, variant: &str, metric: &str) -> &[(String, f64)] {
+        self.index
+            .get(&(workload.to_owned(), variant.to_owned(), metric.to_owned()))
+            .map_or(&[], |&i| self.figures[i].1.as_slice())
+    }
+
+    /// The value of a figure in `run`.
+    pub(crate) fn value_in(
+        &self,
+        workload: &str,
+        variant: &str,
+        metric: &str,
+        run: &str,
+    ) -> Option<f64> {
+        self.values(workload, variant, metric)
+            .iter()
+            .find(|(r, _)| r == run)
+            .map(|(_, v)| *v)
     }
 
     pub(crate) fn note(&mut self, note: impl Into<String>) {
@@ -132,20 +210,12 @@ impl Report {
         self.notes.push(note);
     }
 
-    /// The median of a figure over the runs so far.
-    pub(crate) fn median(&self, workload: &str, variant: &str, metric: &str) -> Option<f64> {
-        let i = self
-            .index
-            .get(&(workload.to_owned(), variant.to_owned(), metric.to_owned()))?;
-        Some(crate::stats::median(&self.figures[*i].1))
-    }
-
     /// Prints median JSON lines (when there were several runs) and the table.
     pub(crate) fn finish(&self, runs: usize) -> bool {
         let mut all_pass = true;
         let mut rows = Vec::new();
         for (m, values) in &self.figures {
-            let med = crate::stats::median(values);
+            let med = median_of(values);
             let mut median = m.clone();
             median.value = med;
             if runs > 1 {
@@ -160,8 +230,7 @@ impl Report {
                 None => String::new(),
             };
             let spread = if values.len() > 1 {
-                let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let (lo, hi) = range_of(values);
                 format!("{}..{}", human(lo), human(hi))
             } else {
                 String::new()
@@ -205,12 +274,31 @@ impl Report {
         for row in &rows {
             line(&mut out, row);
         }
+        if !self.side_by_side.is_empty() {
+            out.push('\n');
+            out.push_str(&self.side_by_side);
+        }
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
         }
         print!("{out}");
         all_pass
     }
+}
+
+/// The median of the values of a figure.
+pub(crate) fn median_of(values: &[(String, f64)]) -> f64 {
+    let v: Vec<f64> = values.iter().map(|(_, v)| *v).collect();
+    crate::stats::median(&v)
+}
+
+/// The smallest and largest values of a figure.
+pub(crate) fn range_of(values: &[(String, f64)]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, v)| {
+            (lo.min(*v), hi.max(*v))
+        })
 }
 
 fn round(v: f64) -> f64 {

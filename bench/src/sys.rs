@@ -21,9 +21,9 @@ pub(crate) struct Usage {
     /// `wchar` of `/proc/self/io`: the log and database pages SQLite wrote (before the
     /// kernel's writeback), plus anything else written.
     written: Option<u64>,
-    /// Nanoseconds of CPU from `/proc/self/task/*/schedstat`, summed by thread name
-    /// (`dj-sqlite-write`, `dj-sqlite-ckpt`, `tokio-rt-worker`, ...).
-    cpu_ns: BTreeMap<String, u64>,
+    /// Nanoseconds of CPU from `/proc/self/task/*/schedstat` by thread id, with the thread's
+    /// name (`dj-sqlite-write`, `dj-sqlite-ckpt`, `tokio-rt-worker`, ...).
+    cpu_ns: BTreeMap<u64, (String, u64)>,
     /// The machine's `cpu` line of `/proc/stat` (user, nice, system, idle, iowait, irq,
     /// softirq, steal), in ticks.
     machine: Vec<u64>,
@@ -45,6 +45,13 @@ impl Usage {
             .flatten()
         {
             let dir = task.path();
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u64>().ok())
+            else {
+                continue;
+            };
             let (Ok(name), Ok(stat)) = (
                 std::fs::read_to_string(dir.join("comm")),
                 std::fs::read_to_string(dir.join("schedstat")),
@@ -56,7 +63,7 @@ impl Usage {
                 .next()
                 .and_then(|v| v.parse::<u64>().ok())
             {
-                *cpu_ns.entry(name.trim().to_owned()).or_insert(0) += ns;
+                cpu_ns.insert(tid, (name.trim().to_owned(), ns));
             }
         }
         let machine = std::fs::read_to_string("/proc/stat")
@@ -81,7 +88,9 @@ impl Usage {
 
     /// Figures of the phase since `before`, per `n` units of work (`per`: "run", "add", ...):
     /// bytes written, and CPU microseconds of the writer, checkpoint and tokio threads and of
-    /// the whole process (threads that ended meanwhile are missing).
+    /// the whole process: per thread, what it used since `before` (all it used, for a thread
+    /// started since), so a thread that ended meanwhile takes nothing away (what it used in the
+    /// phase is missing, though).
     pub(crate) fn report_since(
         &self,
         before: &Usage,
@@ -98,14 +107,16 @@ impl Usage {
             ));
         }
         let spent = |name: Option<&str>| -> f64 {
-            let total = |u: &Usage| -> u64 {
-                u.cpu_ns
-                    .iter()
-                    .filter(|(k, _)| name.is_none_or(|n| k.as_str() == n))
-                    .map(|(_, v)| v)
-                    .sum()
-            };
-            total(self).saturating_sub(total(before)) as f64 / 1_000.0 / n
+            let ns: u64 = self
+                .cpu_ns
+                .iter()
+                .filter(|(_, (thread, _))| name.is_none_or(|n| thread == n))
+                .map(|(tid, (_, now))| {
+                    let then = before.cpu_ns.get(tid).map_or(0, |(_, ns)| *ns);
+                    now.saturating_sub(then)
+                })
+                .sum();
+            ns as f64 / 1_000.0 / n
         };
         // What else the machine did meanwhile: time stolen by the hypervisor and time the CPUs
         // sat waiting for the disk, as shares of all CPU time. High figures mean a noisy run.
@@ -137,6 +148,28 @@ impl Usage {
             report.push(metric(figure, spent(thread), "us"));
         }
     }
+}
+
+/// CPU time the calling thread has used so far, in nanoseconds (`/proc/thread-self/schedstat`):
+/// unlike wall time, it does not grow while the thread waits for a core.
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The machine's load average over the last minute (`/proc/loadavg`): runnable and
+/// uninterruptible tasks, against 2 cores here.
+pub(crate) fn load_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Peak resident set of this process so far, in MiB.
@@ -178,10 +211,43 @@ pub(crate) fn machine(dir: &std::path::Path) -> String {
 mod tests {
     use super::*;
 
+    fn spin(rounds: u64) -> u64 {
+        (0..rounds).fold(0u64, |a, i| a.wrapping_add(std::hint::black_box(i * i)))
+    }
+
+    #[test]
+    fn a_thread_that_ends_between_two_readings_takes_nothing_away() {
+        let (go, stop) = std::sync::mpsc::channel::<()>();
+        let (spun, done) = std::sync::mpsc::channel::<u64>();
+        // Uses more CPU before the first reading than this thread does between the two.
+        let helper = std::thread::spawn(move || {
+            let _ = spun.send(spin(20_000_000));
+            let _ = stop.recv();
+        });
+        assert!(done.recv().unwrap() > 0);
+        let before = Usage::now();
+        go.send(()).unwrap();
+        helper.join().unwrap();
+        assert!(spin(200_000) > 0);
+        let mut report = crate::report::Report::default();
+        Usage::now().report_since(
+            &before,
+            1,
+            |metric, value, unit| crate::report::Metric::new("t", metric, value, unit),
+            &mut report,
+        );
+        let total = report.values("t", "", "cpu_us_total_per_unit");
+        assert!(total[0].1 > 0.0, "{total:?}");
+    }
+
     #[test]
     fn reads_its_own_peak_rss() {
         let peak = peak_rss_mib().unwrap();
         assert!(peak > 0.0);
         assert!(status_kb("VmRSS").unwrap() > 0);
+        assert!(load_1m().unwrap() >= 0.0);
+        let before = thread_cpu_ns().unwrap();
+        let spin = (0..1_000_000u64).fold(0u64, |a, i| a.wrapping_add(i * i));
+        assert!(spin > 0 && thread_cpu_ns().unwrap() > before);
     }
 }

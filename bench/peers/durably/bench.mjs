@@ -23,6 +23,16 @@ db.pragma('journal_mode = WAL')
 const sync = process.env.SYNC || 'NORMAL'
 db.pragma('synchronous = ' + sync)
 
+// What the connection durably used runs with, read from it (not the values asked for).
+function durability() {
+  const levels = ['OFF', 'NORMAL', 'FULL', 'EXTRA']
+  const level = db.pragma('synchronous', { simple: true })
+  return {
+    journal_mode: String(db.pragma('journal_mode', { simple: true })).toLowerCase(),
+    synchronous: levels[level] ?? String(level),
+  }
+}
+
 function cleanup() {
   try { db.close() } catch {}
   fs.rmSync(dir, { recursive: true, force: true })
@@ -62,16 +72,21 @@ async function steps() {
   const t0 = performance.now()
   for (let i = 0; i < runs; i += 500) await durably.jobs.bench.batchTrigger(inputs.slice(i, i + 500))
   const t1 = performance.now()
+  const cpu = process.cpuUsage()
   durably.start()
   await finished
   const t2 = performance.now()
+  const used = process.cpuUsage(cpu)
   await durably.stop()
   const drain = (t2 - t1) / 1000
   return {
     peer: 'durably-0.15.0', workload: 'steps', sync, runs, steps: nsteps, concurrency: conc, poll_ms: poll,
+    ...durability(),
     trigger_per_s: runs / ((t1 - t0) / 1000),
     drain_runs_per_s: runs / drain,
     drain_steps_per_s: (runs * nsteps) / drain,
+    // CPU time of the whole process (user and system) per run during the drain.
+    cpu_us_total_per_unit: (used.user + used.system) / runs,
   }
 }
 
@@ -102,6 +117,7 @@ async function latency() {
   samples.sort((a, b) => a - b)
   return {
     peer: 'durably-0.15.0', workload: 'latency', sync, n, poll_ms: poll ?? 'default',
+    ...durability(),
     p50_ms: percentile(samples, 50), p99_ms: percentile(samples, 99),
   }
 }

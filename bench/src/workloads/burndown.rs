@@ -1,17 +1,22 @@
 //! `burndown`: 50,000 no-op step jobs (no steps) enqueued in batches of 1,000, then drained with
-//! the worker at concurrency 20 and 100: the shape of the effectum peer benchmark. As in
-//! `steps`, the runs wait at a gate until the enqueue phase is over.
+//! the worker at concurrency 20 and 100, with `synchronous=NORMAL` and `FULL`: the shape of the
+//! effectum peer benchmark. As in `steps`, the runs wait at a gate until the enqueue phase is
+//! over. Each of our drains is followed at once by effectum's, its file put in WAL and its
+//! connection at the same `synchronous` level (the pair of a paired ratio), and with `NORMAL`
+//! by effectum as shipped (rollback journal), which is shown but never divided by.
 
 use std::path::Path;
 use std::time::Instant;
 
 use durable_jobs::Synchronous;
 
-use crate::peers::{field, Peers};
+use crate::compare::{burndown_variant, effectum_jobs};
+use crate::peers::Peers;
 use crate::report::{Metric, Report};
 use crate::stats::rate;
 use crate::step_jobs::NoOp;
-use crate::{BenchResult, Config};
+use crate::sys::Usage;
+use crate::{sync_name, BenchResult, Config};
 
 pub(crate) async fn run(
     cfg: &Config,
@@ -20,46 +25,79 @@ pub(crate) async fn run(
     peers: &mut Peers,
 ) -> BenchResult {
     let n = cfg.burndown_jobs;
-    for &c in &cfg.burndown_concurrency {
-        let variant = format!("concurrency={c}");
-        let path = dir.join(format!("burndown-{c}.db"));
-        let (engine, app) =
-            super::steps::engine(&path, Synchronous::Normal, Some(c), false).await?;
-        let client = engine.client();
-        let jobs = client.step_job::<NoOp>();
+    for &mode in &cfg.sync {
+        for &c in &cfg.burndown_concurrency {
+            let variant = burndown_variant(mode, c);
+            let path = dir.join(format!("burndown-{}-{c}.db", sync_name(mode)));
+            let (engine, app) = super::steps::engine(&path, mode, Some(c), false).await?;
+            let durability = crate::durability::of_engine(&engine).await?;
+            let client = engine.client();
+            let jobs = client.step_job::<NoOp>();
 
-        let start = Instant::now();
-        let mut i = 0;
-        while i < n {
-            let end = (i + 1_000).min(n);
-            jobs.batch_trigger(std::iter::repeat_n((), end - i)).await?;
-            i = end;
-        }
-        let enqueued = start.elapsed();
-        let drain = Instant::now();
-        app.open();
-        super::steps::wait_drained(&jobs, &app, n, c).await?;
-        let drained = drain.elapsed();
-        super::steps::check_all_completed(&jobs).await?;
-        drop(jobs);
-        drop(client);
-        engine.shutdown().await?;
-
-        report.push(
-            Metric::new("burndown", "enqueue_per_s", rate(n, enqueued), "jobs/s").variant(&variant),
-        );
-        report.push(
-            Metric::new("burndown", "drain_per_s", rate(n, drained), "jobs/s").variant(&variant),
-        );
-
-        if let Some(v) = peers.run("effectum", &[n.to_string(), c.to_string()], &[], report) {
-            let variant = format!("effectum {variant}");
-            if let Some(x) = field(&v, "enqueue_per_s") {
-                report
-                    .push(Metric::new("burndown", "enqueue_per_s", x, "jobs/s").variant(&variant));
+            let start = Instant::now();
+            let mut i = 0;
+            while i < n {
+                let end = (i + 1_000).min(n);
+                jobs.batch_trigger(std::iter::repeat_n((), end - i)).await?;
+                i = end;
             }
-            if let Some(x) = field(&v, "drain_per_s") {
-                report.push(Metric::new("burndown", "drain_per_s", x, "jobs/s").variant(&variant));
+            let enqueued = start.elapsed();
+            let usage = Usage::now();
+            let drain = Instant::now();
+            app.open();
+            super::steps::wait_drained(&jobs, &app, n, c).await?;
+            let drained = drain.elapsed();
+            Usage::now().report_since(
+                &usage,
+                n,
+                |metric, value, unit| {
+                    Metric::new("burndown", metric, value, unit).variant(&variant)
+                },
+                report,
+            );
+            super::steps::check_all_completed(&jobs).await?;
+            drop(jobs);
+            drop(client);
+            engine.shutdown().await?;
+
+            report.push(
+                Metric::new("burndown", "enqueue_per_s", rate(n, enqueued), "jobs/s")
+                    .variant(&variant),
+            );
+            report.push(
+                Metric::new("burndown", "drain_per_s", rate(n, drained), "jobs/s")
+                    .variant(&variant),
+            );
+            report.durability("burndown", &variant, durability);
+            report.load("burndown", &variant);
+
+            // Right after ours: effectum in WAL at the same level, the pair's other half.
+            let figures = [
+                ("enqueue_per_s", "jobs/s"),
+                ("drain_per_s", "jobs/s"),
+                ("cpu_us_total_per_unit", "us"),
+            ];
+            let wal_jobs = effectum_jobs(cfg, Some(mode));
+            if let Some(v) = peers.run(
+                "effectum",
+                &[wal_jobs.to_string(), c.to_string()],
+                &[("JOURNAL", "wal"), ("SYNC", sync_name(mode))],
+                report,
+            ) {
+                let variant = format!("effectum {variant}");
+                crate::peers::record(report, "burndown", &variant, &v, &figures);
+            }
+            // effectum as shipped sets NORMAL itself (and syncs at every commit all the same).
+            if mode == Synchronous::Normal {
+                if let Some(v) = peers.run(
+                    "effectum",
+                    &[effectum_jobs(cfg, None).to_string(), c.to_string()],
+                    &[("JOURNAL", "delete")],
+                    report,
+                ) {
+                    let variant = format!("effectum as shipped concurrency={c}");
+                    crate::peers::record(report, "burndown", &variant, &v, &figures);
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use durable_jobs::steps::TriggerOptions;
 use durable_jobs::Synchronous;
 
-use crate::peers::{field, Peers};
+use crate::peers::Peers;
 use crate::report::{Metric, Report, Target};
 use crate::stats::{percentile, sorted_millis};
 use crate::step_jobs::{Num, OneStep};
@@ -23,6 +23,7 @@ pub(crate) async fn run(
     let n = cfg.latency_iterations;
     let (engine, _app) =
         super::steps::engine(&dir.join("latency.db"), Synchronous::Normal, None, true).await?;
+    let durability = crate::durability::of_engine(&engine).await?;
     let client = engine.client();
     let one = client.step_job::<OneStep>();
     let timeout = Duration::from_secs(30);
@@ -53,6 +54,8 @@ pub(crate) async fn run(
         percentile(&sorted, 99.0),
         "ms",
     ));
+    report.durability("latency", "", durability);
+    report.load("latency", "");
 
     for (poll, variant) in [
         ("default", "durably poll=default"),
@@ -64,11 +67,13 @@ pub(crate) async fn run(
             &[("SYNC", "NORMAL")],
             report,
         ) {
-            for metric in ["p50_ms", "p99_ms"] {
-                if let Some(x) = field(&v, metric) {
-                    report.push(Metric::new("latency", metric, x, "ms").variant(variant));
-                }
-            }
+            crate::peers::record(
+                report,
+                "latency",
+                variant,
+                &v,
+                &[("p50_ms", "ms"), ("p99_ms", "ms")],
+            );
         }
     }
     Ok(())

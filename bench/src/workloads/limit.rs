@@ -1,9 +1,14 @@
-//! `limit`: the ceiling. Raw rusqlite on a file in WAL mode writes the rows one `steps` run
+//! `limit`: the ceilings. Raw rusqlite on a file in WAL mode writes the rows one `steps` run
 //! writes (the run row inserted, claimed, three step rows, the run completed), with the store's
 //! own schema and statements, 1,000 row writes per transaction, and nothing else: no engine, no
 //! JSON, no channel, no async, no reads. The completion also deletes the run's step rows, as the
 //! store does by default (`preserve_steps = false`); those deletes ride on the completion and
 //! are not counted among the 1,000. `steps` is printed as a share of it.
+//!
+//! The no-op ceiling (variant `noop`) does the same for `burndown`'s jobs, which have no steps:
+//! the inserts of the enqueue phase (1,000 a transaction), then the drain, each job claimed and
+//! completed (two row writes, 1,000 a transaction; a run that wrote no step has nothing to clean
+//! up). `burndown`'s drain is printed as a share of this drain.
 
 use std::path::Path;
 use std::time::Instant;
@@ -11,6 +16,7 @@ use std::time::Instant;
 use durable_jobs::Synchronous;
 use rusqlite::{params, Connection};
 
+use crate::durability::Durability;
 use crate::report::{Metric, Report};
 use crate::{sync_name, BenchResult, Config};
 
@@ -19,18 +25,67 @@ pub(crate) fn rows_per_run(steps: usize) -> usize {
     3 + steps
 }
 
-/// Writes `runs` runs' rows with `rows_per_tx` row writes per transaction; returns the seconds.
+/// A file in WAL mode at `mode`, with the store's step-job schema.
+fn open(path: &Path, mode: Synchronous) -> BenchResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", sync_name(mode))?;
+    conn.execute_batch(&durable_jobs::__private::step_job_schema())?;
+    Ok(conn)
+}
+
+/// The claim of a new run (generation 0) as the store writes it; the rows it changed.
+fn claim(conn: &Connection, id: &str, rowid: i64) -> rusqlite::Result<usize> {
+    use durable_jobs::__private::step_job_statements as sql;
+    let until = "2026-01-01T00:00:30.000Z";
+    conn.prepare_cached(sql::CLAIM_RUN)?
+        .execute(params![id, "worker-1", until, NOW, 0i64, rowid])
+}
+
+/// The completion of a run claimed by [`claim`] with `output` after `steps` steps; the rows it
+/// changed.
+fn complete(
+    conn: &Connection,
+    id: &str,
+    rowid: i64,
+    output: &str,
+    steps: usize,
+) -> rusqlite::Result<usize> {
+    use durable_jobs::__private::step_job_statements as sql;
+    conn.prepare_cached(sql::COMPLETE_RUN)?.execute(params![
+        output,
+        NOW,
+        steps as i64,
+        steps as i64,
+        id,
+        1i64,
+        rowid
+    ])
+}
+
+/// The time every row of the ceilings is written at, as the store formats it.
+const NOW: &str = "2026-01-01T00:00:00.000Z";
+
+/// How many runs of `conn` are completed.
+fn completed(conn: &Connection) -> BenchResult<usize> {
+    let done: i64 = conn.query_row(
+        "SELECT count(*) FROM durably_runs WHERE status = 'completed'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(done.max(0) as usize)
+}
+
+/// Writes `runs` runs' rows with `rows_per_tx` row writes per transaction; returns the seconds
+/// and what the connection committed with.
 pub(crate) fn write_rows(
     path: &Path,
     mode: Synchronous,
     runs: usize,
     steps: usize,
     rows_per_tx: usize,
-) -> BenchResult<f64> {
-    let mut conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", sync_name(mode))?;
-    conn.execute_batch(&durable_jobs::__private::step_job_schema())?;
+) -> BenchResult<(f64, Durability)> {
+    let mut conn = open(path, mode)?;
 
     // Every operation of every run, in the order a worker would do them.
     #[derive(Clone, Copy)]
@@ -52,8 +107,7 @@ pub(crate) fn write_rows(
     // timestamps. The store reads each candidate's rowid and generation in one query per claim
     // of many runs; here they are known from the insert (a new run is at generation 0).
     use durable_jobs::__private::step_job_statements as sql;
-    let now = "2026-01-01T00:00:00.000Z";
-    let until = "2026-01-01T00:00:30.000Z";
+    let now = NOW;
     let run_id = |r: usize| format!("01JRUN{r:020}");
     let mut rowids = vec![0i64; runs];
     let start = Instant::now();
@@ -74,15 +128,7 @@ pub(crate) fn write_rows(
                 rowids[r] = tx.last_insert_rowid();
             }
             Op::Claim(r) => {
-                let claimed = tx.prepare_cached(sql::CLAIM_RUN)?.execute(params![
-                    run_id(r),
-                    "worker-1",
-                    until,
-                    now,
-                    0i64,
-                    rowids[r]
-                ])?;
-                if claimed != 1 {
+                if claim(&tx, &run_id(r), rowids[r])? != 1 {
                     return Err(format!("limit: run {r} was not claimed").into());
                 }
             }
@@ -108,15 +154,13 @@ pub(crate) fn write_rows(
                 ])?;
             }
             Op::Complete(r) => {
-                tx.prepare_cached(sql::COMPLETE_RUN)?.execute(params![
-                    format!("{{\"sum\":{}}}", 3 * r + 3),
-                    now,
-                    steps as i64,
-                    steps as i64,
-                    run_id(r),
-                    1i64,
-                    rowids[r]
-                ])?;
+                complete(
+                    &tx,
+                    &run_id(r),
+                    rowids[r],
+                    &format!("{{\"sum\":{}}}", 3 * r + 3),
+                    steps,
+                )?;
                 tx.prepare_cached(sql::DELETE_STEPS)?.execute([run_id(r)])?;
                 tx.prepare_cached(sql::DELETE_LOGS)?.execute([run_id(r)])?;
             }
@@ -130,15 +174,86 @@ pub(crate) fn write_rows(
     }
     tx.commit()?;
     let secs = start.elapsed().as_secs_f64();
-    let done: i64 = conn.query_row(
-        "SELECT count(*) FROM durably_runs WHERE status = 'completed'",
-        [],
-        |r| r.get(0),
-    )?;
-    if done as usize != runs {
+    let done = completed(&conn)?;
+    if done != runs {
         return Err(format!("limit: {done} of {runs} runs completed").into());
     }
-    Ok(secs)
+    Ok((secs, crate::durability::of_connection(&conn)?))
+}
+
+/// The no-op ceiling: inserts `jobs` runs without steps (`rows_per_tx` a transaction), then
+/// claims and completes each (`rows_per_tx` row writes a transaction).
+pub(crate) fn write_noop(
+    path: &Path,
+    mode: Synchronous,
+    jobs: usize,
+    rows_per_tx: usize,
+) -> BenchResult<NoopCeiling> {
+    use durable_jobs::__private::step_job_statements as sql;
+    let mut conn = open(path, mode)?;
+    let now = NOW;
+    let run_id = |r: usize| format!("01JNOOP{r:019}");
+    let rows_per_tx = rows_per_tx.max(2);
+
+    // As `batch_trigger` writes them: the input and output of `()` are `null`.
+    let start = Instant::now();
+    let mut rowids = Vec::with_capacity(jobs);
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(rows_per_tx) {
+        let tx = conn.transaction()?;
+        for &r in chunk {
+            tx.prepare_cached(sql::INSERT_RUN)?.execute(params![
+                run_id(r),
+                "bench_noop",
+                "null",
+                None::<String>,
+                None::<String>,
+                "{}",
+                now
+            ])?;
+            rowids.push(tx.last_insert_rowid());
+        }
+        tx.commit()?;
+    }
+    let enqueue = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let cpu = crate::sys::thread_cpu_ns();
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(rows_per_tx / 2) {
+        let tx = conn.transaction()?;
+        for &r in chunk {
+            let id = run_id(r);
+            let claimed = claim(&tx, &id, rowids[r])?;
+            if claimed != 1 || complete(&tx, &id, rowids[r], "null", 0)? != 1 {
+                return Err(format!("limit: no-op run {r} was not claimed and completed").into());
+            }
+        }
+        tx.commit()?;
+    }
+    let drain = start.elapsed().as_secs_f64();
+    let drain_cpu_us_per_job = crate::sys::thread_cpu_ns()
+        .zip(cpu)
+        .map(|(after, before)| after.saturating_sub(before) as f64 / 1_000.0 / jobs.max(1) as f64);
+    let done = completed(&conn)?;
+    if done != jobs {
+        return Err(format!("limit: {done} of {jobs} no-op runs completed").into());
+    }
+    Ok(NoopCeiling {
+        enqueue,
+        drain,
+        drain_cpu_us_per_job,
+        durability: crate::durability::of_connection(&conn)?,
+    })
+}
+
+/// What the no-op ceiling measured.
+pub(crate) struct NoopCeiling {
+    /// Seconds of the inserts.
+    enqueue: f64,
+    /// Seconds of the claims and completions.
+    drain: f64,
+    /// CPU microseconds of the drain per job (the thread's own, whatever the machine's load).
+    drain_cpu_us_per_job: Option<f64>,
+    durability: Durability,
 }
 
 pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchResult {
@@ -147,7 +262,7 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
         let (runs, steps) = (cfg.steps_runs, cfg.steps_per_run);
         let p = path.clone();
         let mode = *mode;
-        let secs =
+        let (secs, durability) =
             tokio::task::spawn_blocking(move || write_rows(&p, mode, runs, steps, 1_000)).await??;
         let variant = format!("synchronous={}", sync_name(mode));
         let rows = runs * rows_per_run(steps);
@@ -166,6 +281,32 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
             )
             .variant(&variant),
         );
+        report.durability("limit", &variant, durability);
+        report.load("limit", &variant);
+
+        let path = dir.join(format!("limit-noop-{}.db", sync_name(mode)));
+        let jobs = cfg.burndown_jobs;
+        let noop =
+            tokio::task::spawn_blocking(move || write_noop(&path, mode, jobs, 1_000)).await??;
+        let variant = format!("noop synchronous={}", sync_name(mode));
+        report.push(
+            Metric::new(
+                "limit",
+                "enqueue_per_s",
+                jobs as f64 / noop.enqueue,
+                "jobs/s",
+            )
+            .variant(&variant),
+        );
+        report.push(
+            Metric::new("limit", "drain_per_s", jobs as f64 / noop.drain, "jobs/s")
+                .variant(&variant),
+        );
+        if let Some(cpu) = noop.drain_cpu_us_per_job {
+            report.push(Metric::new("limit", "drain_cpu_us_per_unit", cpu, "us").variant(&variant));
+        }
+        report.durability("limit", &variant, noop.durability);
+        report.load("limit", &variant);
     }
     Ok(())
 }
@@ -177,7 +318,18 @@ mod tests {
     #[test]
     fn writes_and_completes_every_run() {
         let dir = tempfile::tempdir().unwrap();
-        let secs = write_rows(&dir.path().join("l.db"), Synchronous::Normal, 50, 3, 7).unwrap();
+        let (secs, durability) =
+            write_rows(&dir.path().join("l.db"), Synchronous::Normal, 50, 3, 7).unwrap();
         assert!(secs > 0.0);
+        assert_eq!(durability.to_string(), "wal/NORMAL");
+    }
+
+    #[test]
+    fn the_noop_ceiling_claims_and_completes_every_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let noop = write_noop(&dir.path().join("n.db"), Synchronous::Full, 55, 10).unwrap();
+        assert!(noop.enqueue > 0.0 && noop.drain > 0.0);
+        assert!(noop.drain_cpu_us_per_job.unwrap() > 0.0);
+        assert_eq!(noop.durability.to_string(), "wal/FULL");
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use durable_jobs::steps::{RunFilter, RunStatus, StepJobClient, StepOptions};
 use durable_jobs::{Engine, StepJob, Synchronous};
 
-use crate::peers::{field, Peers};
+use crate::peers::Peers;
 use crate::report::{Metric, Report, Target};
 use crate::stats::rate;
 use crate::step_jobs::{Num, StepApp, StepJobs, ThreeSteps, STEPS_PER_RUN};
@@ -100,12 +100,10 @@ pub(crate) async fn run(
     let n = cfg.steps_runs;
     let steps = STEPS_PER_RUN as usize;
     for mode in &cfg.sync {
-        let mut variant = format!("synchronous={}", sync_name(*mode));
-        if let Some(c) = cfg.step_concurrency {
-            variant.push_str(&format!(" concurrency={c}"));
-        }
+        let variant = crate::compare::steps_variant(cfg, *mode);
         let path = dir.join(format!("steps-{}.db", sync_name(*mode)));
         let (engine, app) = engine(&path, *mode, cfg.step_concurrency, false).await?;
+        let durability = crate::durability::of_engine(&engine).await?;
         let client = engine.client();
         let runs = client.step_job::<ThreeSteps>();
 
@@ -156,13 +154,15 @@ pub(crate) async fn run(
             )
             .variant(&variant),
         );
+        report.durability("steps", &variant, durability);
+        report.load("steps", &variant);
 
-        let peer_runs = cfg.peer_runs.unwrap_or(n);
+        // Right after ours: the pair's other half.
         if let Some(v) = peers.run(
             "durably",
             &[
                 "steps".into(),
-                peer_runs.to_string(),
+                crate::compare::durably_runs(cfg).to_string(),
                 steps.to_string(),
                 "8".into(),
                 "10".into(),
@@ -170,16 +170,18 @@ pub(crate) async fn run(
             &[("SYNC", sync_name(*mode))],
             report,
         ) {
-            let variant = format!("durably {variant}");
-            for (metric, unit) in [
-                ("trigger_per_s", "runs/s"),
-                ("drain_runs_per_s", "runs/s"),
-                ("drain_steps_per_s", "steps/s"),
-            ] {
-                if let Some(x) = field(&v, metric) {
-                    report.push(Metric::new("steps", metric, x, unit).variant(&variant));
-                }
-            }
+            crate::peers::record(
+                report,
+                "steps",
+                &format!("durably {variant}"),
+                &v,
+                &[
+                    ("trigger_per_s", "runs/s"),
+                    ("drain_runs_per_s", "runs/s"),
+                    ("drain_steps_per_s", "steps/s"),
+                    ("cpu_us_total_per_unit", "us"),
+                ],
+            );
         }
     }
     Ok(())

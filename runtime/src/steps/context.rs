@@ -207,7 +207,8 @@ pub struct StepContext {
     row: Option<i64>,
     attempt: u32,
     cancellation: Cancellation,
-    sink: Arc<LogSink>,
+    /// Made at the first step or log: a run with neither never needs one.
+    sink: Option<Arc<LogSink>>,
     memo: HashMap<String, Option<String>>,
     /// Position of the next `run` call within this execution (replays count).
     index: u64,
@@ -243,13 +244,6 @@ impl StepContext {
     ) -> Self {
         let current_step_index = stored.iter().map(|s| s.index + 1).max().unwrap_or(0);
         let memo = stored.into_iter().map(|s| (s.name, s.output)).collect();
-        let sink = Arc::new(LogSink {
-            shared: shared.clone(),
-            run_id: run_id.clone(),
-            job_name: job_name.clone(),
-            labels: labels.clone(),
-            buffer: Mutex::new(Vec::new()),
-        });
         StepContext {
             shared,
             run_id,
@@ -259,7 +253,7 @@ impl StepContext {
             row,
             attempt,
             cancellation,
-            sink,
+            sink: None,
             memo,
             index: 0,
             current_step_index,
@@ -310,6 +304,19 @@ impl StepContext {
                 run_id: self.run_id.clone(),
             }),
         }
+    }
+
+    /// The run's log buffer, made on first use.
+    fn sink(&mut self) -> &Arc<LogSink> {
+        self.sink.get_or_insert_with(|| {
+            Arc::new(LogSink {
+                shared: self.shared.clone(),
+                run_id: self.run_id.clone(),
+                job_name: self.job_name.clone(),
+                labels: self.labels.clone(),
+                buffer: Mutex::new(Vec::new()),
+            })
+        })
     }
 
     fn fence(&self) -> Fence {
@@ -370,7 +377,7 @@ impl StepContext {
         });
         let scope = StepScope {
             cancellation: self.cancellation.clone(),
-            sink: self.sink.clone(),
+            sink: self.sink().clone(),
             step_name: name.into(),
         };
         // A panicking closure fails the step like an error it returned.
@@ -415,7 +422,7 @@ impl StepContext {
             started_at,
             completed_at,
         };
-        let logs = self.sink.take();
+        let logs = self.take_logs();
         let accepted = match self
             .shared
             .store
@@ -538,7 +545,7 @@ impl StepContext {
             return;
         }
         let json = serde_json::to_string(&progress).ok();
-        let logs = self.sink.take();
+        let logs = self.take_logs();
         let now = self.shared.clock.now();
         match self
             .shared
@@ -559,7 +566,7 @@ impl StepContext {
     /// Logs `message` at `level` with optional data: emits `log:write` and persists the entry
     /// with the run's next write.
     pub fn log(&mut self, level: LogLevel, message: impl Into<String>, data: Option<Value>) {
-        self.sink.write(None, level, message.into(), data);
+        self.sink().write(None, level, message.into(), data);
     }
 
     /// Logs at info level.
@@ -580,7 +587,7 @@ impl StepContext {
     // --- for the worker
 
     pub(crate) fn take_logs(&self) -> Vec<NewLog> {
-        self.sink.take()
+        self.sink.as_ref().map(|s| s.take()).unwrap_or_default()
     }
 
     pub(crate) fn wrote_rows(&self) -> bool {

@@ -102,8 +102,8 @@ impl StepJobConfig {
 pub struct StepOptions {
     /// Run bodies executed at once by this worker, 1 to 1,000. Default 100 (upstream: 1). A run
     /// gives its slot back when its body returns, while its end (completion, failure) is still
-    /// being written. The worker keeps a quarter of this (rounded up) claimed ahead, leased and
-    /// waiting, so a freed slot starts the next run at once. Runs with the same concurrency key
+    /// being written. The worker keeps as many runs again claimed ahead, leased and waiting, so
+    /// a freed slot starts the next run at once. Runs with the same concurrency key
     /// never run at once, whatever this says.
     ///
     /// A body spends most of its time waiting, on the services it calls and on the commit of

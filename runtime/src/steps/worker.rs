@@ -25,10 +25,12 @@ use crate::error::{catch_panic, Error};
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
-/// Runs claimed ahead, beyond the free slots, per this many slots (at least one): they wait in
-/// memory, leased, and start the moment a body returns, so a slot never waits for a claim's
-/// commit. A quarter covers the runs that end while one claim commits at full load.
-const SLOTS_PER_RUN_CLAIMED_AHEAD: usize = 4;
+/// Runs claimed ahead, beyond the free slots, per slot: they wait in memory, leased, and start
+/// the moment a body returns, so a slot never waits for a claim's commit. One per slot (it was
+/// one per four): short runs end faster than claims commit, and a claim of more runs costs
+/// less per run (`burndown`, medians of 8 paired runs: drain +5% to +14%, writer CPU per run
+/// -4% to -14%).
+const RUNS_CLAIMED_AHEAD_PER_SLOT: usize = 1;
 
 /// How long maintenance (purging expired runs) waits between passes.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
@@ -75,7 +77,7 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
         worker_error(&shared, "", "", "recover", e.to_string());
     }
 
-    let claim_ahead = max.div_ceil(SLOTS_PER_RUN_CLAIMED_AHEAD);
+    let claim_ahead = max * RUNS_CLAIMED_AHEAD_PER_SLOT;
     let mut runs: JoinSet<()> = JoinSet::new();
     let mut ready: VecDeque<Reserved> = VecDeque::new();
     let mut dirty = true;

@@ -354,6 +354,32 @@ impl Default for InstanceQuery {
     }
 }
 
+/// How a store commits, read from its database connection: what a benchmark prints next to each
+/// figure it compares with another system. Not covered by semver.
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Durability {
+    /// `PRAGMA journal_mode` of the write connection, lower-case (`wal`, `memory`, ...).
+    pub journal_mode: String,
+    /// `PRAGMA synchronous` of the write connection (`OFF`, `NORMAL`, `FULL`, `EXTRA`).
+    pub connection_synchronous: String,
+    /// Whether every write is acknowledged only after the log holding it is synced by a thread
+    /// of the store's own (SQLite's `Synchronous::Full`, whose connection runs `NORMAL`).
+    pub log_synced_before_reply: bool,
+}
+
+impl Durability {
+    /// The `synchronous` level acknowledged writes have: `FULL` when the log is synced before
+    /// each reply, otherwise the connection's.
+    pub fn synchronous(&self) -> &str {
+        if self.log_synced_before_reply {
+            "FULL"
+        } else {
+            &self.connection_synchronous
+        }
+    }
+}
+
 impl InstanceQuery {
     /// Every instance, 100 at a time.
     pub fn new() -> Self {
@@ -541,6 +567,13 @@ pub trait Backend: Send + Sync + 'static {
     /// default never fails.
     fn verify(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// How this store commits, read from its database when asked (not the options it was
+    /// opened with); `None`, the default, for a store without such settings. For benchmarks.
+    #[doc(hidden)]
+    fn durability(&self) -> BoxFuture<'_, Result<Option<Durability>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     /// Stops accepting work, finishes queued writes and closes the database.

@@ -89,24 +89,24 @@ async fn several_slots_run_at_once_and_never_more() {
     env.app.block("s");
     let script = env.client::<Script>();
     let runs = script
-        .batch_trigger((0..5).map(|_| super::script(&["s"])))
+        .batch_trigger((0..7).map(|_| super::script(&["s"])))
         .await
         .expect("batch");
     for _ in 0..3 {
         env.app.entered().await;
     }
     assert_eq!(env.app.peak(), 3);
-    // Three executing, one claimed ahead (a quarter of the slots, rounded up), one pending.
+    // Three executing, three claimed ahead (one per slot), one pending.
     env.settle().await;
     assert_eq!(
         env.count("SELECT COUNT(*) FROM durably_runs WHERE status = 'leased'"),
-        4
+        6
     );
     assert_eq!(
         env.count("SELECT COUNT(*) FROM durably_runs WHERE status = 'pending'"),
         1
     );
-    env.app.release(5);
+    env.app.release(7);
     for r in &runs {
         env.wait(&r.id).await.expect("completes");
     }

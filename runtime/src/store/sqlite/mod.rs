@@ -37,8 +37,8 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{
-    AlarmScan, Backend, BoxFuture, InstanceCounts, InstanceQuery, InstanceRecord, OutboxEntry,
-    StoreError, UnregisteredJob, WriteBatch,
+    AlarmScan, Backend, BoxFuture, Durability, InstanceCounts, InstanceQuery, InstanceRecord,
+    OutboxEntry, StoreError, UnregisteredJob, WriteBatch,
 };
 use crate::time::Timestamp;
 
@@ -73,7 +73,9 @@ pub enum Synchronous {
     /// the writer commits the next group, and one sync serves every group committed before it
     /// started. Readers may see a commit a moment before it is synced; a power loss can undo
     /// only what was never acknowledged. A failed sync is final: that write and every later
-    /// one fail with a storage error until the store is reopened.
+    /// one fail with a storage error until the store is reopened. (The step worker's own
+    /// claims of runs are answered at commit: a claim a power loss undoes leaves its run
+    /// pending, to run after the restart.)
     Full,
 }
 
@@ -194,6 +196,8 @@ pub struct SqliteStore {
     writer: Writer,
     /// Read-only connections; `None` in memory, where reads go through the writer thread.
     readers: Option<Arc<Readers>>,
+    /// Whether a sync thread syncs the log before writes are acknowledged.
+    log_synced_before_reply: bool,
     closed: AtomicBool,
     /// The file, locked from open to close and checked to be still in place; `None` in memory.
     file: Option<Arc<DatabaseFile>>,
@@ -242,6 +246,7 @@ impl SqliteStore {
             (Some(path), Some(_)) => Some(Syncer::start(path)?),
             _ => None,
         };
+        let log_synced_before_reply = syncer.is_some();
         let writer = Writer::spawn(conn, checkpointer, syncer, file.clone())?;
         let readers = match (canonical, &file) {
             (Some(path), Some(file)) => Some(Arc::new(Readers::new(
@@ -256,6 +261,7 @@ impl SqliteStore {
             path: options.path,
             writer,
             readers,
+            log_synced_before_reply,
             closed: AtomicBool::new(false),
             file,
         }))
@@ -301,10 +307,39 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_with(op, true)
+    }
+
+    /// As [`write`](Self::write), but with [`Synchronous::Full`] the result comes once the group
+    /// committed, without waiting for the log sync. For writes that a power loss may undo
+    /// without undoing anything a caller was told: a step run's claim, whose run would then be
+    /// pending again and claimed after the restart, as after any crash. Every later synced
+    /// write (the run's first step, its completion) is acknowledged only after a sync that
+    /// covers the claim too: the log is synced in order.
+    pub(crate) fn write_unsynced<T, F>(
+        &self,
+        op: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(op, false)
+    }
+
+    fn write_with<T, F>(
+        &self,
+        op: F,
+        synced: bool,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let queued = if self.closed.load(Ordering::Acquire) {
             None
         } else {
-            self.writer.write(op)
+            self.writer.write(op, synced)
         };
         async move {
             match queued {
@@ -406,6 +441,31 @@ impl Backend for SqliteStore {
                 .map_err(|e| shared_database_error("checking the database file", e)),
             None => Ok(()),
         }
+    }
+
+    fn durability(&self) -> BoxFuture<'_, Result<Option<Durability>, StoreError>> {
+        let log_synced_before_reply = self.log_synced_before_reply;
+        // Through the writer: the pragmas of the connection that commits.
+        Box::pin(self.write(move |conn| {
+            let journal_mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .context("reading journal_mode")?;
+            let level: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .context("reading synchronous")?;
+            let connection_synchronous = match level {
+                0 => "OFF".to_owned(),
+                1 => "NORMAL".to_owned(),
+                2 => "FULL".to_owned(),
+                3 => "EXTRA".to_owned(),
+                other => other.to_string(),
+            };
+            Ok(Some(Durability {
+                journal_mode: journal_mode.to_ascii_lowercase(),
+                connection_synchronous,
+                log_synced_before_reply,
+            }))
+        }))
     }
 
     fn exclusive(&self) -> bool {
@@ -701,6 +761,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn durability_is_read_from_the_write_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let normal = file_store(&dir);
+        let d = normal.durability().await.unwrap().unwrap();
+        assert_eq!(
+            (
+                d.journal_mode.as_str(),
+                d.synchronous(),
+                d.log_synced_before_reply
+            ),
+            ("wal", "NORMAL", false)
+        );
+        normal.close().await.unwrap();
+
+        // FULL on a file: the connection commits under NORMAL, the sync thread makes it FULL.
+        let full = SqliteStore::open(
+            SqliteOptions::file(dir.path().join("jobs.db")).synchronous(Synchronous::Full),
+        )
+        .unwrap();
+        let d = full.durability().await.unwrap().unwrap();
+        assert_eq!(d.connection_synchronous, "NORMAL");
+        assert_eq!((d.journal_mode.as_str(), d.synchronous()), ("wal", "FULL"));
+        full.close().await.unwrap();
+
+        let memory =
+            SqliteStore::open(SqliteOptions::in_memory().synchronous(Synchronous::Full)).unwrap();
+        let d = memory.durability().await.unwrap().unwrap();
+        assert_eq!(
+            (d.journal_mode.as_str(), d.synchronous()),
+            ("memory", "FULL")
+        );
+    }
+
+    #[tokio::test]
     async fn a_second_open_of_the_same_file_fails_until_the_first_store_is_closed() {
         let dir = tempfile::tempdir().unwrap();
         let first = file_store(&dir);
@@ -888,6 +982,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn with_synchronous_full_a_claim_is_answered_at_commit_and_other_writes_after_the_sync() {
+        use crate::steps::store::{NewRun, RunStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = full_store_with_table(&dir.path().join("jobs.db")).await;
+        let now = Timestamp::from_millis(1_000);
+        let run = |id: &str| NewRun {
+            id: id.into(),
+            job_name: "job".into(),
+            input: "null".into(),
+            idempotency_key: None,
+            concurrency_key: None,
+            labels: Default::default(),
+            coalesce: false,
+        };
+        RunStore::enqueue(&*store, vec![run("a")], now)
+            .await
+            .unwrap();
+        // Syncs wait for a permit from now on.
+        let (permit, permits) = std::sync::mpsc::channel::<()>();
+        *store.writer.sync_hold().permits.lock().unwrap() = Some(permits);
+
+        let mut trigger = std::pin::pin!(RunStore::enqueue(&*store, vec![run("b")], now));
+        assert!(futures_poll(trigger.as_mut()).is_pending());
+        // A claim waiting for the held sync would time out here.
+        let claim = RunStore::claim(&*store, "me", now, now + Duration::from_secs(30), 10);
+        let claimed = tokio::time::timeout(Duration::from_secs(10), claim)
+            .await
+            .expect("the claim was answered without the held sync")
+            .unwrap();
+        assert_eq!(claimed.runs[0].id, "a");
+        // The trigger, committed before the claim, still waits for its sync.
+        assert!(futures_poll(trigger.as_mut()).is_pending());
+        drop(permit);
+        trigger.await.unwrap();
     }
 
     #[tokio::test]

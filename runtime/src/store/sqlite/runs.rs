@@ -167,6 +167,16 @@ pub(crate) trait SqlExecutor: Send + Sync + 'static {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static;
 
+    /// As [`write`](Self::write), for a write a power loss may undo without undoing anything a
+    /// caller was told (a claim): with a synced log, its result need not wait for the sync.
+    fn write_unsynced<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(op)
+    }
+
     /// Runs `op` on a read connection (committed data).
     fn read<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
     where
@@ -204,7 +214,8 @@ impl<S: SqlExecutor> RunStore for S {
         limit: usize,
     ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
         let owner = owner.to_owned();
-        Box::pin(self.write(move |c| claim(c, &owner, now, lease_until, limit)))
+        // Unsynced: a claim lost with the machine leaves its run pending, to be claimed again.
+        Box::pin(self.write_unsynced(move |c| claim(c, &owner, now, lease_until, limit)))
     }
 
     fn next_due<'a>(
@@ -870,16 +881,15 @@ pub(crate) fn claim(
         }
     }
     let mut update = conn.prepare_cached(statements::CLAIM_RUN).map_err(db)?;
-    let mut keys: Vec<&str> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     let mut runs = Vec::with_capacity(limit.min(candidates.len()));
-    for c in &candidates {
+    // The candidates are moved into the claimed runs, not copied.
+    for c in candidates {
         if runs.len() == limit {
             break;
         }
-        if let Some(k) = &c.concurrency_key {
-            if keys.contains(&k.as_str()) {
-                continue;
-            }
+        if c.concurrency_key.as_ref().is_some_and(|k| keys.contains(k)) {
+            continue;
         }
         // Decoded before the update, so a corrupt row fails the claim without changing a row.
         let labels = if c.labels.is_empty() || c.labels == "{}" {
@@ -888,7 +898,12 @@ pub(crate) fn claim(
             serde_json::from_str(&c.labels)
                 .map_err(|e| corrupt(format!("labels of run {}: {e}", c.id)))?
         };
-        let started_at = opt_ts(c.started_at.clone())?.unwrap_or(now);
+        let started_at = c
+            .started_at
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?
+            .unwrap_or(now);
         let claimed = update
             .execute(params![
                 c.id,
@@ -903,14 +918,14 @@ pub(crate) fn claim(
             continue;
         }
         if let Some(k) = &c.concurrency_key {
-            keys.push(k);
+            keys.push(k.clone());
         }
         runs.push(ClaimedRun {
-            id: c.id.clone(),
-            job_name: c.job_name.clone(),
-            input: c.input.clone(),
+            id: c.id,
+            job_name: c.job_name,
+            input: c.input,
             labels,
-            concurrency_key: c.concurrency_key.clone(),
+            concurrency_key: c.concurrency_key,
             generation: (c.lease_generation + 1).max(0) as u64,
             row: Some(c.rowid),
             attempt: u32::try_from(c.attempt.max(1)).unwrap_or(u32::MAX),
@@ -1460,6 +1475,14 @@ impl SqlExecutor for super::SqliteStore {
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         super::SqliteStore::write(self, op)
+    }
+
+    fn write_unsynced<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        super::SqliteStore::write_unsynced(self, op)
     }
 
     fn read<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>> + Send

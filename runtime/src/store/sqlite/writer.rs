@@ -6,6 +6,10 @@
 //! `COMMIT` returned, so no caller sees a write that could still be rolled back. If the
 //! transaction itself fails, every write of the group gets the error.
 //!
+//! With a [`Syncer`] (`Synchronous::Full`), a committed write is replied to once the log holding
+//! it is synced, unless it was queued as *unsynced*: those are replied to at `COMMIT` (see
+//! [`Writer::write`]).
+//!
 //! Writes run without savepoints first: a savepoint per write cost about a fifth of the writer's
 //! time, and almost every write that fails does so before changing a row (a version check, an
 //! insert that finds its key taken), which SQLite's own per-statement atomicity already covers.
@@ -48,6 +52,8 @@ pub(super) trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Replies: the write's own outcome, or `group_error` if the group did not commit.
     fn finish(self: Box<Self>, group_error: Option<&Arc<rusqlite::Error>>);
+    /// Whether the reply waits for the log sync, when there is a sync thread.
+    fn synced(&self) -> bool;
 }
 
 trait ReadJob: Send {
@@ -58,6 +64,7 @@ struct Job<T, F> {
     op: F,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Written<T, F>>,
+    synced: bool,
 }
 
 /// A write's outcome, with the write itself: the caller's task drops what the write captured,
@@ -81,8 +88,14 @@ where
         ok
     }
 
+    fn synced(&self) -> bool {
+        self.synced
+    }
+
     fn finish(self: Box<Self>, group_error: Option<&Arc<rusqlite::Error>>) {
-        let Job { op, outcome, reply } = *self;
+        let Job {
+            op, outcome, reply, ..
+        } = *self;
         let outcome = match (outcome, group_error) {
             // A failed write was rolled back whatever happened to the group: its own error says
             // more.
@@ -185,7 +198,13 @@ impl Writer {
     }
 
     /// Queues a write; `None` if the thread is gone. `op` may run twice (see the module docs).
-    pub(super) fn write<T, F>(&self, op: F) -> Option<oneshot::Receiver<Written<T, F>>>
+    /// With a sync thread, the reply waits for the log sync if `synced`, and comes at `COMMIT`
+    /// otherwise.
+    pub(super) fn write<T, F>(
+        &self,
+        op: F,
+        synced: bool,
+    ) -> Option<oneshot::Receiver<Written<T, F>>>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -195,6 +214,7 @@ impl Writer {
             op,
             outcome: None,
             reply,
+            synced,
         });
         self.queue.send(Message::Write(job)).ok()?;
         Some(rx)
@@ -346,7 +366,16 @@ fn commit_group(
                 "committed a write group"
             );
             match syncer {
-                Some(syncer) => syncer.sync_then_reply(std::mem::take(group)),
+                Some(syncer) => {
+                    let (synced, unsynced): (Vec<_>, Vec<_>) =
+                        group.drain(..).partition(|job| job.synced());
+                    for job in unsynced {
+                        job.finish(None);
+                    }
+                    if !synced.is_empty() {
+                        syncer.sync_then_reply(synced);
+                    }
+                }
                 None => {
                     for job in group.drain(..) {
                         job.finish(None);
