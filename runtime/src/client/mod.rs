@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 
 pub use dynamic::{DynamicContinuous, DynamicDebounce, DynamicJob, DynamicStep, DynamicTask};
 
+use crate::checks::{ContinuousJobOf, DebounceJobOf, StepJobOf, TaskJobOf};
 use crate::engine::erased::{decode, Input};
 use crate::engine::{
     AddResult, ClearResult, ContinuousStatus, DebounceStatus, Engine, FlushResult, Inner, Registry,
@@ -17,7 +18,6 @@ use crate::error::{Operation, Result};
 use crate::id::{InstanceKey, JobKind};
 use crate::job::continuous::ContinuousJob;
 use crate::job::debounce::DebounceJob;
-use crate::job::step::StepJob;
 use crate::job::task::TaskJob;
 use crate::job::{Job, Registered};
 use crate::steps::StepJobClient;
@@ -48,7 +48,7 @@ impl<R: Registry> Client<R> {
     /// The client of a `#[continuous]` job.
     pub fn continuous<J>(&self) -> ContinuousClient<R, J>
     where
-        J: ContinuousJob<R::App> + Registered<R>,
+        J: ContinuousJobOf<R> + Registered<R>,
     {
         ContinuousClient {
             client: self.clone(),
@@ -59,7 +59,7 @@ impl<R: Registry> Client<R> {
     /// The client of a `#[debounce]` job.
     pub fn debounce<J>(&self) -> DebounceClient<R, J>
     where
-        J: DebounceJob<R::App> + Registered<R>,
+        J: DebounceJobOf<R> + Registered<R>,
     {
         DebounceClient {
             client: self.clone(),
@@ -70,7 +70,7 @@ impl<R: Registry> Client<R> {
     /// The client of a `#[task]` job.
     pub fn task<J>(&self) -> TaskClient<R, J>
     where
-        J: TaskJob<R::App> + Registered<R>,
+        J: TaskJobOf<R> + Registered<R>,
     {
         TaskClient {
             client: self.clone(),
@@ -81,7 +81,7 @@ impl<R: Registry> Client<R> {
     /// The client of a `#[step_job]`.
     pub fn step_job<J>(&self) -> StepJobClient<R::App, J>
     where
-        J: StepJob<R::App> + Registered<R>,
+        J: StepJobOf<R> + Registered<R>,
     {
         StepJobClient::new(self.inner().steps.clone())
     }
