@@ -150,7 +150,16 @@ fn call(job: &JobFn, first: TokenStream, input: Option<TokenStream>) -> TokenStr
     let function = &job.item.sig.ident;
     let app = job.app.as_ref().map(|_| quote!(, __durable_app));
     let input = input.map(|i| quote!(, #i));
-    quote_spanned!(function.span()=> #function(#first #input #app))
+    quote!(#function(#first #input #app))
+}
+
+/// `impl Future<Output = ..> + Send`, on the function's name: a future that is not `Send` is
+/// reported there, as "future returned by `name` is not `Send`".
+fn future(job: &JobFn, output: TokenStream) -> TokenStream {
+    let function = &job.item.sig.ident;
+    quote_spanned! {function.span()=>
+        impl ::core::future::Future<Output = #output> + ::core::marker::Send
+    }
 }
 
 fn continuous_impl(
@@ -204,6 +213,7 @@ fn continuous_impl(
         }
     });
     let call = call(job, quote!(__durable_ctx), None);
+    let future = future(job, quote!(::core::result::Result<(), Self::Error>));
     quote! {
         #[automatically_derived]
         impl #generics ::durable_jobs::ContinuousJob<#app> for #ty {
@@ -218,7 +228,7 @@ fn continuous_impl(
                 &self,
                 __durable_ctx: &mut ::durable_jobs::ContinuousContext<Self::State>,
                 __durable_app: &#app,
-            ) -> impl ::core::future::Future<Output = ::core::result::Result<(), Self::Error>> + ::core::marker::Send {
+            ) -> #future {
                 #call
             }
 
@@ -239,6 +249,10 @@ fn step_impl(args: &JobArgs, job: &JobFn, ty: &TokenStream, types: &Types) -> To
         }
     });
     let call = call(job, quote!(__durable_step), Some(quote!(__durable_input)));
+    let future = future(
+        job,
+        quote!(::core::result::Result<Self::Output, Self::Error>),
+    );
     quote! {
         #[automatically_derived]
         impl #generics ::durable_jobs::StepJob<#app> for #ty {
@@ -253,7 +267,7 @@ fn step_impl(args: &JobArgs, job: &JobFn, ty: &TokenStream, types: &Types) -> To
                 __durable_step: &mut ::durable_jobs::StepContext,
                 __durable_input: Self::Input,
                 __durable_app: &#app,
-            ) -> impl ::core::future::Future<Output = ::core::result::Result<Self::Output, Self::Error>> + ::core::marker::Send {
+            ) -> #future {
                 #call
             }
         }

@@ -1,4 +1,4 @@
-//! Reading a job function's signature when it is written through type aliases: the state type
+//! Reading a function job's signature when it is written through type aliases: the state type
 //! of its context and the success and error types of its result.
 
 use crate::job::continuous::ContinuousContext;
