@@ -34,6 +34,6 @@ pub use kind::{
     TaskNotStep,
 };
 pub use registry::{DistinctNames, ListsJob, NamesEqual, Unequal};
-pub use shape::{ContinuousContextParts, ResultParts};
+pub use shape::{ContinuousContextParts, ResultParts, StepFailure};
 
 pub use crate::engine::RegisterJob;
