@@ -34,18 +34,14 @@ pub(crate) fn misplaced(kind: Kind, item: TokenStream, mut errors: Errors) -> To
 }
 
 /// A kind impl of a function job whose signature was refused: unit types, bodies that never run.
-/// `function` is named so that it does not read as unused.
+/// The function itself is emitted with `#[allow(dead_code)]`, since nothing calls it.
 pub(crate) fn fn_kind_impl(
     kind: Kind,
     ty: &TokenStream,
     app: &TokenStream,
     generics: &TokenStream,
-    function: &syn::Ident,
 ) -> TokenStream {
-    let pending = quote! {
-        let _ = #function;
-        ::core::future::pending()
-    };
+    let pending = quote!(::core::future::pending());
     let done = quote!(
         impl ::core::future::Future<Output = ::core::result::Result<(), ::core::convert::Infallible>>
             + ::core::marker::Send

@@ -34,7 +34,7 @@ pub(super) fn expand(kind: Kind, args: &JobArgs, item: ItemFn, mut errors: Error
     }
     let ty_ident = syn::Ident::new(&type_name, fn_ident.span());
     let ty = ty_ident.to_token_stream();
-    let cfgs = cfg_attrs(&item.attrs);
+    let cfgs: Vec<Attribute> = cfg_attrs(&item.attrs).into_iter().cloned().collect();
     let strukt = job_struct(kind, &item, &ty_ident, &fn_name);
     let name = persisted_name(args, &fn_name, fn_ident.span());
     let identity = identity_impls(kind, &ty, &name, &quote!(Self));
@@ -43,14 +43,16 @@ pub(super) fn expand(kind: Kind, args: &JobArgs, item: ItemFn, mut errors: Error
     let signature = parsed
         .as_ref()
         .and_then(|job| types(kind, job, &mut errors));
+    let mut item = item;
     let kind_impl = match (&parsed, signature) {
         (Some(job), Some(types)) => match kind {
             Kind::Continuous => continuous_impl(args, job, &ty, &types, errors.is_empty()),
             _ => step_impl(args, job, &ty, &types),
         },
         _ => {
+            item.attrs.push(syn::parse_quote!(#[allow(dead_code)]));
             let (app, generics) = app_or_any(parsed.as_ref().and_then(|j| j.app.as_ref()));
-            fallback::fn_kind_impl(kind, &ty, &app, &generics, &fn_ident)
+            fallback::fn_kind_impl(kind, &ty, &app, &generics)
         }
     };
     let errors = errors.to_compile_errors();

@@ -95,6 +95,20 @@ pub(super) fn expand(
     item: ItemImpl,
     mut errors: Errors,
 ) -> TokenStream {
+    if let Some((other, trait_ident)) = impl_of_other_kind(kind, &item) {
+        // `#[debounce] impl TaskJob for X`: reported once, then generated as the impl says, so
+        // that its handlers are not reported again against the wrong trait.
+        errors.at(
+            &trait_ident,
+            format!(
+                "{} goes on an impl of `{}`, not `{trait_ident}`; an impl of `{trait_ident}` takes {}",
+                kind.attr(),
+                ast::trait_name(kind),
+                other.attr()
+            ),
+        );
+        return expand(other, &JobArgs::default(), item, errors);
+    }
     let original = item.clone();
     let Some(JobImpl {
         mut item,
@@ -112,8 +126,10 @@ pub(super) fn expand(
         .as_ref()
         .map_or_else(|| any_app().to_token_stream(), ToTokens::to_token_stream);
 
+    let mut config_written = false;
     for (name, span) in ast::method_names(&item) {
         if name == "config" && kind == Kind::Debounce {
+            config_written = true;
             errors.push(syn::Error::new(
                 span,
                 "remove `fn config`: #[debounce] writes it from its arguments (`flush_after`, `quiet`, `max_events`, `retry`)",
@@ -178,7 +194,7 @@ pub(super) fn expand(
     }
     item.items.extend(stubs);
 
-    if kind == Kind::Debounce {
+    if kind == Kind::Debounce && !config_written {
         item.items.push(debounce_config(args, errors.is_empty()));
     }
 
@@ -198,6 +214,16 @@ pub(super) fn expand(
             #identity
         };
     }
+}
+
+/// The other trait-impl kind, when the impl is of its trait.
+fn impl_of_other_kind(kind: Kind, item: &ItemImpl) -> Option<(Kind, syn::Ident)> {
+    let (_, path, _) = item.trait_.as_ref()?;
+    let ident = &path.segments.last()?.ident;
+    [Kind::Debounce, Kind::Task]
+        .into_iter()
+        .find(|k| *k != kind && ident == ast::trait_name(*k))
+        .map(|k| (k, ident.clone()))
 }
 
 fn typed_params(sig: &syn::Signature) -> impl Iterator<Item = &Type> {
