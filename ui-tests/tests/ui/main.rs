@@ -1,6 +1,7 @@
 //! Compile-error snapshots: every program in `ui/fail/` must fail to compile with exactly the
 //! errors in the `.stderr` next to it, every program in `ui/pass/` must compile without a
-//! warning and run.
+//! warning and run. Every snapshot also meets the standards in `standards.rs` (one error per
+//! mistake, no internals), which blessing does not override.
 //!
 //! Each case is one rustc run against the libraries cargo already built for this test (see
 //! `ui/artifacts.rs`), so the suite costs a few seconds, not a second build of every
@@ -14,6 +15,7 @@
 
 mod artifacts;
 mod normalize;
+mod standards;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -268,6 +270,12 @@ impl Suite {
                 case: &case.path,
             },
         );
+        let source = std::fs::read_to_string(self.workspace.join(&case.path)).unwrap_or_default();
+        if let Err(problems) = standards::check(&source, &actual) {
+            return Outcome::Failed(format!(
+                "the compiler's output breaks the snapshot standards:\n{problems}\n\n{actual}"
+            ));
+        }
         let snapshot = self.workspace.join(&case.path).with_extension("stderr");
         let expected = std::fs::read_to_string(&snapshot).ok();
         if expected.as_deref() == Some(actual.as_str()) {

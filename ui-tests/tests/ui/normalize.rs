@@ -37,12 +37,11 @@ pub(crate) fn normalize(stderr: &str, cx: &Context<'_>) -> String {
             in_case = true;
         }
         if let Some((prefix, location)) = arrow(&line) {
-            let (file, numbers) = split_location(location);
+            let file = file_of(location);
             in_case = file == cx.case;
             if in_case {
                 out.push(line.trim_end().to_owned());
             } else {
-                let _ = numbers;
                 out.push(format!("{prefix}{file}"));
             }
             continue;
@@ -111,8 +110,8 @@ fn arrow(line: &str) -> Option<(&str, &str)> {
     Some((&line[..prefix_len], &line[prefix_len..]))
 }
 
-/// `file:12:5` into `file` and `:12:5`.
-fn split_location(location: &str) -> (&str, &str) {
+/// `file` of `file:12:5`.
+fn file_of(location: &str) -> &str {
     let mut end = location.len();
     for _ in 0..2 {
         match location[..end].rfind(':') {
@@ -122,7 +121,7 @@ fn split_location(location: &str) -> (&str, &str) {
             _ => break,
         }
     }
-    (&location[..end], &location[end..])
+    &location[..end]
 }
 
 /// `  12 |     code` into `     |     code` (the width kept, the number gone).
