@@ -109,3 +109,27 @@ fn two_errors_may_not_share_a_headline() {
     let twice = "error: same\nerror: same\n";
     assert!(standards::check("// Two mistakes, two errors", twice).is_err());
 }
+
+#[test]
+fn every_compile_fail_case_is_explained_in_the_docs() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(manifest.join("../docs/compile-errors.md"))
+        .expect("docs/compile-errors.md");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(manifest.join("ui/fail")).expect("ui/fail") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let case = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            if !docs.contains(&format!("`{case}`")) {
+                missing.push(case.to_owned());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in docs/compile-errors.md: {missing:?}"
+    );
+}
