@@ -61,6 +61,27 @@ fn other_files_lose_their_line_numbers_and_the_case_keeps_its_own() {
 }
 
 #[test]
+fn lists_of_other_implementations_are_elided() {
+    let out = snapshot(concat!(
+        "error[E0277]: the trait bound `X: Serialize` is not satisfied\n",
+        "   = help: the following other types implement trait `Serialize`:\n",
+        "             &'a T\n",
+        "             ()\n",
+        "           and 139 others\n",
+        "   = note: required for `X` to implement `Payload`\n",
+    ));
+    assert_eq!(
+        out,
+        concat!(
+            "error[E0277]: the trait bound `X: Serialize` is not satisfied\n",
+            "   = help: the following other types implement trait `Serialize`:\n",
+            "             ...\n",
+            "   = note: required for `X` to implement `Payload`\n",
+        )
+    );
+}
+
+#[test]
 fn the_toolchain_and_registry_sources_get_fixed_names() {
     let out = snapshot(concat!(
         "error: e\n",

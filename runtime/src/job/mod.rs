@@ -31,8 +31,9 @@ pub trait Job: Send + Sync + 'static {
 
 /// Marks a job as listed in the registry `R`.
 ///
-/// The registry macro implements it for every job it lists, so a job that exists but was not
-/// registered fails to compile where the client uses it.
+/// `registry!` records each job it lists ([`ListsJob`](crate::checks::ListsJob)), which makes
+/// the job `Registered` in that registry, so a job that exists but was not listed fails to
+/// compile where the client uses it. A registry written by hand implements it directly.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not registered in `{R}`",
     label = "this job is not in the registry",

@@ -8,6 +8,10 @@
 //! - rustc's summary lines (`aborting due to`, `For more information`, `warnings emitted`) and
 //!   the notes about files it wrote long type names to are removed: they say nothing about the
 //!   case.
+//! - The lists under "the following other types implement trait `X`:" become `...`: they name
+//!   the implementations of a dependency's trait (serde's, say), which change with its version
+//!   and with the features cargo resolved for this build (`cargo test -p` and `--workspace`
+//!   resolve different ones), while the header says what matters.
 
 use std::path::Path;
 
@@ -25,8 +29,27 @@ pub(crate) fn normalize(stderr: &str, cx: &Context<'_>) -> String {
     let mut out = Vec::new();
     // Whether the snippet lines that follow belong to the case's own file.
     let mut in_case = true;
+    // The indentation of the list being elided, while in one.
+    let mut eliding: Option<usize> = None;
     for line in stderr.lines() {
         if is_summary(line) {
+            continue;
+        }
+        if let Some(indent) = eliding {
+            if line.len() - line.trim_start().len() > indent && !line.trim_start().starts_with('=')
+            {
+                continue;
+            }
+            eliding = None;
+        }
+        if line.trim_start().starts_with("= help: the following")
+            && line.contains("types implement trait `")
+            && line.ends_with(':')
+        {
+            let indent = line.len() - line.trim_start().len();
+            out.push(line.trim_end().to_owned());
+            out.push(format!("{}...", " ".repeat(indent + 10)));
+            eliding = Some(indent);
             continue;
         }
         let line = line.replace(&workspace, "");
