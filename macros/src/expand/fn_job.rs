@@ -146,8 +146,7 @@ fn types(kind: Kind, job: &JobFn, errors: &mut Errors) -> Option<Types> {
     })
 }
 
-/// The call of the user's function, spanned on its name: an error about its future (not
-/// `Send`, say) then points there.
+/// The call of the user's function with the impl's arguments.
 fn call(job: &JobFn, first: TokenStream, input: Option<TokenStream>) -> TokenStream {
     let function = &job.item.sig.ident;
     let app = job.app.as_ref().map(|_| quote!(, __durable_app));
