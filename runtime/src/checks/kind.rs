@@ -77,7 +77,9 @@ macro_rules! wrong_kind {
         $name:ident: $message:literal, $label:literal, $note:literal,
         implemented by $($other:ident),+;
     )*) => {$(
-        #[doc = concat!("Fails with: ", $message, "; see the [module documentation](self).")]
+        /// Fails, with its message, for a job of the kind this name starts with called through
+        /// the accessor of the kind it ends with; the two other kinds implement it. See
+        /// [`checks`](crate::checks).
         #[diagnostic::on_unimplemented(message = $message, label = $label, note = $note)]
         pub trait $name<J> {}
 
