@@ -127,7 +127,11 @@ fn linked_libraries(
     fixtures: &Path,
     scratch: &Path,
 ) -> Result<Vec<PathBuf>, Missing> {
-    let probe = scratch.join("probe.rs");
+    // A folder of this process's own: test runners may start several copies of this test.
+    let dir = scratch.join(format!("probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Missing(format!("cannot create {}: {e}", dir.display())))?;
+    let probe = dir.join("probe.rs");
     std::fs::write(
         &probe,
         format!("extern crate {FIXTURES};\nfn main() {{}}\n"),
@@ -146,9 +150,10 @@ fn linked_libraries(
         // Nothing is linked: only the command line is wanted.
         .arg("-Clinker=true")
         .arg("-o")
-        .arg(scratch.join("probe"))
+        .arg(dir.join("probe"))
         .output()
         .map_err(|e| Missing(format!("cannot run {}: {e}", rustc.display())))?;
+    let _ = std::fs::remove_dir_all(&dir);
     if !output.status.success() {
         return Err(Missing(format!(
             "rustc could not load {}:\n{}",

@@ -63,8 +63,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bless = args.iter().any(|a| a == "--bless")
         || std::env::var_os("BLESS").is_some_and(|v| !v.is_empty() && v != "0");
-    // Arguments cargo forwards to every test binary that do not select cases.
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let (filters, skips) = selection(&args);
 
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir
@@ -72,7 +71,15 @@ fn main() -> ExitCode {
         .expect("ui-tests sits in the workspace")
         .to_path_buf();
     let mut cases = collect(&manifest_dir, &workspace);
-    cases.retain(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())));
+    cases.retain(|c| {
+        (filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())))
+            && !skips.iter().any(|s| c.name.contains(s.as_str()))
+    });
+    // As libtest answers, for test runners that list and run tests one by one: no case is
+    // ignored.
+    if args.iter().any(|a| a == "--ignored") {
+        cases.clear();
+    }
 
     if args.iter().any(|a| a == "--list") {
         for case in &cases {
@@ -176,6 +183,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// The filters and `--skip` patterns among the arguments, read as libtest reads them: cargo
+/// forwards the same arguments to every test binary, and test runners pass libtest's options.
+fn selection(args: &[String]) -> (Vec<String>, Vec<String>) {
+    const WITH_VALUE: [&str; 6] = [
+        "--format",
+        "--test-threads",
+        "--color",
+        "--logfile",
+        "--shuffle-seed",
+        "-Z",
+    ];
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--skip" {
+            skips.extend(args.next().cloned());
+        } else if WITH_VALUE.contains(&arg.as_str()) {
+            let _ = args.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg.clone());
+        }
+    }
+    (filters, skips)
+}
+
 /// Every `ui/fail/*.rs` and `ui/pass/*.rs`, sorted by name.
 fn collect(manifest_dir: &Path, workspace: &Path) -> Vec<Case> {
     let mut cases = Vec::new();
@@ -208,10 +240,21 @@ fn collect(manifest_dir: &Path, workspace: &Path) -> Vec<Case> {
 
 impl Suite {
     fn check(&self, case: &Case) -> Outcome {
-        let out_dir = self.scratch.join(case.name.replace('/', "-"));
+        // Per process as well as per case: two runs of the suite may share `target/`.
+        let out_dir = self.scratch.join(format!(
+            "{}-{}",
+            case.name.replace('/', "-"),
+            std::process::id()
+        ));
         if let Err(e) = std::fs::create_dir_all(&out_dir) {
             return Outcome::Failed(format!("cannot create {}: {e}", out_dir.display()));
         }
+        let outcome = self.compile(case, &out_dir);
+        let _ = std::fs::remove_dir_all(&out_dir);
+        outcome
+    }
+
+    fn compile(&self, case: &Case, out_dir: &Path) -> Outcome {
         let binary = out_dir.join("case");
         let mut rustc = Command::new(&self.artifacts.rustc);
         rustc
