@@ -131,7 +131,7 @@ pub(crate) fn job_fn(kind: Kind, item: ItemFn, errors: &mut Errors) -> Option<Jo
                 fail(
                     errors,
                     other,
-                    "the last parameter is the application state, taken by shared reference, e.g. `app: &App`"
+                    "the last parameter is the application state, which every run shares: take it by reference, `app: &App`"
                         .to_owned(),
                 );
                 None

@@ -3,9 +3,10 @@
 //! `#[durable_jobs::step_job]` and `durable_jobs::registry!`.
 //!
 //! Each attribute reads its arguments into checked settings (`attr`), checks the shape of the
-//! item it goes on (`ast`) and generates the job's type and trait impls (`expand`); `registry!`
-//! generates the registry (`registry`). Every check collects all its errors, each on the
-//! smallest guilty token, and quotes the fix. `docs/compile-errors.md` lists them all.
+//! item it goes on (`ast`) and the types it names (`valid`), then generates the job's type and
+//! trait impls (`expand`), with stand-ins next to any error (`fallback`); `registry!` generates
+//! the registry (`registry`). Every check collects all its errors, each on the smallest guilty
+//! token, and quotes the fix; each mistake is one error. `docs/compile-errors.md` lists them.
 
 use proc_macro::TokenStream;
 
@@ -14,8 +15,10 @@ mod attr;
 mod duration;
 mod errors;
 mod expand;
+mod fallback;
 mod names;
 mod registry;
+mod valid;
 
 use attr::Kind;
 

@@ -2,8 +2,12 @@
 //!
 //! Generates the registry type (implementing `Registry`), a `Registered<Jobs>` impl per job (so
 //! the typed client refuses unlisted jobs), the name enum `JobsName` (`as_str`, `kind`, `ALL`,
-//! `FromStr`, `Display`), `Jobs::builder()`, and one constant per pair of jobs whose evaluation
-//! fails when the two share a persisted name.
+//! `FromStr`, `Display`), `Jobs::builder()`, and a check per pair of jobs that their persisted
+//! names differ (`checks::DistinctNames`, an error naming both jobs).
+//!
+//! Every use of a listed job is spanned on its path in the list and goes through
+//! `checks::RegisterJob`, whose supertrait is `Job`: a listed type that is no job of the
+//! registry's app type is one error there, which rustc does not repeat for `Job`.
 
 use std::collections::HashMap;
 
@@ -22,6 +26,8 @@ struct RegistryInput {
     vis: Visibility,
     ident: Ident,
     app: Option<Type>,
+    /// The braces around the list.
+    braces: proc_macro2::Span,
     jobs: Vec<syn::Path>,
 }
 
@@ -51,7 +57,7 @@ impl Parse for RegistryInput {
             None
         };
         let content;
-        syn::braced!(content in input);
+        let braces = syn::braced!(content in input).span.join();
         let jobs = Punctuated::<syn::Path, Token![,]>::parse_terminated(&content)?;
         if !input.is_empty() {
             return Err(input.error(
@@ -63,6 +69,7 @@ impl Parse for RegistryInput {
             vis,
             ident,
             app,
+            braces,
             jobs: jobs.into_iter().collect(),
         })
     }
@@ -81,6 +88,7 @@ fn generate(input: RegistryInput) -> TokenStream {
         vis,
         ident,
         app,
+        braces,
         jobs,
     } = input;
     let app = app.map_or_else(|| quote!(()), |a| a.to_token_stream());
@@ -90,11 +98,24 @@ fn generate(input: RegistryInput) -> TokenStream {
     let mut by_path: HashMap<String, ()> = HashMap::new();
     let mut by_variant: HashMap<String, String> = HashMap::new();
     let mut entries: Vec<(syn::Path, Ident)> = Vec::new();
+    if jobs.is_empty() {
+        errors.push(syn::Error::new(
+            braces,
+            format!("`{ident}` lists no job; list the job types between the braces, e.g. `{ident} {{ TokenRefresher, WebhookBatcher }}`"),
+        ));
+    }
     for path in jobs {
-        let key = path.to_token_stream().to_string();
+        let key = path.to_token_stream().to_string().replace(' ', "");
         let Some(last) = path.segments.last() else {
             continue;
         };
+        if let Some(generic) = path.segments.iter().find(|s| !s.arguments.is_none()) {
+            errors.at(
+                &generic.arguments,
+                format!("list `{}` without type arguments: a job type is not generic, since each job has one persisted name", generic.ident),
+            );
+            continue;
+        }
         let variant = last.ident.unraw();
         if by_path.insert(key.clone(), ()).is_some() {
             errors.at(
@@ -134,38 +155,38 @@ fn generate(input: RegistryInput) -> TokenStream {
     });
     let variant_idents: Vec<&Ident> = entries.iter().map(|(_, v)| v).collect();
     let as_str_arms = entries.iter().map(|(path, variant)| {
-        let name = quote_spanned!(path.span()=> <#path as ::durable_jobs::Job>::NAME);
+        let name = quote_spanned!(path.span()=> <#path as ::durable_jobs::checks::RegisterJob<#app>>::NAME);
         quote!(Self::#variant => #name,)
     });
     let kind_arms = entries.iter().map(|(path, variant)| {
-        let kind = quote_spanned!(path.span()=> <#path as ::durable_jobs::Job>::KIND);
+        let kind = quote_spanned!(path.span()=> <#path as ::durable_jobs::checks::RegisterJob<#app>>::KIND);
         quote!(Self::#variant => #kind,)
     });
     let registrations = entries.iter().map(|(path, _)| {
-        let function = quote_spanned!(path.span()=> <#path as ::durable_jobs::__private::RegisterJob<#app>>::register_into);
-        quote!(#function(#path, __durable_jobs);)
+        let function = quote_spanned!(path.span()=> <#path as ::durable_jobs::checks::RegisterJob<#app>>::register_into);
+        quote!(#function(__durable_jobs);)
     });
+    // The runtime derives `Registered<#ident>` from these (see `checks::ListsJob`).
     let registered = entries.iter().map(|(path, _)| {
         quote_spanned! {path.span()=>
             #[automatically_derived]
-            impl ::durable_jobs::Registered<#ident> for #path {}
+            impl ::durable_jobs::checks::ListsJob<#path> for #ident {}
         }
     });
     let mut unique = TokenStream::new();
-    for (i, (first, _)) in entries.iter().enumerate() {
-        for (second, _) in &entries[i + 1..] {
-            let message = format!(
-                "`{}` and `{}` in `{ident}` have the same persisted name; give one of them another with `name = \"...\"` in its attribute",
-                first.to_token_stream().to_string().replace(' ', ""),
-                second.to_token_stream().to_string().replace(' ', ""),
-            );
+    for (i, (first, first_variant)) in entries.iter().enumerate() {
+        for (second, second_variant) in &entries[i + 1..] {
+            // Through the name enum: no bound on the jobs here, so a listed type that is no job
+            // is reported once, where it is registered.
+            let equal = quote! {
+                ::durable_jobs::__private::str_eq(
+                    #name_enum::#first_variant.as_str(),
+                    #name_enum::#second_variant.as_str(),
+                )
+            };
             unique.extend(quote_spanned! {second.span()=>
-                const _: () = if ::durable_jobs::__private::str_eq(
-                    <#first as ::durable_jobs::Job>::NAME,
-                    <#second as ::durable_jobs::Job>::NAME,
-                ) {
-                    ::core::panic!(#message)
-                };
+                const _: () = <::durable_jobs::checks::NamesEqual<{ #equal }>
+                    as ::durable_jobs::checks::DistinctNames<#first, #second, #ident>>::CHECKED;
             });
         }
     }

@@ -311,6 +311,7 @@
 
 extern crate self as durable_jobs;
 
+pub mod checks;
 pub mod client;
 mod clock;
 mod engine;

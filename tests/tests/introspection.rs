@@ -176,10 +176,15 @@ pub async fn import(step: &mut StepContext, input: ImportInput) -> Result<u64, S
     let rows = input.rows;
     step.progress((1, 2)).await;
     step.info("reading");
-    let read: u64 = step.run("read", |_| async move { Ok(rows) }).await?;
+    let read: u64 = step
+        .run(
+            "read",
+            |_| async move { Ok::<_, durable_jobs::BoxError>(rows) },
+        )
+        .await?;
     step.run("write", |_| async move {
         if input.fail {
-            Err::<(), _>("disk full".into())
+            Err::<(), durable_jobs::BoxError>("disk full".into())
         } else {
             Ok(())
         }

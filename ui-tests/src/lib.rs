@@ -5,6 +5,9 @@
 
 use durable_jobs::prelude::*;
 use serde::{Deserialize, Serialize};
+// Cases may use tokio too; naming it here keeps it linked into this library, which is how the
+// ui driver finds its build (see `tests/ui/artifacts.rs`).
+use tokio as _;
 
 /// The application state handed to handlers.
 #[derive(Debug, Default)]

@@ -14,6 +14,7 @@ pub use instances::{InstanceInfo, InstancePage};
 pub use jobs::JobInfo;
 pub use runs::Runs;
 
+use crate::checks::{ContinuousJobOf, DebounceJobOf, StepJobOf, TaskJobOf};
 use crate::engine::erased::{undecodable, Input};
 use crate::engine::{
     AddResult, ClearResult, ContinuousStatus, DebounceStatus, Engine, FlushResult, Inner, Registry,
@@ -23,7 +24,6 @@ use crate::error::{Operation, Result};
 use crate::id::{InstanceKey, JobKind};
 use crate::job::continuous::ContinuousJob;
 use crate::job::debounce::DebounceJob;
-use crate::job::step::StepJob;
 use crate::job::task::TaskJob;
 use crate::job::{Job, Registered};
 use crate::steps::StepJobClient;
@@ -54,7 +54,7 @@ impl<R: Registry> Client<R> {
     /// The client of a `#[continuous]` job.
     pub fn continuous<J>(&self) -> ContinuousClient<R, J>
     where
-        J: ContinuousJob<R::App> + Registered<R>,
+        J: ContinuousJobOf<R> + Registered<R>,
     {
         ContinuousClient {
             client: self.clone(),
@@ -65,7 +65,7 @@ impl<R: Registry> Client<R> {
     /// The client of a `#[debounce]` job.
     pub fn debounce<J>(&self) -> DebounceClient<R, J>
     where
-        J: DebounceJob<R::App> + Registered<R>,
+        J: DebounceJobOf<R> + Registered<R>,
     {
         DebounceClient {
             client: self.clone(),
@@ -76,7 +76,7 @@ impl<R: Registry> Client<R> {
     /// The client of a `#[task]` job.
     pub fn task<J>(&self) -> TaskClient<R, J>
     where
-        J: TaskJob<R::App> + Registered<R>,
+        J: TaskJobOf<R> + Registered<R>,
     {
         TaskClient {
             client: self.clone(),
@@ -87,7 +87,7 @@ impl<R: Registry> Client<R> {
     /// The client of a `#[step_job]`.
     pub fn step_job<J>(&self) -> StepJobClient<R::App, J>
     where
-        J: StepJob<R::App> + Registered<R>,
+        J: StepJobOf<R> + Registered<R>,
     {
         StepJobClient::new(self.inner().steps.clone())
     }

@@ -153,14 +153,20 @@ impl<A: Send + Sync + 'static> JobSet<A> {
 }
 
 /// Lets a job add itself to a [`JobSet`] without the caller naming its kind. The job attribute
-/// macros implement it; the `registry!` macro calls it.
-#[doc(hidden)]
+/// macros implement it; the `registry!` macro calls it, and rustc names it when a listed type
+/// is no job of the registry's app type (see [`checks`](crate::checks)).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a job that runs with `{A}`, the app type of this registry",
     label = "not a job for this registry's app type",
     note = "every job in `registry!` is defined with #[continuous], #[debounce], #[task] or #[step_job], for the registry's app type (`app: &App`, `impl TaskJob<App> for ..`) or for any app (no `app` parameter, `impl TaskJob for ..`)"
 )]
-pub trait RegisterJob<A> {
-    /// Adds `self` to `jobs` under its kind.
-    fn register_into(self, jobs: &mut JobSet<A>);
+pub trait RegisterJob<A>: Job {
+    /// The job's [`Job::NAME`]. `registry!` reads the name and the kind through this trait, so
+    /// that a listed type that is no job fails on one trait, once.
+    const NAME: &'static str = <Self as Job>::NAME;
+    /// The job's [`Job::KIND`].
+    const KIND: JobKind = <Self as Job>::KIND;
+
+    /// Adds the job to `jobs` under its kind.
+    fn register_into(jobs: &mut JobSet<A>);
 }

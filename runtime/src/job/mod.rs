@@ -31,8 +31,9 @@ pub trait Job: Send + Sync + 'static {
 
 /// Marks a job as listed in the registry `R`.
 ///
-/// The registry macro implements it for every job it lists, so a job that exists but was not
-/// registered fails to compile where the client uses it.
+/// `registry!` records each job it lists ([`ListsJob`](crate::checks::ListsJob)), which makes
+/// the job `Registered` in that registry, so a job that exists but was not listed fails to
+/// compile where the client uses it. A registry written by hand implements it directly.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not registered in `{R}`",
     label = "this job is not in the registry",
@@ -42,11 +43,27 @@ pub trait Registered<R> {}
 
 /// A user error type: anything that converts into a boxed error (`std` errors, `String`,
 /// `anyhow::Error`, ...).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an error type a job can return",
+    label = "not an error",
+    note = "a job fails with a type that converts into `Box<dyn std::error::Error + Send + Sync>`: an error type (`#[derive(thiserror::Error)]`), `String`, `anyhow::Error`, ..."
+)]
 pub trait JobError: Into<BoxError> + Send + 'static {}
+// `do_not_recommend`: a type that is no error fails on `JobError` itself, once, not on each of
+// the bounds below.
+#[diagnostic::do_not_recommend]
 impl<E: Into<BoxError> + Send + 'static> JobError for E {}
 
 /// Types stored as job state, input or events: serialisable, owned and sendable.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored as a job's state, event, input or output",
+    label = "not serialisable",
+    note = "the store keeps it as JSON and handlers run on other threads: derive `serde::Serialize` and `serde::Deserialize`, and keep it `Send + Sync + 'static`"
+)]
 pub trait Payload: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
+// `do_not_recommend`: a type without `Serialize` and `Deserialize` fails on `Payload` once, not
+// once per missing trait.
+#[diagnostic::do_not_recommend]
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Payload for T {}
 
 /// What `on_retry_exhausted` learns when a retry policy gives up.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
@@ -13,6 +14,7 @@ use super::events::RunEventKind;
 use super::run::{Labels, LogLevel, Progress, RunStatus, StepStatus};
 use super::runtime::Shared;
 use super::store::{Fence, NewLog, NewStep, StoredStep};
+use crate::checks::StepFailure;
 use crate::error::BoxError;
 use crate::store::StoreError;
 use crate::time::Timestamp;
@@ -62,6 +64,9 @@ pub enum StepError {
         source: StoreError,
     },
 }
+
+/// The future of [`StepContext::run`]: the step's output, or why the run cannot go on.
+pub type StepFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StepError>> + Send + 'a>>;
 
 /// Buffered logs of one run, shared by its context and step scopes. They are persisted with the
 /// run's next write (a step, a progress report, the end of the execution).
@@ -188,11 +193,11 @@ impl StepScope {
 /// use durable_jobs::prelude::*;
 ///
 /// async fn body(step: &mut StepContext, user: u64) -> Result<u64, durable_jobs::BoxError> {
-///     let profile: String = step.run("fetch-profile", |_| async move { Ok(format!("user-{user}")) }).await?;
+///     let profile: String = step.run("fetch-profile", |_| async move { Ok::<_, std::io::Error>(format!("user-{user}")) }).await?;
 ///     step.progress((1, 2)).await;
 ///     let len = step.run("measure", |s| async move {
 ///         s.info("measuring");
-///         Ok(profile.len() as u64)
+///         Ok::<_, std::io::Error>(profile.len() as u64)
 ///     }).await?;
 ///     Ok(len)
 /// }
@@ -341,8 +346,15 @@ impl StepContext {
     /// execution or earlier in this one), otherwise calls `f`, persists its output and returns
     /// it.
     ///
-    /// `f` receives a [`StepScope`] with the run's cancellation token and a logger. The output
-    /// is stored as JSON; a unit output is stored as `null` and replays as `()`.
+    /// `f` receives a [`StepScope`] with the run's cancellation token and a logger, and returns
+    /// a future of `Result<T, E>`: `T` is the output, stored as JSON (a unit output is stored as
+    /// `null` and replays as `()`); `E` is any error type that converts into a
+    /// [`BoxError`](crate::BoxError), your own included (`#[derive(thiserror::Error)]`,
+    /// `std::io::Error`, `String`, `anyhow::Error`, ...). The error is kept as the source of
+    /// [`StepError::Failed`], so the job can downcast it.
+    ///
+    /// A closure that never names its error type, one that only returns `Ok(..)` or uses `?`,
+    /// names it on its `Ok`: `Ok::<_, MyError>(value)`.
     ///
     /// # Errors
     ///
@@ -353,7 +365,54 @@ impl StepContext {
     /// - [`StepError::Storage`] when the store fails.
     ///
     /// Return the error from the job (with `?`): the run then fails, or ends cancelled.
-    pub async fn run<T, F, Fut>(&mut self, name: &str, f: F) -> Result<T, StepError>
+    ///
+    /// # Examples
+    ///
+    /// A step calls the service's own code, which fails with the service's own error type:
+    ///
+    /// ```
+    /// use durable_jobs::prelude::*;
+    /// use durable_jobs::steps::StepError;
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("the directory refused: {0}")]
+    /// pub struct DirectoryError(String);
+    ///
+    /// async fn list_users(org_id: &str) -> Result<Vec<String>, DirectoryError> {
+    ///     Ok(vec![format!("{org_id}-admin")])
+    /// }
+    ///
+    /// #[durable_jobs::step_job]
+    /// async fn sync_users(step: &mut StepContext, org_id: String) -> Result<usize, StepError> {
+    ///     let users = step.run("list-users", |_| list_users(&org_id)).await?;
+    ///     let checked = step
+    ///         .run("check-users", |_| async {
+    ///             if users.is_empty() {
+    ///                 return Err(DirectoryError("no users".into()));
+    ///             }
+    ///             Ok(users.len())
+    ///         })
+    ///         .await?;
+    ///     Ok(checked)
+    /// }
+    /// ```
+    // A boxed future rather than an `async fn`: the bounds are then checked once, where `run`
+    // is called, instead of again on the future it returns and where that is awaited (three
+    // copies of one error for a closure whose error type is not one).
+    pub fn run<'a, T, E, F, Fut>(&'a mut self, name: &'a str, f: F) -> StepFuture<'a, T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'a,
+        E: StepFailure,
+        F: FnOnce(StepScope) -> Fut + Send + 'a,
+        Fut: Future<Output = Result<T, E>> + Send + 'a,
+    {
+        Box::pin(self.run_step(name, move |scope| async move {
+            f(scope).await.map_err(Into::into)
+        }))
+    }
+
+    /// [`run`](Self::run), with the closure's error already boxed.
+    async fn run_step<T, F, Fut>(&mut self, name: &str, f: F) -> Result<T, StepError>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce(StepScope) -> Fut,

@@ -44,7 +44,7 @@ use crate::store::BoxFuture;
 
 pub use cancel::{CancelReason, Cancellation};
 pub use client::StepJobClient;
-pub use context::{StepContext, StepError, StepScope};
+pub use context::{StepContext, StepError, StepFuture, StepScope};
 pub use events::{RunEvent, RunEventKind, RunEventStream};
 pub use run::{
     is_valid_label_key, BatchItem, Coalesce, Completed, Disposition, Labels, LogLevel, LogRecord,

@@ -1,0 +1,8 @@
+use durable_jobs::prelude::*;
+
+#[durable_jobs::continuous(every = "30m", every = "1h")]
+async fn heartbeat(_ctx: &mut ContinuousContext<u32>) -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+fn main() {}
