@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use durable_jobs::prelude::*;
 use durable_jobs::steps::StepError;
-use durable_jobs::{BoxError, Engine};
+use durable_jobs::Engine;
 use durable_jobs_http::{Api, BearerTokens};
 use serde_json::{json, Value};
 
@@ -14,14 +14,12 @@ use serde_json::{json, Value};
 #[durable_jobs::step_job(name = "sum")]
 pub async fn sum(step: &mut StepContext, numbers: Vec<i64>) -> Result<i64, StepError> {
     let total: i64 = step
-        .run("add", |_| async move {
-            Ok::<_, BoxError>(numbers.iter().sum::<i64>())
-        })
+        .run("add", |_| async move { Ok(numbers.iter().sum::<i64>()) })
         .await?;
     step.progress((1, 1)).await;
     step.run("check", |_| async move {
         if total < 0 {
-            Err::<(), BoxError>("negative total".into())
+            Err::<(), _>("negative total".into())
         } else {
             Ok(())
         }

@@ -148,7 +148,7 @@ pub async fn sync_users(
                 match app.db.upsert(user).await {
                     Ok(()) => Ok(None),
                     Err(DbError::Rejected(why)) => Ok(Some(format!("{}: {why}", user.id))),
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 }
             })
             .await?;

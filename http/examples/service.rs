@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use durable_jobs::prelude::*;
 use durable_jobs::steps::{StepError, StepOptions, TriggerOptions};
-use durable_jobs::{BoxError, Engine};
+use durable_jobs::Engine;
 use durable_jobs_http::{Api, BearerTokens};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -72,9 +72,7 @@ pub async fn import_csv(
     let row_ms = input.row_ms.unwrap_or(20).min(10_000);
     step.info(format!("importing {} ({rows} rows)", input.file));
     let header: String = step
-        .run("read-header", |_| async {
-            Ok::<_, BoxError>("id,name,email".to_owned())
-        })
+        .run("read-header", |_| async { Ok("id,name,email".to_owned()) })
         .await?;
     for row in 1..=rows {
         let fails = input.fail_at == Some(row)
@@ -85,13 +83,13 @@ pub async fn import_csv(
                 .insert(input.file.clone());
         if fails {
             step.run("validate", |_| async move {
-                Err::<(), BoxError>(format!("row {row}: invalid email").into())
+                Err::<(), _>(format!("row {row}: invalid email").into())
             })
             .await?;
         }
         step.run(&format!("row-{row}"), |scope| async move {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(row_ms)) => Ok::<(), BoxError>(()),
+                _ = tokio::time::sleep(Duration::from_millis(row_ms)) => Ok(()),
                 _ = scope.cancelled() => Err("cancelled".into()),
             }
         })

@@ -176,15 +176,10 @@ pub async fn import(step: &mut StepContext, input: ImportInput) -> Result<u64, S
     let rows = input.rows;
     step.progress((1, 2)).await;
     step.info("reading");
-    let read: u64 = step
-        .run(
-            "read",
-            |_| async move { Ok::<_, durable_jobs::BoxError>(rows) },
-        )
-        .await?;
+    let read: u64 = step.run("read", |_| async move { Ok(rows) }).await?;
     step.run("write", |_| async move {
         if input.fail {
-            Err::<(), durable_jobs::BoxError>("disk full".into())
+            Err("disk full".into())
         } else {
             Ok(())
         }

@@ -74,7 +74,7 @@ pub async fn sync_users(
     let users: Vec<String> = step
         .run("fetch-users", |_| async {
             app.step("fetch-users").await?;
-            Ok::<_, durable_jobs::BoxError>(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()])
+            Ok(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()])
         })
         .await?;
     let mut results = vec![input.org_id];

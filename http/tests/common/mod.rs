@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use durable_jobs::prelude::*;
 use durable_jobs::steps::{StepError, StepOptions};
-use durable_jobs::{BoxError, Engine, Registry};
+use durable_jobs::{Engine, Registry};
 use durable_jobs_http::{Api, HttpAuth};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,15 +39,13 @@ pub async fn import(
 ) -> Result<u64, StepError> {
     let rows = input.rows;
     step.info("starting");
-    let read: u64 = step
-        .run("read", |_| async move { Ok::<_, BoxError>(rows) })
-        .await?;
+    let read: u64 = step.run("read", |_| async move { Ok(rows) }).await?;
     for i in 1..=rows {
         step.progress((i, rows)).await;
     }
     step.run("write", |_| async move {
         if input.fail {
-            Err::<(), BoxError>("disk full".into())
+            Err::<(), _>("disk full".into())
         } else {
             Ok(())
         }
@@ -62,7 +60,7 @@ pub async fn gated(step: &mut StepContext, _input: Value, app: &Arc<App>) -> Res
     step.progress((0, 1)).await;
     step.run("wait", |scope| async move {
         tokio::select! {
-            _ = app.gate.notified() => Ok::<(), BoxError>(()),
+            _ = app.gate.notified() => Ok(()),
             _ = scope.cancelled() => Err("cancelled".into()),
         }
     })

@@ -34,6 +34,6 @@ pub use kind::{
     TaskNotStep,
 };
 pub use registry::{DistinctNames, ListsJob, NamesEqual, Unequal};
-pub use shape::{ContinuousContextParts, ResultParts, StepFailure};
+pub use shape::{ContinuousContextParts, ResultParts, StepBody};
 
 pub use crate::engine::RegisterJob;

@@ -1,6 +1,8 @@
 //! The types of a job's code: a function job's signature read through type aliases (the state
-//! type of its context, the success and error types of its result), and the error type of a
+//! type of its context, the success and error types of its result), and the future of a
 //! step's closure.
+
+use std::future::Future;
 
 use crate::error::BoxError;
 use crate::job::continuous::ContinuousContext;
@@ -39,14 +41,20 @@ impl<T, E> ResultParts for Result<T, E> {
     type Err = E;
 }
 
-/// The error type of a step's closure: anything that converts into a boxed error, like a job's.
+/// The future a step's closure returns: one that resolves to `Result<T, BoxError>`.
+///
+/// The error type is fixed rather than generic so that a closure which only returns `Ok(..)`
+/// or converts its errors with `?` needs no type annotation: the bound names the error type
+/// for it. A closure whose future resolves to another error type (the service's own, say)
+/// gets this trait's message instead of rustc's type mismatch.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not an error type a step can fail with",
-    label = "the step's closure returns `Result<_, {Self}>`",
-    note = "a step fails with a type that converts into `Box<dyn std::error::Error + Send + Sync>`: an error type (`#[derive(thiserror::Error)]`), `String`, `anyhow::Error`, ..."
+    message = "a step's closure returns `Result<_, BoxError>`, and this one returns another type",
+    label = "the closure's future resolves to another `Result`, or to no `Result`",
+    note = "convert the error with `?` inside `Ok(..)`: `|_| async {{ Ok(fetch_user(id).await?) }}`, or return `Err(e.into())`"
 )]
-pub trait StepFailure: Into<BoxError> {}
+pub trait StepBody<T>: Future<Output = Result<T, BoxError>> {}
 
-// `do_not_recommend`: a type that is no error fails on `StepFailure` itself, not on `Into`.
+// `do_not_recommend`: a closure with another output fails on `StepBody` itself, with its
+// message, not on the `Future::Output` projection.
 #[diagnostic::do_not_recommend]
-impl<E: Into<BoxError>> StepFailure for E {}
+impl<T, F: Future<Output = Result<T, BoxError>>> StepBody<T> for F {}

@@ -14,7 +14,7 @@ use super::events::RunEventKind;
 use super::run::{Labels, LogLevel, Progress, RunStatus, StepStatus};
 use super::runtime::Shared;
 use super::store::{Fence, NewLog, NewStep, StoredStep};
-use crate::checks::StepFailure;
+use crate::checks::StepBody;
 use crate::error::BoxError;
 use crate::store::StoreError;
 use crate::time::Timestamp;
@@ -347,14 +347,16 @@ impl StepContext {
     /// it.
     ///
     /// `f` receives a [`StepScope`] with the run's cancellation token and a logger, and returns
-    /// a future of `Result<T, E>`: `T` is the output, stored as JSON (a unit output is stored as
-    /// `null` and replays as `()`); `E` is any error type that converts into a
-    /// [`BoxError`](crate::BoxError), your own included (`#[derive(thiserror::Error)]`,
-    /// `std::io::Error`, `String`, `anyhow::Error`, ...). The error is kept as the source of
-    /// [`StepError::Failed`], so the job can downcast it.
+    /// a future of `Result<T, BoxError>`: `T` is the output, stored as JSON (a unit output is
+    /// stored as `null` and replays as `()`). Any error converts into the
+    /// [`BoxError`](crate::BoxError) with `?`, your own types included
+    /// (`#[derive(thiserror::Error)]`, `std::io::Error`, `reqwest::Error`, `anyhow::Error`,
+    /// `String`, ...); it is kept as the source of [`StepError::Failed`], so the job can
+    /// downcast it. A function that returns its own error type is called inside `Ok(..)` with
+    /// `?`: `|_| async { Ok(list_users(&org).await?) }`.
     ///
-    /// A closure that never names its error type, one that only returns `Ok(..)` or uses `?`,
-    /// names it on its `Ok`: `Ok::<_, MyError>(value)`.
+    /// The error type is fixed so that the common closure, one that returns `Ok(value)` and
+    /// converts errors with `?`, needs no type annotation.
     ///
     /// # Errors
     ///
@@ -368,7 +370,8 @@ impl StepContext {
     ///
     /// # Examples
     ///
-    /// A step calls the service's own code, which fails with the service's own error type:
+    /// A step calls the service's own code, which fails with the service's own error type,
+    /// and the job reads that error back:
     ///
     /// ```
     /// use durable_jobs::prelude::*;
@@ -384,34 +387,36 @@ impl StepContext {
     ///
     /// #[durable_jobs::step_job]
     /// async fn sync_users(step: &mut StepContext, org_id: String) -> Result<usize, StepError> {
-    ///     let users = step.run("list-users", |_| list_users(&org_id)).await?;
+    ///     let users = step
+    ///         .run("list-users", |_| async { Ok(list_users(&org_id).await?) })
+    ///         .await?;
     ///     let checked = step
     ///         .run("check-users", |_| async {
     ///             if users.is_empty() {
-    ///                 return Err(DirectoryError("no users".into()));
+    ///                 return Err(DirectoryError("no users".into()).into());
     ///             }
     ///             Ok(users.len())
     ///         })
-    ///         .await?;
-    ///     Ok(checked)
+    ///         .await;
+    ///     match checked {
+    ///         Err(StepError::Failed { source, .. }) if source.is::<DirectoryError>() => Ok(0),
+    ///         other => other,
+    ///     }
     /// }
     /// ```
     // A boxed future rather than an `async fn`: the bounds are then checked once, where `run`
     // is called, instead of again on the future it returns and where that is awaited (three
-    // copies of one error for a closure whose error type is not one).
-    pub fn run<'a, T, E, F, Fut>(&'a mut self, name: &'a str, f: F) -> StepFuture<'a, T>
+    // copies of one error for a closure with the wrong output).
+    pub fn run<'a, T, F, Fut>(&'a mut self, name: &'a str, f: F) -> StepFuture<'a, T>
     where
         T: Serialize + DeserializeOwned + Send + 'a,
-        E: StepFailure,
         F: FnOnce(StepScope) -> Fut + Send + 'a,
-        Fut: Future<Output = Result<T, E>> + Send + 'a,
+        Fut: StepBody<T> + Send + 'a,
     {
-        Box::pin(self.run_step(name, move |scope| async move {
-            f(scope).await.map_err(Into::into)
-        }))
+        Box::pin(self.run_step(name, f))
     }
 
-    /// [`run`](Self::run), with the closure's error already boxed.
+    /// [`run`](Self::run)'s body.
     async fn run_step<T, F, Fut>(&mut self, name: &str, f: F) -> Result<T, StepError>
     where
         T: Serialize + DeserializeOwned,

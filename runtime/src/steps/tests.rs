@@ -244,10 +244,7 @@ impl StepJob<App> for Double {
         _app: &App,
     ) -> Result<ResultOut, BoxError> {
         let result = step
-            .run(
-                "compute",
-                |_| async move { Ok::<_, BoxError>(input.value * 2) },
-            )
+            .run("compute", |_| async move { Ok(input.value * 2) })
             .await?;
         Ok(ResultOut { result })
     }
@@ -417,7 +414,7 @@ impl StepJob<App> for Chatty {
         step.progress(Progress::new(1).of(3).message("first")).await;
         step.run("my-step", |s| async move {
             s.info("inside");
-            Ok::<_, BoxError>(())
+            Ok(())
         })
         .await?;
         step.progress((2, 3)).await;
@@ -450,7 +447,7 @@ impl StepJob<App> for Trivial {
         let mut sum = 0;
         for i in 0..n.min(4) {
             sum += step
-                .run(NAMES[i as usize], |_| async move { Ok::<_, BoxError>(i) })
+                .run(NAMES[i as usize], |_| async move { Ok(i) })
                 .await?;
         }
         Ok(sum)

@@ -86,10 +86,7 @@ impl TaskJob<Arc<Next>> for LastReading {
 /// Doubles a reading in one step.
 #[durable_jobs::step_job]
 async fn double(step: &mut StepContext, input: f64, _: &Arc<Next>) -> Result<f64, StepError> {
-    step.run("double", |_| async move {
-        Ok::<_, durable_jobs::BoxError>(input * 2.0)
-    })
-    .await
+    step.run("double", |_| async move { Ok(input * 2.0) }).await
 }
 
 /// Any JSON: counts events.

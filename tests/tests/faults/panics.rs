@@ -148,15 +148,11 @@ impl TaskJob<App> for Reminder {
 /// Two steps; either the second step or the body after it may panic.
 #[durable_jobs::step_job]
 async fn two_steps(step: &mut StepContext, input: u32, app: &App) -> Result<u32, StepError> {
-    let a: u32 = step
-        .run("first", |_| async move {
-            Ok::<_, durable_jobs::BoxError>(input + 1)
-        })
-        .await?;
+    let a: u32 = step.run("first", |_| async move { Ok(input + 1) }).await?;
     let b: u32 = step
         .run("second", |_| async move {
             app.enter("second");
-            Ok::<_, durable_jobs::BoxError>(a * 2)
+            Ok(a * 2)
         })
         .await?;
     app.enter("after_steps");
@@ -166,12 +162,7 @@ async fn two_steps(step: &mut StepContext, input: u32, app: &App) -> Result<u32,
 /// A body that panics on its first attempt only; retried at once.
 #[durable_jobs::step_job(retry(max_attempts = 2, backoff = constant("1ms"), jitter = false))]
 async fn retried_steps(step: &mut StepContext, input: u32, app: &App) -> Result<u32, StepError> {
-    let a: u32 = step
-        .run(
-            "only",
-            |_| async move { Ok::<_, durable_jobs::BoxError>(input) },
-        )
-        .await?;
+    let a: u32 = step.run("only", |_| async move { Ok(input) }).await?;
     if step.attempt() == 1 {
         app.enter("retried_body");
     }

@@ -171,19 +171,18 @@ impl StepJob<App> for Duplicate {
         let a: String = step
             .run("x", |_| async move {
                 c.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, BoxError>("first".to_owned())
+                Ok("first".to_owned())
             })
             .await?;
         let c = calls.clone();
         let b: String = step
             .run("x", |_| async move {
                 c.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, BoxError>("second".to_owned())
+                Ok("second".to_owned())
             })
             .await?;
         // A unit step replays as `()`.
-        step.run("unit", |_| async { Ok::<_, BoxError>(()) })
-            .await?;
+        step.run("unit", |_| async { Ok(()) }).await?;
         Ok((a, b, calls.load(Ordering::SeqCst) as u32))
     }
 }
@@ -374,10 +373,7 @@ async fn the_token_starts_uncancelled() {
             _: &App,
         ) -> Result<(bool, bool, u32, String), BoxError> {
             let inside = step
-                .run(
-                    "peek",
-                    |s| async move { Ok::<_, BoxError>(s.is_cancelled()) },
-                )
+                .run("peek", |s| async move { Ok(s.is_cancelled()) })
                 .await?;
             step.check_cancelled()?;
             Ok((
