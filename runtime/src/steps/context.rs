@@ -193,11 +193,11 @@ impl StepScope {
 /// use durable_jobs::prelude::*;
 ///
 /// async fn body(step: &mut StepContext, user: u64) -> Result<u64, durable_jobs::BoxError> {
-///     let profile: String = step.run("fetch-profile", |_| async move { Ok::<_, std::io::Error>(format!("user-{user}")) }).await?;
+///     let profile: String = step.run("fetch-profile", |_| async move { Ok(format!("user-{user}")) }).await?;
 ///     step.progress((1, 2)).await;
 ///     let len = step.run("measure", |s| async move {
 ///         s.info("measuring");
-///         Ok::<_, std::io::Error>(profile.len() as u64)
+///         Ok(profile.len() as u64)
 ///     }).await?;
 ///     Ok(len)
 /// }
