@@ -3,12 +3,17 @@
 //! Events are emitted as things happen (not from an outbox). `sequence` counts every event the
 //! runtime emits, starting at 1, even when nobody listens; payloads are only built when someone
 //! does. A subscriber that falls more than 4,096 events behind skips the oldest ones.
+//!
+//! A run's `run:trigger` comes before its other events. The trigger's commit can hand the run
+//! to the worker before the triggering task resumes to emit `run:trigger`, so while someone
+//! listens, a new run is held from before its commit until its `run:trigger` is sent: events
+//! the worker emits for it meanwhile wait, and are sent right after, in order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use serde_json::{json, Map, Value};
@@ -311,6 +316,10 @@ impl RunEvent {
 pub(crate) struct EventBus {
     tx: broadcast::Sender<Arc<RunEvent>>,
     sequence: AtomicU64,
+    /// Runs whose `run:trigger` is not sent yet, with the events emitted for them meanwhile.
+    held: Mutex<HashMap<String, Vec<RunEvent>>>,
+    /// The number of held runs, so that emitting takes the lock only while some are held.
+    holding: AtomicUsize,
 }
 
 impl EventBus {
@@ -319,6 +328,8 @@ impl EventBus {
         EventBus {
             tx,
             sequence: AtomicU64::new(0),
+            held: Mutex::new(HashMap::new()),
+            holding: AtomicUsize::new(0),
         }
     }
 
@@ -327,7 +338,8 @@ impl EventBus {
         self.tx.receiver_count() > 0
     }
 
-    /// Emits an event; `kind` is only called when someone listens.
+    /// Emits an event; `kind` is only called when someone listens. The event of a held run
+    /// waits until the run's `run:trigger` is sent.
     pub(crate) fn emit(
         &self,
         timestamp: Timestamp,
@@ -336,11 +348,11 @@ impl EventBus {
         labels: &Arc<Labels>,
         kind: impl FnOnce() -> RunEventKind,
     ) {
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         if !self.listening() {
+            self.sequence.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let event = RunEvent {
+        let event = |sequence| RunEvent {
             sequence,
             timestamp,
             run_id: run_id.to_owned(),
@@ -348,11 +360,102 @@ impl EventBus {
             labels: labels.clone(),
             kind: kind(),
         };
+        if self.holding.load(Ordering::Acquire) == 0 {
+            self.send(event(self.next_sequence()));
+            return;
+        }
+        // Under the lock, so that a run's release cannot interleave with its own events.
+        let mut held = self.held();
+        match held.get_mut(run_id) {
+            Some(waiting) => waiting.push(event(0)),
+            None => self.send(event(self.next_sequence())),
+        }
+    }
+
+    /// Holds the events of runs about to be created until [`release`](Self::release) sends
+    /// their `run:trigger`. Does nothing while nobody listens.
+    pub(crate) fn hold<'id>(&self, run_ids: impl IntoIterator<Item = &'id str>) -> HeldRuns<'_> {
+        let mut ids = Vec::new();
+        if self.listening() {
+            let mut held = self.held();
+            for id in run_ids {
+                held.insert(id.to_owned(), Vec::new());
+                ids.push(id.to_owned());
+            }
+            self.holding.fetch_add(ids.len(), Ordering::AcqRel);
+        }
+        HeldRuns { bus: self, ids }
+    }
+
+    /// Sends `first` (the run's `run:trigger`, when the run was created), then what waited for
+    /// it, and stops holding the run.
+    fn release(&self, run_id: &str, first: Option<RunEvent>) {
+        let mut held = self.held();
+        let Some(waiting) = held.remove(run_id) else {
+            return;
+        };
+        self.holding.fetch_sub(1, Ordering::AcqRel);
+        for mut event in first.into_iter().chain(waiting) {
+            event.sequence = self.next_sequence();
+            self.send(event);
+        }
+    }
+
+    fn next_sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn send(&self, event: RunEvent) {
         let _ = self.tx.send(Arc::new(event));
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<String, Vec<RunEvent>>> {
+        // The map stays consistent whatever a panicking holder did: entries are whole events.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn receiver(&self) -> broadcast::Receiver<Arc<RunEvent>> {
         self.tx.subscribe()
+    }
+}
+
+/// Runs held by [`EventBus::hold`]; dropping it releases those not released yet (runs whose
+/// trigger failed, or found an existing run, have no events).
+pub(crate) struct HeldRuns<'a> {
+    bus: &'a EventBus,
+    ids: Vec<String>,
+}
+
+impl HeldRuns<'_> {
+    /// Sends a created run's `run:trigger`, then the events that waited for it.
+    pub(crate) fn release_with_trigger(
+        &self,
+        timestamp: Timestamp,
+        run_id: &str,
+        job_name: &str,
+        labels: &Arc<Labels>,
+        kind: impl FnOnce() -> RunEventKind,
+    ) {
+        if !self.ids.iter().any(|id| id == run_id) {
+            return self.bus.emit(timestamp, run_id, job_name, labels, kind);
+        }
+        let trigger = RunEvent {
+            sequence: 0,
+            timestamp,
+            run_id: run_id.to_owned(),
+            job_name: job_name.to_owned(),
+            labels: labels.clone(),
+            kind: kind(),
+        };
+        self.bus.release(run_id, Some(trigger));
+    }
+}
+
+impl Drop for HeldRuns<'_> {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            self.bus.release(id, None);
+        }
     }
 }
 

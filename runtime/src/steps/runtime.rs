@@ -297,6 +297,10 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         } else {
             Vec::new()
         };
+        let held = self
+            .shared
+            .events
+            .hold(runs.iter().map(|run| run.id.as_str()));
         let outcome = self
             .shared
             .store
@@ -320,13 +324,11 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                 Enqueued::Created(run) => {
                     created = true;
                     let labels = Arc::new(run.labels.clone());
-                    self.shared
-                        .events
-                        .emit(now, &run.id, &run.job_name, &labels, || {
-                            RunEventKind::Trigger {
-                                input: json_value(Some(&run.input)),
-                            }
-                        });
+                    held.release_with_trigger(now, &run.id, &run.job_name, &labels, || {
+                        RunEventKind::Trigger {
+                            input: json_value(Some(&run.input)),
+                        }
+                    });
                     out.push((run, Disposition::Created));
                 }
                 Enqueued::Idempotent(run) => out.push((run, Disposition::Idempotent)),

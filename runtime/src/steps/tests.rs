@@ -627,6 +627,20 @@ pub(super) struct Wrap {
     pub(super) fail_claims: AtomicBool,
     /// When set, `finish_run` waits for a permit before writing.
     pub(super) finish_gate: Mutex<Option<Arc<Semaphore>>>,
+    /// When set, `enqueue` returns only after a claim took a run: the caller of `trigger`
+    /// resumes after the worker started what it committed.
+    pub(super) enqueue_waits_for_a_claim: AtomicBool,
+    /// A permit per claim that took runs.
+    claimed: Permits,
+}
+
+/// A semaphore that starts empty.
+struct Permits(Semaphore);
+
+impl Default for Permits {
+    fn default() -> Self {
+        Permits(Semaphore::new(0))
+    }
 }
 
 impl Wrap {
@@ -645,7 +659,18 @@ impl RunStore for Wrap {
         runs: Vec<NewRun>,
         now: Timestamp,
     ) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
-        Box::pin(async move { self.inner().enqueue(runs, now).await })
+        Box::pin(async move {
+            let outcome = self.inner().enqueue(runs, now).await;
+            if self.enqueue_waits_for_a_claim.load(Ordering::SeqCst) {
+                self.claimed
+                    .0
+                    .acquire()
+                    .await
+                    .expect("never closed")
+                    .forget();
+            }
+            outcome
+        })
     }
     fn get_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
@@ -674,7 +699,13 @@ impl RunStore for Wrap {
                 Err(StoreError::Database("claim refused by the test".into()))
             });
         }
-        Box::pin(async move { self.inner().claim(owner, now, until, limit).await })
+        Box::pin(async move {
+            let claimed = self.inner().claim(owner, now, until, limit).await;
+            if claimed.as_ref().is_ok_and(|c| !c.runs.is_empty()) {
+                self.claimed.0.add_permits(1);
+            }
+            claimed
+        })
     }
     fn next_due<'a>(
         &'a self,

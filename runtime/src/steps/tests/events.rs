@@ -75,6 +75,37 @@ async fn events_carry_sequence_timestamp_and_payload() {
 }
 
 #[tokio::test]
+async fn run_trigger_comes_first_when_the_worker_starts_the_run_before_trigger_returns() {
+    let wrap = Arc::new(Wrap::default());
+    wrap.enqueue_waits_for_a_claim.store(true, Ordering::SeqCst);
+    let env = Env::builder().wrap(wrap).build().await;
+    let mut all = env.rt.events(None);
+    let t = env
+        .client::<Double>()
+        .trigger(ValueIn { value: 1 }, TriggerOptions::new())
+        .await
+        .expect("trigger");
+    env.wait(&t.id).await.expect("completes");
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(all.next().await.expect("event"));
+    }
+    let kinds: Vec<_> = got.iter().map(|e| e.type_name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "run:trigger",
+            "run:leased",
+            "step:start",
+            "step:complete",
+            "run:complete"
+        ]
+    );
+    let seqs: Vec<u64> = got.iter().map(|e| e.sequence).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+#[tokio::test]
 async fn sequence_counts_events_nobody_listened_to() {
     let env = Env::builder().stopped().build().await;
     let double = env.client::<Double>();
