@@ -319,6 +319,7 @@ mod error;
 mod id;
 pub mod job;
 mod json;
+pub mod metrics;
 mod retry;
 pub mod steps;
 pub mod store;
