@@ -3,8 +3,8 @@
 //!
 //! With the `metrics` feature on, the engine records counters, gauges and histograms through
 //! the facade: install a recorder (`metrics-exporter-prometheus`, `metrics-exporter-otel`, ...)
-//! before starting the engine and they reach it. Without the feature nothing is recorded and
-//! every recording call below compiles to nothing.
+//! before starting the engine and they reach it. Without the feature nothing is recorded: the
+//! engine's recording calls compile to nothing.
 //!
 //! The names are the constants of this module; every job metric carries the labels `job` (the
 //! job's persisted name) and `kind` (`continuous`, `debounce`, `task` or `step`). The full list,
@@ -16,18 +16,9 @@
 //! `_seconds` ([`PrometheusBuilder::set_buckets_for_metric`](https://docs.rs/metrics-exporter-prometheus/latest/metrics_exporter_prometheus/struct.PrometheusBuilder.html#method.set_buckets_for_metric)),
 //! or they are exported as summaries.
 //!
-//! # Examples
-//!
-//! ```no_run
-//! # #[cfg(feature = "metrics")]
-//! # async fn sample<R: durable_jobs::Registry>(engine: durable_jobs::Engine<R>) -> durable_jobs::Result<()> {
-//! // The gauges of step runs by status read the store: refresh them now and then.
-//! loop {
-//!     engine.record_step_runs().await?;
-//!     tokio::time::sleep(std::time::Duration::from_secs(15)).await;
-//! }
-//! # }
-//! ```
+//! The gauges of step runs by status read the store, so they are refreshed by a call:
+//! `Engine::record_step_runs` (with the feature). A program that serves everything to Prometheus
+//! is the repository's `examples/examples/prometheus.rs`.
 
 use crate::id::JobKind;
 use crate::time::Timestamp;
@@ -47,8 +38,8 @@ pub const EXECUTION_DURATION_SECONDS: &str = "durable_jobs_execution_duration_se
 pub const LATENESS_SECONDS: &str = "durable_jobs_lateness_seconds";
 /// Gauge: alarms the scheduler found due and has not started yet (`job`, `kind`).
 pub const ALARMS_DUE: &str = "durable_jobs_alarms_due";
-/// Gauge: step runs in the store by status, as of the last
-/// [`Engine::record_step_runs`](crate::Engine::record_step_runs) (`job`, `kind`, `status`).
+/// Gauge: step runs in the store by status, as of the last `Engine::record_step_runs`
+/// (`job`, `kind`, `status`).
 pub const STEP_RUNS: &str = "durable_jobs_step_runs";
 /// Counter: step runs that ended, by how (`job`, `kind`, `status`: `completed`, `failed`,
 /// `cancelled`).
@@ -326,6 +317,18 @@ impl<R: crate::Registry> crate::Engine<R> {
     ///
     /// The counts come from one query that reads every run, so this is not done on each
     /// change: call it periodically, or before each scrape.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn serve<R: durable_jobs::Registry>(engine: durable_jobs::Engine<R>) -> durable_jobs::Result<()> {
+    /// let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+    /// loop {
+    ///     every.tick().await;
+    ///     engine.record_step_runs().await?;
+    /// }
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
