@@ -19,23 +19,23 @@ use durable_jobs::metrics::{
 /// refresh its gauges, on a busy machine.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The example, built by Cargo into `target/<profile>/examples/` next to this test's
-/// `deps/` folder; built here if `cargo test` was asked for this test only.
+/// The example, in `target/<profile>/examples/` next to this test's `deps/` folder. Cargo is
+/// asked to build it, so that it is never stale, with the workspace's feature set: that of
+/// `cargo test --workspace`, which has built it already, so this costs nothing there.
 fn example_binary() -> PathBuf {
     let test = std::env::current_exe().unwrap();
     let profile_dir = test.parent().unwrap().parent().unwrap();
     let binary = profile_dir
         .join("examples")
         .join(format!("prometheus{}", std::env::consts::EXE_SUFFIX));
+    // `target/debug` holds the `dev` profile's builds; other profiles' folders are named after them.
+    let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+        "debug" => "dev",
+        other => other,
+    };
     let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "durable-jobs-examples",
-            "--example",
-        ])
-        .arg("prometheus")
+        .args(["build", "--quiet", "--workspace", "--example", "prometheus"])
+        .args(["--profile", profile])
         .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
         .status()
         .unwrap();
