@@ -28,7 +28,7 @@ fn example_binary() -> PathBuf {
     let binary = profile_dir
         .join("examples")
         .join(format!("prometheus{}", std::env::consts::EXE_SUFFIX));
-    // `target/debug` holds the `dev` profile's builds; other profiles' folders are named after them.
+    // `target/debug` holds the `dev` profile's builds; other profiles have folders of their name.
     let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
         "debug" => "dev",
         other => other,
