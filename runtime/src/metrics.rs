@@ -321,7 +321,8 @@ impl<R: crate::Registry> crate::Engine<R> {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn serve<R: durable_jobs::Registry>(engine: durable_jobs::Engine<R>) -> durable_jobs::Result<()> {
+    /// # use durable_jobs::{Engine, Registry};
+    /// # async fn serve<R: Registry>(engine: Engine<R>) -> durable_jobs::Result<()> {
     /// let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
     /// loop {
     ///     every.tick().await;
