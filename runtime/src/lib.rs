@@ -268,6 +268,10 @@
 //! committed, even across restarts. User code runs inside a `tracing` span
 //! `durable_jobs.execute` with the fields `kind`, `job`, `instance` and `operation`.
 //!
+//! With the `metrics` feature, executions, failures, retries, durations, lateness, due alarms,
+//! step runs and the SQLite writer's groups are recorded through the `metrics` facade, for
+//! Prometheus or OpenTelemetry: see [`metrics`](mod@metrics) for the names.
+//!
 //! # Where this departs from the API sketch
 //!
 //! The design began from a sketch of the user-facing API. It changed in these places:
@@ -319,6 +323,7 @@ mod error;
 mod id;
 pub mod job;
 mod json;
+pub mod metrics;
 mod retry;
 pub mod steps;
 pub mod store;

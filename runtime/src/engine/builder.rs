@@ -295,6 +295,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             cache: exclusive.then(|| super::cache::RecordCache::new(self.cache_capacity)),
             jitter_seed: AtomicU64::new(self.clock.now().as_millis() as u64),
         });
+        crate::metrics::engine_started(inner.jobs.jobs.iter().map(|(n, h)| (h.kind(), *n)));
         let tasks = vec![
             tokio::spawn(scheduler::run(inner.clone())),
             tokio::spawn(scheduler::renew_leases(inner.clone())),

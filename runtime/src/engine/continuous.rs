@@ -11,6 +11,7 @@ use super::{execution_error, state_json, Events, Failure, Handler, Inner, Stored
 use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
 use crate::job::continuous::ContinuousConfig;
+use crate::metrics;
 use crate::store::InstanceRecord;
 use crate::telemetry::EventKind;
 use crate::time::Timestamp;
@@ -330,6 +331,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             attempt,
             now: started,
         };
+        let stopwatch = metrics::Stopwatch::start();
         let outcome = self
             .user_code(&key, op, h.run(state, meta, &self.app))
             .await
@@ -338,6 +340,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 state: None,
                 terminate: None,
             });
+        stopwatch.executed(key.kind(), key.job(), outcome.result.is_ok());
         let now = self.clock.now();
         let duration_ms = now.saturating_duration_since(started).as_millis() as u64;
         if let Some(reason) = outcome.terminate {

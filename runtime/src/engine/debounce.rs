@@ -10,6 +10,7 @@ use super::{execution_error, Events, Failure, Handler, Inner, Stored};
 use crate::error::{BoxError, Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
 use crate::job::debounce::{DebounceConfig, EventContext, FlushReason};
+use crate::metrics;
 use crate::store::{InstanceRecord, Write};
 use crate::telemetry::EventKind;
 use crate::time::Timestamp;
@@ -428,10 +429,12 @@ impl<A: Send + Sync + 'static> Inner<A> {
             attempt,
             now: started,
         };
+        let stopwatch = metrics::Stopwatch::start();
         let result = self
             .user_code(&key, op, h.flush(state, meta, &self.app))
             .await
             .unwrap_or_else(|panicked| Err(panicked.into()));
+        stopwatch.executed(key.kind(), key.job(), result.is_ok());
         let now = self.clock.now();
         let event_count = rec.event_count;
         match result {

@@ -503,6 +503,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let message = error.to_string();
         let failure = self.after_failure(job.retry_policy(), rec, attempt, &message, now);
         let will_retry = matches!(failure, Failure::Retry(_));
+        crate::metrics::failure_handled(&key, &failure);
         events.push(&key, now, || EventKind::Failed {
             message: message.clone(),
             run_count,

@@ -176,7 +176,7 @@ const SCAN_WINDOW: usize = 1024;
 pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
     let scheduler = inner.scheduler.clone();
     let mut backoff = Duration::from_millis(10);
-    let mut queue: VecDeque<InstanceKey> = VecDeque::new();
+    let mut queue: VecDeque<(InstanceKey, Timestamp)> = VecDeque::new();
     let mut next: Option<Timestamp> = None;
     let mut truncated = false;
     let mut rescan = true;
@@ -194,7 +194,8 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                 Ok(scan) => {
                     backoff = Duration::from_millis(10);
                     truncated = scan.due.len() >= SCAN_WINDOW;
-                    queue = scan.due.into_iter().map(|(key, _)| key).collect();
+                    queue = scan.due.into();
+                    crate::metrics::alarms_due(&inner.alarm_jobs, queue.iter().map(|(key, _)| key));
                     next = scan.next;
                     rescan = false;
                     served = requested;
@@ -224,7 +225,10 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
             let mut started = false;
             let mut in_flight = scheduler.in_flight();
             while in_flight.len() < scheduler.max_in_flight {
-                let Some(key) = queue.pop_front() else { break };
+                let Some((key, due)) = queue.pop_front() else {
+                    break;
+                };
+                crate::metrics::alarm_dequeued(&key);
                 if in_flight.contains(&key) {
                     // Still running; its commit announces the alarm again if it is due.
                     continue;
@@ -242,7 +246,7 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                     key: key.clone(),
                     hold: now + inner.lease,
                 };
-                tokio::spawn(fire(inner.clone(), key, guard));
+                tokio::spawn(fire(inner.clone(), key, due, guard));
             }
             if queue.is_empty() && truncated && !started {
                 // A full window of held alarms: scanning again at once would find the same.
@@ -286,10 +290,11 @@ async fn sleep_until<A>(inner: &Inner<A>, at: Option<Timestamp>) {
     }
 }
 
-/// Claims and runs one due alarm under the instance's lock.
+/// Claims and runs one alarm, due at `due`, under the instance's lock.
 async fn fire<A: Send + Sync + 'static>(
     inner: Arc<Inner<A>>,
     key: InstanceKey,
+    due: Timestamp,
     _in_flight: InFlight,
 ) {
     let Some(_activity) = inner.activity.enter() else {
@@ -305,6 +310,7 @@ async fn fire<A: Send + Sync + 'static>(
             return;
         }
     };
+    crate::metrics::started(key.kind(), key.job(), due, now);
     let result = match (inner.jobs.get(key.job()), key.kind()) {
         (Some(Handler::Continuous(h)), JobKind::Continuous) => {
             inner.continuous_alarm(h.clone(), claimed).await

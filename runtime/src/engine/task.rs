@@ -11,6 +11,7 @@ use super::erased::{Decoded, Input, Invocation, TaskHandler, TaskMeta, TaskOutco
 use super::{execution_error, state_json, Events, Handler, Inner, Stored};
 use crate::error::{Error, Operation, Result, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
+use crate::metrics;
 use crate::store::{InstanceRecord, Write};
 use crate::telemetry::EventKind;
 use crate::time::Timestamp;
@@ -339,10 +340,16 @@ impl<A: Send + Sync + 'static> Inner<A> {
         };
         // A panicking handler fails the invocation; it does not reach `on_error`, whose error
         // parameter has the job's error type.
+        let stopwatch = metrics::Stopwatch::start();
         let outcome = self
             .user_code(&key, op, h.invoke(invocation, state, meta, &self.app))
             .await
             .unwrap_or_else(|panicked| TaskOutcome::Failed(panicked.into()));
+        stopwatch.executed(
+            key.kind(),
+            key.job(),
+            !matches!(outcome, TaskOutcome::Failed(_)),
+        );
         let now = self.clock.now();
         let run_count = rec.execute_count;
         match outcome {

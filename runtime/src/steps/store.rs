@@ -87,6 +87,9 @@ pub(crate) struct ClaimedRun {
     pub(crate) row: Option<i64>,
     pub(crate) attempt: u32,
     pub(crate) started_at: Timestamp,
+    /// When the run became claimable: its creation, its retry's not-before time, or the expiry
+    /// of the lease it was reclaimed from.
+    pub(crate) due_at: Timestamp,
     pub(crate) lease_expires_at: Timestamp,
 }
 

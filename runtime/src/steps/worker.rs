@@ -22,6 +22,8 @@ use super::runtime::{ActiveRun, Shared, StepRuntime};
 use super::store::{Claimed, ClaimedRun, Fence, Finish, FinishOutcome};
 use super::{ErasedStepJob, RunFailure};
 use crate::error::{catch_panic, Error};
+use crate::id::JobKind;
+use crate::metrics::{self, RunEnd};
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
@@ -444,6 +446,7 @@ async fn execute<A: Send + Sync + 'static>(
     };
     let started = shared.clock.now();
     let (id, job_name) = (run.id, run.job_name);
+    metrics::started(JobKind::Step, &job_name, run.due_at, started);
     let fence = Fence {
         run_id: id.clone(),
         generation: run.generation,
@@ -511,14 +514,15 @@ async fn execute<A: Send + Sync + 'static>(
         None
     } else {
         // A panicking body fails the attempt like an error it returned.
-        Some(
-            catch_panic(job.run(&mut ctx, &run.input, &app))
-                .await
-                .unwrap_or_else(|panicked| {
-                    tracing::error!(error = %panicked, "step run panicked");
-                    Err(RunFailure::Job(panicked.into()))
-                }),
-        )
+        let stopwatch = metrics::Stopwatch::start();
+        let result = catch_panic(job.run(&mut ctx, &run.input, &app))
+            .await
+            .unwrap_or_else(|panicked| {
+                tracing::error!(error = %panicked, "step run panicked");
+                Err(RunFailure::Job(panicked.into()))
+            });
+        stopwatch.executed(JobKind::Step, &job_name, result.is_ok());
+        Some(result)
     };
     slot.release();
     let cleanup = !shared.options.preserve_steps && (ctx.wrote_rows() || run.generation > 1);
@@ -556,6 +560,7 @@ async fn execute<A: Send + Sync + 'static>(
                             output: json_value(Some(&output)),
                             duration_ms: now.saturating_duration_since(started).as_millis() as u64,
                         });
+                    metrics::step_run_finished(&job_name, RunEnd::Completed);
                     shared.run_finished(&id);
                 }
                 Ok(_) => end.refused("run-completion", cleanup).await,
@@ -573,7 +578,10 @@ async fn execute<A: Send + Sync + 'static>(
                         jitter_unit(),
                     ) {
                         crate::retry::RetryDecision::Retry { attempt, at } => Some((attempt, at)),
-                        crate::retry::RetryDecision::Exhausted(_) => None,
+                        crate::retry::RetryDecision::Exhausted(_) => {
+                            metrics::retries_exhausted(JobKind::Step, &job_name);
+                            None
+                        }
                     }
                 }
                 _ => None,
@@ -622,6 +630,7 @@ impl Ending<'_> {
             .await
         {
             Ok(FinishOutcome::Retrying) => {
+                metrics::retry_scheduled(JobKind::Step, self.job_name);
                 if let Some((next_attempt, not_before)) = retry {
                     tracing::info!(%error, next_attempt, %not_before, "run failed; retrying");
                     self.shared
@@ -646,6 +655,7 @@ impl Ending<'_> {
                             failed_step_name: failed_step.clone(),
                         }
                     });
+                metrics::step_run_finished(self.job_name, RunEnd::Failed);
                 self.shared.run_finished(self.id);
             }
             Ok(_) => self.refused("run-failure", cleanup).await,
@@ -693,6 +703,7 @@ impl Ending<'_> {
                 );
             }
         }
+        metrics::step_run_finished(self.job_name, RunEnd::Cancelled);
         tracing::info!("run cancelled");
     }
 

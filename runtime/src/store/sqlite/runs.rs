@@ -799,12 +799,14 @@ struct Candidate {
     attempt: i64,
     started_at: Option<String>,
     rowid: i64,
+    due_at: Option<String>,
 }
 
 /// The columns [`candidate`] reads, in order.
 const CANDIDATE_COLUMNS: &str =
     "r.id, r.job_name, r.input, r.labels, r.concurrency_key, r.created_at,
-    r.lease_generation, r.attempt, r.started_at, r.rowid";
+    r.lease_generation, r.attempt, r.started_at, r.rowid,
+    CASE r.status WHEN 'leased' THEN r.lease_expires_at ELSE COALESCE(r.not_before, r.created_at) END";
 
 fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
     Ok(Candidate {
@@ -818,6 +820,7 @@ fn candidate(row: &Row<'_>) -> rusqlite::Result<Candidate> {
         attempt: row.get(7)?,
         started_at: row.get(8)?,
         rowid: row.get(9)?,
+        due_at: row.get(10)?,
     })
 }
 
@@ -904,6 +907,12 @@ pub(crate) fn claim(
             .map(parse_ts)
             .transpose()?
             .unwrap_or(now);
+        let due_at = c
+            .due_at
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?
+            .unwrap_or(now);
         let claimed = update
             .execute(params![
                 c.id,
@@ -930,6 +939,7 @@ pub(crate) fn claim(
             row: Some(c.rowid),
             attempt: u32::try_from(c.attempt.max(1)).unwrap_or(u32::MAX),
             started_at,
+            due_at,
             lease_expires_at: lease_until,
         });
     }

@@ -149,7 +149,7 @@ fn run(
             // Groups the writer committed before it saw the failure: no later sync vouches
             // for them either.
             Some(e) => Some(e),
-            None => match hold.sync(wal) {
+            None => match crate::metrics::log_sync(|| hold.sync(wal)) {
                 Ok(()) => None,
                 Err(e) => {
                     tracing::error!(

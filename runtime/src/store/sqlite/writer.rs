@@ -339,6 +339,7 @@ fn commit_group(
     counters: &Counters,
 ) {
     let started = Instant::now();
+    let stopwatch = crate::metrics::Stopwatch::start();
     let outcome = match run_unguarded(conn, group) {
         Ok(Unguarded::Committed { failed }) => Ok(failed),
         Ok(Unguarded::RolledBack) => {
@@ -365,6 +366,7 @@ fn commit_group(
                 micros = started.elapsed().as_micros() as u64,
                 "committed a write group"
             );
+            stopwatch.group_committed(group.len());
             match syncer {
                 Some(syncer) => {
                     let (synced, unsynced): (Vec<_>, Vec<_>) =
