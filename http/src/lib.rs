@@ -78,6 +78,13 @@ pub use auth::{
 pub use error::ApiError;
 pub use wire::TriggerRequest;
 
+/// The repository's README.md, whose Rust examples are compiled (and run, unless marked
+/// `no_run`) as this crate's doctests: it shows the engine and this API together, and this
+/// crate depends on both.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
+
 use crate::sse::feed::{EventFeed, LocalFeed};
 
 /// Renders metrics for `GET /metrics` (Prometheus text), when the application has them.

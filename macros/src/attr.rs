@@ -373,10 +373,9 @@ fn cron_expression(arg: &Arg) -> syn::Result<LitStr> {
     let expression = lit.value();
     // The same parser and settings as `Schedule::cron` in the runtime, so an expression
     // accepted here is accepted there.
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Optional)
-        .build()
-        .parse(&expression)
+    croner::Cron::new(&expression)
+        .with_seconds_optional()
+        .parse()
         .map_err(|why| {
             let why = why.to_string();
             let why = why.trim_end_matches('.').to_lowercase();

@@ -262,7 +262,7 @@
 //!
 //! [`Engine::events`] streams [`JobEvent`]s as they commit: `job.started`, `job.executed`,
 //! `job.failed`, `job.retryExhausted`, `job.terminated`, `debounce.started`,
-//! `debounce.flushed`, `task.scheduled` and `job.broken`. With `.telemetry(HttpTelemetry::new(endpoint,
+//! `debounce.flushed`, `task.scheduled` and `job.broken`. With the `http-telemetry` feature and `.telemetry(HttpTelemetry::new(endpoint,
 //! env, service_key))` they are also written to an outbox in the transaction of the change they
 //! describe, then posted in batches with retries: an event is sent if and only if its change
 //! committed, even across restarts. User code runs inside a `tracing` span
@@ -350,7 +350,9 @@ pub use retry::{Backoff, ExhaustionReason, RetryPolicy};
 pub use steps::{StepContext, StepJobConfig, StepOptions};
 pub use store::sqlite::Synchronous;
 pub use store::UnregisteredJob;
-pub use telemetry::{EventKind, EventStream, HttpTelemetry, JobEvent};
+#[cfg(feature = "http-telemetry")]
+pub use telemetry::HttpTelemetry;
+pub use telemetry::{EventKind, EventStream, JobEvent};
 pub use time::Timestamp;
 
 /// Not public API. Used by generated code.

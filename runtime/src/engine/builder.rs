@@ -16,7 +16,9 @@ use crate::error::{Error, Result, ValidationTarget};
 use crate::steps::{StepOptions, StepRuntime};
 use crate::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use crate::store::Backend;
-use crate::telemetry::{http, HttpTelemetry, Telemetry};
+use crate::telemetry::Telemetry;
+#[cfg(feature = "http-telemetry")]
+use crate::telemetry::{http, HttpTelemetry};
 
 /// Size limits on what is stored.
 #[derive(Clone, Debug)]
@@ -71,6 +73,7 @@ pub struct EngineBuilder<R: Registry, S = NoApp> {
     store: Option<SqliteOptions>,
     synchronous: Option<Synchronous>,
     clock: Clock,
+    #[cfg(feature = "http-telemetry")]
     telemetry: Option<HttpTelemetry>,
     limits: Limits,
     max_concurrent_executions: usize,
@@ -89,6 +92,7 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
             store: None,
             synchronous: None,
             clock: Clock::system(),
+            #[cfg(feature = "http-telemetry")]
             telemetry: None,
             limits: Limits::default(),
             max_concurrent_executions: 256,
@@ -108,6 +112,7 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
             store: self.store,
             synchronous: self.synchronous,
             clock: self.clock,
+            #[cfg(feature = "http-telemetry")]
             telemetry: self.telemetry,
             limits: self.limits,
             max_concurrent_executions: self.max_concurrent_executions,
@@ -160,7 +165,8 @@ impl<R: Registry, S> EngineBuilder<R, S> {
         self
     }
 
-    /// Sends telemetry to an HTTP endpoint through a durable outbox.
+    /// Sends telemetry to an HTTP endpoint through a durable outbox (feature `http-telemetry`).
+    #[cfg(feature = "http-telemetry")]
     pub fn telemetry(mut self, http: HttpTelemetry) -> Self {
         self.telemetry = Some(http);
         self
@@ -249,15 +255,21 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         let unregistered = deploy::reconcile(&jobs, store.as_ref(), self.clock.now()).await?;
         let alarm_jobs = deploy::alarm_jobs(&jobs);
 
-        let telemetry = Telemetry::new(self.telemetry.is_some());
-        let http = match (&self.telemetry, &telemetry.outbox) {
-            (Some(config), Some(wake)) => Some(http::spawn_sender(
-                store.clone(),
-                config.clone(),
-                wake.clone(),
-            )),
-            _ => None,
+        #[cfg(feature = "http-telemetry")]
+        let (telemetry, http) = {
+            let telemetry = Telemetry::new(self.telemetry.is_some());
+            let http = match (&self.telemetry, &telemetry.outbox) {
+                (Some(config), Some(wake)) => Some(http::spawn_sender(
+                    store.clone(),
+                    config.clone(),
+                    wake.clone(),
+                )),
+                _ => None,
+            };
+            (telemetry, http)
         };
+        #[cfg(not(feature = "http-telemetry"))]
+        let (telemetry, http) = (Telemetry::new(false), None);
         let app = Arc::new(self.app.0);
         let step_jobs = jobs
             .jobs

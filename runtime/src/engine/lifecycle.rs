@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::store::sqlite::SqliteStore;
-use crate::telemetry::http::HttpSender;
+use crate::telemetry::HttpSender;
 
 /// Counts actions and executions in flight so shutdown can wait for them.
 pub(crate) struct Activity {

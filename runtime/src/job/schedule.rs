@@ -4,7 +4,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 
 use crate::time::Timestamp;
@@ -82,10 +81,9 @@ impl CronSchedule {
     ///
     /// The reason, when the expression or the time zone is invalid.
     pub fn parse(expression: &str, time_zone: Option<&str>) -> Result<Self, String> {
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
-            .parse(expression)
+        let cron = Cron::new(expression)
+            .with_seconds_optional()
+            .parse()
             .map_err(|e| format!("invalid cron expression `{expression}`: {e}"))?;
         let zone = match time_zone {
             None => chrono_tz::UTC,

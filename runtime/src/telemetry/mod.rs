@@ -1,5 +1,5 @@
 //! Telemetry: the nine job events, delivered to in-process subscribers and, when configured,
-//! to an HTTP endpoint through a durable outbox.
+//! to an HTTP endpoint through a durable outbox (feature `http-telemetry`).
 //!
 //! Events are produced inside the action or alarm they describe. When an HTTP endpoint is
 //! configured they are written to the outbox table in the same transaction as the change, so an
@@ -7,6 +7,7 @@
 //! subscribers receive them after the commit.
 
 mod event;
+#[cfg(feature = "http-telemetry")]
 pub mod http;
 
 use std::pin::Pin;
@@ -19,7 +20,22 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 pub use event::{EventKind, JobEvent};
+#[cfg(feature = "http-telemetry")]
+pub(crate) use http::HttpSender;
+#[cfg(feature = "http-telemetry")]
 pub use http::HttpTelemetry;
+
+/// The outbox sender, which cannot exist without the `http-telemetry` feature: the engine's slot
+/// for one stays empty.
+#[cfg(not(feature = "http-telemetry"))]
+pub(crate) enum HttpSender {}
+
+#[cfg(not(feature = "http-telemetry"))]
+impl HttpSender {
+    pub(crate) async fn shutdown(self, _timeout: std::time::Duration) {
+        match self {}
+    }
+}
 
 /// Fans events out after commit and wakes the outbox sender.
 pub(crate) struct Telemetry {

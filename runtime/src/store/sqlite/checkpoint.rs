@@ -16,6 +16,7 @@
 //! pages were already copied by this thread, the rest is quick, and the next transaction starts
 //! the log over.
 
+use std::cell::RefCell;
 use std::ffi::c_int;
 use std::path::Path;
 use std::sync::mpsc;
@@ -23,7 +24,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::hooks::Wal;
-use rusqlite::wal::CheckpointMode;
 use rusqlite::Connection;
 
 use super::Context;
@@ -39,11 +39,29 @@ const WRITER_CHECKPOINT_PAGES: c_int = 16 * CHECKPOINT_PAGES;
 /// [`Checkpointer::stop`]).
 pub(super) struct Checkpointer {
     thread: JoinHandle<()>,
+    /// What the WAL hook needs, until [`Checkpointer::attach`] hands it to the writer thread.
+    hook: Option<HookState>,
+}
+
+/// The WAL hook's state: when to ask for a checkpoint, and how.
+struct HookState {
+    pacer: Pacer,
+    /// One pending request is enough: a checkpoint covers every commit before it.
+    wake: mpsc::SyncSender<()>,
+}
+
+thread_local! {
+    /// The hook state of the writer connection that commits on this thread. rusqlite's WAL hook
+    /// (in the releases whose `libsqlite3-sys` sqlx also accepts) is a plain function pointer,
+    /// so its state lives with the thread that commits: each store's writer connection commits
+    /// on a thread of its own.
+    static HOOK: RefCell<Option<HookState>> = const { RefCell::new(None) };
 }
 
 impl Checkpointer {
-    /// Starts the thread and hands the writer connection `writer` a WAL hook that wakes it. This
-    /// also turns off SQLite's automatic checkpoints on `writer`.
+    /// Starts the thread and installs on the writer connection `writer` a WAL hook that wakes
+    /// it once [`attach`](Self::attach)ed to the thread that commits. This also turns off
+    /// SQLite's automatic checkpoints on `writer`.
     pub(super) fn start(
         writer: &mut Connection,
         path: &Path,
@@ -56,47 +74,62 @@ impl Checkpointer {
         // and checkpoints do nothing.
         conn.query_row("PRAGMA journal_mode", [], |_| Ok(()))
             .context("reading the journal mode")?;
-        // One pending request is enough: a checkpoint covers every commit before it.
         let (wake, requests) = mpsc::sync_channel::<()>(1);
-        let mut pacer = Pacer::default();
-        writer
-            .wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
-                match pacer.after_commit(pages) {
-                    Pace::Nothing => {}
-                    Pace::AskThread => {
-                        let _ = wake.try_send(());
-                    }
-                    Pace::CheckpointHere => match wal.checkpoint() {
-                        // The checkpoint thread is at it; the next commit tries again.
-                        Err(e)
-                            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "checkpointing the write-ahead log failed")
-                        }
-                        Ok(()) => {}
-                    },
-                }
-                Ok(())
-            }))
-            .context("installing the WAL hook")?;
+        writer.wal_hook(Some(after_commit));
         let thread = std::thread::Builder::new()
             .name("dj-sqlite-ckpt".into())
             .spawn(move || run(&conn, &requests))
             .map_err(|e| StoreError::Database(Box::new(e)))?;
-        Ok(Checkpointer { thread })
+        Ok(Checkpointer {
+            thread,
+            hook: Some(HookState {
+                pacer: Pacer::default(),
+                wake,
+            }),
+        })
     }
 
-    /// Removes the hook from `writer` (which ends the thread) and waits for the thread, so that
-    /// `writer` is the last connection and checkpoints the whole log when it closes.
-    pub(super) fn stop(self, writer: &mut Connection) {
-        if let Err(e) = writer.wal_hook(None::<fn(&mut Wal, c_int) -> rusqlite::Result<()>>) {
-            tracing::warn!(error = %e, "removing the WAL hook failed");
+    /// Hands the hook its state on the calling thread: the writer connection commits on this
+    /// thread from now on.
+    pub(super) fn attach(&mut self) {
+        if let Some(hook) = self.hook.take() {
+            HOOK.with_borrow_mut(|state| *state = Some(hook));
         }
+    }
+
+    /// Removes the hook from `writer` (dropping its state ends the thread) and waits for the
+    /// thread, so that `writer` is the last connection and checkpoints the whole log when it
+    /// closes. Called on the thread the hook was attached to.
+    pub(super) fn stop(mut self, writer: &mut Connection) {
+        writer.wal_hook(None);
+        HOOK.with_borrow_mut(Option::take);
+        self.hook = None;
         if self.thread.join().is_err() {
             tracing::error!("the sqlite checkpoint thread panicked");
         }
     }
+}
+
+/// The writer's WAL hook, called on the committing thread after each commit with the log's
+/// size in pages.
+fn after_commit(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    let pace = HOOK.with_borrow_mut(|state| {
+        let state = state.as_mut()?;
+        let pace = state.pacer.after_commit(pages);
+        if pace == Pace::AskThread {
+            let _ = state.wake.try_send(());
+        }
+        Some(pace)
+    });
+    if pace == Some(Pace::CheckpointHere) {
+        match wal.checkpoint() {
+            // The checkpoint thread is at it; the next commit tries again.
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+            Err(e) => tracing::warn!(error = %e, "checkpointing the write-ahead log failed"),
+            Ok(()) => {}
+        }
+    }
+    Ok(())
 }
 
 /// What a commit that left the log at a given size should do about checkpoints.
@@ -136,7 +169,11 @@ impl Pacer {
 fn run(conn: &Connection, requests: &mpsc::Receiver<()>) {
     while requests.recv().is_ok() {
         let started = Instant::now();
-        match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+        // Passive: copies what it can without waiting for the writer or readers.
+        let checkpointed = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match checkpointed {
             Ok((log, done)) => tracing::debug!(
                 log,
                 done,
@@ -152,7 +189,7 @@ fn run(conn: &Connection, requests: &mpsc::Receiver<()>) {
 mod tests {
     use super::super::test_support::*;
     use super::super::Context;
-    use super::{Pace, Pacer, CHECKPOINT_PAGES, WRITER_CHECKPOINT_PAGES};
+    use super::{Checkpointer, Pace, Pacer, CHECKPOINT_PAGES, WRITER_CHECKPOINT_PAGES};
 
     #[test]
     fn the_thread_is_asked_once_per_growth_of_the_log_not_after_every_commit() {
@@ -185,6 +222,37 @@ mod tests {
         assert_eq!(pacer.after_commit(CHECKPOINT_PAGES - 1), Pace::Nothing);
         assert_eq!(pacer.after_commit(CHECKPOINT_PAGES), Pace::AskThread);
         assert_eq!(pacer.after_commit(CHECKPOINT_PAGES + 5), Pace::Nothing);
+    }
+
+    #[test]
+    fn commits_on_the_attached_thread_wake_the_checkpoint_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; CREATE TABLE t (v BLOB);",
+        )
+        .unwrap();
+        let mut checkpointer =
+            Checkpointer::start(&mut conn, &path, std::time::Duration::from_secs(5)).unwrap();
+        checkpointer.attach();
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        // One page of log per commit: past the size that asks the thread for a checkpoint.
+        for _ in 0..(CHECKPOINT_PAGES + 200) {
+            conn.execute("INSERT INTO t VALUES (zeroblob(3000))", [])
+                .unwrap();
+        }
+        // Automatic checkpoints are off, so only the thread copies pages into the database
+        // file; `stop` waits for it to finish the request.
+        checkpointer.stop(&mut conn);
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            after >= before + (page_size * i64::from(CHECKPOINT_PAGES) / 2) as u64,
+            "the database file grew from {before} to {after} bytes"
+        );
     }
     use crate::store::{Backend, InstanceRecord, Write};
     use crate::time::Timestamp;

@@ -1193,25 +1193,25 @@ mod tests {
         f: impl FnOnce(&Connection) -> Result<(), StoreError>,
     ) -> (Connection, Vec<String>) {
         drop(file_store(dir));
-        let mut conn = Connection::open(dir.path().join("jobs.db")).unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = seen.clone();
+        let conn = Connection::open(dir.path().join("jobs.db")).unwrap();
+        // rusqlite's trace callback is a function pointer, so statements are collected per
+        // thread: `f` runs on this one.
+        thread_local! {
+            static SEEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        fn record(event: rusqlite::trace::TraceEvent<'_>) {
+            if let rusqlite::trace::TraceEvent::Stmt(stmt, _) = event {
+                SEEN.with_borrow_mut(|seen| seen.push(stmt.sql().into_owned()));
+            }
+        }
+        SEEN.with_borrow_mut(Vec::clear);
         conn.trace_v2(
             rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
-            Some(move |e: rusqlite::trace::TraceEvent<'_>| {
-                if let rusqlite::trace::TraceEvent::Stmt(stmt, _) = e {
-                    sink.lock().unwrap().push(stmt.sql().into_owned());
-                }
-            }),
-        )
-        .unwrap();
+            Some(record),
+        );
         f(&conn).unwrap();
-        conn.trace_v2(
-            rusqlite::trace::TraceEventCodes::empty(),
-            None::<fn(rusqlite::trace::TraceEvent<'_>)>,
-        )
-        .unwrap();
-        let statements = seen.lock().unwrap().clone();
+        conn.trace_v2(rusqlite::trace::TraceEventCodes::empty(), None);
+        let statements = SEEN.with_borrow_mut(std::mem::take);
         assert!(!statements.is_empty(), "the function ran no statement");
         (conn, statements)
     }

@@ -258,7 +258,7 @@ impl Writer {
 /// The thread's body: groups until asked to close or until every handle is gone.
 fn run(
     mut conn: Connection,
-    checkpointer: Option<Checkpointer>,
+    mut checkpointer: Option<Checkpointer>,
     syncer: Option<Syncer>,
     file: Option<Arc<DatabaseFile>>,
     queue: mpsc::Receiver<Message>,
@@ -267,6 +267,9 @@ fn run(
     let mut group: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_GROUP);
     let mut reads: Vec<Box<dyn ReadJob>> = Vec::new();
     let mut close_ack = None;
+    if let Some(checkpointer) = &mut checkpointer {
+        checkpointer.attach();
+    }
     'serve: while let Ok(first) = queue.recv() {
         let mut next = Some(first);
         while let Some(message) = next.take() {

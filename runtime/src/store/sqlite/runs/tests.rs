@@ -985,7 +985,7 @@ fn schema_is_idempotent_and_has_the_named_indexes() {
 
 #[test]
 fn the_claim_query_is_not_re_prepared_on_every_claim() {
-    let (_d, mut c) = db();
+    let (_d, c) = db();
     // Enough runs that every claim below is full and takes the same path.
     for i in 0..100 {
         add(&c, new_run(&format!("r{i:03}"), "job"), T0);
