@@ -45,6 +45,36 @@ fn cut_and_remount<T>(disk: Disk, loss: &mut Loss, users: T) -> Disk {
     Disk::mount_volume(&mountpoint, volume).expect("mount after the cut")
 }
 
+/// Opens a database on the disk from this process. The file system is served by this process
+/// too, so nothing here may map a file of the disk into memory: a page fault on such a mapping
+/// holds the process's memory-map lock while it waits for the file system's reply, and the
+/// thread that would reply may need the same lock (to fault in or grow its own memory), so the
+/// two wait for each other forever. In WAL mode SQLite maps the `-shm` file; with
+/// `locking_mode = EXCLUSIVE`, set before anything is read, it keeps that index in its own heap
+/// instead. Engines, which map it, run on the disk only in child processes.
+fn open_on_disk(db: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).expect("the database opens");
+    conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE")
+        .expect("exclusive locking mode");
+    conn
+}
+
+/// Copies the disk's files into `into` with plain reads (no mapping, see [`open_on_disk`]), for
+/// an engine of this process to use after the last cut.
+fn copy_off_the_disk(disk: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    for entry in fs::read_dir(disk).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            fs::write(
+                into.join(entry.file_name()),
+                fs::read(entry.path()).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+}
+
 fn sync_dir(path: &Path) {
     File::open(path).unwrap().sync_all().unwrap();
 }
@@ -95,7 +125,7 @@ fn rows_after_cut(synchronous: &str, rows: i64, loss: &mut Loss) -> (i64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let disk = Disk::mount(dir.path()).unwrap();
     let db = disk.path().join("t.db");
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = open_on_disk(&db);
     // The table itself is made durable first (a checkpoint syncs the log and the file).
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER PRIMARY KEY, pad TEXT);
@@ -109,7 +139,7 @@ fn rows_after_cut(synchronous: &str, rows: i64, loss: &mut Loss) -> (i64, u64) {
     let syncs = disk.counters().file_syncs;
     // The connection is open at the cut, and closed (failing) after it.
     let disk = cut_and_remount(disk, loss, conn);
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = open_on_disk(&db);
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -145,7 +175,7 @@ fn sqlite_is_never_corrupted_when_a_cut_keeps_some_unsynced_pages() {
 
 /// What the database holds after a cut, once checked not corrupt.
 fn check_file(db: &Path) -> Held {
-    let conn = rusqlite::Connection::open(db).expect("the database opens after the cut");
+    let conn = open_on_disk(db);
     let check: Vec<String> = conn
         .prepare("PRAGMA integrity_check")
         .unwrap()
@@ -334,17 +364,21 @@ impl PowerCuts {
             .record_cut(&audit, self.synchronous != Synchronous::Full);
     }
 
-    /// Drains the file after the last cut and checks the whole ledger.
+    /// Drains the file after the last cut and checks the whole ledger. No cut follows, so the
+    /// drain runs in this process on a copy of the disk's files (see [`open_on_disk`]).
     async fn finish(mut self) -> Report {
-        let lines = drain(&self.db, self.synchronous, &self.ledger.resends()).await;
+        let disk = self.disk.take().expect("the disk is mounted");
+        let copy = self.mountpoint.with_file_name("after-the-last-cut");
+        copy_off_the_disk(&self.mountpoint, &copy);
+        add_counters(&mut self.report.ops, disk.counters());
+        disk.unmount().expect("the disk unmounts");
+        let db = copy.join("jobs.db");
+        let lines = drain(&db, self.synchronous, &self.ledger.resends()).await;
         self.ledger.record(lines, false);
-        self.report.tally = match self.ledger.check(&read_final(&self.db).await) {
+        self.report.tally = match self.ledger.check(&read_final(&db).await) {
             Ok(tally) => tally,
             Err(violations) => panic!("seed {}:\n{violations}", self.seed),
         };
-        let disk = self.disk.take().expect("the disk is mounted");
-        add_counters(&mut self.report.ops, disk.counters());
-        disk.unmount().expect("the disk unmounts");
         self.report
     }
 }
