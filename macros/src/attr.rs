@@ -335,6 +335,12 @@ pub(crate) fn check_name(lit: &LitStr) -> syn::Result<()> {
             "a persisted job name is at most 512 bytes; this one has {}",
             value.len()
         ))
+    } else if value.contains(':') {
+        // Instance keys display as `kind:name:id`; a name without `:` keeps that unambiguous.
+        Some(format!(
+            "a persisted job name cannot contain `:`, which separates it from the instance id in `kind:name:id`; write e.g. \"{}\"",
+            value.replace(':', "_")
+        ))
     } else {
         value
             .chars()
