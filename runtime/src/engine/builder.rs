@@ -2,7 +2,6 @@
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -293,7 +292,6 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             activity: Activity::new(),
             steps: steps.clone(),
             cache: exclusive.then(|| super::cache::RecordCache::new(self.cache_capacity)),
-            jitter_seed: AtomicU64::new(self.clock.now().as_millis() as u64),
         });
         let tasks = vec![
             tokio::spawn(scheduler::run(inner.clone())),
