@@ -125,6 +125,14 @@ pub(crate) enum RetryDecision {
 }
 
 /// Why retries stopped.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::ExhaustionReason;
+///
+/// assert_eq!(ExhaustionReason::MaxDuration.to_string(), "max_duration");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ExhaustionReason {
     /// The last allowed attempt failed.
@@ -140,6 +148,13 @@ impl ExhaustionReason {
             ExhaustionReason::MaxAttempts => "max_attempts",
             ExhaustionReason::MaxDuration => "max_duration",
         }
+    }
+}
+
+/// The Rust name, `max_attempts` or `max_duration` (the wire name too).
+impl std::fmt::Display for ExhaustionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -514,10 +514,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             total,
         } = failure
         {
-            events.push(&key, now, || EventKind::RetryExhausted {
-                attempts,
-                reason: reason.as_str(),
-            });
+            events.push(&key, now, || EventKind::RetryExhausted { attempts, reason });
             let info = erased::ExhaustedInfo {
                 instance: key.clone(),
                 attempts,

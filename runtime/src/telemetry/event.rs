@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::id::{InstanceKey, JobKind};
+use crate::retry::ExhaustionReason;
 use crate::time::Timestamp;
 
 /// One telemetry event, as subscribers receive it and the outbox stores it.
@@ -55,8 +56,8 @@ pub enum EventKind {
     RetryExhausted {
         /// Attempts made.
         attempts: u32,
-        /// `max_attempts` or `max_duration`.
-        reason: &'static str,
+        /// Why the policy gave up, as the `on_retry_exhausted` hook is told.
+        reason: ExhaustionReason,
     },
     /// `job.terminated`: an instance was terminated by its client or by its own code.
     Terminated {
@@ -161,7 +162,7 @@ impl JobEvent {
                 "willRetry": will_retry, "preExecutionState": pre_execution_state,
             }),
             EventKind::RetryExhausted { attempts, reason } => {
-                json!({ "attempts": attempts, "reason": reason })
+                json!({ "attempts": attempts, "reason": reason.as_str() })
             }
             EventKind::Terminated { reason, run_count } => {
                 json!({ "reason": reason, "runCount": run_count })
