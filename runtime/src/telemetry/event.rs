@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::id::{InstanceKey, JobKind};
+use crate::job::debounce::FlushReason;
 use crate::retry::ExhaustionReason;
 use crate::time::Timestamp;
 
@@ -75,8 +76,8 @@ pub enum EventKind {
     DebounceFlushed {
         /// Events in the batch.
         event_count: u64,
-        /// `timeout`, `quiet`, `maxEvents` or `manual`.
-        reason: &'static str,
+        /// Why it was flushed.
+        reason: FlushReason,
         /// From the first event to the flush.
         duration_ms: u64,
     },
@@ -173,7 +174,7 @@ impl JobEvent {
                 reason,
                 duration_ms,
             } => json!({
-                "eventCount": event_count, "reason": reason, "durationMs": duration_ms,
+                "eventCount": event_count, "reason": reason.as_str(), "durationMs": duration_ms,
             }),
             EventKind::TaskScheduled {
                 scheduled_at,
