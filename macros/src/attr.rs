@@ -208,9 +208,14 @@ pub(crate) fn job_args(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> 
             "cron" => cron = Some((arg.key.clone(), errors.ok(cron_expression(arg)))),
             "tz" => tz = Some((arg.key.clone(), errors.ok(time_zone(arg)))),
             "start_immediately" => out.start_immediately = errors.ok(bool_of(arg)),
-            "on_retry_exhausted" => out.on_retry_exhausted = errors.ok(path_of(arg)),
+            "on_retry_exhausted" => {
+                out.on_retry_exhausted = errors.ok(path_of(arg, "the path of an async function"));
+            }
             "state_version" => out.state_version = errors.ok(int_of::<u32>(arg)),
-            "migrate" => out.migrate = errors.ok(path_of(arg)),
+            "migrate" => {
+                let what = "the path of a `fn(serde_json::Value, u32) -> Result<State, E>`";
+                out.migrate = errors.ok(path_of(arg, what));
+            }
             "flush_after" => {
                 flush_after_key = Some(arg.key.clone());
                 out.flush_after = errors.ok(duration_of(arg, false));
@@ -330,6 +335,12 @@ pub(crate) fn check_name(lit: &LitStr) -> syn::Result<()> {
             "a persisted job name is at most 512 bytes; this one has {}",
             value.len()
         ))
+    } else if value.contains(':') {
+        // Instance keys display as `kind:name:id`; a name without `:` keeps that unambiguous.
+        Some(format!(
+            "a persisted job name cannot contain `:`, which separates it from the instance id in `kind:name:id`; write e.g. \"{}\"",
+            value.replace(':', "_")
+        ))
     } else {
         value
             .chars()
@@ -445,16 +456,14 @@ fn positive_int(arg: &Arg) -> syn::Result<u64> {
     Ok(n)
 }
 
-fn path_of(arg: &Arg) -> syn::Result<syn::Path> {
+/// A function named by its path, without calling it; `what` says which kind of function.
+fn path_of(arg: &Arg, what: &str) -> syn::Result<syn::Path> {
     let key = arg.key.unraw().to_string();
     match expr_of(arg)? {
         Expr::Path(p) if p.qself.is_none() => Ok(p.path.clone()),
         other => Err(syn::Error::new_spanned(
             other,
-            format!(
-                "`{key}` takes the path of an async function, e.g. `{}`",
-                example(&key)
-            ),
+            format!("`{key}` takes {what}, e.g. `{}`", example(&key)),
         )),
     }
 }

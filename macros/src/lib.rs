@@ -44,8 +44,8 @@ use attr::Kind;
 /// [`Job`](../durable_jobs/trait.Job.html) and `ContinuousJob<App>`. Without the `app`
 /// parameter the job runs in a registry of any app type.
 ///
-/// Durations are an integer and a unit (`ms`, `s`, `m`, `h`, `d`), largest first: `"500ms"`,
-/// `"30s"`, `"1h30m"`. Cron expressions have 5 fields, or 6 with leading seconds. Both, and the
+/// Durations are numbers with units (`ms`, `s`, `m`, `h`, `d`, `w`), as the `humantime` crate
+/// reads them: `"500ms"`, `"30s"`, `"1h30m"`, `"1h 30m"`. Cron expressions have 5 fields, or 6 with leading seconds. Both, and the
 /// time zone, are checked at compile time. Backoffs: `constant("5s")`,
 /// `linear("1s", "2s", max = "30s")`, `exponential("1s", factor = 2.0, max = "30s")`.
 ///

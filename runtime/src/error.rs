@@ -327,17 +327,17 @@ pub enum ValidationTarget {
 }
 
 impl ValidationTarget {
-    /// The lowercase name of the target.
+    /// The variant's name in snake case: `id`, `event_id`, `config`, ...
     pub const fn as_str(self) -> &'static str {
         match self {
             ValidationTarget::Id => "id",
             ValidationTarget::Input => "input",
             ValidationTarget::Event => "event",
             ValidationTarget::State => "state",
-            ValidationTarget::EventId => "event id",
+            ValidationTarget::EventId => "event_id",
             ValidationTarget::Output => "output",
             ValidationTarget::Key => "key",
-            ValidationTarget::Config => "configuration",
+            ValidationTarget::Config => "config",
         }
     }
 }

@@ -53,18 +53,22 @@ impl fmt::Display for JobKind {
 
 /// The identity of one job instance: its kind, its job's persisted name and the user's id.
 ///
-/// The three parts are stored as separate columns, so ids containing `:` never collide; the
-/// display form `kind:name:id` is for people and telemetry.
+/// The three parts are stored as separate columns. The display form `kind:name:id`, used in
+/// errors, logs and the telemetry `instanceId`, names one instance only: a job's persisted name
+/// never contains `:` (the job macros refuse one at compile time, the engine at start), so the
+/// name ends at the second `:` and everything after it is the id, colons included.
 ///
 /// # Examples
 ///
 /// ```
 /// use durable_jobs::{InstanceKey, JobKind};
 ///
-/// let a = InstanceKey::new(JobKind::Task, "a", "b:c");
-/// let b = InstanceKey::new(JobKind::Task, "a:b", "c");
-/// assert_eq!(a.to_string(), b.to_string()); // same display form ...
-/// assert_ne!(a, b); // ... but different instances
+/// let key = InstanceKey::new(JobKind::Debounce, "pre", "x:y");
+/// let shown = key.to_string();
+/// assert_eq!(shown, "debounce:pre:x:y");
+/// let (kind, rest) = shown.split_once(':').unwrap();
+/// let (job, id) = rest.split_once(':').unwrap();
+/// assert_eq!((kind, job, id), ("debounce", "pre", "x:y"));
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct InstanceKey {
@@ -105,6 +109,18 @@ impl fmt::Display for InstanceKey {
     }
 }
 
+/// Checks a job's persisted name: an identifier without `:`, so that the display form of its
+/// instance keys stays unambiguous. Returns the reason when it is refused.
+pub(crate) fn check_job_name(name: &str) -> Result<(), String> {
+    check_identifier(name)?;
+    if name.contains(':') {
+        return Err(
+            "contains `:`, which separates it from the instance id in `kind:name:id`".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Checks a user-supplied identifier (instance id, event id, key): not empty, at most
 /// [`MAX_ID_BYTES`] bytes, no control characters. Returns the reason when it is refused.
 pub(crate) fn check_identifier(value: &str) -> Result<(), String> {
@@ -136,6 +152,13 @@ mod tests {
         assert!(check_identifier("\u{7f}").is_err());
         assert!(check_identifier(&"x".repeat(MAX_ID_BYTES)).is_ok());
         assert!(check_identifier(&"x".repeat(MAX_ID_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn job_names_have_no_colon() {
+        assert!(check_job_name("webhook_batcher").is_ok());
+        assert!(check_job_name("pre:x").is_err());
+        assert!(check_job_name("").is_err());
     }
 
     #[test]

@@ -271,35 +271,6 @@
 //! With the `metrics` feature, executions, failures, retries, durations, lateness, due alarms,
 //! step runs and the SQLite writer's groups are recorded through the `metrics` facade, for
 //! Prometheus or OpenTelemetry: see [`metrics`](mod@metrics) for the names.
-//!
-//! # Where this departs from the API sketch
-//!
-//! The design began from a sketch of the user-facing API. It changed in these places:
-//!
-//! - **`#[step_job]` and `client.step_job::<J>()`, not `#[job]` and `client.job::<J>()`.**
-//!   Every kind is a job: [`Job`] is the identity trait all four share and [`JobKind`] lists
-//!   them. A bare `#[job]` would read as the generic attribute; each attribute and each client
-//!   accessor is named after its kind instead. The step context is [`StepContext`] (not
-//!   `Step`), and `trigger_and_wait(input, options, timeout)` takes its timeout as an argument
-//!   rather than inside the options.
-//! - **`impl DebounceJob<App> for X`, not `impl Debounce for X`** (and `TaskJob`, not `Task`).
-//!   The trait is the one the client accessor is bounded on and the one compile errors name
-//!   (`` `X` is not a #[debounce] job ``). Its parameter is the application type, so the same
-//!   job can be written for one application (`impl DebounceJob<App>`, handlers take `&App`) or
-//!   for any (`impl DebounceJob`, handlers take no `app`). Plain `Debounce` and `Task` would
-//!   also clash with names applications already use. The error type is declared
-//!   (`type Error`), and contexts are typed by the state they hold (`FlushContext<Vec<Webhook>>`,
-//!   `TaskContext<Order>`) rather than by the job.
-//! - **`.app(App)` on the builder, not `.state(App)`.** "State" already means job state:
-//!   `type State`, `ctx.state()`, `get_state`. The application's services are the app.
-//! - **The [`TestClock`](testing::TestClock) is passed in with `.clock(clock.clone())`, not
-//!   returned by `start`.** `start` returns an [`Engine`] whatever the configuration, the
-//!   test owns the clock before any engine exists, and one clock can drive an engine, its
-//!   shutdown and its restart on the same file.
-//! - **Commands on a missing instance return [`Error::InstanceNotFound`]; queries answer
-//!   `NotFound` or `None`.** A `trigger` or `terminate` that found nothing to act on did not do
-//!   what was asked, so it is an error the caller cannot overlook; asking about an instance
-//!   that does not exist is an ordinary question with an ordinary answer.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 // Runtime code returns errors; it does not panic. A case proven unreachable says why, next to a
 // targeted `allow`.

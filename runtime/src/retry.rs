@@ -113,12 +113,26 @@ impl RetryPolicy {
     }
 }
 
+/// A random number in `[-1, 1]`, the `unit` of [`RetryPolicy::delay_before_attempt`]: the one
+/// source of retry jitter, for every kind of job.
+pub(crate) fn jitter_unit() -> f64 {
+    fastrand::f64() * 2.0 - 1.0
+}
+
 pub(crate) enum RetryDecision {
     Retry { attempt: u32, at: Timestamp },
     Exhausted(ExhaustionReason),
 }
 
 /// Why retries stopped.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::ExhaustionReason;
+///
+/// assert_eq!(ExhaustionReason::MaxDuration.to_string(), "max_duration");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ExhaustionReason {
     /// The last allowed attempt failed.
@@ -134,6 +148,13 @@ impl ExhaustionReason {
             ExhaustionReason::MaxAttempts => "max_attempts",
             ExhaustionReason::MaxDuration => "max_duration",
         }
+    }
+}
+
+/// The Rust name, `max_attempts` or `max_duration` (the wire name too).
+impl std::fmt::Display for ExhaustionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -248,6 +269,13 @@ mod tests {
             [1, 2, 3, 6, 60].map(|n| exp.delay_after_failure(n)),
             [s(1), s(2), s(4), s(30), s(30)]
         );
+    }
+
+    #[test]
+    fn jitter_units_spread_over_the_whole_range() {
+        let units: Vec<f64> = (0..1_000).map(|_| jitter_unit()).collect();
+        assert!(units.iter().all(|u| (-1.0..=1.0).contains(u)));
+        assert!(units.iter().any(|&u| u < -0.9) && units.iter().any(|&u| u > 0.9));
     }
 
     #[test]

@@ -240,7 +240,7 @@ async fn deliver(
         attempt: ctx.attempt(),
         state: json(ctx.state()),
         at: ctx.now(),
-        detail: ctx.flush_reason().as_str().to_owned(),
+        detail: ctx.flush_reason().to_string(),
     });
     app.scripted_failure()
 }

@@ -70,7 +70,7 @@ async fn reaching_max_events_flushes_inside_the_add() {
     let calls = h.probe.calls_of("execute");
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].count, 3);
-    assert_eq!(calls[0].detail, "maxEvents");
+    assert_eq!(calls[0].detail, "max_events");
     assert_eq!(calls[0].state["events"], serde_json::json!([1, 2, 3]));
     // The batch is gone; the next add starts a new one.
     assert!(d.status("c").await.unwrap().is_not_found());
@@ -89,7 +89,7 @@ async fn the_alarm_flushes_after_flush_after() {
     let calls = h.probe.calls_of("execute");
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].at, t0 + secs(5));
-    assert_eq!(calls[0].detail, "flushAfter");
+    assert_eq!(calls[0].detail, "flush_after");
     assert!(d.status("c").await.unwrap().is_not_found());
 }
 
@@ -289,7 +289,7 @@ async fn a_steady_stream_cannot_postpone_the_flush_past_flush_after() {
     let calls = h.probe.calls_of("execute");
     assert!(!calls.is_empty());
     assert_eq!(calls[0].at, t0 + secs(60));
-    assert_eq!(calls[0].detail, "flushAfter");
+    assert_eq!(calls[0].detail, "flush_after");
     assert_eq!(calls[0].count, 15);
 }
 

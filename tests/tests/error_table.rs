@@ -337,7 +337,7 @@ async fn send_refuses_a_bad_event_id_a_state_over_the_limit_and_a_call_from_insi
     let env = env().await;
     let tasks = env.client.task::<LoopTask>();
     let e = tasks.send_with_id("t", "a".into(), "bad\nid").await;
-    assert_eq!(describe(e), "Validation event id");
+    assert_eq!(describe(e), "Validation event_id");
     assert_eq!(
         describe(tasks.send("t", "big".into()).await),
         "Validation state"

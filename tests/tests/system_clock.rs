@@ -132,7 +132,7 @@ async fn a_debounce_window_closes_on_the_system_clock() {
     else {
         unreachable!()
     };
-    assert_eq!((event_count, reason), (2, "timeout"));
+    assert_eq!((event_count, reason), (2, FlushReason::FlushAfter));
     assert!(started.elapsed() >= Duration::from_millis(100));
     assert!(batches.status("b").await.unwrap().is_not_found());
     engine.shutdown().await.unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use durable_jobs::{Engine, HttpTelemetry};
+use durable_jobs::{Engine, EventKind, ExhaustionReason, HttpTelemetry};
 use durable_jobs_tests::*;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -287,4 +287,29 @@ async fn events_written_while_the_endpoint_was_down_are_delivered_after_a_restar
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, vec!["job.executed", "task.scheduled"]);
     engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_exhausted_gives_the_reason_the_hook_gets() {
+    let h = Harness::start().await;
+    let mut events = h.engine.events();
+    h.probe.fail_always(Some("upstream down"));
+    let _ = h
+        .client
+        .continuous::<RetryingRefresher>()
+        .start("r", count(0))
+        .await;
+    h.clock.advance(Duration::from_secs(2)).await;
+    let exhausted = events
+        .drain()
+        .into_iter()
+        .find(|e| e.type_name() == "job.retryExhausted")
+        .expect("job.retryExhausted");
+    let EventKind::RetryExhausted { attempts, reason } = exhausted.kind.clone() else {
+        panic!("{exhausted:?}")
+    };
+    assert_eq!((attempts, reason), (3, ExhaustionReason::MaxAttempts));
+    let hook = h.probe.calls_of("exhausted");
+    assert_eq!(hook[0].detail, format!("{reason}: upstream down"));
+    assert_eq!(exhausted.to_json()["reason"], "max_attempts");
 }

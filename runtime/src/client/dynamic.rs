@@ -299,3 +299,27 @@ impl<R: Registry> DynamicStep<R> {
         Ok((run.id, disposition))
     }
 }
+
+impl<R: Registry> std::fmt::Debug for DynamicJob<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DynamicJob::Continuous(j) => f.debug_tuple("Continuous").field(j).finish(),
+            DynamicJob::Debounce(j) => f.debug_tuple("Debounce").field(j).finish(),
+            DynamicJob::Task(j) => f.debug_tuple("Task").field(j).finish(),
+            DynamicJob::Step(j) => f.debug_tuple("Step").field(j).finish(),
+        }
+    }
+}
+
+/// `DynamicTask(orders)`: the job's name, as the typed clients show theirs.
+macro_rules! debug_by_name {
+    ($($ty:ident),*) => {$(
+        impl<R: Registry> std::fmt::Debug for $ty<R> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($ty), "({})"), self.0.name)
+            }
+        }
+    )*};
+}
+
+debug_by_name!(DynamicContinuous, DynamicDebounce, DynamicTask, DynamicStep);

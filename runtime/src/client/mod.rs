@@ -281,6 +281,11 @@ impl<R: Registry, J: DebounceJob<R::App>> DebounceClient<R, J> {
     pub async fn get_state(&self, id: &str) -> Result<Option<J::State>> {
         get_state(self.client.inner(), JobKind::Debounce, J::NAME, id).await
     }
+
+    /// The key of instance `id`, as results and errors name it.
+    pub fn instance(&self, id: &str) -> InstanceKey {
+        InstanceKey::new(JobKind::Debounce, J::NAME, id)
+    }
 }
 
 /// Calls one `#[task]` job.
@@ -356,6 +361,11 @@ impl<R: Registry, J: TaskJob<R::App>> TaskClient<R, J> {
     /// `Validation` for a bad id or a stored state that no longer deserialises; `Storage`.
     pub async fn get_state(&self, id: &str) -> Result<Option<J::State>> {
         get_state(self.client.inner(), JobKind::Task, J::NAME, id).await
+    }
+
+    /// The key of instance `id`, as results and errors name it.
+    pub fn instance(&self, id: &str) -> InstanceKey {
+        InstanceKey::new(JobKind::Task, J::NAME, id)
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -305,7 +304,6 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             activity: Activity::new(),
             steps: steps.clone(),
             cache: exclusive.then(|| super::cache::RecordCache::new(self.cache_capacity)),
-            jitter_seed: AtomicU64::new(self.clock.now().as_millis() as u64),
         });
         crate::metrics::engine_started(inner.jobs.jobs.iter().map(|(n, h)| (h.kind(), *n)));
         let tasks = vec![

@@ -136,15 +136,6 @@ fn due_at(config: &DebounceConfig, rec: &InstanceRecord) -> Timestamp {
     }
 }
 
-fn telemetry_reason(reason: FlushReason) -> &'static str {
-    match reason {
-        FlushReason::FlushAfter => "timeout",
-        FlushReason::Quiet => "quiet",
-        FlushReason::MaxEvents => "maxEvents",
-        FlushReason::Manual => "manual",
-    }
-}
-
 impl<A: Send + Sync + 'static> Inner<A> {
     fn debounce_handler(&self, name: &str) -> Result<Arc<dyn DebounceHandler<A>>> {
         match self.handler(name)? {
@@ -449,7 +440,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 let batch_ms = now.saturating_duration_since(batch_started).as_millis() as u64;
                 events.push(&key, now, || EventKind::DebounceFlushed {
                     event_count,
-                    reason: telemetry_reason(reason),
+                    reason,
                     duration_ms: batch_ms,
                 });
                 FlushEnd::Flushed

@@ -13,7 +13,6 @@ mod registry;
 mod scheduler;
 mod task;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,7 +131,6 @@ pub(crate) struct Inner<A> {
     pub(crate) steps: Arc<StepRuntime<A>>,
     /// Committed rows, when the store is exclusive.
     pub(crate) cache: Option<cache::RecordCache>,
-    jitter_seed: AtomicU64,
 }
 
 /// Events produced by one action, collected only when someone listens.
@@ -464,7 +462,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             return Failure::NoPolicy;
         };
         let first = rec.retry_started_at.unwrap_or(now);
-        match policy.after_failure(attempt, first, now, self.jitter_unit()) {
+        match policy.after_failure(attempt, first, now, crate::retry::jitter_unit()) {
             RetryDecision::Retry { attempt: next, at } => {
                 rec.retry_attempt = next;
                 rec.retry_started_at = Some(first);
@@ -517,10 +515,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             total,
         } = failure
         {
-            events.push(&key, now, || EventKind::RetryExhausted {
-                attempts,
-                reason: reason.as_str(),
-            });
+            events.push(&key, now, || EventKind::RetryExhausted { attempts, reason });
             let info = erased::ExhaustedInfo {
                 instance: key.clone(),
                 attempts,
@@ -605,17 +600,6 @@ impl<A: Send + Sync + 'static> Inner<A> {
         self.commit(write.into_iter().collect(), events, None, operation)
             .await?;
         Ok(Stored::Broken(broken_error(&key, operation, &why)))
-    }
-
-    /// A number in [-1, 1] for retry jitter (splitmix64; quality is irrelevant here).
-    fn jitter_unit(&self) -> f64 {
-        let mut z = self
-            .jitter_seed
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
 
     /// The version [`Inner::persist`] gives a row read at `expected` (`None`: a new row).

@@ -136,7 +136,7 @@ impl<A: Send + Sync + 'static> JobSet<A> {
             ));
         }
         for name in self.jobs.keys() {
-            if let Err(why) = crate::id::check_identifier(name) {
+            if let Err(why) = crate::id::check_job_name(name) {
                 return Err(Error::validation(
                     ValidationTarget::Config,
                     Some(name),

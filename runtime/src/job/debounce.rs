@@ -143,6 +143,19 @@ impl EventContext {
 }
 
 /// Why a batch was flushed.
+///
+/// It displays as its Rust name in snake case, the name of the argument that caused the flush
+/// where there is one; [`as_str`](Self::as_str) gives the name the `debounce.flushed` event
+/// carries on the wire.
+///
+/// # Examples
+///
+/// ```
+/// use durable_jobs::FlushReason;
+///
+/// assert_eq!(FlushReason::FlushAfter.to_string(), "flush_after");
+/// assert_eq!(FlushReason::FlushAfter.as_str(), "timeout");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FlushReason {
     /// The `add` that reached `max_events`.
@@ -156,20 +169,27 @@ pub enum FlushReason {
 }
 
 impl FlushReason {
-    /// `maxEvents`, `flushAfter`, `quiet` or `manual`.
+    /// The wire name, as in the `debounce.flushed` event: `maxEvents`, `timeout`, `quiet` or
+    /// `manual`.
     pub const fn as_str(self) -> &'static str {
         match self {
             FlushReason::MaxEvents => "maxEvents",
-            FlushReason::FlushAfter => "flushAfter",
+            FlushReason::FlushAfter => "timeout",
             FlushReason::Quiet => "quiet",
             FlushReason::Manual => "manual",
         }
     }
 }
 
+/// The Rust name: `max_events`, `flush_after`, `quiet` or `manual`.
 impl fmt::Display for FlushReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(match self {
+            FlushReason::MaxEvents => "max_events",
+            FlushReason::FlushAfter => "flush_after",
+            FlushReason::Quiet => "quiet",
+            FlushReason::Manual => "manual",
+        })
     }
 }
 

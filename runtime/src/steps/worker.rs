@@ -575,7 +575,7 @@ async fn execute<A: Send + Sync + 'static>(
                         run.attempt,
                         run.started_at,
                         shared.clock.now(),
-                        jitter_unit(),
+                        crate::retry::jitter_unit(),
                     ) {
                         crate::retry::RetryDecision::Retry { attempt, at } => Some((attempt, at)),
                         crate::retry::RetryDecision::Exhausted(_) => {
@@ -591,12 +591,6 @@ async fn execute<A: Send + Sync + 'static>(
                 .await;
         }
     }
-}
-
-/// A random number in `[-1, 1]` for retry jitter.
-fn jitter_unit() -> f64 {
-    let bits = (ulid::Ulid::new().random() & 0xFFFF_FFFF) as f64;
-    bits / f64::from(u32::MAX) * 2.0 - 1.0
 }
 
 /// The ways an execution ends, with their writes and events.

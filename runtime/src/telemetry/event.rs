@@ -3,6 +3,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::id::{InstanceKey, JobKind};
+use crate::job::debounce::FlushReason;
+use crate::retry::ExhaustionReason;
 use crate::time::Timestamp;
 
 /// One telemetry event, as subscribers receive it and the outbox stores it.
@@ -55,8 +57,8 @@ pub enum EventKind {
     RetryExhausted {
         /// Attempts made.
         attempts: u32,
-        /// `max_attempts` or `max_duration`.
-        reason: &'static str,
+        /// Why the policy gave up, as the `on_retry_exhausted` hook is told.
+        reason: ExhaustionReason,
     },
     /// `job.terminated`: an instance was terminated by its client or by its own code.
     Terminated {
@@ -74,8 +76,8 @@ pub enum EventKind {
     DebounceFlushed {
         /// Events in the batch.
         event_count: u64,
-        /// `timeout`, `quiet`, `maxEvents` or `manual`.
-        reason: &'static str,
+        /// Why it was flushed.
+        reason: FlushReason,
         /// From the first event to the flush.
         duration_ms: u64,
     },
@@ -161,7 +163,7 @@ impl JobEvent {
                 "willRetry": will_retry, "preExecutionState": pre_execution_state,
             }),
             EventKind::RetryExhausted { attempts, reason } => {
-                json!({ "attempts": attempts, "reason": reason })
+                json!({ "attempts": attempts, "reason": reason.as_str() })
             }
             EventKind::Terminated { reason, run_count } => {
                 json!({ "reason": reason, "runCount": run_count })
@@ -172,7 +174,7 @@ impl JobEvent {
                 reason,
                 duration_ms,
             } => json!({
-                "eventCount": event_count, "reason": reason, "durationMs": duration_ms,
+                "eventCount": event_count, "reason": reason.as_str(), "durationMs": duration_ms,
             }),
             EventKind::TaskScheduled {
                 scheduled_at,

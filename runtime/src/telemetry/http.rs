@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::retry::Backoff;
 use crate::store::{Backend, OutboxEntry, StoreError};
 
 /// Where and how to send telemetry over HTTP.
@@ -212,7 +213,7 @@ impl Sender {
     /// Sends batches until the outbox is empty, retrying failures with backoff, or until the
     /// engine stops (checked between requests: a request in flight is let finish).
     async fn deliver_all(&self, stopping: &mut watch::Receiver<bool>) -> Ended {
-        let mut backoff = Backoff::new(self.config.initial_backoff, self.config.max_backoff);
+        let mut backoff = Pauses::new(self.config.initial_backoff, self.config.max_backoff);
         loop {
             if *stopping.borrow() {
                 return Ended::Stopping;
@@ -235,7 +236,7 @@ impl Sender {
                 tracing::warn!(
                     endpoint = %self.config.endpoint,
                     events = batch.len(),
-                    retry_in = ?backoff.next,
+                    retry_in = ?backoff.next(),
                     error = %e,
                     "sending telemetry failed; the events stay in the outbox"
                 );
@@ -306,32 +307,35 @@ impl Sender {
 /// The engine is stopping.
 struct Stopped;
 
-/// Exponential backoff between failed attempts, on real time.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
+/// The pauses between failed attempts, on real time: an exponential [`Backoff`] from the first
+/// delay, doubling, up to the maximum, counted from the last success.
+struct Pauses {
+    backoff: Backoff,
+    failures: u32,
 }
 
-impl Backoff {
+impl Pauses {
     fn new(initial: Duration, max: Duration) -> Self {
-        let initial = initial.min(max);
-        Backoff {
-            initial,
-            max,
-            next: initial,
+        Pauses {
+            backoff: Backoff::exponential(initial.min(max)).max(max),
+            failures: 0,
         }
     }
 
     fn reset(&mut self) {
-        self.next = self.initial;
+        self.failures = 0;
     }
 
-    /// The current delay; doubles the next one.
+    /// The pause after the next failure.
+    fn next(&self) -> Duration {
+        self.backoff
+            .delay_after_failure(self.failures.saturating_add(1))
+    }
+
+    /// Counts a failure and returns the pause after it.
     fn advance(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
+        self.failures = self.failures.saturating_add(1);
+        self.backoff.delay_after_failure(self.failures)
     }
 
     /// Waits the current delay and doubles it; `Err` as soon as the engine stops, which does
@@ -578,10 +582,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_maximum() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let delays: Vec<_> = (0..4).map(|_| backoff.advance().as_millis()).collect();
+        let mut pauses = Pauses::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<_> = (0..4).map(|_| pauses.advance().as_millis()).collect();
         assert_eq!(delays, [100, 200, 350, 350]);
-        backoff.reset();
-        assert_eq!(backoff.next, Duration::from_millis(100));
+        assert_eq!(pauses.next(), Duration::from_millis(350));
+        pauses.reset();
+        assert_eq!(pauses.next(), Duration::from_millis(100));
     }
 }
