@@ -262,10 +262,10 @@
 //!
 //! [`Engine::events`] streams [`JobEvent`]s as they commit: `job.started`, `job.executed`,
 //! `job.failed`, `job.retryExhausted`, `job.terminated`, `debounce.started`,
-//! `debounce.flushed`, `task.scheduled` and `job.broken`. With the `http-telemetry` feature and `.telemetry(HttpTelemetry::new(endpoint,
-//! env, service_key))` they are also written to an outbox in the transaction of the change they
-//! describe, then posted in batches with retries: an event is sent if and only if its change
-//! committed, even across restarts. User code runs inside a `tracing` span
+//! `debounce.flushed`, `task.scheduled` and `job.broken`. With the `http-telemetry` feature
+//! and `.telemetry(HttpTelemetry::new(endpoint, env, service_key))` they are also written to an
+//! outbox in the transaction of the change they describe, then posted in batches with retries:
+//! an event is sent if and only if its change committed, even across restarts. User code runs inside a `tracing` span
 //! `durable_jobs.execute` with the fields `kind`, `job`, `instance` and `operation`.
 //!
 //! With the `metrics` feature, executions, failures, retries, durations, lateness, due alarms,
