@@ -236,7 +236,7 @@
 //! next alarm, retry bookkeeping, event ids, telemetry outbox rows) in one SQLite transaction,
 //! or none of them. One writer thread groups the transactions waiting into one commit, so one
 //! fsync serves many actions. The database is in WAL mode with
-//! [`Synchronous::Normal`](Synchronous): a crash of the process loses nothing committed; a
+//! [`Synchronous::Normal`](sqlite::Synchronous): a crash of the process loses nothing committed; a
 //! power loss may lose the last commits, unless `.synchronous(Synchronous::Full)`.
 //!
 //! If the process dies during an execution, nothing of that execution is committed and its
@@ -320,6 +320,7 @@ mod id;
 pub mod job;
 mod json;
 mod retry;
+pub mod sqlite;
 pub mod steps;
 pub mod store;
 pub mod telemetry;
@@ -343,7 +344,6 @@ pub use job::{Job, JobError, Payload, Registered, RetryExhausted};
 pub use json::MAX_NESTING_DEPTH;
 pub use retry::{Backoff, ExhaustionReason, RetryPolicy};
 pub use steps::{StepContext, StepJobConfig, StepOptions};
-pub use store::sqlite::Synchronous;
 pub use store::UnregisteredJob;
 pub use telemetry::{EventKind, EventStream, HttpTelemetry, JobEvent};
 pub use time::Timestamp;
@@ -351,6 +351,11 @@ pub use time::Timestamp;
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private;
+
+/// Not public API. Used by the benchmark.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals;
 
 #[doc(inline)]
 pub use durable_jobs_macros::{continuous, debounce, registry, step_job, task};

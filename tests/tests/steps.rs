@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use durable_jobs::prelude::*;
+use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::{Disposition, RunStatus, StepError, TriggerOptions};
-use durable_jobs::{Engine, Error, Synchronous};
+use durable_jobs::{Engine, Error};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 

@@ -12,9 +12,9 @@ use super::run::{
     Triggered,
 };
 use super::runtime::StepRuntime;
-use super::store::RunRecord;
 use crate::error::{Error, ValidationTarget};
 use crate::job::step::StepJob;
+use crate::store::runs::RunRecord;
 use crate::time::Timestamp;
 
 /// The typed handle of step job `J`: triggers runs with `J::Input` and reads them back with

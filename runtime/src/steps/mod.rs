@@ -27,7 +27,6 @@ mod context;
 mod events;
 pub(crate) mod run;
 mod runtime;
-pub(crate) mod store;
 mod worker;
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use super::context::StepContext;
 use super::events::{json_value, RunEventKind};
 use super::run::{Labels, RunStatus};
 use super::runtime::{ActiveRun, Shared, StepRuntime};
-use super::store::{Claimed, ClaimedRun, Fence, Finish, FinishOutcome};
 use super::{ErasedStepJob, RunFailure};
 use crate::error::{catch_panic, Error};
+use crate::store::runs::{Claimed, ClaimedRun, Fence, Finish, FinishOutcome};
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
@@ -73,8 +73,10 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
     let max = opts.max_concurrent_runs;
     let lease = opts.lease_duration;
 
-    if let Err(e) = shared.store.recover(shared.clock.now()).await {
-        worker_error(&shared, "", "", "recover", e.to_string());
+    if shared.recover_at_start {
+        if let Err(e) = shared.store.recover(shared.clock.now()).await {
+            worker_error(&shared, "", "", "recover", e.to_string());
+        }
     }
 
     let claim_ahead = max * RUNS_CLAIMED_AHEAD_PER_SLOT;
@@ -447,7 +449,7 @@ async fn execute<A: Send + Sync + 'static>(
     let fence = Fence {
         run_id: id.clone(),
         generation: run.generation,
-        row: run.row,
+        hint: run.hint,
     };
     shared
         .events
@@ -501,7 +503,7 @@ async fn execute<A: Send + Sync + 'static>(
         job_name.clone(),
         labels.clone(),
         run.generation,
-        run.row,
+        run.hint,
         run.attempt,
         cancellation.clone(),
         stored,
@@ -607,7 +609,7 @@ impl Ending<'_> {
         error: String,
         retry: Option<(u32, Timestamp)>,
         failed_step: Option<String>,
-        logs: Vec<super::store::NewLog>,
+        logs: Vec<crate::store::runs::NewLog>,
         cleanup: bool,
     ) {
         let finish = Finish::Failed {
@@ -661,7 +663,7 @@ impl Ending<'_> {
     }
 
     /// The run was cancelled while it executed: keep its logs, drop its steps unless preserved.
-    async fn cancelled(&self, logs: Vec<super::store::NewLog>, cleanup: bool) {
+    async fn cancelled(&self, logs: Vec<crate::store::runs::NewLog>, cleanup: bool) {
         if cleanup {
             if let Err(e) = self
                 .shared
