@@ -199,7 +199,9 @@ async fn env() -> Env {
     let app = Arc::new(Loop::default());
     let clock = durable_jobs::testing::TestClock::new();
     let engine = Engine::<TableJobs>::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .clock(clock.clone())
         .limits(Limits::default().max_payload_bytes(512))
         .app(app.clone())

@@ -111,7 +111,7 @@ async fn alarms_that_fell_due_while_down_fire_at_start_up() {
     // An hour passes with no engine running.
     clock.jump(secs(3600)).await;
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .clock(clock.clone())
         .app(probe.clone())
         .start()
@@ -150,7 +150,7 @@ async fn dropping_the_engine_without_shutdown_releases_the_file() {
     drop(client);
     drop(engine);
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .clock(clock.clone())
         .app(probe.clone())
         .start()

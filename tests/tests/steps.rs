@@ -98,7 +98,9 @@ async fn trigger_and_wait_returns_the_typed_output() {
     let app = Arc::new(Steps::default());
     let dir = tempfile::tempdir().unwrap();
     let engine = StepTests::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .app(app.clone())
         .start()
         .await
@@ -146,7 +148,7 @@ async fn a_failed_run_reports_the_step_error_and_retrigger_runs_it_afresh_once()
     let app = Arc::new(Steps::default());
     app.fail_once.store(true, Ordering::SeqCst);
     let engine = StepTests::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .app(app.clone())
         .start()
         .await
@@ -211,7 +213,7 @@ async fn a_failed_run_reports_the_step_error_and_retrigger_runs_it_afresh_once()
 async fn bad_input_on_the_dynamic_path_is_refused_and_creates_nothing() {
     let app = Arc::new(Steps::default());
     let engine = StepTests::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .app(app.clone())
         .start()
         .await
@@ -266,7 +268,7 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
     let path = dir.path().join("jobs.db");
 
     let engine = StepTests::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .synchronous(synchronous)
         .app(app.clone())
         .start()
@@ -296,7 +298,7 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
 
     *app.hold.lock().unwrap() = None;
     let engine = Engine::<StepTests>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .synchronous(synchronous)
         .app(app.clone())
         .start()

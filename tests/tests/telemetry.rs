@@ -218,7 +218,9 @@ async fn events_reach_an_http_endpoint_with_env_and_service_key() {
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::default();
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .telemetry(HttpTelemetry::new(&url, "test", "svc-key").batch_size(2))
         .app(probe)
         .start()
@@ -254,7 +256,7 @@ async fn events_written_while_the_endpoint_was_down_are_delivered_after_a_restar
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .telemetry(HttpTelemetry::new(&dead_url, "test", "svc"))
         .shutdown_timeout(Duration::from_millis(200))
         .app(Probe::default())
@@ -277,7 +279,7 @@ async fn events_written_while_the_endpoint_was_down_are_delivered_after_a_restar
 
     let (url, mut rx) = collector().await;
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .telemetry(HttpTelemetry::new(&url, "test", "svc"))
         .app(Probe::default())
         .start()
