@@ -22,6 +22,9 @@ pub(crate) mod migrations;
 mod outbox;
 mod readers;
 pub(crate) mod runs;
+// The step runtime's tests, on this store: they read and write its tables directly.
+#[cfg(test)]
+mod step_tests;
 mod syncer;
 mod writer;
 

@@ -29,9 +29,6 @@ pub(crate) mod run;
 mod runtime;
 mod worker;
 
-#[cfg(test)]
-mod tests;
-
 use std::sync::Arc;
 
 use serde::Deserialize;

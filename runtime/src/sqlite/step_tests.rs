@@ -28,12 +28,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use super::*;
 use crate::clock::Clock;
 use crate::error::BoxError;
 use crate::id::JobKind;
 use crate::job::Job;
 use crate::sqlite::{SqliteOptions, SqliteStore};
+use crate::steps::*;
 use crate::store::runs::*;
 use crate::store::{BoxFuture, StoreError};
 use crate::testing::TestClock;
