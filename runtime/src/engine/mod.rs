@@ -214,9 +214,8 @@ impl<A: Send + Sync + 'static> ClaimRows for Inner<A> {
 impl<A: Send + Sync + 'static> Inner<A> {
     /// Refuses new work once shutdown has begun; the guard keeps shutdown waiting.
     pub(crate) fn enter(&self, operation: Operation) -> Result<ActivityGuard<'_>> {
-        self.activity.enter().ok_or(Error::Scheduler {
+        self.activity.enter().ok_or(Error::ShutDown {
             operation: operation.as_str(),
-            message: "the engine is shutting down".into(),
         })
     }
 
@@ -676,14 +675,7 @@ pub(crate) fn store_error(e: StoreError, operation: Operation) -> Error {
             instance: key,
             event_id,
         },
-        StoreError::Closed => Error::Scheduler {
-            operation: operation.as_str(),
-            message: "the engine is shut down".into(),
-        },
-        other => Error::Storage {
-            operation: operation.as_str(),
-            source: Box::new(other),
-        },
+        other => Error::from_store(operation.as_str(), other),
     }
 }
 

@@ -36,7 +36,7 @@ pub(crate) fn key(job: &str, run_id: &str) -> InstanceKey {
 }
 
 pub(crate) fn storage(operation: &'static str, e: StoreError) -> Error {
-    Error::storage(operation, e)
+    Error::from_store(operation, e)
 }
 
 /// A run this worker executes.
@@ -417,7 +417,14 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         operation: Operation,
     ) -> Result<RunRecord, Error> {
         self.get_run(job, id)
-            .await?
+            .await
+            .map_err(|e| match e {
+                // The read is part of `operation`, which is what was refused.
+                Error::ShutDown { .. } => Error::ShutDown {
+                    operation: operation.as_str(),
+                },
+                other => other,
+            })?
             .ok_or_else(|| Error::InstanceNotFound {
                 instance: key(job.unwrap_or(""), id),
                 operation,
