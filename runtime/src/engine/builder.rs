@@ -265,7 +265,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         let claims = claims::for_ownership(owned.ownership());
         let store: Arc<dyn Backend> = owned.clone();
         let runs: Arc<dyn RunStore> = owned.clone();
-        let owner = format!("engine-{}", uuid::Uuid::now_v7());
+        let owner = format!("engine-{}", ulid::Ulid::new());
         if claims.recovers_at_start() {
             store
                 .recover(&owner, self.clock.now())

@@ -22,7 +22,6 @@
 //! - `step.log` is always persisted (upstream needs a plugin), with the run's next write.
 
 mod cancel;
-pub(crate) mod client;
 mod context;
 mod events;
 pub(crate) mod run;
@@ -38,8 +37,8 @@ use crate::error::{BoxError, Error, ValidationTarget};
 use crate::retry::RetryPolicy;
 use crate::store::BoxFuture;
 
+pub use crate::client::StepJobClient;
 pub use cancel::{CancelReason, Cancellation};
-pub use client::StepJobClient;
 pub use context::{StepContext, StepError, StepFuture, StepScope};
 pub use events::{RunEvent, RunEventKind, RunEventStream};
 pub use run::{
