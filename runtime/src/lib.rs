@@ -265,7 +265,10 @@
 //! `debounce.flushed`, `task.scheduled` and `job.broken`. With `.telemetry(HttpTelemetry::new(endpoint,
 //! env, service_key))` they are also written to an outbox in the transaction of the change they
 //! describe, then posted in batches with retries: an event is sent if and only if its change
-//! committed, even across restarts. User code runs inside a `tracing` span
+//! committed, even across restarts. Step-run events ([`steps::RunEvent`]: `run:trigger`,
+//! `run:leased`, `step:complete`, `run:complete`, ...) go to the same outbox and endpoint, written
+//! just after their change commits rather than in its transaction, so one emitted just before a
+//! crash may be lost. User code runs inside a `tracing` span
 //! `durable_jobs.execute` with the fields `kind`, `job`, `instance` and `operation`.
 //!
 //! # Where this departs from the API sketch

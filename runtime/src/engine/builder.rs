@@ -16,7 +16,7 @@ use crate::clock::{Clock, ClockDriven};
 use crate::error::{Error, Result, ValidationTarget};
 use crate::steps::{StepOptions, StepRuntime};
 use crate::store::{Backend, RunStore, Store, StoreError};
-use crate::telemetry::{http, HttpTelemetry, Telemetry};
+use crate::telemetry::{self, http, HttpTelemetry, Telemetry};
 
 /// Size limits on what is stored.
 #[derive(Clone, Debug)]
@@ -326,6 +326,14 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             jitter_seed: AtomicU64::new(self.clock.now().as_millis() as u64),
         });
         let mut tasks = vec![tokio::spawn(scheduler::run(inner.clone()))];
+        if let Some(wake) = &inner.telemetry.outbox {
+            // Subscribed before the worker starts: no run event goes unseen.
+            tasks.push(tokio::spawn(telemetry::runs::forward(
+                inner.store.clone(),
+                steps.event_receiver(),
+                wake.clone(),
+            )));
+        }
         if inner.claims.renews_leases() {
             tasks.push(tokio::spawn(scheduler::renew_leases(inner.clone())));
         }

@@ -729,6 +729,11 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
     }
 
     /// Every event (of `job`, when given), from now on.
+    /// Every event the runtime emits from now on, unfiltered.
+    pub(crate) fn event_receiver(&self) -> tokio::sync::broadcast::Receiver<Arc<super::RunEvent>> {
+        self.shared.events.receiver()
+    }
+
     pub(crate) fn events(&self, job: Option<&str>) -> RunEventStream {
         let rx = self.shared.events.receiver();
         let filter = StreamFilter {
