@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use durable_jobs::prelude::*;
 use durable_jobs::sqlite::Synchronous;
-use durable_jobs::steps::{Disposition, RunStatus, StepError, TriggerOptions};
+use durable_jobs::steps::{Disposition, RunStatus, StepError, StepOptions, TriggerOptions};
 use durable_jobs::{Engine, Error};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
@@ -260,6 +260,12 @@ async fn with_synchronous_full_a_worker_killed_mid_run_resumes_after_its_last_co
 }
 
 async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
+    // On an exclusive store the restarted engine expires every lease at once; on a shared one
+    // the crashed worker's lease must lapse first (it could be another live process), so it is
+    // short here.
+    let options = StepOptions::default()
+        .lease_duration(Duration::from_secs(2))
+        .lease_renew_interval(Duration::from_millis(500));
     let app = Arc::new(Steps::default());
     let (tx, mut entered) = mpsc::unbounded_channel();
     *app.entered.lock().unwrap() = Some(tx);
@@ -270,6 +276,7 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
     let engine = StepTests::builder()
         .sqlite_options(durable_jobs_tests::store_options(&path))
         .synchronous(synchronous)
+        .step_options(options.clone())
         .app(app.clone())
         .start()
         .await
@@ -300,6 +307,7 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
     let engine = Engine::<StepTests>::builder()
         .sqlite_options(durable_jobs_tests::store_options(&path))
         .synchronous(synchronous)
+        .step_options(options)
         .app(app.clone())
         .start()
         .await
