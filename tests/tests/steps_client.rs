@@ -1,6 +1,6 @@
 //! Every step-job client operation through `Engine::client()`, with the `#[step_job]` macro and
 //! the builder: `batch_trigger`, `cancel`, `delete_run`, `purge_runs` and `subscribe` (and
-//! `retrigger` in `steps.rs`); the unit tests under `runtime/src/steps/tests/` cover the same
+//! `retrigger` in `steps.rs`); the unit tests under `runtime/src/sqlite/step_tests/` cover the same
 //! operations on a hand-built runtime.
 
 use std::sync::Arc;

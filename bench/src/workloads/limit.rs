@@ -102,7 +102,7 @@ pub(crate) fn write_rows(
             .chain(std::iter::once(Op::Complete(r)))
     });
 
-    // The store's own statements (`runtime/src/store/sqlite/runs.rs`: enqueue, claim,
+    // The store's own statements (`runtime/src/sqlite/runs/`: enqueue, claim,
     // persist_step, finish_run with the default cleanup of step rows), with its ISO-8601 text
     // timestamps. The store reads each candidate's rowid and generation in one query per claim
     // of many runs; here they are known from the insert (a new run is at generation 0).
