@@ -147,14 +147,12 @@ impl Claims for LeasedClaims {
         now: Timestamp,
         lease: Lease,
     ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
+        // Moves the alarm to the lease's expiry: if this engine dies, or its execution's end
+        // cannot be committed, the alarm fires again once the lease lapses.
         Box::pin(async move {
-            let claimed = rows
-                .store()
+            rows.store()
                 .claim_alarm(key, now, &lease.owner, lease.until)
-                .await?;
-            // The claim moved the alarm to the lease's expiry: an execution whose end cannot
-            // be committed waits for it to lapse.
-            Ok(claimed)
+                .await
         })
     }
 
@@ -162,8 +160,9 @@ impl Claims for LeasedClaims {
         // The claim moved the alarm to the lease's expiry, which is the pause.
     }
 
-    fn pending_alarm(&self, rec: &InstanceRecord, in_flight: bool) -> Option<Timestamp> {
-        if rec.lease.is_some() || rec.broken.is_some() || in_flight {
+    fn pending_alarm(&self, rec: &InstanceRecord, _in_flight: bool) -> Option<Timestamp> {
+        // The claim is in the row, whichever process made it.
+        if rec.lease.is_some() || rec.broken.is_some() {
             None
         } else {
             rec.alarm_at
