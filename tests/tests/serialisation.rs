@@ -54,13 +54,15 @@ impl Gate {
         log.iter().filter(|l| l.starts_with(prefix)).count()
     }
 
-    /// Waits at the gate, counting who is inside.
-    async fn pass(&self) {
+    /// Logs `line` and waits at the gate, counting who is inside. The execution counts as
+    /// inside before its line is logged, so a test that saw the line sees it counted.
+    async fn pass(&self, line: String) {
         {
             let mut inside = self.inside.lock().unwrap();
             inside.0 += 1;
             inside.1 = inside.1.max(inside.0);
         }
+        self.log(line);
         self.open.acquire().await.expect("semaphore open").forget();
         self.inside.lock().unwrap().0 -= 1;
     }
@@ -91,8 +93,7 @@ impl TaskJob<Arc<Gate>> for Slow {
         ctx: &mut TaskContext<u32>,
         app: &Arc<Gate>,
     ) -> Result<(), Self::Error> {
-        app.log(format!("execute begins on {}", ctx.id()));
-        app.pass().await;
+        app.pass(format!("execute begins on {}", ctx.id())).await;
         app.log(format!("execute ends on {}", ctx.id()));
         ctx.set_state(100);
         Ok(())
@@ -262,8 +263,7 @@ impl ContinuousJob<Arc<Gate>> for Gated {
         ctx: &mut ContinuousContext<u32>,
         app: &Arc<Gate>,
     ) -> Result<(), Self::Error> {
-        app.log(format!("run begins on {}", ctx.id()));
-        app.pass().await;
+        app.pass(format!("run begins on {}", ctx.id())).await;
         let runs = *ctx.state() + 1;
         ctx.set_state(runs);
         app.log(format!("run {runs} ends on {}", ctx.id()));
@@ -295,8 +295,7 @@ impl DebounceJob<Arc<Gate>> for GatedBatch {
         ctx: &mut FlushContext<Vec<u32>>,
         app: &Arc<Gate>,
     ) -> Result<(), Self::Error> {
-        app.log(format!("flush of {:?} begins", ctx.state()));
-        app.pass().await;
+        app.pass(format!("flush of {:?} begins", ctx.state())).await;
         app.log(format!("flush of {:?} ends", ctx.state()));
         Ok(())
     }
