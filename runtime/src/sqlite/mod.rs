@@ -741,6 +741,29 @@ pub(crate) fn limit_to_sql(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// The store contract, on a file in each ownership.
+#[cfg(test)]
+mod conformance {
+    use super::*;
+
+    fn open(ownership: Ownership) -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = SqliteOptions::file(dir.path().join("jobs.db")).ownership(ownership);
+        let store: Arc<dyn Store> = SqliteStore::open(options).expect("open");
+        (dir, store)
+    }
+
+    mod exclusive {
+        crate::store::conformance::conformance_tests!(super::open(
+            crate::store::Ownership::Exclusive
+        ));
+    }
+
+    mod shared {
+        crate::store::conformance::conformance_tests!(super::open(crate::store::Ownership::Shared));
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;

@@ -15,6 +15,8 @@
 //! its alarms, and an alarm left due by a crash fires at the next start. Step-job runs are always
 //! claimed with a lease, and every write of an executing run is fenced by its generation.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 mod instances;
 pub mod runs;
 
