@@ -460,6 +460,12 @@ async fn step_job_operations_return_the_documented_errors() {
 async fn every_kind_refuses_work_after_shutdown() {
     let env = env().await;
     let client = env.client.clone();
+    // An instance the engine has seen, so that a cache of rows could still answer for it.
+    client
+        .task::<LoopTask>()
+        .send("known", "x".into())
+        .await
+        .unwrap();
     let Env {
         engine, app, clock, ..
     } = env;
@@ -474,6 +480,7 @@ async fn every_kind_refuses_work_after_shutdown() {
             describe(client.debounce::<LoopBatch>().add("a", 1).await),
             describe(client.task::<LoopTask>().send("a", "x".into()).await),
             describe(client.task::<LoopTask>().get_state("a").await),
+            describe(client.task::<LoopTask>().status("known").await),
             describe(work.trigger(Work { n: 1 }, TriggerOptions::new()).await),
             describe(work.get_run("r").await),
             describe(work.get_runs(Default::default()).await),
@@ -485,6 +492,7 @@ async fn every_kind_refuses_work_after_shutdown() {
             "ShutDown add",
             "ShutDown send",
             "ShutDown get_state",
+            "ShutDown status",
             "ShutDown trigger",
             "ShutDown get_run",
             "ShutDown get_runs",

@@ -460,6 +460,9 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
 
 impl Backend for SqliteStore {
     fn verify(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
         match &self.file {
             Some(file) => file
                 .check_recent()

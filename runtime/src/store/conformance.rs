@@ -263,6 +263,26 @@ pub(crate) async fn a_claimed_run_is_fenced_by_its_generation(store: Arc<dyn Sto
     assert_eq!(store.completed_steps("r").await.unwrap().len(), 1);
 }
 
+/// A closed store refuses reads, writes and `verify` with [`StoreError::Closed`], which the
+/// engine reports as shut down.
+pub(crate) async fn a_closed_store_refuses_everything(store: Arc<dyn Store>) {
+    commit(&*store, vec![Write::Insert(scheduled("a", at(1)))])
+        .await
+        .unwrap();
+    store.verify().unwrap();
+    store.close().await.unwrap();
+    assert!(matches!(store.verify(), Err(StoreError::Closed)));
+    assert!(matches!(
+        store.load(&key("a")).await,
+        Err(StoreError::Closed)
+    ));
+    let insert = commit(&*store, vec![Write::Insert(scheduled("b", at(1)))]).await;
+    assert!(matches!(insert, Err(StoreError::Closed)), "{insert:?}");
+    assert!(matches!(store.get_run("r").await, Err(StoreError::Closed)));
+    let enqueue = store.enqueue(vec![new_run("r", None)], T0).await;
+    assert!(matches!(enqueue, Err(StoreError::Closed)), "{enqueue:?}");
+}
+
 /// One test per check above, each on a store that `$open` opens: an expression giving a pair of
 /// a guard (kept alive for the test, such as a temporary folder) and an `Arc<dyn Store>`.
 macro_rules! conformance_tests {
@@ -275,6 +295,7 @@ macro_rules! conformance_tests {
             a_scan_finds_due_alarms_and_the_next_one,
             an_idempotency_key_returns_the_first_run,
             a_claimed_run_is_fenced_by_its_generation,
+            a_closed_store_refuses_everything,
         );
     };
     (@each $open:expr; $($check:ident,)*) => {

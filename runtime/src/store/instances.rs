@@ -511,8 +511,8 @@ pub trait Backend: Send + Sync + 'static {
         now: Timestamp,
     ) -> BoxFuture<'_, Result<Vec<InstanceCounts>, StoreError>>;
 
-    /// Fails when the store can no longer be trusted with reads and writes: its file was
-    /// deleted or replaced under it, say. Cheap (no query); the engine calls it before
+    /// Fails when the store can no longer be trusted with reads and writes: it was closed
+    /// ([`StoreError::Closed`]), or its file was deleted or replaced under it, say. Cheap (no query); the engine calls it before
     /// answering from its cache of committed rows, which would otherwise keep answering. The
     /// default never fails.
     fn verify(&self) -> Result<(), StoreError> {
