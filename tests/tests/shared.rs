@@ -19,6 +19,8 @@ mod error_table;
 mod errors;
 #[path = "introspection.rs"]
 mod introspection;
+#[path = "model.rs"]
+mod model;
 #[path = "restart.rs"]
 mod restart;
 #[path = "serialisation.rs"]
