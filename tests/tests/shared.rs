@@ -1,7 +1,9 @@
 //! The behavioural suites again, on SQLite stores that answer [`Ownership::Shared`]: every
 //! alarm execution claims its row with a durable lease that is renewed while it runs, nothing
 //! is cached, and nothing is released at start. Each suite's own binary runs it on an exclusive
-//! store (the default); `durable_jobs_tests::ownership` tells the two apart.
+//! store (the default); `durable_jobs_tests::ownership` tells the two apart. Left out: the
+//! suites about the file, the process and the disk themselves (crash, kill, power cut, storage
+//! faults, the system clock), which ownership does not change.
 
 // The suites are written as crate roots of their own binaries, where their `pub` items are
 // reachable; here they are modules.
@@ -17,6 +19,8 @@ mod debounce;
 mod error_table;
 #[path = "errors.rs"]
 mod errors;
+#[path = "faults/main.rs"]
+mod faults;
 #[path = "introspection.rs"]
 mod introspection;
 #[path = "model.rs"]
