@@ -3,7 +3,8 @@
 //! is cached, and nothing is released at start. Each suite's own binary runs it on an exclusive
 //! store (the default); `durable_jobs_tests::ownership` tells the two apart. Left out: the
 //! suites about the file, the process and the disk themselves (crash, kill, power cut, storage
-//! faults, the system clock), which ownership does not change.
+//! faults) and the system-clock one; the crash and kill suites expect the exclusive recovery at
+//! start, and shared stores across processes are not there yet.
 
 // The suites are written as crate roots of their own binaries, where their `pub` items are
 // reachable; here they are modules.
