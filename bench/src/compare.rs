@@ -94,7 +94,7 @@ struct Spec {
 }
 
 /// The variant name of `steps` in `mode` (with its worker concurrency when one was given).
-pub(crate) fn steps_variant(cfg: &Config, mode: durable_jobs::Synchronous) -> String {
+pub(crate) fn steps_variant(cfg: &Config, mode: durable_jobs::sqlite::Synchronous) -> String {
     let mut variant = format!("synchronous={}", sync_name(mode));
     if let Some(c) = cfg.step_concurrency {
         variant.push_str(&format!(" concurrency={c}"));
@@ -103,7 +103,7 @@ pub(crate) fn steps_variant(cfg: &Config, mode: durable_jobs::Synchronous) -> St
 }
 
 /// The variant name of `burndown` in `mode` at worker concurrency `c`.
-pub(crate) fn burndown_variant(mode: durable_jobs::Synchronous, c: usize) -> String {
+pub(crate) fn burndown_variant(mode: durable_jobs::sqlite::Synchronous, c: usize) -> String {
     format!("synchronous={} concurrency={c}", sync_name(mode))
 }
 
@@ -119,11 +119,14 @@ pub(crate) fn durably_runs(cfg: &Config) -> usize {
 /// Jobs of the effectum peer in `mode` (file in WAL), and as shipped: by default as many as ours
 /// with `NORMAL`, a fifth with `FULL` and a tenth as shipped (both sync the disk at every
 /// commit), so that each drains in seconds.
-pub(crate) fn effectum_jobs(cfg: &Config, mode: Option<durable_jobs::Synchronous>) -> usize {
+pub(crate) fn effectum_jobs(
+    cfg: &Config,
+    mode: Option<durable_jobs::sqlite::Synchronous>,
+) -> usize {
     let n = cfg.burndown_jobs;
     match (cfg.peer_jobs, mode) {
         (Some(jobs), _) => jobs,
-        (None, Some(durable_jobs::Synchronous::Normal)) => n,
+        (None, Some(durable_jobs::sqlite::Synchronous::Normal)) => n,
         (None, Some(_)) => n / 5,
         (None, None) => n / 10,
     }
@@ -178,7 +181,8 @@ fn specs(cfg: &Config) -> Vec<Spec> {
             )),
             kind: Kind::Share,
             // The target of issue 5 is stated for the default mode.
-            target: (mode == durable_jobs::Synchronous::Normal).then_some(Target::AtLeast(30.0)),
+            target: (mode == durable_jobs::sqlite::Synchronous::Normal)
+                .then_some(Target::AtLeast(30.0)),
             workload: "steps",
             metric: "drain_share_of_limit",
             variant: ours.clone(),
@@ -250,7 +254,7 @@ fn specs(cfg: &Config) -> Vec<Spec> {
                 metric: "cpu_vs_effectum",
                 variant: ours.clone(),
             });
-            if mode == durable_jobs::Synchronous::Normal {
+            if mode == durable_jobs::sqlite::Synchronous::Normal {
                 specs.push(Spec {
                     figure: format!("burndown {sync} c={c} drain, effectum as shipped"),
                     ours: Side::new("burndown", &ours, "drain_per_s").label(&ours_jobs),
@@ -520,12 +524,12 @@ mod tests {
     #[test]
     fn the_ratio_is_the_median_of_the_pairs_and_a_differing_pair_is_left_out() {
         let cfg = Config {
-            sync: vec![durable_jobs::Synchronous::Normal],
+            sync: vec![durable_jobs::sqlite::Synchronous::Normal],
             burndown_concurrency: vec![20],
             ..Config::default()
         };
         let mut report = Report::default();
-        let ours = burndown_variant(durable_jobs::Synchronous::Normal, 20);
+        let ours = burndown_variant(durable_jobs::sqlite::Synchronous::Normal, 20);
         let theirs = format!("effectum {ours}");
         let wal = durability("wal", "NORMAL");
         // Pairs 3x, 2x, 5x; the fourth pair's peer ran in another journal mode.
@@ -557,12 +561,12 @@ mod tests {
     #[test]
     fn no_ratio_is_printed_when_every_pair_differs() {
         let cfg = Config {
-            sync: vec![durable_jobs::Synchronous::Normal],
+            sync: vec![durable_jobs::sqlite::Synchronous::Normal],
             burndown_concurrency: vec![100],
             ..Config::default()
         };
         let mut report = Report::default();
-        let ours = burndown_variant(durable_jobs::Synchronous::Normal, 100);
+        let ours = burndown_variant(durable_jobs::sqlite::Synchronous::Normal, 100);
         for run in ["1", "2", "3"] {
             side(&mut report, run, &ours, 50.0, durability("wal", "NORMAL"));
             side(

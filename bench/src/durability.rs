@@ -41,7 +41,7 @@ fn level_name(level: &str) -> String {
 pub(crate) async fn of_engine<R: durable_jobs::Registry>(
     engine: &durable_jobs::Engine<R>,
 ) -> BenchResult<Durability> {
-    let d = durable_jobs::__private::store_durability(engine)
+    let d = durable_jobs::bench_internals::store_durability(engine)
         .await?
         .ok_or("the engine's store reports no journal mode")?;
     Ok(Durability {

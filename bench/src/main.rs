@@ -14,7 +14,7 @@ mod workloads;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use durable_jobs::Synchronous;
+use durable_jobs::sqlite::Synchronous;
 
 use report::Report;
 

@@ -55,7 +55,7 @@ impl ApiError {
             Error::Validation { .. } => StatusCode::BAD_REQUEST,
             Error::Execution { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::Scheduler { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Scheduler { .. } | Error::ShutDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

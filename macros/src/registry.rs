@@ -205,6 +205,9 @@ fn generate(input: RegistryInput) -> TokenStream {
             ::core::clone::Clone, ::core::marker::Copy, ::core::cmp::PartialEq, ::core::cmp::Eq,
             ::core::cmp::PartialOrd, ::core::cmp::Ord, ::core::hash::Hash, ::core::fmt::Debug,
         )]
+        // The variants are the job types' names, which the user chose: a prefix they share is
+        // not this enum's to drop.
+        #[allow(clippy::enum_variant_names)]
         #vis enum #name_enum {
             #(#variants,)*
         }

@@ -4,23 +4,6 @@
 //! crate's public paths), so user code that shadows `Result`, `Option` or `core` cannot break
 //! them. Nothing here is covered by semver.
 
-/// The step-job schema as the store's migrations leave it (2, then 4), for the benchmark's
-/// raw-SQLite ceiling (it writes the same rows).
-pub fn step_job_schema() -> String {
-    use crate::store::sqlite::runs::{DROP_STEP_NAME_INDEX, RUNS_SCHEMA};
-    format!("{RUNS_SCHEMA}\n{DROP_STEP_NAME_INDEX}")
-}
-/// The statements the store runs for a run that goes well, for the same ceiling.
-pub use crate::store::sqlite::runs::statements as step_job_statements;
-/// How an engine's store commits, read from its write connection, for the benchmark, which prints
-/// it next to every figure it compares with another system.
-pub use crate::store::Durability;
-/// The [`Durability`] of `engine`'s store; `None` for a store without such settings.
-pub async fn store_durability<R: crate::Registry>(
-    engine: &crate::Engine<R>,
-) -> Result<Option<Durability>, crate::store::StoreError> {
-    engine.inner().store.durability().await
-}
 pub use serde;
 pub use serde_json;
 pub use std::time::Duration;

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::id::InstanceKey;
+use crate::store::StoreError;
 
 /// A boxed error from user code or a dependency, kept as a source so callers can downcast it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -28,7 +29,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | step job `retrigger`, `cancel`, `delete_run` | `InstanceNotFound`, `InvalidState` (the run's status does not allow it) |
 /// | step job `get_run`, `get_runs` | `Validation` (a stored input or output that no longer deserialises); a missing run is `None` |
 /// | dynamic `by_name` | `JobNotFound` |
-/// | a continuous, debounce or task operation after `shutdown` | `Scheduler` |
+/// | any operation of any kind after `shutdown` | `ShutDown` |
 ///
 /// Any operation given an invalid instance id also returns `Validation`, and any operation that
 /// touches the store may return `Storage` (also once the database file was deleted or replaced
@@ -107,7 +108,15 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// An alarm could not be computed or the engine no longer schedules work.
+    /// The engine was shut down (or is shutting down): nothing was done. Every operation of
+    /// every kind answers this after [`Engine::shutdown`](crate::Engine::shutdown).
+    #[error("cannot {operation}: the engine is shut down")]
+    ShutDown {
+        /// The operation that was refused.
+        operation: &'static str,
+    },
+
+    /// An alarm could not be computed.
     #[error("scheduler failed during {operation}: {message}")]
     Scheduler {
         /// What the scheduler was doing.
@@ -127,6 +136,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error of a store call made for `operation`: [`Error::ShutDown`] once the store is
+    /// closed (the engine shut down), [`Error::Storage`] otherwise. The one place a closed
+    /// store becomes an error.
+    pub(crate) fn from_store(operation: &'static str, e: StoreError) -> Self {
+        match e {
+            StoreError::Closed => Error::ShutDown { operation },
+            other => Error::storage(operation, other),
+        }
+    }
+
     pub(crate) fn storage(operation: &'static str, source: impl Into<BoxError>) -> Self {
         Error::Storage {
             operation,

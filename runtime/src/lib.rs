@@ -236,7 +236,7 @@
 //! next alarm, retry bookkeeping, event ids, telemetry outbox rows) in one SQLite transaction,
 //! or none of them. One writer thread groups the transactions waiting into one commit, so one
 //! fsync serves many actions. The database is in WAL mode with
-//! [`Synchronous::Normal`](Synchronous): a crash of the process loses nothing committed; a
+//! [`Synchronous::Normal`](sqlite::Synchronous): a crash of the process loses nothing committed; a
 //! power loss may lose the last commits, unless `.synchronous(Synchronous::Full)`.
 //!
 //! If the process dies during an execution, nothing of that execution is committed and its
@@ -265,7 +265,11 @@
 //! `debounce.flushed`, `task.scheduled` and `job.broken`. With the `http-telemetry` feature
 //! and `.telemetry(HttpTelemetry::new(endpoint, env, service_key))` they are also written to an
 //! outbox in the transaction of the change they describe, then posted in batches with retries:
-//! an event is sent if and only if its change committed, even across restarts. User code runs inside a `tracing` span
+//! an event is sent if and only if its change committed, even across restarts. Step-run events
+//! ([`steps::RunEvent`]: `run:trigger`, `run:leased`, `step:complete`, `run:complete`, ...) go
+//! to the same outbox and endpoint, written just after their change commits rather than in its
+//! transaction, so one emitted just before a crash may be lost. User code runs inside a
+//! `tracing` span
 //! `durable_jobs.execute` with the fields `kind`, `job`, `instance` and `operation`.
 //!
 //! With the `metrics` feature, executions, failures, retries, durations, lateness, due alarms,
@@ -296,6 +300,7 @@ pub mod job;
 mod json;
 pub mod metrics;
 mod retry;
+pub mod sqlite;
 pub mod steps;
 pub mod store;
 pub mod telemetry;
@@ -319,7 +324,6 @@ pub use job::{Job, JobError, Payload, Registered, RetryExhausted};
 pub use json::MAX_NESTING_DEPTH;
 pub use retry::{Backoff, ExhaustionReason, RetryPolicy};
 pub use steps::{StepContext, StepJobConfig, StepOptions};
-pub use store::sqlite::Synchronous;
 pub use store::UnregisteredJob;
 #[cfg(feature = "http-telemetry")]
 pub use telemetry::HttpTelemetry;
@@ -329,6 +333,11 @@ pub use time::Timestamp;
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private;
+
+/// Not public API. Used by the benchmark.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals;
 
 #[doc(inline)]
 pub use durable_jobs_macros::{continuous, debounce, registry, step_job, task};

@@ -1,13 +1,20 @@
 //! Shared fixtures of the integration tests: jobs that record what they see and do what the
 //! test tells them, a registry, and a harness that runs an engine on a real SQLite file with a
 //! test clock.
+//!
+//! Every engine the behavioural suites start opens its store through [`store_options`] (or
+//! [`in_memory_options`]), which choose the store's [`Ownership`]: exclusive (the default) in
+//! each suite's own test binary, shared in the `shared` test binary, which runs the same suites
+//! a second time with the engine's leased claims.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use durable_jobs::prelude::*;
+use durable_jobs::sqlite::SqliteOptions;
+use durable_jobs::store::Ownership;
 use durable_jobs::testing::TestClock;
 use durable_jobs::{Client, Engine};
 use serde::{Deserialize, Serialize};
@@ -15,6 +22,33 @@ use serde::{Deserialize, Serialize};
 pub mod crash;
 pub mod kill;
 pub mod powercut;
+
+/// The ownership the SQLite stores of this test binary answer: [`Ownership::Shared`] in the
+/// `shared` binary (cargo names it `shared-<hash>`), [`Ownership::Exclusive`] in every other.
+/// The `shared` binary checks that it sees `Shared`, so the suites cannot silently run in the
+/// same mode twice.
+pub fn ownership() -> Ownership {
+    static OWNERSHIP: OnceLock<Ownership> = OnceLock::new();
+    *OWNERSHIP.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if name == "shared" || name.starts_with("shared-") {
+            Ownership::Shared
+        } else {
+            Ownership::Exclusive
+        }
+    })
+}
+
+/// A SQLite store in the file at `path`, with this binary's [`ownership`].
+pub fn store_options(path: impl AsRef<Path>) -> SqliteOptions {
+    SqliteOptions::file(path.as_ref()).ownership(ownership())
+}
+
+/// A SQLite store in memory, with this binary's [`ownership`].
+pub fn in_memory_options() -> SqliteOptions {
+    SqliteOptions::in_memory().ownership(ownership())
+}
 
 /// What a handler was called with.
 #[derive(Clone, Debug, PartialEq)]
@@ -517,7 +551,7 @@ impl Harness {
         let clock = TestClock::new();
         let probe = Probe::default();
         let engine = Engine::<TestJobs>::builder()
-            .sqlite(&path)
+            .sqlite_options(store_options(&path))
             .clock(clock.clone())
             .app(probe.clone())
             .start()
@@ -547,7 +581,7 @@ impl Harness {
         drop(client);
         engine.shutdown().await.unwrap();
         let engine = Engine::<TestJobs>::builder()
-            .sqlite(&path)
+            .sqlite_options(store_options(&path))
             .clock(clock.clone())
             .app(probe.clone())
             .start()

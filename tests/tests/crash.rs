@@ -11,9 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::RunStatus;
 use durable_jobs::testing::TestClock;
-use durable_jobs::{ContinuousState, Engine, Synchronous};
+use durable_jobs::{ContinuousState, Engine};
 use durable_jobs_tests::crash::{
     tally_instance, CrashBatch, CrashJobs, CrashRetrier, CrashTask, CrashTicker, Ledger, Tally,
     Witness, LEDGER_STEPS, TALLY_CALLERS, TALLY_INSTANCES,

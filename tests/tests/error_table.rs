@@ -65,6 +65,7 @@ fn describe<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
         Err(Error::Execution { operation, .. }) => format!("Execution {operation}"),
         Err(Error::Validation { target, .. }) => format!("Validation {target}"),
         Err(Error::Timeout { operation, .. }) => format!("Timeout {operation}"),
+        Err(Error::ShutDown { operation }) => format!("ShutDown {operation}"),
         Err(e) => format!("{e:?}"),
     }
 }
@@ -199,7 +200,9 @@ async fn env() -> Env {
     let app = Arc::new(Loop::default());
     let clock = durable_jobs::testing::TestClock::new();
     let engine = Engine::<TableJobs>::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .clock(clock.clone())
         .limits(Limits::default().max_payload_bytes(512))
         .app(app.clone())
@@ -235,7 +238,7 @@ fn plan(action: &str) -> Plan {
 }
 
 /// Row `continuous start`: `Validation` (input over the size limit; the id: `errors.rs`),
-/// `Execution` (`continuous.rs`), `Scheduler` after shutdown (below), `Storage`
+/// `Execution` (`continuous.rs`), `ShutDown` after shutdown (below), `Storage`
 /// (`storage_faults.rs`).
 #[tokio::test]
 async fn continuous_start_refuses_an_input_over_the_limit_and_creates_nothing() {
@@ -451,22 +454,49 @@ async fn step_job_operations_return_the_documented_errors() {
     env.stop().await;
 }
 
-/// Row `a continuous, debounce or task operation after shutdown`: `Scheduler`, for each kind.
+/// Row `any operation of any kind after shutdown`: `ShutDown`, for each kind, commands and
+/// queries alike.
 #[tokio::test]
 async fn every_kind_refuses_work_after_shutdown() {
     let env = env().await;
     let client = env.client.clone();
+    // An instance the engine has seen, so that a cache of rows could still answer for it.
+    client
+        .task::<LoopTask>()
+        .send("known", "x".into())
+        .await
+        .unwrap();
     let Env {
         engine, app, clock, ..
     } = env;
     drop(app);
     drop(clock);
     engine.shutdown().await.unwrap();
-    for e in [
-        describe(client.continuous::<Looper>().start("a", plan("")).await),
-        describe(client.debounce::<LoopBatch>().add("a", 1).await),
-        describe(client.task::<LoopTask>().send("a", "x".into()).await),
-    ] {
-        assert!(e.starts_with("Scheduler"), "{e}");
-    }
+    let work = client.step_job::<GatedWork>();
+    assert_eq!(
+        [
+            describe(client.continuous::<Looper>().start("a", plan("")).await),
+            describe(client.continuous::<Looper>().status("a").await),
+            describe(client.debounce::<LoopBatch>().add("a", 1).await),
+            describe(client.task::<LoopTask>().send("a", "x".into()).await),
+            describe(client.task::<LoopTask>().get_state("a").await),
+            describe(client.task::<LoopTask>().status("known").await),
+            describe(work.trigger(Work { n: 1 }, TriggerOptions::new()).await),
+            describe(work.get_run("r").await),
+            describe(work.get_runs(Default::default()).await),
+            describe(work.cancel("r").await),
+        ],
+        [
+            "ShutDown start",
+            "ShutDown status",
+            "ShutDown add",
+            "ShutDown send",
+            "ShutDown get_state",
+            "ShutDown status",
+            "ShutDown trigger",
+            "ShutDown get_run",
+            "ShutDown get_runs",
+            "ShutDown cancel",
+        ]
+    );
 }

@@ -107,7 +107,9 @@ async fn invalid_event_ids_are_refused() {
 async fn payloads_over_the_limit_are_refused_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .limits(Limits::default().max_payload_bytes(256))
         .app(Probe::default())
         .start()
@@ -162,7 +164,7 @@ async fn payloads_over_the_limit_are_refused_and_create_nothing() {
 async fn a_second_engine_on_the_same_file_gets_a_storage_error() {
     let h = Harness::start().await;
     let err = Engine::<TestJobs>::builder()
-        .sqlite(&h.path)
+        .sqlite_options(durable_jobs_tests::store_options(&h.path))
         .app(Probe::default())
         .start()
         .await
@@ -181,7 +183,7 @@ async fn a_file_that_is_not_a_database_gets_a_storage_error() {
     )
     .unwrap();
     let err = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .app(Probe::default())
         .start()
         .await
@@ -191,7 +193,7 @@ async fn a_file_that_is_not_a_database_gets_a_storage_error() {
 }
 
 #[tokio::test]
-async fn calls_after_shutdown_get_a_scheduler_error() {
+async fn calls_after_shutdown_get_a_shut_down_error() {
     let h = Harness::start().await;
     let client = h.client.clone();
     h.engine.clone().shutdown().await.unwrap();
@@ -201,11 +203,8 @@ async fn calls_after_shutdown_get_a_scheduler_error() {
         .await
         .unwrap_err();
     match err {
-        Error::Scheduler { operation, message } => {
-            assert_eq!(operation, "send");
-            assert!(message.contains("shut"), "{message}");
-        }
-        other => panic!("expected Scheduler, got {other:?}"),
+        Error::ShutDown { operation } => assert_eq!(operation, "send"),
+        other => panic!("expected ShutDown, got {other:?}"),
     }
 }
 
@@ -287,7 +286,7 @@ async fn state_that_no_longer_deserialises_is_a_validation_error() {
     engine.shutdown().await.unwrap();
 
     let engine = Engine::<v2::Jobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .start()
         .await
         .unwrap();
@@ -384,7 +383,7 @@ impl Registry for LoopbackJobs {
 async fn a_handler_calling_its_own_instance_gets_invalid_state() {
     let app = Arc::new(Loopback::default());
     let engine = Engine::<LoopbackJobs>::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .app(app.clone())
         .start()
         .await

@@ -198,7 +198,7 @@ durable_jobs::registry! {
 async fn runs_of_every_job_are_managed_by_id_and_streamed() {
     let clock = TestClock::new();
     let engine = Engine::<Imports>::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .clock(clock.clone())
         .step_options(StepOptions::default().preserve_steps(true))
         .app(())

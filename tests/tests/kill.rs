@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use durable_jobs::Synchronous;
+use durable_jobs::sqlite::Synchronous;
 use durable_jobs_tests::kill::harness::{drain, env_number, read_final, Life};
 use durable_jobs_tests::kill::ledger::{Ledger, Tally};
 use durable_jobs_tests::kill::{fresh_seed, Rng};

@@ -203,7 +203,7 @@ impl Real {
 
     async fn open(&mut self) {
         let engine = Engine::<ModelJobs>::builder()
-            .sqlite(&self.path)
+            .sqlite_options(durable_jobs_tests::store_options(&self.path))
             .clock(self.clock.clone())
             .app(self.app.clone())
             .start()
@@ -417,7 +417,7 @@ async fn debounce_real(real: &mut Real, op: &DebounceOp) -> String {
             format!("discarded {}", r.discarded_events)
         }),
         DebounceOp::FailNext(i) => {
-            real.app.fail.lock().unwrap().insert(id(i));
+            real.app.fail_for(&id(i));
             String::new()
         }
         DebounceOp::Advance(secs) => {
@@ -595,7 +595,7 @@ async fn continuous_real(real: &mut Real, op: &ContinuousOp) -> String {
             "terminated".into()
         }),
         ContinuousOp::FailNext(i) => {
-            real.app.fail.lock().unwrap().insert(id(i));
+            real.app.fail_for(&id(i));
             String::new()
         }
         ContinuousOp::Advance(secs) => {
@@ -773,7 +773,7 @@ async fn task_real(real: &mut Real, op: &TaskOp) -> String {
         TaskOp::Trigger(i) => answer(tasks().trigger(&id(*i)).await, |_| "ran".into()),
         TaskOp::Terminate(i) => answer(tasks().terminate(&id(*i)).await, |_| "terminated".into()),
         TaskOp::FailNext(i) => {
-            real.app.fail.lock().unwrap().insert(id(*i));
+            real.app.fail_for(&id(*i));
             String::new()
         }
         TaskOp::Advance(secs) => {

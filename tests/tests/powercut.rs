@@ -27,7 +27,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use durable_jobs::Synchronous;
+use durable_jobs::sqlite::Synchronous;
 use durable_jobs_tests::kill::harness::{drain, env_number, read_final, Life};
 use durable_jobs_tests::kill::ledger::cut::Held;
 use durable_jobs_tests::kill::ledger::{Ledger, Tally};

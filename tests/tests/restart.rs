@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use durable_jobs::sqlite::SqliteStore;
+use durable_jobs::store::{Backend, StoreError};
 use durable_jobs::{Engine, TaskState};
 use durable_jobs_tests::*;
 
@@ -111,7 +113,7 @@ async fn alarms_that_fell_due_while_down_fire_at_start_up() {
     // An hour passes with no engine running.
     clock.jump(secs(3600)).await;
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .clock(clock.clone())
         .app(probe.clone())
         .start()
@@ -150,7 +152,7 @@ async fn dropping_the_engine_without_shutdown_releases_the_file() {
     drop(client);
     drop(engine);
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .clock(clock.clone())
         .app(probe.clone())
         .start()
@@ -159,4 +161,35 @@ async fn dropping_the_engine_without_shutdown_releases_the_file() {
     clock.advance(secs(5)).await;
     assert_eq!(probe.calls_of("execute").len(), 1);
     engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_engine_runs_on_a_store_handed_to_the_builder_and_closes_it_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let store = SqliteStore::open(store_options(&path)).unwrap();
+    let clock = durable_jobs::testing::TestClock::new();
+    let probe = Probe::default();
+    let engine = Engine::<TestJobs>::builder()
+        .store_arc(store.clone())
+        .clock(clock.clone())
+        .app(probe.clone())
+        .start()
+        .await
+        .unwrap();
+    engine
+        .client()
+        .task::<Orders>()
+        .send("o", OrderEvent::AddAndSchedule { amount: 1, secs: 5 })
+        .await
+        .unwrap();
+    clock.advance(secs(5)).await;
+    assert_eq!(probe.calls_of("execute").len(), 1);
+    engine.shutdown().await.unwrap();
+    // The engine closed the store it was given, releasing the file.
+    assert!(matches!(
+        store.outbox_peek(1).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(SqliteStore::open(store_options(&path)).is_ok());
 }

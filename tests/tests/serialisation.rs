@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use durable_jobs::prelude::*;
+use durable_jobs::store::Ownership;
 use durable_jobs::testing::TestClock;
 use durable_jobs::{Engine, JobSet, Registered, Registry};
 use tokio::sync::{Notify, Semaphore};
@@ -53,13 +54,15 @@ impl Gate {
         log.iter().filter(|l| l.starts_with(prefix)).count()
     }
 
-    /// Waits at the gate, counting who is inside.
-    async fn pass(&self) {
+    /// Logs `line` and waits at the gate, counting who is inside. The execution counts as
+    /// inside before its line is logged, so a test that saw the line sees it counted.
+    async fn pass(&self, line: String) {
         {
             let mut inside = self.inside.lock().unwrap();
             inside.0 += 1;
             inside.1 = inside.1.max(inside.0);
         }
+        self.log(line);
         self.open.acquire().await.expect("semaphore open").forget();
         self.inside.lock().unwrap().0 -= 1;
     }
@@ -90,8 +93,7 @@ impl TaskJob<Arc<Gate>> for Slow {
         ctx: &mut TaskContext<u32>,
         app: &Arc<Gate>,
     ) -> Result<(), Self::Error> {
-        app.log(format!("execute begins on {}", ctx.id()));
-        app.pass().await;
+        app.pass(format!("execute begins on {}", ctx.id())).await;
         app.log(format!("execute ends on {}", ctx.id()));
         ctx.set_state(100);
         Ok(())
@@ -133,7 +135,7 @@ async fn until_logged(gate: &Gate, line: &str) {
 async fn an_action_waits_behind_a_running_execution() {
     let gate = Arc::new(Gate::default());
     let engine = Engine::<GateJobs>::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .app(gate.clone())
         .start()
         .await
@@ -205,7 +207,7 @@ async fn an_action_waits_behind_a_running_execution() {
 async fn shutdown_waits_for_running_executions() {
     let gate = Arc::new(Gate::default());
     let engine = Engine::<GateJobs>::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .app(gate.clone())
         .start()
         .await
@@ -261,8 +263,7 @@ impl ContinuousJob<Arc<Gate>> for Gated {
         ctx: &mut ContinuousContext<u32>,
         app: &Arc<Gate>,
     ) -> Result<(), Self::Error> {
-        app.log(format!("run begins on {}", ctx.id()));
-        app.pass().await;
+        app.pass(format!("run begins on {}", ctx.id())).await;
         let runs = *ctx.state() + 1;
         ctx.set_state(runs);
         app.log(format!("run {runs} ends on {}", ctx.id()));
@@ -294,8 +295,7 @@ impl DebounceJob<Arc<Gate>> for GatedBatch {
         ctx: &mut FlushContext<Vec<u32>>,
         app: &Arc<Gate>,
     ) -> Result<(), Self::Error> {
-        app.log(format!("flush of {:?} begins", ctx.state()));
-        app.pass().await;
+        app.pass(format!("flush of {:?} begins", ctx.state())).await;
         app.log(format!("flush of {:?} ends", ctx.state()));
         Ok(())
     }
@@ -315,7 +315,7 @@ async fn gated_engine(max: Option<usize>) -> (Engine<GatedJobs>, TestClock, Arc<
     let gate = Arc::new(Gate::default());
     let clock = TestClock::new();
     let mut builder = Engine::<GatedJobs>::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .clock(clock.clone());
     if let Some(max) = max {
         builder = builder.max_concurrent_executions(max);
@@ -425,13 +425,13 @@ async fn alarm_executions_run_at_most_max_concurrent_executions_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_alarm_shows_no_next_time_and_costs_one_write() {
+async fn a_running_alarm_shows_no_next_time_and_its_claim_is_written_only_on_a_shared_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let gate = Arc::new(Gate::default());
     let clock = TestClock::new();
     let engine = Engine::<GatedJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .clock(clock.clone())
         .app(gate.clone())
         .start()
@@ -450,21 +450,27 @@ async fn a_running_alarm_shows_no_next_time_and_costs_one_write() {
 
     let status = gated.status("a").await.unwrap();
     assert_eq!(status.next_run_at, None, "{status:?}");
-    // The store holds the file alone: the claim was not written.
     let row = |sql: &str| -> i64 {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     };
+    // An exclusive store holds the file alone: the claim is a check, not a write, and the run
+    // costs one write. A shared store's claim is a durable lease another process can see.
+    let leases_written = match durable_jobs_tests::ownership() {
+        Ownership::Exclusive => 0,
+        Ownership::Shared => 1,
+    };
     assert_eq!(
         row("SELECT count(*) FROM instances WHERE lease_owner IS NOT NULL"),
-        0
+        leases_written
     );
     let version_while_running = row("SELECT version FROM instances");
 
     gate.open.add_permits(1);
     advance.await.unwrap();
     assert_eq!(gated.get_state("a").await.unwrap(), Some(1));
-    // One write for the run: its end. The next run is 20 ms of the test clock away.
+    // One write for the run's end (after the claim, on a shared store). The next run is 20 ms
+    // of the test clock away.
     assert_eq!(
         row("SELECT version FROM instances"),
         version_while_running + 1

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use durable_jobs::prelude::*;
-use durable_jobs::steps::{Disposition, RunStatus, StepError, TriggerOptions};
-use durable_jobs::{Engine, Error, Synchronous};
+use durable_jobs::sqlite::Synchronous;
+use durable_jobs::steps::{Disposition, RunStatus, StepError, StepOptions, TriggerOptions};
+use durable_jobs::{Engine, Error};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
@@ -97,7 +98,9 @@ async fn trigger_and_wait_returns_the_typed_output() {
     let app = Arc::new(Steps::default());
     let dir = tempfile::tempdir().unwrap();
     let engine = StepTests::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .app(app.clone())
         .start()
         .await
@@ -145,7 +148,7 @@ async fn a_failed_run_reports_the_step_error_and_retrigger_runs_it_afresh_once()
     let app = Arc::new(Steps::default());
     app.fail_once.store(true, Ordering::SeqCst);
     let engine = StepTests::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .app(app.clone())
         .start()
         .await
@@ -210,7 +213,7 @@ async fn a_failed_run_reports_the_step_error_and_retrigger_runs_it_afresh_once()
 async fn bad_input_on_the_dynamic_path_is_refused_and_creates_nothing() {
     let app = Arc::new(Steps::default());
     let engine = StepTests::builder()
-        .in_memory()
+        .sqlite_options(durable_jobs_tests::in_memory_options())
         .app(app.clone())
         .start()
         .await
@@ -257,6 +260,12 @@ async fn with_synchronous_full_a_worker_killed_mid_run_resumes_after_its_last_co
 }
 
 async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
+    // On an exclusive store the restarted engine expires every lease at once; on a shared one
+    // the crashed worker's lease must lapse first (it could be another live process), so it is
+    // short here.
+    let options = StepOptions::default()
+        .lease_duration(Duration::from_secs(2))
+        .lease_renew_interval(Duration::from_millis(500));
     let app = Arc::new(Steps::default());
     let (tx, mut entered) = mpsc::unbounded_channel();
     *app.entered.lock().unwrap() = Some(tx);
@@ -265,8 +274,9 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
     let path = dir.path().join("jobs.db");
 
     let engine = StepTests::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .synchronous(synchronous)
+        .step_options(options.clone())
         .app(app.clone())
         .start()
         .await
@@ -295,8 +305,9 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
 
     *app.hold.lock().unwrap() = None;
     let engine = Engine::<StepTests>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .synchronous(synchronous)
+        .step_options(options)
         .app(app.clone())
         .start()
         .await

@@ -1,6 +1,6 @@
 //! Every step-job client operation through `Engine::client()`, with the `#[step_job]` macro and
 //! the builder: `batch_trigger`, `cancel`, `delete_run`, `purge_runs` and `subscribe` (and
-//! `retrigger` in `steps.rs`); the unit tests under `runtime/src/steps/tests/` cover the same
+//! `retrigger` in `steps.rs`); the unit tests under `runtime/src/sqlite/step_tests/` cover the same
 //! operations on a hand-built runtime.
 
 use std::sync::Arc;
@@ -57,7 +57,9 @@ async fn engine() -> (Engine<Doublers>, Arc<Gate>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let gate = Arc::new(Gate(Semaphore::new(0)));
     let engine = Engine::<Doublers>::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .app(gate.clone())
         .start()
         .await
@@ -242,7 +244,9 @@ async fn a_stored_input_that_no_longer_decodes_is_a_validation_error() {
     .unwrap();
     drop(conn);
     let engine = Engine::<Doublers>::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .app(Arc::new(Gate(Semaphore::new(0))))
         .start()
         .await

@@ -1,5 +1,6 @@
 //! Telemetry: event payloads (7.4), in-process subscribers, and delivery to a real HTTP server
-//! through the outbox, including across a restart while the endpoint was down.
+//! through the outbox, including across a restart while the endpoint was down, of job events
+//! and of step-run events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use durable_jobs::prelude::*;
+use durable_jobs::steps::{StepError, TriggerOptions};
 use durable_jobs::{Engine, EventKind, ExhaustionReason, HttpTelemetry};
 use durable_jobs_tests::*;
 use serde_json::{json, Value};
@@ -218,7 +221,9 @@ async fn events_reach_an_http_endpoint_with_env_and_service_key() {
     let dir = tempfile::tempdir().unwrap();
     let probe = Probe::default();
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .telemetry(HttpTelemetry::new(&url, "test", "svc-key").batch_size(2))
         .app(probe)
         .start()
@@ -254,7 +259,7 @@ async fn events_written_while_the_endpoint_was_down_are_delivered_after_a_restar
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .telemetry(HttpTelemetry::new(&dead_url, "test", "svc"))
         .shutdown_timeout(Duration::from_millis(200))
         .app(Probe::default())
@@ -277,7 +282,7 @@ async fn events_written_while_the_endpoint_was_down_are_delivered_after_a_restar
 
     let (url, mut rx) = collector().await;
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .telemetry(HttpTelemetry::new(&url, "test", "svc"))
         .app(Probe::default())
         .start()
@@ -312,4 +317,62 @@ async fn retry_exhausted_gives_the_reason_the_hook_gets() {
     let hook = h.probe.calls_of("exhausted");
     assert_eq!(hook[0].detail, format!("{reason}: upstream down"));
     assert_eq!(exhausted.to_json()["reason"], "max_attempts");
+}
+
+/// Greets, in one step.
+#[durable_jobs::step_job(name = "greeting")]
+pub async fn greeting(step: &mut StepContext, name: String) -> Result<String, StepError> {
+    step.run("greet", |_| async move {
+        Ok::<_, durable_jobs::BoxError>(format!("hello {name}"))
+    })
+    .await
+}
+
+durable_jobs::registry! {
+    /// A step job whose run events the outbox delivers.
+    pub Greetings<()> { Greeting }
+}
+
+#[tokio::test]
+async fn step_run_events_reach_the_http_endpoint_through_the_outbox() {
+    let (url, mut rx) = collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::<Greetings>::builder()
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
+        .telemetry(HttpTelemetry::new(&url, "test", "svc-key"))
+        .start()
+        .await
+        .unwrap();
+    let done = engine
+        .client()
+        .step_job::<Greeting>()
+        .trigger_and_wait("ada".into(), TriggerOptions::new(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done.output, "hello ada");
+    let events = receive(&mut rx, 5).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "run:trigger",
+            "run:leased",
+            "step:start",
+            "step:complete",
+            "run:complete"
+        ]
+    );
+    for e in &events {
+        assert_eq!(e["runId"], done.id.as_str(), "{e}");
+        assert_eq!(e["jobName"], "greeting");
+        assert_eq!(
+            (e["env"].as_str(), e["serviceKey"].as_str()),
+            (Some("test"), Some("svc-key"))
+        );
+        assert_eq!(e["eventId"].as_str().map(str::len), Some(36), "{e}");
+    }
+    assert_eq!(events[4]["output"], "hello ada");
+    engine.shutdown().await.unwrap();
 }

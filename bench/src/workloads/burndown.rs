@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use durable_jobs::Synchronous;
+use durable_jobs::sqlite::Synchronous;
 
 use crate::compare::{burndown_variant, effectum_jobs};
 use crate::peers::Peers;

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::TriggerOptions;
-use durable_jobs::Synchronous;
 
 use crate::peers::Peers;
 use crate::report::{Metric, Report, Target};

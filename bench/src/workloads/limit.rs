@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use durable_jobs::Synchronous;
+use durable_jobs::sqlite::Synchronous;
 use rusqlite::{params, Connection};
 
 use crate::durability::Durability;
@@ -30,13 +30,13 @@ fn open(path: &Path, mode: Synchronous) -> BenchResult<Connection> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", sync_name(mode))?;
-    conn.execute_batch(&durable_jobs::__private::step_job_schema())?;
+    conn.execute_batch(&durable_jobs::bench_internals::step_job_schema())?;
     Ok(conn)
 }
 
 /// The claim of a new run (generation 0) as the store writes it; the rows it changed.
 fn claim(conn: &Connection, id: &str, rowid: i64) -> rusqlite::Result<usize> {
-    use durable_jobs::__private::step_job_statements as sql;
+    use durable_jobs::bench_internals::step_job_statements as sql;
     let until = "2026-01-01T00:00:30.000Z";
     conn.prepare_cached(sql::CLAIM_RUN)?
         .execute(params![id, "worker-1", until, NOW, 0i64, rowid])
@@ -51,7 +51,7 @@ fn complete(
     output: &str,
     steps: usize,
 ) -> rusqlite::Result<usize> {
-    use durable_jobs::__private::step_job_statements as sql;
+    use durable_jobs::bench_internals::step_job_statements as sql;
     conn.prepare_cached(sql::COMPLETE_RUN)?.execute(params![
         output,
         NOW,
@@ -102,11 +102,11 @@ pub(crate) fn write_rows(
             .chain(std::iter::once(Op::Complete(r)))
     });
 
-    // The store's own statements (`runtime/src/store/sqlite/runs.rs`: enqueue, claim,
+    // The store's own statements (`runtime/src/sqlite/runs/`: enqueue, claim,
     // persist_step, finish_run with the default cleanup of step rows), with its ISO-8601 text
     // timestamps. The store reads each candidate's rowid and generation in one query per claim
     // of many runs; here they are known from the insert (a new run is at generation 0).
-    use durable_jobs::__private::step_job_statements as sql;
+    use durable_jobs::bench_internals::step_job_statements as sql;
     let now = NOW;
     let run_id = |r: usize| format!("01JRUN{r:020}");
     let mut rowids = vec![0i64; runs];
@@ -189,7 +189,7 @@ pub(crate) fn write_noop(
     jobs: usize,
     rows_per_tx: usize,
 ) -> BenchResult<NoopCeiling> {
-    use durable_jobs::__private::step_job_statements as sql;
+    use durable_jobs::bench_internals::step_job_statements as sql;
     let mut conn = open(path, mode)?;
     let now = NOW;
     let run_id = |r: usize| format!("01JNOOP{r:019}");

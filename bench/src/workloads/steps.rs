@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::{RunFilter, RunStatus, StepJobClient, StepOptions};
-use durable_jobs::{Engine, StepJob, Synchronous};
+use durable_jobs::{Engine, StepJob};
 
 use crate::peers::Peers;
 use crate::report::{Metric, Report, Target};

@@ -6,6 +6,7 @@ mod dynamic;
 mod instances;
 mod jobs;
 mod runs;
+mod step;
 
 use std::marker::PhantomData;
 
@@ -13,6 +14,8 @@ pub use dynamic::{DynamicContinuous, DynamicDebounce, DynamicJob, DynamicStep, D
 pub use instances::{InstanceInfo, InstancePage};
 pub use jobs::JobInfo;
 pub use runs::Runs;
+pub(crate) use step::typed;
+pub use step::StepJobClient;
 
 use crate::checks::{ContinuousJobOf, DebounceJobOf, StepJobOf, TaskJobOf};
 use crate::engine::erased::{undecodable, Input};
@@ -26,7 +29,6 @@ use crate::job::continuous::ContinuousJob;
 use crate::job::debounce::DebounceJob;
 use crate::job::task::TaskJob;
 use crate::job::{Job, Registered};
-use crate::steps::StepJobClient;
 
 /// A handle for calling jobs; get one from [`Engine::client`]. Cheap to clone; it keeps the
 /// engine alive.

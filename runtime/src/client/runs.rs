@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::typed;
 use crate::error::{Error, Result};
-use crate::steps::client::typed;
 use crate::steps::{
     Disposition, LogRecord, Run, RunCounts, RunEventStream, RunFilter, StepRecord, StepRuntime,
     TriggerOptions,

@@ -1,10 +1,11 @@
 //! Configuring and starting an engine.
 
+use std::any::Any;
 use std::marker::PhantomData;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::claims;
 use super::deploy;
 use super::lifecycle::{Activity, EngineHandle};
 use super::locks::KeyedLocks;
@@ -13,9 +14,8 @@ use super::{Engine, Handler, Inner, JobSet, Registry};
 use crate::clock::{Clock, ClockDriven};
 use crate::error::{Error, Result, ValidationTarget};
 use crate::steps::{StepOptions, StepRuntime};
-use crate::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
-use crate::store::Backend;
-use crate::telemetry::Telemetry;
+use crate::store::{Backend, RunStore, Store, StoreError};
+use crate::telemetry::{self, Telemetry};
 #[cfg(feature = "http-telemetry")]
 use crate::telemetry::{http, HttpTelemetry};
 
@@ -69,8 +69,8 @@ pub struct WithApp<A>(A);
 #[must_use = "call `.start().await` to run the engine"]
 pub struct EngineBuilder<R: Registry, S = NoApp> {
     app: S,
-    store: Option<SqliteOptions>,
-    synchronous: Option<Synchronous>,
+    store: Option<StoreSource>,
+    store_settings: Vec<StoreSetting>,
     clock: Clock,
     #[cfg(feature = "http-telemetry")]
     telemetry: Option<HttpTelemetry>,
@@ -89,7 +89,7 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
         EngineBuilder {
             app: NoApp,
             store: None,
-            synchronous: None,
+            store_settings: Vec::new(),
             clock: Clock::system(),
             #[cfg(feature = "http-telemetry")]
             telemetry: None,
@@ -109,7 +109,7 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
         EngineBuilder {
             app: WithApp(app),
             store: self.store,
-            synchronous: self.synchronous,
+            store_settings: self.store_settings,
             clock: self.clock,
             #[cfg(feature = "http-telemetry")]
             telemetry: self.telemetry,
@@ -138,23 +138,37 @@ impl<R: Registry> EngineBuilder<R, NoApp> {
 }
 
 impl<R: Registry, S> EngineBuilder<R, S> {
-    /// Keeps everything in the SQLite database file at `path` (created if missing; WAL mode).
-    pub fn sqlite(mut self, path: impl Into<PathBuf>) -> Self {
-        self.store = Some(SqliteOptions::file(path.into()));
+    /// Runs on `store`: any backend implementing [`Store`]. The SQLite store has the shortcuts
+    /// `.sqlite(path)` and `.in_memory()`.
+    pub fn store(self, store: impl Store) -> Self {
+        self.store_arc(Arc::new(store))
+    }
+
+    /// Runs on a store already shared as an `Arc`.
+    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(StoreSource::Ready(store));
         self
     }
 
-    /// Keeps everything in memory: nothing survives the process. For tests.
-    pub fn in_memory(mut self) -> Self {
-        self.store = Some(SqliteOptions::in_memory());
+    /// Runs on a store opened by `start`, so that opening fails there, with the other
+    /// configuration errors.
+    pub(crate) fn open_store_at_start(mut self, options: impl OpenStore) -> Self {
+        self.store = Some(StoreSource::OpenAtStart(Box::new(options)));
         self
     }
 
-    /// SQLite's durability mode: `Normal` (default in WAL: a crash of the process loses
-    /// nothing, a power loss may lose the last commits) or `Full` (a write is acknowledged only
-    /// once the log holding it is synced; see [`Synchronous`]).
-    pub fn synchronous(mut self, mode: Synchronous) -> Self {
-        self.synchronous = Some(mode);
+    /// Adjusts the options of the store opened at start, if they are `T`, whenever they are
+    /// chosen (before or after this call).
+    pub(crate) fn adjust_store_options<T: Any>(
+        mut self,
+        adjust: impl FnOnce(&mut T) + Send + 'static,
+    ) -> Self {
+        self.store_settings
+            .push(Box::new(move |options: &mut dyn Any| {
+                if let Some(options) = options.downcast_mut::<T>() {
+                    adjust(options);
+                }
+            }));
         self
     }
 
@@ -206,7 +220,8 @@ impl<R: Registry, S> EngineBuilder<R, S> {
 
     /// How many committed instance rows the engine keeps in memory so that actions need not
     /// read them back (default 100,000; 0 turns the cache off). Only used with a store that is
-    /// the only writer of its data, as the SQLite file is.
+    /// the only writer of its data ([`Ownership::Exclusive`](crate::store::Ownership)), as the
+    /// SQLite file is by default.
     pub fn cache_capacity(mut self, rows: usize) -> Self {
         self.cache_capacity = rows;
         self
@@ -233,24 +248,35 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         R::register(&mut jobs);
         jobs.check()?;
         check_configs(&jobs)?;
-        let mut options = self.store.ok_or_else(|| {
+        let source = self.store.ok_or_else(|| {
             Error::validation(
                 ValidationTarget::Config,
                 None,
-                "no store chosen: call `.sqlite(path)` or `.in_memory()` on the builder",
+                "no store chosen: call `.sqlite(path)`, `.in_memory()` or `.store(..)` on the \
+                 builder",
             )
         })?;
-        if let Some(mode) = self.synchronous {
-            options = options.synchronous(mode);
+        let owned: Arc<dyn Store> = match source {
+            StoreSource::Ready(store) => store,
+            StoreSource::OpenAtStart(mut options) => {
+                for setting in self.store_settings {
+                    setting(options.as_any_mut());
+                }
+                options.open().map_err(|e| Error::storage("open", e))?
+            }
+        };
+        // The one place the store's ownership is read: everything that depends on it goes
+        // through the strategy.
+        let claims = claims::for_ownership(owned.ownership());
+        let store: Arc<dyn Backend> = owned.clone();
+        let runs: Arc<dyn RunStore> = owned.clone();
+        let owner = format!("engine-{}", ulid::Ulid::new());
+        if claims.recovers_at_start() {
+            store
+                .recover(&owner, self.clock.now())
+                .await
+                .map_err(|e| Error::storage("recover", e))?;
         }
-        let sqlite = SqliteStore::open(options).map_err(|e| Error::storage("open", e))?;
-        let store: Arc<dyn Backend> = sqlite.clone();
-        let exclusive = store.exclusive() && self.cache_capacity > 0;
-        let owner = format!("engine-{}", uuid::Uuid::now_v7());
-        store
-            .recover(&owner, self.clock.now())
-            .await
-            .map_err(|e| Error::storage("recover", e))?;
         let unregistered = deploy::reconcile(&jobs, store.as_ref(), self.clock.now()).await?;
         let alarm_jobs = deploy::alarm_jobs(&jobs);
 
@@ -280,7 +306,9 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             .collect::<std::collections::HashMap<_, _>>();
         let has_step_jobs = !step_jobs.is_empty();
         let steps = StepRuntime::new(
-            sqlite.clone(),
+            runs,
+            owner.clone(),
+            claims.recovers_at_start(),
             step_jobs,
             app.clone(),
             self.clock.clone(),
@@ -303,13 +331,23 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             event_id_retention: self.event_id_retention,
             activity: Activity::new(),
             steps: steps.clone(),
-            cache: exclusive.then(|| super::cache::RecordCache::new(self.cache_capacity)),
+            cache: (claims.wants_cache() && self.cache_capacity > 0)
+                .then(|| super::cache::RecordCache::new(self.cache_capacity)),
+            claims,
         });
         crate::metrics::engine_started(inner.jobs.jobs.iter().map(|(n, h)| (h.kind(), *n)));
-        let tasks = vec![
-            tokio::spawn(scheduler::run(inner.clone())),
-            tokio::spawn(scheduler::renew_leases(inner.clone())),
-        ];
+        let mut tasks = vec![tokio::spawn(scheduler::run(inner.clone()))];
+        if let Some(wake) = &inner.telemetry.outbox {
+            // Subscribed before the worker starts: no run event goes unseen.
+            tasks.push(tokio::spawn(telemetry::runs::forward(
+                inner.store.clone(),
+                steps.event_receiver(),
+                wake.clone(),
+            )));
+        }
+        if inner.claims.renews_leases() {
+            tasks.push(tokio::spawn(scheduler::renew_leases(inner.clone())));
+        }
         if has_step_jobs {
             steps.start();
         }
@@ -320,19 +358,32 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             test.drive(Arc::downgrade(&driver));
             driver
         });
-        let handle = EngineHandle::new(
-            inner,
-            tasks,
-            Some(sqlite),
-            http,
-            self.shutdown_timeout,
-            driver,
-        );
+        let handle = EngineHandle::new(inner, tasks, owned, http, self.shutdown_timeout, driver);
         tracing::info!(jobs = ?handle.inner.jobs.names(), "durable-jobs engine started");
         Ok(Engine {
             handle: Arc::new(handle),
         })
     }
+}
+
+/// Where the engine's store comes from.
+enum StoreSource {
+    /// A store handed to the builder.
+    Ready(Arc<dyn Store>),
+    /// Options of a store that `start` opens.
+    OpenAtStart(Box<dyn OpenStore>),
+}
+
+/// A change to the options of the store opened at start.
+type StoreSetting = Box<dyn FnOnce(&mut dyn Any) + Send>;
+
+/// Options from which `start` opens a store (a driver's builder shortcuts hand them in).
+pub(crate) trait OpenStore: Any + Send {
+    /// Opens the store.
+    fn open(self: Box<Self>) -> std::result::Result<Arc<dyn Store>, StoreError>;
+
+    /// The options, for [`EngineBuilder::adjust_store_options`].
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
 fn check_configs<A: Send + Sync + 'static>(jobs: &JobSet<A>) -> Result<()> {

@@ -1,8 +1,7 @@
 //! A bounded write-through cache of committed instance rows.
 //!
-//! Used only with a backend that declares it is the only writer of its data
-//! ([`Backend::exclusive`](crate::store::Backend::exclusive): SQLite holds an exclusive lock on
-//! its file). Every write of this engine goes through [`Inner::commit`](super::Inner) or a
+//! Used only with a store that is the only writer of its data
+//! ([`Ownership::Exclusive`](crate::store::Ownership::Exclusive); see `claims.rs`). Every write of this engine goes through [`Inner::commit`](super::Inner) or a
 //! claim, which update the cache after the store accepted them, so the cache holds exactly what
 //! was last committed: an action can skip the read before its write. Rows that were never
 //! loaded, or were evicted, are read from the store as usual.

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::Inner;
 use crate::error::{Error, Result};
-use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 use crate::telemetry::HttpSender;
 
 /// Counts actions and executions in flight so shutdown can wait for them.
@@ -70,7 +70,8 @@ impl Drop for ActivityGuard<'_> {
 pub(crate) struct EngineHandle<A: Send + Sync + 'static> {
     pub(crate) inner: Arc<Inner<A>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
-    pub(crate) sqlite: Option<Arc<SqliteStore>>,
+    /// The store, to close it from `Drop`.
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) http: Mutex<Option<HttpSender>>,
     pub(crate) shutdown_timeout: Duration,
     stopped: AtomicBool,
@@ -82,7 +83,7 @@ impl<A: Send + Sync + 'static> EngineHandle<A> {
     pub(crate) fn new(
         inner: Arc<Inner<A>>,
         tasks: Vec<JoinHandle<()>>,
-        sqlite: Option<Arc<SqliteStore>>,
+        store: Arc<dyn Store>,
         http: Option<HttpSender>,
         shutdown_timeout: Duration,
         clock_driver: Option<Arc<dyn crate::clock::ClockDriven>>,
@@ -90,7 +91,7 @@ impl<A: Send + Sync + 'static> EngineHandle<A> {
         EngineHandle {
             inner,
             tasks: Mutex::new(tasks),
-            sqlite,
+            store,
             http: Mutex::new(http),
             shutdown_timeout,
             stopped: AtomicBool::new(false),
@@ -149,8 +150,6 @@ impl<A: Send + Sync + 'static> Drop for EngineHandle<A> {
         {
             task.abort();
         }
-        if let Some(sqlite) = &self.sqlite {
-            sqlite.close_blocking();
-        }
+        self.store.close_blocking();
     }
 }

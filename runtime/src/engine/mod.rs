@@ -3,6 +3,7 @@
 
 mod builder;
 mod cache;
+mod claims;
 mod continuous;
 mod debounce;
 mod deploy;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+pub(crate) use builder::OpenStore;
 pub use builder::{EngineBuilder, Limits, NoApp, WithApp};
 pub(crate) use registry::Handler;
 pub use registry::{JobSet, RegisterJob, Registry};
@@ -30,6 +32,7 @@ pub use debounce::{
 };
 pub use task::{SendResult, TaskState, TaskStatus, TaskTriggerResult};
 
+use self::claims::{ClaimRows, Claims};
 use self::lifecycle::{Activity, ActivityGuard};
 use self::locks::{KeyGuard, KeyedLocks};
 use self::scheduler::Scheduler;
@@ -39,7 +42,8 @@ use crate::id::{check_identifier, InstanceKey, JobKind};
 use crate::retry::{ExhaustionReason, RetryDecision, RetryPolicy};
 use crate::steps::StepRuntime;
 use crate::store::{
-    Backend, Columns, InstanceRecord, Lease, StoreError, UnregisteredJob, Write, WriteBatch,
+    Backend, BoxFuture, Columns, InstanceRecord, Lease, StoreError, UnregisteredJob, Write,
+    WriteBatch,
 };
 use crate::telemetry::{EventKind, EventStream, JobEvent, Telemetry};
 use crate::time::Timestamp;
@@ -129,7 +133,9 @@ pub(crate) struct Inner<A> {
     pub(crate) event_id_retention: Duration,
     pub(crate) activity: Activity,
     pub(crate) steps: Arc<StepRuntime<A>>,
-    /// Committed rows, when the store is exclusive.
+    /// How alarms are claimed, chosen from the store's ownership.
+    pub(crate) claims: Box<dyn Claims>,
+    /// Committed rows, when the claim strategy allows it.
     pub(crate) cache: Option<cache::RecordCache>,
 }
 
@@ -179,12 +185,35 @@ pub(crate) enum Failure {
     NoPolicy,
 }
 
+impl<A: Send + Sync + 'static> ClaimRows for Inner<A> {
+    fn load_row<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+    ) -> BoxFuture<'a, std::result::Result<Option<InstanceRecord>, StoreError>> {
+        Box::pin(async move {
+            if let Some(known) = self.cache.as_ref().and_then(|c| c.get(key)) {
+                // What the cache holds is only true while the store is.
+                self.store.verify()?;
+                return Ok(known);
+            }
+            let loaded = self.store.load(key).await?;
+            if let Some(cache) = &self.cache {
+                cache.put(key.clone(), loaded.clone());
+            }
+            Ok(loaded)
+        })
+    }
+
+    fn store(&self) -> &dyn Backend {
+        self.store.as_ref()
+    }
+}
+
 impl<A: Send + Sync + 'static> Inner<A> {
     /// Refuses new work once shutdown has begun; the guard keeps shutdown waiting.
     pub(crate) fn enter(&self, operation: Operation) -> Result<ActivityGuard<'_>> {
-        self.activity.enter().ok_or(Error::Scheduler {
+        self.activity.enter().ok_or(Error::ShutDown {
             operation: operation.as_str(),
-            message: "the engine is shutting down".into(),
         })
     }
 
@@ -270,75 +299,33 @@ impl<A: Send + Sync + 'static> Inner<A> {
         key: &InstanceKey,
         operation: Operation,
     ) -> Result<Option<InstanceRecord>> {
-        if let Some(known) = self.cache.as_ref().and_then(|c| c.get(key)) {
-            // What the cache holds is only true while the store is.
-            self.store.verify().map_err(|e| store_error(e, operation))?;
-            return Ok(known);
-        }
-        let loaded = self
-            .store
-            .load(key)
+        self.load_row(key)
             .await
-            .map_err(|e| store_error(e, operation))?;
-        if let Some(cache) = &self.cache {
-            cache.put(key.clone(), loaded.clone());
-        }
-        Ok(loaded)
+            .map_err(|e| store_error(e, operation))
     }
 
-    /// The alarm `rec` is waiting for, as a status reports it: none while an execution holds
-    /// it (a claimed lease, or with an exclusive store a run the scheduler has in flight, whose
-    /// claim is not in the row; see [`Inner::claim`]), since its next time is not known yet,
-    /// and none while the instance is broken, since it does not fire.
+    /// The alarm `rec` is waiting for, as a status reports it (see [`Claims::pending_alarm`]).
     pub(crate) fn pending_alarm(&self, rec: &InstanceRecord) -> Option<Timestamp> {
-        if rec.lease.is_some() || rec.broken.is_some() || self.scheduler.running(&rec.key) {
-            None
-        } else {
-            rec.alarm_at
-        }
+        self.claims
+            .pending_alarm(rec, self.scheduler.running(&rec.key))
     }
 
     /// Claims a due alarm, under the instance's lock: the row to run it on, with this engine's
-    /// lease, or `None` when it is not due (or held).
-    ///
-    /// With an exclusive store (SQLite holds its file) the claim is not written: no other
-    /// engine can run the alarm, the lock keeps this one's actions out, and after a crash the
-    /// alarm, still due, fires again at start. An alarm execution then costs one write, not
-    /// two. A shared store gets a durable claim ([`Backend::claim_alarm`]) that moves the
-    /// alarm to the lease's expiry, so another engine takes over if this one dies.
+    /// lease, or `None` when it is not due (or held). How depends on the store's ownership
+    /// ([`Claims::claim`]).
     pub(crate) async fn claim(
         &self,
         key: &InstanceKey,
         now: Timestamp,
     ) -> Result<Option<InstanceRecord>> {
-        if self.store.exclusive() {
-            let Some(mut rec) = self.load(key, Operation::Alarm).await? else {
-                return Ok(None);
-            };
-            let due = rec.alarm_at.is_some_and(|at| at <= now);
-            let held = rec.lease.as_ref().is_some_and(|lease| lease.until > now);
-            if !due || held {
-                return Ok(None);
-            }
-            rec.lease = Some(Lease {
-                owner: self.owner.clone(),
-                until: now + self.lease,
-            });
-            return Ok(Some(rec));
-        }
-        let claimed = self
-            .store
-            .claim_alarm(key, now, &self.owner, now + self.lease)
+        let lease = Lease {
+            owner: self.owner.clone(),
+            until: now + self.lease,
+        };
+        self.claims
+            .claim(self, key, now, lease)
             .await
-            .map_err(|e| store_error(e, Operation::Alarm));
-        if let Some(cache) = &self.cache {
-            match &claimed {
-                Ok(Some(rec)) => cache.put(key.clone(), Some(rec.clone())),
-                // Not due (or someone else's): what is cached may be older than the store.
-                _ => cache.forget(key),
-            }
-        }
-        claimed
+            .map_err(|e| store_error(e, Operation::Alarm))
     }
 
     pub(crate) async fn load_existing(
@@ -673,14 +660,7 @@ pub(crate) fn store_error(e: StoreError, operation: Operation) -> Error {
             instance: key,
             event_id,
         },
-        StoreError::Closed => Error::Scheduler {
-            operation: operation.as_str(),
-            message: "the engine is shut down".into(),
-        },
-        other => Error::Storage {
-            operation: operation.as_str(),
-            source: Box::new(other),
-        },
+        other => Error::from_store(operation.as_str(), other),
     }
 }
 

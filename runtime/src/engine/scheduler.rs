@@ -39,7 +39,7 @@ pub(crate) struct Scheduler {
     in_flight: Mutex<HashSet<InstanceKey>>,
     max_in_flight: usize,
     /// Alarms whose execution could not commit, and until when they wait. With an exclusive
-    /// store the claim is not written (see [`Inner::claim`]), so such an alarm is still due;
+    /// store the claim is not written (see `claims.rs`), so such an alarm is still due;
     /// without this it would fire again at once and run the job in a loop while the store
     /// fails. A written claim gives the same pause through its lease.
     held: Mutex<HashMap<InstanceKey, Timestamp>>,
@@ -324,20 +324,15 @@ async fn fire<A: Send + Sync + 'static>(
     };
     if let Err(e) = result {
         tracing::error!(instance = %key, error = %e, "alarm execution failed");
-        if inner.store.exclusive() {
-            let until = inner.clock.now() + inner.lease;
-            inner.scheduler.hold(key, until);
-        }
+        let until = inner.clock.now() + inner.lease;
+        inner.claims.failed_end(&inner.scheduler, key, until);
     }
 }
 
 /// Renews the leases of executions in flight, so a long execution keeps its claim. Sleeps
-/// while nothing is in flight. Not needed with an exclusive store, whose claims are not
-/// written (see [`Inner::claim`]).
+/// while nothing is in flight. Runs only when the claim strategy writes its claims
+/// ([`Claims::renews_leases`](super::claims::Claims::renews_leases)).
 pub(crate) async fn renew_leases<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
-    if inner.store.exclusive() {
-        return;
-    }
     let scheduler = inner.scheduler.clone();
     let period = inner.lease / 3;
     while !scheduler.is_stopped() {

@@ -4,7 +4,8 @@
 use std::future::Future;
 
 use super::{Job, JobError, Payload};
-use crate::steps::{StepContext, StepJobConfig};
+use crate::retry::RetryPolicy;
+use crate::steps::StepContext;
 
 /// A job whose runs are made of memoised steps (the durably model).
 ///
@@ -34,4 +35,31 @@ pub trait StepJob<A: Send + Sync + 'static = ()>: Job {
         input: Self::Input,
         app: &A,
     ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+}
+
+/// Per-job settings of a step job.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_jobs::{Backoff, RetryPolicy, StepJobConfig};
+///
+/// let config = StepJobConfig::default()
+///     .retry(RetryPolicy::new(3).backoff(Backoff::exponential(Duration::from_secs(1))));
+/// # let _ = config;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct StepJobConfig {
+    pub(crate) retry: Option<RetryPolicy>,
+}
+
+impl StepJobConfig {
+    /// Retries failed runs with this policy (upstream has no retries): a failed attempt goes
+    /// back to pending, not before the policy's delay, and its completed steps stay memoised.
+    /// Cancelled runs and runs whose input no longer decodes are not retried.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
 }

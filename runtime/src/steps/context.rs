@@ -13,9 +13,9 @@ use super::cancel::{CancelReason, Cancellation};
 use super::events::RunEventKind;
 use super::run::{Labels, LogLevel, Progress, RunStatus, StepStatus};
 use super::runtime::Shared;
-use super::store::{Fence, NewLog, NewStep, StoredStep};
 use crate::checks::StepBody;
 use crate::error::BoxError;
+use crate::store::runs::{Fence, NewLog, NewStep, StoredStep};
 use crate::store::StoreError;
 use crate::time::Timestamp;
 
@@ -208,8 +208,8 @@ pub struct StepContext {
     job_name: String,
     labels: Arc<Labels>,
     generation: u64,
-    /// See [`Fence::row`].
-    row: Option<i64>,
+    /// See [`Fence::hint`].
+    hint: Option<i64>,
     attempt: u32,
     cancellation: Cancellation,
     /// Made at the first step or log: a run with neither never needs one.
@@ -242,7 +242,7 @@ impl StepContext {
         job_name: String,
         labels: Arc<Labels>,
         generation: u64,
-        row: Option<i64>,
+        hint: Option<i64>,
         attempt: u32,
         cancellation: Cancellation,
         stored: Vec<StoredStep>,
@@ -255,7 +255,7 @@ impl StepContext {
             job_name,
             labels,
             generation,
-            row,
+            hint,
             attempt,
             cancellation,
             sink: None,
@@ -328,7 +328,7 @@ impl StepContext {
         Fence {
             run_id: self.run_id.clone(),
             generation: self.generation,
-            row: self.row,
+            hint: self.hint,
         }
     }
 

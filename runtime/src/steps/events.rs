@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
 use super::run::{Labels, LogLevel, Progress, RunStatus};
-use super::store::RunStore;
+use crate::store::runs::RunStore;
 use crate::time::Timestamp;
 
 /// One run event.
@@ -621,7 +621,7 @@ pub(crate) struct SnapshotSource<'a> {
     pub(crate) updated_at: Timestamp,
 }
 
-pub(crate) fn run_snapshot_source(run: &super::store::RunRecord) -> SnapshotSource<'_> {
+pub(crate) fn run_snapshot_source(run: &crate::store::runs::RunRecord) -> SnapshotSource<'_> {
     SnapshotSource {
         run_id: &run.id,
         job_name: &run.job_name,

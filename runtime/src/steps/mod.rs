@@ -22,16 +22,11 @@
 //! - `step.log` is always persisted (upstream needs a plugin), with the run's next write.
 
 mod cancel;
-pub(crate) mod client;
 mod context;
 mod events;
 pub(crate) mod run;
 mod runtime;
-pub(crate) mod store;
 mod worker;
-
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 
@@ -39,11 +34,10 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use crate::error::{BoxError, Error, ValidationTarget};
-use crate::retry::RetryPolicy;
 use crate::store::BoxFuture;
 
+pub use crate::client::StepJobClient;
 pub use cancel::{CancelReason, Cancellation};
-pub use client::StepJobClient;
 pub use context::{StepContext, StepError, StepFuture, StepScope};
 pub use events::{RunEvent, RunEventKind, RunEventStream};
 pub use run::{
@@ -54,32 +48,7 @@ pub use run::{
 pub use runtime::RunFailed;
 pub(crate) use runtime::StepRuntime;
 
-/// Per-job settings of a step job.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use durable_jobs::{Backoff, RetryPolicy, StepJobConfig};
-///
-/// let config = StepJobConfig::default()
-///     .retry(RetryPolicy::new(3).backoff(Backoff::exponential(Duration::from_secs(1))));
-/// # let _ = config;
-/// ```
-#[derive(Clone, Debug, Default)]
-pub struct StepJobConfig {
-    pub(crate) retry: Option<RetryPolicy>,
-}
-
-impl StepJobConfig {
-    /// Retries failed runs with this policy (upstream has no retries): a failed attempt goes
-    /// back to pending, not before the policy's delay, and its completed steps stay memoised.
-    /// Cancelled runs and runs whose input no longer decodes are not retried.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-}
+pub use crate::job::step::StepJobConfig;
 
 /// Settings of the step-job worker of an engine.
 ///

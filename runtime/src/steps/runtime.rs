@@ -12,13 +12,13 @@ use super::events::{
     json_value, run_snapshot_source, snapshot, EventBus, RunEventKind, RunEventStream, StreamFilter,
 };
 use super::run::{Disposition, LogRecord, RunFilter, RunStatus, StepRecord, TriggerOptions};
-use super::store::{
-    CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, NewRun, RunRecord, RunStore,
-};
 use super::{ErasedStepJob, StepOptions};
 use crate::clock::{Clock, ClockDriven};
 use crate::error::{BoxError, Error, Operation, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
+use crate::store::runs::{
+    CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, NewRun, RunRecord, RunStore,
+};
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
@@ -36,7 +36,7 @@ pub(crate) fn key(job: &str, run_id: &str) -> InstanceKey {
 }
 
 pub(crate) fn storage(operation: &'static str, e: StoreError) -> Error {
-    Error::storage(operation, e)
+    Error::from_store(operation, e)
 }
 
 /// A run this worker executes.
@@ -54,8 +54,11 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) options: StepOptions,
     pub(crate) events: EventBus,
-    /// This worker's lease owner id.
+    /// This worker's lease owner id: the engine's.
     pub(crate) owner: String,
+    /// Whether the worker expires every lease when it starts: chosen by the engine from the
+    /// store's ownership (an exclusive store's leases all belong to a crashed process).
+    pub(crate) recover_at_start: bool,
     ids: Mutex<ulid::Generator>,
     /// Wakes the worker: a trigger, a retry scheduled, a shutdown, a settle request.
     pub(crate) wake: Notify,
@@ -164,16 +167,18 @@ pub(crate) struct StepRuntime<A> {
 }
 
 impl<A: Send + Sync + 'static> StepRuntime<A> {
-    /// A runtime over `store` for `jobs`. Nothing runs until [`start`](Self::start).
+    /// A runtime over `store` for `jobs`, whose leases `owner` holds. Nothing runs until
+    /// [`start`](Self::start).
     pub(crate) fn new(
         store: Arc<dyn RunStore>,
+        owner: String,
+        recover_at_start: bool,
         jobs: HashMap<&'static str, Arc<dyn ErasedStepJob<A>>>,
         app: Arc<A>,
         clock: Clock,
         options: StepOptions,
     ) -> Arc<Self> {
         let options = options.normalised();
-        let owner = format!("worker_{}", ulid::Ulid::new());
         let (settle_served, _) = watch::channel(0);
         Arc::new(StepRuntime {
             shared: Arc::new(Shared {
@@ -182,6 +187,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                 options,
                 events: EventBus::new(),
                 owner,
+                recover_at_start,
                 ids: Mutex::new(ulid::Generator::new()),
                 wake: Notify::new(),
                 active: Mutex::new(HashMap::new()),
@@ -413,7 +419,14 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         operation: Operation,
     ) -> Result<RunRecord, Error> {
         self.get_run(job, id)
-            .await?
+            .await
+            .map_err(|e| match e {
+                // The read is part of `operation`, which is what was refused.
+                Error::ShutDown { .. } => Error::ShutDown {
+                    operation: operation.as_str(),
+                },
+                other => other,
+            })?
             .ok_or_else(|| Error::InstanceNotFound {
                 instance: key(job.unwrap_or(""), id),
                 operation,
@@ -718,6 +731,11 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
     }
 
     /// Every event (of `job`, when given), from now on.
+    /// Every event the runtime emits from now on, unfiltered.
+    pub(crate) fn event_receiver(&self) -> tokio::sync::broadcast::Receiver<Arc<super::RunEvent>> {
+        self.shared.events.receiver()
+    }
+
     pub(crate) fn events(&self, job: Option<&str>) -> RunEventStream {
         let rx = self.shared.events.receiver();
         let filter = StreamFilter {

@@ -19,11 +19,11 @@ use super::context::StepContext;
 use super::events::{json_value, RunEventKind};
 use super::run::{Labels, RunStatus};
 use super::runtime::{ActiveRun, Shared, StepRuntime};
-use super::store::{Claimed, ClaimedRun, Fence, Finish, FinishOutcome};
 use super::{ErasedStepJob, RunFailure};
 use crate::error::{catch_panic, Error};
 use crate::id::JobKind;
 use crate::metrics::{self, RunEnd};
+use crate::store::runs::{Claimed, ClaimedRun, Fence, Finish, FinishOutcome};
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
@@ -70,68 +70,135 @@ type RenewResult = (
 
 /// The dispatcher loop; returns when the runtime stops.
 pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) {
-    let shared = rt.shared.clone();
-    let opts = shared.options.clone();
-    let max = opts.max_concurrent_runs;
-    let lease = opts.lease_duration;
+    let mut dispatcher = Dispatcher::new(rt);
+    dispatcher.recover().await;
+    loop {
+        let now = dispatcher.shared.clock.now();
+        let stopping = dispatcher.shared.stopping.load(Ordering::Acquire);
+        dispatcher.note_settle_request();
+        dispatcher.start_ready(stopping);
+        if stopping && dispatcher.runs.is_empty() && dispatcher.claim.is_none() {
+            break;
+        }
+        if dispatcher.next_due.is_some_and(|t| t <= now) {
+            dispatcher.next_due = None;
+            dispatcher.dirty = true;
+        }
+        dispatcher.schedule_renewal(now);
+        dispatcher.schedule_maintenance(now, stopping);
+        let free = dispatcher.schedule_claim(now, stopping);
+        dispatcher.report_settled(free, stopping);
+        dispatcher.wait(stopping).await;
+    }
+    dispatcher.stopped();
+}
 
-    if let Err(e) = shared.store.recover(shared.clock.now()).await {
-        worker_error(&shared, "", "", "recover", e.to_string());
+/// What the dispatcher keeps between two turns of its loop.
+struct Dispatcher<A: Send + Sync + 'static> {
+    rt: Arc<StepRuntime<A>>,
+    shared: Arc<Shared>,
+    /// Run bodies executing at once, at most.
+    max: usize,
+    lease: Duration,
+    /// Runs claimed ahead, beyond the free slots, at most.
+    claim_ahead: usize,
+    /// The run tasks.
+    runs: JoinSet<()>,
+    /// Runs claimed ahead, leased, waiting for a slot.
+    ready: VecDeque<Reserved>,
+    /// Something may have become claimable: the next turn claims.
+    dirty: bool,
+    /// The claim in flight, and how many runs it asked for.
+    claim: Option<BoxFuture<'static, Result<Claimed, StoreError>>>,
+    requested: usize,
+    /// The renewal in flight.
+    renew: Option<BoxFuture<'static, RenewResult>>,
+    /// The purge in flight.
+    maintenance: Option<BoxFuture<'static, Result<u64, Error>>>,
+    /// When a run becomes claimable by itself (a retry's not-before, a foreign lease expiring).
+    next_due: Option<Timestamp>,
+    next_renew: Option<Timestamp>,
+    next_maintenance: Option<Timestamp>,
+    /// Claim-error backoff: its current length, and when it ends.
+    backoff: Duration,
+    backoff_until: Option<tokio::time::Instant>,
+    /// Test clock: the last settle request seen, and the last one answered.
+    settle_pending: u64,
+    settle_served: u64,
+}
+
+impl<A: Send + Sync + 'static> Dispatcher<A> {
+    fn new(rt: Arc<StepRuntime<A>>) -> Self {
+        let shared = rt.shared.clone();
+        let max = shared.options.max_concurrent_runs;
+        let next_maintenance = shared.options.retain_runs.map(|_| shared.clock.now());
+        Dispatcher {
+            max,
+            lease: shared.options.lease_duration,
+            claim_ahead: max * RUNS_CLAIMED_AHEAD_PER_SLOT,
+            rt,
+            shared,
+            runs: JoinSet::new(),
+            ready: VecDeque::new(),
+            dirty: true,
+            claim: None,
+            requested: 0,
+            renew: None,
+            maintenance: None,
+            next_due: None,
+            next_renew: None,
+            next_maintenance,
+            backoff: Duration::ZERO,
+            backoff_until: None,
+            settle_pending: 0,
+            settle_served: 0,
+        }
     }
 
-    let claim_ahead = max * RUNS_CLAIMED_AHEAD_PER_SLOT;
-    let mut runs: JoinSet<()> = JoinSet::new();
-    let mut ready: VecDeque<Reserved> = VecDeque::new();
-    let mut dirty = true;
-    let mut claim: Option<BoxFuture<'static, Result<Claimed, StoreError>>> = None;
-    let mut requested = 0usize;
-    let mut renew: Option<BoxFuture<'static, RenewResult>> = None;
-    let mut maintenance: Option<BoxFuture<'static, Result<u64, Error>>> = None;
-    let mut next_due: Option<Timestamp> = None;
-    let mut next_renew: Option<Timestamp> = None;
-    let mut next_maintenance: Option<Timestamp> = opts.retain_runs.map(|_| shared.clock.now());
-    let mut backoff = Duration::ZERO;
-    let mut backoff_until: Option<tokio::time::Instant> = None;
-    let mut settle_pending = 0u64;
-    let mut settle_served = 0u64;
-
-    loop {
-        let now = shared.clock.now();
-        let stopping = shared.stopping.load(Ordering::Acquire);
-        let requested_settle = shared.settle_requested.load(Ordering::Acquire);
-        if requested_settle > settle_pending {
-            settle_pending = requested_settle;
-            dirty = true;
+    /// On an exclusive store, expires every lease: whatever held one crashed.
+    async fn recover(&mut self) {
+        if self.shared.recover_at_start {
+            if let Err(e) = self.shared.store.recover(self.shared.clock.now()).await {
+                worker_error(&self.shared, "", "", "recover", e.to_string());
+            }
         }
+    }
+
+    fn note_settle_request(&mut self) {
+        let requested_settle = self.shared.settle_requested.load(Ordering::Acquire);
+        if requested_settle > self.settle_pending {
+            self.settle_pending = requested_settle;
+            self.dirty = true;
+        }
+    }
+
+    /// Starts claimed runs in the free slots; once stopping, lets them go instead.
+    fn start_ready(&mut self, stopping: bool) {
         if stopping {
             // Claimed ahead but not started: they keep their leases, like runs cut off at the
             // shutdown deadline, and the next start reclaims them at once.
-            for reserved in ready.drain(..) {
-                reserved.forget(&shared);
+            for reserved in self.ready.drain(..) {
+                reserved.forget(&self.shared);
             }
         } else {
-            while shared.bodies.load(Ordering::Acquire) < max {
-                let Some(reserved) = ready.pop_front() else {
+            while self.shared.bodies.load(Ordering::Acquire) < self.max {
+                let Some(reserved) = self.ready.pop_front() else {
                     break;
                 };
-                start_run(&rt, &mut runs, reserved);
+                start_run(&self.rt, &mut self.runs, reserved);
             }
         }
-        if stopping && runs.is_empty() && claim.is_none() {
-            break;
-        }
-        if next_due.is_some_and(|t| t <= now) {
-            next_due = None;
-            dirty = true;
-        }
+    }
 
-        // One renewal for every lease this worker holds.
-        if runs.is_empty() {
-            next_renew = None;
-        } else if next_renew.is_none() {
-            next_renew = Some(now + opts.lease_renew_interval);
+    /// One renewal for every lease this worker holds, every `lease_renew_interval`.
+    fn schedule_renewal(&mut self, now: Timestamp) {
+        let shared = &self.shared;
+        if self.runs.is_empty() {
+            self.next_renew = None;
+        } else if self.next_renew.is_none() {
+            self.next_renew = Some(now + shared.options.lease_renew_interval);
         }
-        if renew.is_none() && next_renew.is_some_and(|t| t <= now) {
+        if self.renew.is_none() && self.next_renew.is_some_and(|t| t <= now) {
             let checked: Vec<(String, u64)> = shared
                 .active
                 .lock()
@@ -139,62 +206,78 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
                 .iter()
                 .map(|(id, a)| (id.clone(), a.generation))
                 .collect();
-            let until = now + lease;
+            let until = now + self.lease;
             let store = shared.store.clone();
             let owner = shared.owner.clone();
-            renew = Some(Box::pin(async move {
+            self.renew = Some(Box::pin(async move {
                 (store.renew_leases(&owner, now, until).await, checked, until)
             }));
-            next_renew = Some(now + opts.lease_renew_interval);
+            self.next_renew = Some(now + shared.options.lease_renew_interval);
         }
         shared.next_renew.store(
-            next_renew.map_or(i64::MIN, Timestamp::as_millis),
+            self.next_renew.map_or(i64::MIN, Timestamp::as_millis),
             Ordering::Release,
         );
+    }
 
-        // Maintenance: purge runs older than `retain_runs`.
-        if let (Some(retain), None, false) = (opts.retain_runs, &maintenance, stopping) {
-            if next_maintenance.is_some_and(|t| t <= now) {
-                let rt = rt.clone();
-                maintenance = Some(Box::pin(async move {
+    /// Maintenance: purges runs older than `retain_runs`.
+    fn schedule_maintenance(&mut self, now: Timestamp, stopping: bool) {
+        if let (Some(retain), None, false) =
+            (self.shared.options.retain_runs, &self.maintenance, stopping)
+        {
+            if self.next_maintenance.is_some_and(|t| t <= now) {
+                let rt = self.rt.clone();
+                self.maintenance = Some(Box::pin(async move {
                     rt.purge_runs(None, now - retain, None).await
                 }));
-                next_maintenance = Some(now + MAINTENANCE_INTERVAL);
+                self.next_maintenance = Some(now + MAINTENANCE_INTERVAL);
             }
         }
-        shared.next_maintenance.store(
-            next_maintenance.map_or(i64::MIN, Timestamp::as_millis),
+        self.shared.next_maintenance.store(
+            self.next_maintenance.map_or(i64::MIN, Timestamp::as_millis),
             Ordering::Release,
         );
+    }
 
-        // Claim enough runs to fill the free slots and the claimed-ahead queue. A slot frees
-        // when a run's body returns, while its end is still being written.
-        let free =
-            (max + claim_ahead).saturating_sub(shared.bodies.load(Ordering::Acquire) + ready.len());
-        let can_claim = dirty && free > 0 && !stopping && backoff_until.is_none();
+    /// Claims enough runs to fill the free slots and the claimed-ahead queue, when something
+    /// may be claimable; returns how many that is. A slot frees when a run's body returns,
+    /// while its end is still being written.
+    fn schedule_claim(&mut self, now: Timestamp, stopping: bool) -> usize {
+        let free = (self.max + self.claim_ahead)
+            .saturating_sub(self.shared.bodies.load(Ordering::Acquire) + self.ready.len());
+        let can_claim = self.dirty && free > 0 && !stopping && self.backoff_until.is_none();
         // One claim at a time: slots that free while it is in flight are filled by the next
         // one, so claims grow with the load instead of taking one run each.
-        if claim.is_none() && can_claim {
-            dirty = false;
-            requested = free;
-            let store = shared.store.clone();
-            let owner = shared.owner.clone();
-            claim = Some(Box::pin(async move {
+        if self.claim.is_none() && can_claim {
+            self.dirty = false;
+            self.requested = free;
+            let store = self.shared.store.clone();
+            let owner = self.shared.owner.clone();
+            let lease = self.lease;
+            self.claim = Some(Box::pin(async move {
                 store.claim(&owner, now, now + lease, free).await
             }));
         }
+        free
+    }
 
-        // Test clock: everything due at the requested time has been started.
-        let busy = claim.is_some()
-            || renew.is_some()
-            || maintenance.is_some()
-            || (dirty && free > 0 && !stopping && backoff_until.is_none());
-        if !busy && settle_pending > settle_served {
-            settle_served = settle_pending;
-            shared.settle_served.send_replace(settle_served);
+    /// Test clock: tells a settle request that everything due at its time has been started.
+    fn report_settled(&mut self, free: usize, stopping: bool) {
+        let busy = self.claim.is_some()
+            || self.renew.is_some()
+            || self.maintenance.is_some()
+            || (self.dirty && free > 0 && !stopping && self.backoff_until.is_none());
+        if !busy && self.settle_pending > self.settle_served {
+            self.settle_served = self.settle_pending;
+            self.shared.settle_served.send_replace(self.settle_served);
         }
+    }
 
-        let deadline = [next_due, next_renew, next_maintenance]
+    /// Sleeps until something happens: a claim, renewal or purge answers, a run task ends, a
+    /// wake-up, the next deadline, the end of a backoff or the shutdown deadline.
+    async fn wait(&mut self, stopping: bool) {
+        let shared = self.shared.clone();
+        let deadline = [self.next_due, self.next_renew, self.next_maintenance]
             .into_iter()
             .flatten()
             .min();
@@ -206,63 +289,84 @@ pub(crate) async fn dispatch<A: Send + Sync + 'static>(rt: Arc<StepRuntime<A>>) 
         } else {
             None
         };
+        let backoff_until = self.backoff_until;
 
         tokio::select! {
-            result = maybe(&mut claim) => {
-                claim = None;
-                match result {
-                    Ok(claimed) => {
-                        backoff = Duration::ZERO;
-                        if claimed.runs.len() >= requested {
-                            dirty = true;
-                        } else {
-                            next_due = claimed.next_due;
-                        }
-                        ready.extend(claimed.runs.into_iter().map(|run| Reserved::new(&shared, run)));
-                    }
-                    Err(e) => {
-                        backoff = if backoff.is_zero() { BACKOFF_START } else { (backoff * 2).min(BACKOFF_MAX) };
-                        backoff_until = Some(tokio::time::Instant::now() + backoff);
-                        worker_error(&shared, "", "", "claim", e.to_string());
-                        dirty = true;
-                    }
-                }
+            result = maybe(&mut self.claim) => {
+                self.claim = None;
+                self.claimed(result);
             }
-            Some(joined) = runs.join_next(), if !runs.is_empty() => {
-                dirty = true;
+            Some(joined) = self.runs.join_next(), if !self.runs.is_empty() => {
+                self.dirty = true;
                 if let Err(e) = joined {
                     if e.is_panic() {
                         tracing::error!("a step run task panicked");
                     }
                 }
             }
-            (result, checked, until) = maybe(&mut renew) => {
-                renew = None;
+            (result, checked, until) = maybe(&mut self.renew) => {
+                self.renew = None;
                 renewed(&shared, result, checked, until);
             }
-            result = maybe(&mut maintenance) => {
-                maintenance = None;
+            result = maybe(&mut self.maintenance) => {
+                self.maintenance = None;
                 if let Err(e) = result {
                     worker_error(&shared, "", "", "maintenance", e.to_string());
                 }
             }
             _ = shared.wake.notified() => {
-                dirty = true;
+                self.dirty = true;
             }
             _ = async { match deadline { Some(at) => shared.clock.sleep_until(at).await, None => std::future::pending().await } } => {}
             _ = async { match backoff_until { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
-                backoff_until = None;
+                self.backoff_until = None;
             }
             _ = async { match stop_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
-                runs.abort_all();
+                self.runs.abort_all();
                 *shared.stop_deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
         }
     }
-    shared.next_renew.store(i64::MIN, Ordering::Release);
-    shared.next_maintenance.store(i64::MIN, Ordering::Release);
-    shared.running.store(false, Ordering::Release);
-    shared.settle_served.send_modify(|_| {});
+
+    /// A claim answered: its runs wait for slots, or its error starts (or doubles) a backoff.
+    fn claimed(&mut self, result: Result<Claimed, StoreError>) {
+        match result {
+            Ok(claimed) => {
+                self.backoff = Duration::ZERO;
+                if claimed.runs.len() >= self.requested {
+                    self.dirty = true;
+                } else {
+                    self.next_due = claimed.next_due;
+                }
+                let shared = &self.shared;
+                self.ready.extend(
+                    claimed
+                        .runs
+                        .into_iter()
+                        .map(|run| Reserved::new(shared, run)),
+                );
+            }
+            Err(e) => {
+                self.backoff = if self.backoff.is_zero() {
+                    BACKOFF_START
+                } else {
+                    (self.backoff * 2).min(BACKOFF_MAX)
+                };
+                self.backoff_until = Some(tokio::time::Instant::now() + self.backoff);
+                worker_error(&self.shared, "", "", "claim", e.to_string());
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// The loop ended: nothing is scheduled any more.
+    fn stopped(&self) {
+        let shared = &self.shared;
+        shared.next_renew.store(i64::MIN, Ordering::Release);
+        shared.next_maintenance.store(i64::MIN, Ordering::Release);
+        shared.running.store(false, Ordering::Release);
+        shared.settle_served.send_modify(|_| {});
+    }
 }
 
 fn renewed(
@@ -450,7 +554,7 @@ async fn execute<A: Send + Sync + 'static>(
     let fence = Fence {
         run_id: id.clone(),
         generation: run.generation,
-        row: run.row,
+        hint: run.hint,
     };
     shared
         .events
@@ -504,7 +608,7 @@ async fn execute<A: Send + Sync + 'static>(
         job_name.clone(),
         labels.clone(),
         run.generation,
-        run.row,
+        run.hint,
         run.attempt,
         cancellation.clone(),
         stored,
@@ -609,7 +713,7 @@ impl Ending<'_> {
         error: String,
         retry: Option<(u32, Timestamp)>,
         failed_step: Option<String>,
-        logs: Vec<super::store::NewLog>,
+        logs: Vec<crate::store::runs::NewLog>,
         cleanup: bool,
     ) {
         let finish = Finish::Failed {
@@ -665,7 +769,7 @@ impl Ending<'_> {
     }
 
     /// The run was cancelled while it executed: keep its logs, drop its steps unless preserved.
-    async fn cancelled(&self, logs: Vec<super::store::NewLog>, cleanup: bool) {
+    async fn cancelled(&self, logs: Vec<crate::store::runs::NewLog>, cleanup: bool) {
         if cleanup {
             if let Err(e) = self
                 .shared

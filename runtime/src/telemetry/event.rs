@@ -114,10 +114,28 @@ impl EventKind {
     }
 }
 
+/// A UUIDv7 as text, made from a ULID (the engine's one id generator): both are 48 bits of
+/// milliseconds since the epoch followed by random bits, so it is enough to set the version and
+/// variant bits.
+pub(crate) fn uuid_v7() -> String {
+    let bits = ulid::Ulid::new().0;
+    let bits = (bits & !(0xF << 76) & !(0x3 << 62)) | (0x7 << 76) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    let part = |range: std::ops::Range<usize>| hex.get(range).unwrap_or_default();
+    format!(
+        "{}-{}-{}-{}-{}",
+        part(0..8),
+        part(8..12),
+        part(12..16),
+        part(16..20),
+        part(20..32)
+    )
+}
+
 impl JobEvent {
     pub(crate) fn new(instance: &InstanceKey, timestamp: Timestamp, kind: EventKind) -> Self {
         JobEvent {
-            event_id: uuid::Uuid::now_v7().to_string(),
+            event_id: uuid_v7(),
             timestamp,
             instance: instance.clone(),
             kind,
@@ -193,5 +211,32 @@ impl JobEvent {
     /// The kind of the job concerned.
     pub fn job_kind(&self) -> JobKind {
         self.instance.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_uuid_v7_text_ordered_by_time() {
+        let id = uuid_v7();
+        let groups: Vec<_> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(
+            id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+            "{id}"
+        );
+        assert_eq!(id.as_bytes()[14], b'7', "version 7: {id}");
+        assert!(
+            matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'),
+            "RFC variant: {id}"
+        );
+        let millis = u64::from_str_radix(&id.replace('-', "")[..12], 16).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(now.abs_diff(millis) < 60_000, "{millis} vs {now}");
     }
 }

@@ -365,7 +365,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+    use crate::sqlite::{SqliteOptions, SqliteStore};
     use crate::store::Write;
 
     /// One request as the server saw it, and what it answered.

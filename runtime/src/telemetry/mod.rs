@@ -1,5 +1,6 @@
 //! Telemetry: the nine job events, delivered to in-process subscribers and, when configured,
-//! to an HTTP endpoint through a durable outbox (feature `http-telemetry`).
+//! to an HTTP endpoint through a durable outbox (feature `http-telemetry`), which step-run
+//! events reach too (see `runs.rs`).
 //!
 //! Events are produced inside the action or alarm they describe. When an HTTP endpoint is
 //! configured they are written to the outbox table in the same transaction as the change, so an
@@ -9,6 +10,7 @@
 mod event;
 #[cfg(feature = "http-telemetry")]
 pub mod http;
+pub(crate) mod runs;
 
 use std::pin::Pin;
 use std::sync::Arc;

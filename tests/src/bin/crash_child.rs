@@ -13,8 +13,9 @@
 //!
 //! It never exits by itself; the test kills it.
 
+use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::TriggerOptions;
-use durable_jobs::{Engine, Synchronous};
+use durable_jobs::Engine;
 use durable_jobs_tests::crash::{
     say, tally_instance, CrashBatch, CrashJobs, CrashRetrier, CrashTask, CrashTicker, LedgerInput,
     Tally, Witness, TALLY_CALLERS,

@@ -9,7 +9,8 @@
 //! `durable_jobs_tests::kill`). An answer the harness does not expect is printed as
 //! `unexpected ...`, which fails the test. It never exits by itself.
 
-use durable_jobs::{Engine, Synchronous};
+use durable_jobs::sqlite::Synchronous;
+use durable_jobs::Engine;
 use durable_jobs_tests::kill::{
     add, poke, resend, say, send, trigger, KillJobs, KillTicker, Reporter, Rng, TaskOp, Ticks,
     TASKS, TICKERS,

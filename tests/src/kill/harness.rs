@@ -10,9 +10,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::{Run, RunFilter};
 use durable_jobs::testing::TestClock;
-use durable_jobs::{Client, Engine, Synchronous};
+use durable_jobs::{Client, Engine};
 
 use super::ledger::Final;
 use super::{

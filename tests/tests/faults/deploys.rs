@@ -167,7 +167,7 @@ where
     durable_jobs::EngineBuilder<R, WithApp<App>>: Sized,
 {
     let engine = Engine::<R>::builder()
-        .sqlite(db)
+        .sqlite_options(durable_jobs_tests::store_options(db))
         .clock(clock.clone())
         .app(app.clone())
         .start()

@@ -156,7 +156,9 @@ async fn engine(dir: &tempfile::TempDir) -> Engine<Inputs> {
 
 async fn engine_with(dir: &tempfile::TempDir, app: Arc<Next>) -> Engine<Inputs> {
     Inputs::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .app(app)
         .start()
         .await

@@ -192,7 +192,9 @@ async fn setup_on(test_clock: Option<TestClock>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let app = App::default();
     let builder = Panicky::builder()
-        .sqlite(dir.path().join("jobs.db"))
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
         .app(app.clone());
     let (engine, clock) = match test_clock {
         Some(clock) => (builder.clock(clock.clone()).start().await.unwrap(), clock),

@@ -16,7 +16,7 @@ async fn shutdown_does_not_wait_for_an_unreachable_telemetry_endpoint() {
     let path = dir.path().join("jobs.db");
     // The default shutdown timeout (30 s) stays: the shutdown must not need it.
     let engine = Engine::<TestJobs>::builder()
-        .sqlite(&path)
+        .sqlite_options(durable_jobs_tests::store_options(&path))
         .telemetry(HttpTelemetry::new(&url, "test", "svc"))
         .app(Probe::default())
         .start()

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::codec::{format_ts, parse_ts};
 use super::*;
-use crate::steps::run::{Labels, LogLevel, RunFilter, RunStatus, StepStatus};
-use crate::steps::store::{
+use crate::store::runs::{
     CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, Fence, Finish, FinishOutcome, NewLog,
     NewRun, NewStep,
 };
+use crate::store::runs::{Labels, LogLevel, RunFilter, RunStatus, StepStatus};
 use crate::time::Timestamp;
 
 const T0: Timestamp = Timestamp::from_millis(1_767_225_600_000);
@@ -21,7 +22,7 @@ fn db() -> (tempfile::TempDir, Connection) {
     let conn = Connection::open(dir.path().join("runs.db")).expect("open");
     conn.execute_batch("PRAGMA journal_mode = WAL;")
         .expect("wal");
-    conn.execute_batch(&crate::__private::step_job_schema())
+    conn.execute_batch(&super::schema_after_migrations())
         .expect("schema");
     (dir, conn)
 }
@@ -69,7 +70,7 @@ fn fence(id: &str, generation: u64) -> Fence {
     Fence {
         run_id: id.into(),
         generation,
-        row: None,
+        hint: None,
     }
 }
 
@@ -77,7 +78,7 @@ fn claim_one(
     conn: &Connection,
     owner: &str,
     now: Timestamp,
-) -> Option<crate::steps::store::ClaimedRun> {
+) -> Option<crate::store::runs::ClaimedRun> {
     claim(conn, owner, now, now + LEASE, 1)
         .expect("claim")
         .runs
@@ -431,14 +432,14 @@ fn a_fence_is_found_by_the_claims_rowid_and_still_checked_by_id() {
     let a = claim_one(&c, "w1", T0).expect("a claimed");
     let b = claim_one(&c, "w1", T0).expect("b claimed");
     assert_eq!((a.id.as_str(), b.id.as_str()), ("a", "b"));
-    let fence_of = |run: &crate::steps::store::ClaimedRun, row| Fence {
+    let fence_of = |run: &crate::store::runs::ClaimedRun, hint| Fence {
         run_id: run.id.clone(),
         generation: run.generation,
-        row,
+        hint,
     };
     assert!(persist_step(
         &c,
-        &fence_of(&a, a.row),
+        &fence_of(&a, a.hint),
         &step("s1", 0, StepStatus::Completed),
         &[]
     )
@@ -446,7 +447,7 @@ fn a_fence_is_found_by_the_claims_rowid_and_still_checked_by_id() {
     // The rowid of another run: refused, whatever the generation.
     assert!(!persist_step(
         &c,
-        &fence_of(&a, b.row),
+        &fence_of(&a, b.hint),
         &step("s2", 1, StepStatus::Completed),
         &[]
     )
@@ -457,7 +458,7 @@ fn a_fence_is_found_by_the_claims_rowid_and_still_checked_by_id() {
         current_step_index: 1,
     };
     assert_eq!(
-        finish_run(&c, &fence_of(&a, b.row), &completed, &[], false, T0).expect("finish"),
+        finish_run(&c, &fence_of(&a, b.hint), &completed, &[], false, T0).expect("finish"),
         FinishOutcome::Refused
     );
     assert_eq!(
@@ -465,7 +466,7 @@ fn a_fence_is_found_by_the_claims_rowid_and_still_checked_by_id() {
         RunStatus::Leased
     );
     assert_eq!(
-        finish_run(&c, &fence_of(&a, a.row), &completed, &[], false, T0).expect("finish"),
+        finish_run(&c, &fence_of(&a, a.hint), &completed, &[], false, T0).expect("finish"),
         FinishOutcome::Completed
     );
     assert_eq!(get_steps(&c, "a").expect("steps").len(), 1);
@@ -856,32 +857,6 @@ fn completion_with_cleanup_deletes_steps_and_logs() {
 }
 
 #[test]
-fn release_expired_leases_fails_or_resets() {
-    let (_d, c) = db();
-    let keyed = |id: &str| NewRun {
-        concurrency_key: Some("k".into()),
-        ..new_run(id, "job")
-    };
-    add(&c, keyed("a"), T0);
-    claim_one(&c, "w", T0).expect("claimed");
-    add(&c, keyed("b"), T0);
-    add(&c, new_run("c", "job"), T0);
-    claim(&c, "w", T0, T0 + LEASE, 5).expect("claim");
-    let later = T0 + LEASE + Duration::from_secs(1);
-    assert_eq!(release_expired_leases(&c, later).expect("release"), 2);
-    let status = |id: &str| get_run(&c, id).expect("get").map(|r| (r.status, r.error));
-    assert_eq!(
-        status("a"),
-        Some((
-            RunStatus::Failed,
-            Some("Lease expired; pending run already exists".into())
-        ))
-    );
-    assert_eq!(status("b").map(|s| s.0), Some(RunStatus::Pending));
-    assert_eq!(status("c").map(|s| s.0), Some(RunStatus::Pending));
-}
-
-#[test]
 fn recover_expires_every_live_lease() {
     let (_d, c) = db();
     add(&c, new_run("a", "job"), T0);
@@ -951,7 +926,7 @@ fn purge_removes_only_old_terminal_runs() {
 #[test]
 fn schema_is_idempotent_and_has_the_named_indexes() {
     let (_d, c) = db();
-    c.execute_batch(&crate::__private::step_job_schema())
+    c.execute_batch(&super::schema_after_migrations())
         .expect("again");
     let names: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_durably_%' ORDER BY name")
@@ -1040,7 +1015,7 @@ fn keyset_pages_stay_exact_while_runs_are_deleted_and_created() {
         }
         let runs = page(f);
         let Some(last) = runs.last() else { break };
-        cursor = Some(crate::steps::RunCursor::new(
+        cursor = Some(crate::store::runs::RunCursor::new(
             last.created_at,
             last.id.clone(),
         ));

@@ -14,6 +14,7 @@
 //! savepoint per write). Reads run on a small pool of read-only connections and see committed
 //! data only. WAL checkpoints run on a thread of their own, off the writer's path.
 
+mod builder;
 mod checkpoint;
 mod instances;
 mod lock;
@@ -21,6 +22,9 @@ pub(crate) mod migrations;
 mod outbox;
 mod readers;
 pub(crate) mod runs;
+// The step runtime's tests, on this store: they read and write its tables directly.
+#[cfg(test)]
+mod step_tests;
 mod syncer;
 mod writer;
 
@@ -38,7 +42,7 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{
     AlarmScan, Backend, BoxFuture, Durability, InstanceCounts, InstanceQuery, InstanceRecord,
-    OutboxEntry, StoreError, UnregisteredJob, WriteBatch,
+    OutboxEntry, Ownership, Store, StoreError, UnregisteredJob, WriteBatch,
 };
 use crate::time::Timestamp;
 
@@ -56,7 +60,7 @@ use writer::Writer;
 /// # Examples
 ///
 /// ```
-/// use durable_jobs::store::sqlite::{SqliteOptions, Synchronous};
+/// use durable_jobs::sqlite::{SqliteOptions, Synchronous};
 ///
 /// let options = SqliteOptions::file("jobs.db").synchronous(Synchronous::Full);
 /// # let _ = options;
@@ -94,7 +98,7 @@ impl Synchronous {
 ///
 /// ```
 /// use std::time::Duration;
-/// use durable_jobs::store::sqlite::{SqliteOptions, Synchronous};
+/// use durable_jobs::sqlite::{SqliteOptions, Synchronous};
 ///
 /// let on_disk = SqliteOptions::file("/var/lib/my-service/jobs.db")
 ///     .synchronous(Synchronous::Full)
@@ -107,6 +111,7 @@ impl Synchronous {
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
     path: Option<PathBuf>,
+    ownership: Ownership,
     synchronous: Synchronous,
     busy_timeout: Duration,
     readers: usize,
@@ -125,6 +130,7 @@ impl SqliteOptions {
     pub fn in_memory() -> Self {
         SqliteOptions {
             path: None,
+            ownership: Ownership::Exclusive,
             synchronous: Synchronous::Normal,
             busy_timeout: Duration::from_secs(5),
             readers: 4,
@@ -164,9 +170,25 @@ impl SqliteOptions {
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
+
+    /// Makes the store answer [`Ownership::Shared`] instead of the default
+    /// [`Ownership::Exclusive`], so that an engine on it runs as on a database shared with
+    /// other processes: durable, renewed claims, no cache of committed rows, no release of
+    /// leases at start. The file is still locked by this store alone, so it is not yet shared
+    /// with another process; this runs the shared strategy, with its costs, on one process.
+    pub fn shared(self) -> Self {
+        self.ownership(Ownership::Shared)
+    }
+
+    /// What the store answers to [`Store::ownership`] (default [`Ownership::Exclusive`]; see
+    /// [`shared`](Self::shared)).
+    pub fn ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
 }
 
-/// The embedded SQLite store: a [`Backend`] in one file (or in memory).
+/// The embedded SQLite store: a [`Store`] in one file (or in memory).
 ///
 /// Open it once per database; a second open of the same file, from this process or another,
 /// fails until the first store is closed. Closing (explicitly, or by dropping the last handle)
@@ -175,7 +197,7 @@ impl SqliteOptions {
 /// # Examples
 ///
 /// ```
-/// use durable_jobs::store::sqlite::{SqliteOptions, SqliteStore};
+/// use durable_jobs::sqlite::{SqliteOptions, SqliteStore};
 /// use durable_jobs::store::Backend;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -193,6 +215,8 @@ impl SqliteOptions {
 /// ```
 pub struct SqliteStore {
     path: Option<PathBuf>,
+    /// What [`Store::ownership`] answers.
+    ownership: Ownership,
     writer: Writer,
     /// Read-only connections; `None` in memory, where reads go through the writer thread.
     readers: Option<Arc<Readers>>,
@@ -258,6 +282,7 @@ impl SqliteStore {
             _ => None,
         };
         Ok(Arc::new(SqliteStore {
+            ownership: options.ownership,
             path: options.path,
             writer,
             readers,
@@ -435,6 +460,9 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
 
 impl Backend for SqliteStore {
     fn verify(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
         match &self.file {
             Some(file) => file
                 .check_recent()
@@ -466,11 +494,6 @@ impl Backend for SqliteStore {
                 log_synced_before_reply,
             }))
         }))
-    }
-
-    fn exclusive(&self) -> bool {
-        // The file is locked from open to close: no other engine writes it.
-        true
     }
 
     fn load<'a>(
@@ -622,6 +645,12 @@ impl Backend for SqliteStore {
             Ok(())
         })
     }
+}
+
+impl Store for SqliteStore {
+    fn ownership(&self) -> Ownership {
+        self.ownership
+    }
 
     fn close_blocking(&self) {
         SqliteStore::close_blocking(self);
@@ -713,6 +742,29 @@ pub(crate) fn u64_from_sql(value: i64) -> u64 {
 /// `usize` limits as SQL `LIMIT` values.
 pub(crate) fn limit_to_sql(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The store contract, on a file in each ownership.
+#[cfg(test)]
+mod conformance {
+    use super::*;
+
+    fn open(ownership: Ownership) -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = SqliteOptions::file(dir.path().join("jobs.db")).ownership(ownership);
+        let store: Arc<dyn Store> = SqliteStore::open(options).expect("open");
+        (dir, store)
+    }
+
+    mod exclusive {
+        crate::store::conformance::conformance_tests!(super::open(
+            crate::store::Ownership::Exclusive
+        ));
+    }
+
+    mod shared {
+        crate::store::conformance::conformance_tests!(super::open(crate::store::Ownership::Shared));
+    }
 }
 
 #[cfg(test)]
@@ -986,7 +1038,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_synchronous_full_a_claim_is_answered_at_commit_and_other_writes_after_the_sync() {
-        use crate::steps::store::{NewRun, RunStore};
+        use crate::store::runs::{NewRun, RunStore};
         let dir = tempfile::tempdir().unwrap();
         let store = full_store_with_table(&dir.path().join("jobs.db")).await;
         let now = Timestamp::from_millis(1_000);

@@ -1,184 +1,273 @@
-//! The storage boundary of step jobs: what the step runtime asks of a backend.
+//! The step-job side of the boundary: runs, steps and logs.
 //!
 //! Every write of an executing worker is fenced by its lease: it applies only while the run is
 //! `leased` with the generation the worker claimed, so a worker whose lease was lost (it expired
 //! and another worker reclaimed the run, or the run was cancelled) can never overwrite anything.
 //! A refused write is how the worker learns it lost the run; there is no status re-read per step.
 //!
-//! The trait is object-safe and backend-agnostic: SQLite implements it in
-//! `store::sqlite::runs`; a PostgreSQL backend implements the same operations (the claim with
+//! The trait is object-safe and backend-agnostic: the SQLite driver implements it with plain
+//! statements; a server database implements the same operations (the claim with
 //! `FOR UPDATE SKIP LOCKED`).
 
-use crate::store::{BoxFuture, StoreError};
+mod vocabulary;
+
+use super::{BoxFuture, StoreError};
 use crate::time::Timestamp;
 
-use super::run::{Labels, LogLevel, RunCounts, RunFilter, RunStatus, StepStatus};
+pub use vocabulary::{
+    is_valid_label_key, Labels, LogLevel, RunCounts, RunCursor, RunFilter, RunStatus, StepStatus,
+};
 
 /// One run row, with its JSON columns still encoded.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct RunRecord {
-    pub(crate) id: String,
-    pub(crate) job_name: String,
-    pub(crate) input: String,
-    pub(crate) status: RunStatus,
-    pub(crate) idempotency_key: Option<String>,
-    pub(crate) concurrency_key: Option<String>,
-    pub(crate) current_step_index: u64,
-    pub(crate) completed_step_count: u64,
-    pub(crate) progress: Option<String>,
-    pub(crate) output: Option<String>,
-    pub(crate) error: Option<String>,
-    pub(crate) labels: Labels,
-    pub(crate) lease_owner: Option<String>,
-    pub(crate) lease_expires_at: Option<Timestamp>,
-    pub(crate) lease_generation: u64,
-    pub(crate) attempt: u32,
-    pub(crate) not_before: Option<Timestamp>,
-    pub(crate) started_at: Option<Timestamp>,
-    pub(crate) completed_at: Option<Timestamp>,
-    pub(crate) created_at: Timestamp,
-    pub(crate) updated_at: Timestamp,
+pub struct RunRecord {
+    /// The run's id (a ULID, increasing).
+    pub id: String,
+    /// The step job's persisted name.
+    pub job_name: String,
+    /// The input, as JSON.
+    pub input: String,
+    /// Where the run is in its life.
+    pub status: RunStatus,
+    /// The key that makes a second trigger of the same job return this run.
+    pub idempotency_key: Option<String>,
+    /// The key of which at most one run is pending, and one leased, at a time.
+    pub concurrency_key: Option<String>,
+    /// The index the next step of the current execution gets.
+    pub current_step_index: u64,
+    /// Steps completed, over every execution.
+    pub completed_step_count: u64,
+    /// The progress reported by the run, as JSON.
+    pub progress: Option<String>,
+    /// The output of a completed run, as JSON.
+    pub output: Option<String>,
+    /// The error of a failed run.
+    pub error: Option<String>,
+    /// The run's labels.
+    pub labels: Labels,
+    /// The worker holding the lease, while leased.
+    pub lease_owner: Option<String>,
+    /// When the lease lapses, while leased.
+    pub lease_expires_at: Option<Timestamp>,
+    /// Bumped by every claim; fences the claimed execution's writes.
+    pub lease_generation: u64,
+    /// The attempt (1 for the first), counted by the retry policy.
+    pub attempt: u32,
+    /// A retried run is not claimed before this time.
+    pub not_before: Option<Timestamp>,
+    /// When it was first claimed.
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    pub completed_at: Option<Timestamp>,
+    /// When it was triggered.
+    pub created_at: Timestamp,
+    /// Time of the last write.
+    pub updated_at: Timestamp,
 }
 
 /// A run to create.
 #[derive(Clone, Debug)]
-pub(crate) struct NewRun {
-    pub(crate) id: String,
-    pub(crate) job_name: String,
-    pub(crate) input: String,
-    pub(crate) idempotency_key: Option<String>,
-    pub(crate) concurrency_key: Option<String>,
-    pub(crate) labels: Labels,
-    /// `coalesce: skip`.
-    pub(crate) coalesce: bool,
+pub struct NewRun {
+    /// The run's id.
+    pub id: String,
+    /// The step job's persisted name.
+    pub job_name: String,
+    /// The input, as JSON.
+    pub input: String,
+    /// See [`RunRecord::idempotency_key`].
+    pub idempotency_key: Option<String>,
+    /// See [`RunRecord::concurrency_key`].
+    pub concurrency_key: Option<String>,
+    /// The run's labels.
+    pub labels: Labels,
+    /// `coalesce: skip`: a pending run with the same job and concurrency key is returned
+    /// instead of a conflict.
+    pub coalesce: bool,
 }
 
 /// How one item of an enqueue was satisfied.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Enqueued {
+pub enum Enqueued {
+    /// A new run.
     Created(RunRecord),
+    /// The run that already had the idempotency key.
     Idempotent(RunRecord),
+    /// The pending run with the same job and concurrency key (`coalesce: skip`).
     Coalesced(RunRecord),
 }
 
 /// The result of an enqueue: every item applied, or none because one conflicted.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum EnqueueOutcome {
+pub enum EnqueueOutcome {
+    /// Every item, in order.
     Done(Vec<Enqueued>),
     /// Item `index` found a pending run with the same job and concurrency key and did not
     /// coalesce. Nothing was written.
     Conflict {
+        /// The item that conflicted.
         index: usize,
+        /// The pending run it conflicted with.
         existing: Box<RunRecord>,
     },
 }
 
 /// A run claimed by a worker.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct ClaimedRun {
-    pub(crate) id: String,
-    pub(crate) job_name: String,
-    pub(crate) input: String,
-    pub(crate) labels: Labels,
-    pub(crate) concurrency_key: Option<String>,
+pub struct ClaimedRun {
+    /// The run's id.
+    pub id: String,
+    /// The step job's persisted name.
+    pub job_name: String,
+    /// The input, as JSON.
+    pub input: String,
+    /// The run's labels.
+    pub labels: Labels,
+    /// See [`RunRecord::concurrency_key`].
+    pub concurrency_key: Option<String>,
     /// The claimed generation: the fence of every write of this execution.
-    pub(crate) generation: u64,
-    /// See [`Fence::row`].
-    pub(crate) row: Option<i64>,
-    pub(crate) attempt: u32,
-    pub(crate) started_at: Timestamp,
+    pub generation: u64,
+    /// See [`Fence::hint`].
+    pub hint: Option<i64>,
+    /// The attempt this execution makes (1 for the first).
+    pub attempt: u32,
+    /// When the run was first claimed.
+    pub started_at: Timestamp,
     /// When the run became claimable: its creation, its retry's not-before time, or the expiry
     /// of the lease it was reclaimed from.
-    pub(crate) due_at: Timestamp,
-    pub(crate) lease_expires_at: Timestamp,
+    pub due_at: Timestamp,
+    /// When the lease lapses unless renewed.
+    pub lease_expires_at: Timestamp,
 }
 
 /// What a claim found.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Claimed {
-    pub(crate) runs: Vec<ClaimedRun>,
+pub struct Claimed {
+    /// The runs claimed, oldest first.
+    pub runs: Vec<ClaimedRun>,
     /// The earliest later time at which something may become claimable without a new trigger:
     /// a retry's not-before time or another owner's lease expiry.
-    pub(crate) next_due: Option<Timestamp>,
+    pub next_due: Option<Timestamp>,
 }
 
 /// The fence of an executing worker: the run and the generation it claimed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Fence {
-    pub(crate) run_id: String,
-    pub(crate) generation: u64,
-    /// Where the store keeps the run, when the claim said (SQLite: its rowid), so a fenced
-    /// write finds the row without a lookup by id. The id is checked all the same.
-    pub(crate) row: Option<i64>,
+pub struct Fence {
+    /// The run.
+    pub run_id: String,
+    /// The generation claimed.
+    pub generation: u64,
+    /// Backend-private: whatever the backend's claim handed out ([`ClaimedRun::hint`]) to find
+    /// the run faster than by its id. Only the backend that gave it reads it, and it checks the
+    /// id all the same; the engine passes it back untouched.
+    pub hint: Option<i64>,
 }
 
 /// A step attempt to persist.
 #[derive(Clone, Debug)]
-pub(crate) struct NewStep {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) index: u64,
-    pub(crate) status: StepStatus,
-    pub(crate) output: Option<String>,
-    pub(crate) error: Option<String>,
-    pub(crate) started_at: Timestamp,
-    pub(crate) completed_at: Timestamp,
+pub struct NewStep {
+    /// The step row's id.
+    pub id: String,
+    /// The step's name, its memoisation key.
+    pub name: String,
+    /// Its position within the execution.
+    pub index: u64,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Its output as JSON, when completed.
+    pub output: Option<String>,
+    /// Its error, when failed or cancelled.
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub completed_at: Timestamp,
 }
 
 /// A log entry to persist.
 #[derive(Clone, Debug)]
-pub(crate) struct NewLog {
-    pub(crate) id: String,
-    pub(crate) step_name: Option<String>,
-    pub(crate) level: LogLevel,
-    pub(crate) message: String,
-    pub(crate) data: Option<String>,
-    pub(crate) created_at: Timestamp,
+pub struct NewLog {
+    /// The log row's id (increasing).
+    pub id: String,
+    /// The step it was written in, if any.
+    pub step_name: Option<String>,
+    /// Its level.
+    pub level: LogLevel,
+    /// Its message.
+    pub message: String,
+    /// Structured data, as JSON.
+    pub data: Option<String>,
+    /// When it was written.
+    pub created_at: Timestamp,
 }
 
 /// A completed step loaded for replay.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct StoredStep {
-    pub(crate) name: String,
-    pub(crate) index: u64,
-    pub(crate) output: Option<String>,
+pub struct StoredStep {
+    /// The step's name.
+    pub name: String,
+    /// Its position within the execution that ran it.
+    pub index: u64,
+    /// Its output, as JSON.
+    pub output: Option<String>,
 }
 
 /// One persisted step row.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct StepRow {
-    pub(crate) id: String,
-    pub(crate) run_id: String,
-    pub(crate) name: String,
-    pub(crate) index: u64,
-    pub(crate) status: StepStatus,
-    pub(crate) output: Option<String>,
-    pub(crate) error: Option<String>,
-    pub(crate) started_at: Timestamp,
-    pub(crate) completed_at: Option<Timestamp>,
+pub struct StepRow {
+    /// The step row's id.
+    pub id: String,
+    /// The run.
+    pub run_id: String,
+    /// The step's name.
+    pub name: String,
+    /// Its position within the execution that ran it.
+    pub index: u64,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Its output as JSON, when completed.
+    pub output: Option<String>,
+    /// Its error, when failed or cancelled.
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub completed_at: Option<Timestamp>,
 }
 
 /// One persisted log row.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct LogRow {
-    pub(crate) id: String,
-    pub(crate) run_id: String,
-    pub(crate) step_name: Option<String>,
-    pub(crate) level: LogLevel,
-    pub(crate) message: String,
-    pub(crate) data: Option<String>,
-    pub(crate) created_at: Timestamp,
+pub struct LogRow {
+    /// The log row's id.
+    pub id: String,
+    /// The run.
+    pub run_id: String,
+    /// The step it was written in, if any.
+    pub step_name: Option<String>,
+    /// Its level.
+    pub level: LogLevel,
+    /// Its message.
+    pub message: String,
+    /// Structured data, as JSON.
+    pub data: Option<String>,
+    /// When it was written.
+    pub created_at: Timestamp,
 }
 
 /// How a run ends, as written by its worker.
 #[derive(Clone, Debug)]
-pub(crate) enum Finish {
+pub enum Finish {
+    /// The run completed with `output`.
     Completed {
+        /// The output, as JSON.
         output: Option<String>,
+        /// Steps completed, over every execution.
         completed_step_count: u64,
+        /// The index the next step would have had.
         current_step_index: u64,
     },
+    /// The run failed with `error`.
     Failed {
+        /// The error message.
         error: String,
         /// With a retry policy: go back to pending for `attempt`, not before `not_before`.
         retry: Option<(u32, Timestamp)>,
@@ -187,10 +276,12 @@ pub(crate) enum Finish {
 
 /// What [`RunStore::finish_run`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FinishOutcome {
+pub enum FinishOutcome {
     /// The fence did not hold: nothing was written.
     Refused,
+    /// Completed.
     Completed,
+    /// Failed for good.
     Failed,
     /// Back to pending for a retry.
     Retrying,
@@ -201,7 +292,8 @@ pub(crate) enum FinishOutcome {
 
 /// What a cancel found.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum CancelOutcome {
+pub enum CancelOutcome {
+    /// No such run.
     NotFound,
     /// Already terminal, in this status.
     Terminal(RunStatus),
@@ -211,7 +303,8 @@ pub(crate) enum CancelOutcome {
 
 /// What a delete found.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum DeleteOutcome {
+pub enum DeleteOutcome {
+    /// No such run.
     NotFound,
     /// Still pending or leased.
     Active(RunStatus),
@@ -220,7 +313,9 @@ pub(crate) enum DeleteOutcome {
 }
 
 /// The operations of step jobs on a store.
-pub(crate) trait RunStore: Send + Sync + 'static {
+///
+/// Object-safe: the engine holds it as `Arc<dyn RunStore>`.
+pub trait RunStore: Send + Sync + 'static {
     /// Creates runs atomically, honouring idempotency keys (per job, any status), the
     /// one-pending-run-per-job-and-concurrency-key rule and `coalesce: skip`, including against
     /// runs created earlier in the same call. On a conflict nothing is written.
@@ -341,14 +436,8 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     /// Every log row of a run, in order.
     fn get_logs<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<LogRow>, StoreError>>;
 
-    /// Upstream's `releaseExpiredLeases`: expired leased runs go back to pending, or fail when a
-    /// pending run with the same job and concurrency key exists. The worker does not need it
-    /// (a claim reclaims expired leases directly); it is kept for parity and tooling.
-    #[allow(dead_code)]
-    fn release_expired_leases(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
-
-    /// Called once when a worker starts. A backend that knows no other process can hold leases
-    /// (SQLite holds the database file exclusively) expires every lease, so runs interrupted by
-    /// a crash resume at once; a shared backend does nothing.
+    /// Expires every lease, so runs interrupted by a crash resume at once; returns how many.
+    /// Called once when the worker of an engine on an [exclusive](super::Ownership::Exclusive)
+    /// store starts: no other process can hold a lease there. Never called on a shared store.
     fn recover(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
 }

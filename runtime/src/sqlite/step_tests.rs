@@ -28,19 +28,24 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use super::store::*;
-use super::*;
 use crate::clock::Clock;
 use crate::error::BoxError;
 use crate::id::JobKind;
 use crate::job::Job;
-use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::sqlite::{SqliteOptions, SqliteStore};
+use crate::steps::*;
+use crate::store::runs::*;
 use crate::store::{BoxFuture, StoreError};
 use crate::testing::TestClock;
 use crate::time::Timestamp;
 use crate::{Backoff, RetryPolicy, StepJob};
 
 pub(super) const WAIT: Duration = Duration::from_secs(10);
+
+/// A lease owner id of its own for each runtime a test starts, as each engine has.
+pub(super) fn test_owner() -> String {
+    format!("engine-{}", ulid::Ulid::new())
+}
 
 // ---------------------------------------------------------------------------------------------
 // The application the test jobs run against: it records what the steps did and lets a test
@@ -539,7 +544,15 @@ impl EnvBuilder {
         };
         let app = self.app.unwrap_or_else(App::new);
         let clock = self.clock.clone().map(Clock::from).unwrap_or_default();
-        let rt = StepRuntime::new(store.clone(), jobs(), app.clone(), clock, self.options);
+        let rt = StepRuntime::new(
+            store.clone(),
+            test_owner(),
+            true,
+            jobs(),
+            app.clone(),
+            clock,
+            self.options,
+        );
         if self.start {
             rt.start();
         }
@@ -806,9 +819,6 @@ impl RunStore for Wrap {
     }
     fn get_logs<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<LogRow>, StoreError>> {
         Box::pin(async move { self.inner().get_logs(run_id).await })
-    }
-    fn release_expired_leases(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move { self.inner().release_expired_leases(now).await })
     }
     fn recover(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move { self.inner().recover(now).await })

@@ -82,7 +82,7 @@ async fn an_expired_lease_of_a_dead_worker_is_reclaimed_without_rerunning_its_st
     let fence = Fence {
         run_id: "01DEADRUN".into(),
         generation,
-        row: None,
+        hint: None,
     };
     let step1 = NewStep {
         id: "s1".into(),
@@ -153,7 +153,7 @@ async fn a_worker_that_lost_its_lease_stops_at_the_next_step() {
     let later = env.clock().now() + Duration::from_secs(31);
     env.exec(&format!(
         "UPDATE durably_runs SET lease_owner = 'thief', lease_generation = lease_generation + 1, lease_expires_at = '{}' WHERE id = '{}'",
-        crate::store::sqlite::runs::format_ts(later + Duration::from_secs(3600)),
+        crate::sqlite::runs::format_ts(later + Duration::from_secs(3600)),
         t.id
     ));
     env.app.release(1);

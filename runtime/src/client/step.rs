@@ -6,15 +6,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::events::RunEventStream;
-use super::run::{
-    BatchItem, Completed, Disposition, LogRecord, Run, RunFilter, StepRecord, TriggerOptions,
-    Triggered,
-};
-use super::runtime::StepRuntime;
-use super::store::RunRecord;
 use crate::error::{Error, ValidationTarget};
 use crate::job::step::StepJob;
+use crate::steps::{
+    BatchItem, Completed, Disposition, LogRecord, Run, RunEventStream, RunFilter, StepRecord,
+    StepRuntime, TriggerOptions, Triggered,
+};
+use crate::store::runs::RunRecord;
 use crate::time::Timestamp;
 
 /// The typed handle of step job `J`: triggers runs with `J::Input` and reads them back with
@@ -300,7 +298,7 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     ///
     /// # Errors
     ///
-    /// - [`Error::Execution`] when it failed; the source is [`RunFailed`](super::RunFailed)
+    /// - [`Error::Execution`] when it failed; the source is [`RunFailed`](crate::steps::RunFailed)
     ///   with the run's error message;
     /// - [`Error::InvalidState`] with state `cancelled` when it was cancelled;
     /// - [`Error::InstanceNotFound`] when there is no such run (or it was deleted meanwhile);

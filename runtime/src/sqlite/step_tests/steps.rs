@@ -194,6 +194,8 @@ async fn duplicate_step_names_return_the_first_output() {
     jobs.insert(Duplicate::NAME, erase(Duplicate));
     let rt = StepRuntime::new(
         env.store.clone(),
+        test_owner(),
+        true,
         jobs,
         env.app.clone(),
         Clock::system(),
@@ -390,6 +392,8 @@ async fn the_token_starts_uncancelled() {
     jobs.insert(Probe::NAME, erase(Probe));
     let rt = StepRuntime::new(
         env.store.clone(),
+        test_owner(),
+        true,
         jobs,
         env.app.clone(),
         Clock::system(),

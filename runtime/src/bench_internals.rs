@@ -1,0 +1,22 @@
+//! What the benchmark compares against: the SQL the SQLite store runs for step-job runs, and
+//! how an engine's store commits. Compiled with the `bench-internals` feature only; not covered
+//! by semver.
+
+use crate::store::{Durability, StoreError};
+
+/// The step-job schema as the store's migrations leave it (2, then 4), for the benchmark's
+/// raw-SQLite ceiling (it writes the same rows).
+pub fn step_job_schema() -> String {
+    crate::sqlite::runs::schema_after_migrations()
+}
+
+/// The statements the store runs for a run that goes well, for the same ceiling.
+pub use crate::sqlite::runs::statements as step_job_statements;
+
+/// How an engine's store commits, read from its write connection: the benchmark prints it next
+/// to every figure it compares with another system.
+pub async fn store_durability<R: crate::Registry>(
+    engine: &crate::Engine<R>,
+) -> Result<Option<Durability>, StoreError> {
+    engine.inner().store.durability().await
+}

@@ -1,0 +1,83 @@
+//! The step-job tables: migration 2, and migration 4 that drops an index.
+
+/// The step-job tables, applied as migration 2.
+pub(crate) const RUNS_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS durably_runs (
+    id TEXT PRIMARY KEY,
+    job_name TEXT NOT NULL,
+    input TEXT NOT NULL,
+    status TEXT NOT NULL,
+    idempotency_key TEXT,
+    concurrency_key TEXT,
+    labels TEXT NOT NULL DEFAULT '{}',
+    current_step_index INTEGER NOT NULL DEFAULT 0,
+    completed_step_count INTEGER NOT NULL DEFAULT 0,
+    progress TEXT,
+    output TEXT,
+    error TEXT,
+    lease_owner TEXT,
+    lease_expires_at TEXT,
+    lease_generation INTEGER NOT NULL DEFAULT 0,
+    started_at TEXT,
+    completed_at TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    not_before TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_durably_runs_job_idempotency
+    ON durably_runs (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_durably_runs_status_concurrency
+    ON durably_runs (status, concurrency_key) WHERE concurrency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_durably_runs_status_created
+    ON durably_runs (status, created_at, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS idx_durably_runs_status_lease_expires
+    ON durably_runs (status, lease_expires_at) WHERE status = 'leased';
+CREATE INDEX IF NOT EXISTS idx_durably_runs_job_created
+    ON durably_runs (job_name, created_at);
+CREATE INDEX IF NOT EXISTS idx_durably_runs_status_completed
+    ON durably_runs (status, completed_at) WHERE completed_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_durably_runs_pending_concurrency
+    ON durably_runs (job_name, concurrency_key) WHERE status = 'pending' AND concurrency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_durably_runs_pending_not_before
+    ON durably_runs (not_before) WHERE status = 'pending' AND not_before IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS durably_run_labels (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_durably_run_labels_pk ON durably_run_labels (run_id, key);
+CREATE INDEX IF NOT EXISTS idx_durably_run_labels_key_value ON durably_run_labels (key, value);
+
+CREATE TABLE IF NOT EXISTS durably_steps (
+    id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    "index" INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    started_at TEXT NOT NULL,
+    completed_at TEXT,
+    PRIMARY KEY (run_id, "index", id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS idx_durably_steps_completed_unique
+    ON durably_steps (run_id, name) WHERE status = 'completed';
+
+CREATE TABLE IF NOT EXISTS durably_logs (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    step_name TEXT,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_durably_logs_run_created ON durably_logs (run_id, created_at);
+"#;
+
+/// Migration 4: drops the unique index on completed step names. Maintaining it was a fifth of
+/// the store's work per three-step run, and the fence already guarantees what it checked.
+pub(crate) const DROP_STEP_NAME_INDEX: &str =
+    "DROP INDEX IF EXISTS idx_durably_steps_completed_unique;";
