@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use durable_jobs::metrics::SQLITE_WRITE_GROUP_SIZE;
 use durable_jobs::prelude::*;
-use durable_jobs::steps::{StepError, TriggerOptions};
 use durable_jobs::sqlite::Synchronous;
+use durable_jobs::steps::{StepError, TriggerOptions};
 use durable_jobs::Engine;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
