@@ -5,6 +5,7 @@ mod compare;
 mod durability;
 mod jobs;
 mod peers;
+mod processes;
 mod report;
 mod stats;
 mod step_jobs;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use durable_jobs::sqlite::Synchronous;
+use durable_jobs::store::Ownership;
 
 use report::Report;
 
@@ -56,6 +58,12 @@ OPTIONS:
                          fifth with FULL, a tenth as shipped)
     --sync normal|full|both   synchronous modes of `steps`, `limit` and `burndown` (default
                          both)
+    --mode exclusive|shared|both   how `steps`, `burndown`, `debounce` and `latency` own
+                         their file (default exclusive): `shared` runs the engine as one of
+                         several processes on the file (durable leased claims, no cache);
+                         peers are compared with exclusive mode only
+    --processes N        `steps` and `burndown` in shared mode: N engine processes drain the
+                         same file (this one and N-1 children; default 1)
     --runs N             steps: runs (default 20000)
     --batch N            steps: trigger batch size (default 500)
     --step-concurrency N steps: the worker's max_concurrent_runs (default: the engine's, 100)
@@ -88,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) peer_runs: Option<usize>,
     pub(crate) peer_jobs: Option<usize>,
     pub(crate) sync: Vec<Synchronous>,
+    pub(crate) modes: Vec<Ownership>,
+    pub(crate) processes: usize,
     pub(crate) steps_runs: usize,
     pub(crate) steps_batch: usize,
     pub(crate) steps_per_run: usize,
@@ -113,6 +123,8 @@ impl Default for Config {
             peer_runs: None,
             peer_jobs: None,
             sync: vec![Synchronous::Normal, Synchronous::Full],
+            modes: vec![Ownership::Exclusive],
+            processes: 1,
             steps_runs: 20_000,
             steps_batch: 500,
             steps_per_run: 3,
@@ -146,6 +158,16 @@ impl Config {
     /// Whether the peers run next to our figures.
     pub(crate) fn with_peers(&self, default: bool) -> bool {
         self.peers.unwrap_or(default)
+    }
+}
+
+/// What a variant name says of the ownership mode: nothing for exclusive (so that the figures
+/// compared with the peers keep their names), `mode=shared` and the process count otherwise.
+pub(crate) fn mode_suffix(cfg: &Config, ownership: Ownership) -> String {
+    match ownership {
+        Ownership::Exclusive => String::new(),
+        _ if cfg.processes > 1 => format!(" mode=shared processes={}", cfg.processes),
+        _ => " mode=shared".to_owned(),
     }
 }
 
@@ -196,7 +218,8 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
             "--no-peers" => cfg.peers = Some(false),
             "--repeat" | "--peer-runs" | "--peer-jobs" | "--sync" | "--runs" | "--batch"
             | "--instances" | "--events" | "--callers" | "--seconds" | "--iterations"
-            | "--jobs" | "--concurrency" | "--dir" | "--step-concurrency" => {
+            | "--jobs" | "--concurrency" | "--dir" | "--step-concurrency" | "--mode"
+            | "--processes" => {
                 let v = value(&arg)?;
                 overrides.push((arg, v));
             }
@@ -226,6 +249,7 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
     if cfg.quick {
         cfg.quick();
     }
+    let mut mode_given = false;
     for (name, v) in overrides {
         let n = || {
             v.replace('_', "")
@@ -266,7 +290,29 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
                     _ => return Err(format!("--sync takes normal, full or both, not `{v}`")),
                 }
             }
+            "--mode" => {
+                cfg.modes = match v.to_ascii_lowercase().as_str() {
+                    "exclusive" => vec![Ownership::Exclusive],
+                    "shared" => vec![Ownership::Shared],
+                    "both" => vec![Ownership::Exclusive, Ownership::Shared],
+                    _ => return Err(format!("--mode takes exclusive, shared or both, not `{v}`")),
+                };
+                mode_given = true;
+            }
+            "--processes" => cfg.processes = n()?.clamp(1, 64),
             _ => unreachable!("every option is matched above"),
+        }
+    }
+    if cfg.processes > 1 {
+        if !mode_given {
+            // Several processes on one file is what shared mode is for.
+            cfg.modes = vec![Ownership::Shared];
+        } else if cfg.modes.contains(&Ownership::Exclusive) {
+            return Err(
+                "--processes needs --mode shared: an exclusive store holds its file \
+                        alone"
+                    .into(),
+            );
         }
     }
     if workloads.is_empty() {
@@ -287,6 +333,9 @@ fn main() -> ExitCode {
     if let Some(first) = args.first() {
         if first.starts_with("__scale-") {
             return workloads::scale::child(&args);
+        }
+        if first == "__drain" {
+            return processes::child(&args);
         }
     }
     let (workloads, mut cfg, peers_default) = match parse_args(args) {
@@ -409,6 +458,23 @@ mod tests {
         assert_eq!(w.len(), ALL.len());
         assert!(peers);
         assert_eq!(cfg.sync, vec![Synchronous::Full]);
+    }
+
+    #[test]
+    fn several_processes_mean_shared_mode() {
+        let (_, cfg, _) = parse_args(args("steps")).unwrap();
+        assert_eq!(cfg.modes, vec![Ownership::Exclusive]);
+        let (_, cfg, _) = parse_args(args("burndown --processes 3")).unwrap();
+        assert_eq!((cfg.modes, cfg.processes), (vec![Ownership::Shared], 3));
+        let (_, cfg, _) = parse_args(args("steps --mode both")).unwrap();
+        assert_eq!(cfg.modes, vec![Ownership::Exclusive, Ownership::Shared]);
+        assert!(parse_args(args("steps --mode exclusive --processes 2"))
+            .unwrap_err()
+            .contains("--mode shared"));
+        assert!(parse_args(args("steps --mode sometimes"))
+            .unwrap_err()
+            .contains("--mode"));
+        assert_eq!(mode_suffix(&cfg, Ownership::Exclusive), "");
     }
 
     #[test]

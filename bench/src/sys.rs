@@ -86,6 +86,18 @@ impl Usage {
         }
     }
 
+    /// CPU nanoseconds of the whole process since `before` (per thread, as in
+    /// [`report_since`](Self::report_since)).
+    pub(crate) fn cpu_ns_since(&self, before: &Usage) -> u64 {
+        self.cpu_ns
+            .iter()
+            .map(|(tid, (_, now))| {
+                let then = before.cpu_ns.get(tid).map_or(0, |(_, ns)| *ns);
+                now.saturating_sub(then)
+            })
+            .sum()
+    }
+
     /// Figures of the phase since `before`, per `n` units of work (`per`: "run", "add", ...):
     /// bytes written, and CPU microseconds of the writer, checkpoint and tokio threads and of
     /// the whole process: per thread, what it used since `before` (all it used, for a thread
@@ -247,7 +259,8 @@ mod tests {
         assert!(status_kb("VmRSS").unwrap() > 0);
         assert!(load_1m().unwrap() >= 0.0);
         let before = thread_cpu_ns().unwrap();
-        let spin = (0..1_000_000u64).fold(0u64, |a, i| a.wrapping_add(i * i));
+        // black_box: an optimised build would otherwise fold the loop into a constant.
+        let spin = (0..1_000_000u64).fold(0u64, |a, i| std::hint::black_box(a.wrapping_add(i * i)));
         assert!(spin > 0 && thread_cpu_ns().unwrap() > before);
     }
 }

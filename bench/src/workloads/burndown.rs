@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use durable_jobs::sqlite::Synchronous;
+use durable_jobs::store::Ownership;
 
 use crate::compare::{burndown_variant, effectum_jobs};
 use crate::peers::Peers;
@@ -24,81 +25,96 @@ pub(crate) async fn run(
     report: &mut Report,
     peers: &mut Peers,
 ) -> BenchResult {
-    let n = cfg.burndown_jobs;
     for &mode in &cfg.sync {
         for &c in &cfg.burndown_concurrency {
-            let variant = burndown_variant(mode, c);
-            let path = dir.join(format!("burndown-{}-{c}.db", sync_name(mode)));
-            let (engine, app) = super::steps::engine(&path, mode, Some(c), false).await?;
-            let durability = crate::durability::of_engine(&engine).await?;
-            let client = engine.client();
-            let jobs = client.step_job::<NoOp>();
-
-            let start = Instant::now();
-            let mut i = 0;
-            while i < n {
-                let end = (i + 1_000).min(n);
-                jobs.batch_trigger(std::iter::repeat_n((), end - i)).await?;
-                i = end;
+            for &ownership in &cfg.modes {
+                run_one(cfg, dir, report, peers, mode, c, ownership).await?;
             }
-            let enqueued = start.elapsed();
-            let usage = Usage::now();
-            let drain = Instant::now();
-            app.open();
-            super::steps::wait_drained(&jobs, &app, n, c).await?;
-            let drained = drain.elapsed();
-            Usage::now().report_since(
-                &usage,
-                n,
-                |metric, value, unit| {
-                    Metric::new("burndown", metric, value, unit).variant(&variant)
-                },
-                report,
-            );
-            super::steps::check_all_completed(&jobs).await?;
-            drop(jobs);
-            drop(client);
-            engine.shutdown().await?;
+        }
+    }
+    Ok(())
+}
 
-            report.push(
-                Metric::new("burndown", "enqueue_per_s", rate(n, enqueued), "jobs/s")
-                    .variant(&variant),
-            );
-            report.push(
-                Metric::new("burndown", "drain_per_s", rate(n, drained), "jobs/s")
-                    .variant(&variant),
-            );
-            report.durability("burndown", &variant, durability);
-            report.load("burndown", &variant);
+async fn run_one(
+    cfg: &Config,
+    dir: &Path,
+    report: &mut Report,
+    peers: &mut Peers,
+    mode: Synchronous,
+    c: usize,
+    ownership: Ownership,
+) -> BenchResult {
+    let n = cfg.burndown_jobs;
+    let variant = burndown_variant(mode, c) + &crate::mode_suffix(cfg, ownership);
+    let path = dir.join(format!("burndown-{}-{c}-{ownership:?}.db", sync_name(mode)));
+    let (engine, app) = super::steps::engine(&path, mode, ownership, Some(c), false).await?;
+    let durability = crate::durability::of_engine(&engine).await?;
+    let client = engine.client();
+    let jobs = client.step_job::<NoOp>();
 
-            // Right after ours: effectum in WAL at the same level, the pair's other half.
-            let figures = [
-                ("enqueue_per_s", "jobs/s"),
-                ("drain_per_s", "jobs/s"),
-                ("cpu_us_total_per_unit", "us"),
-            ];
-            let wal_jobs = effectum_jobs(cfg, Some(mode));
-            if let Some(v) = peers.run(
-                "effectum",
-                &[wal_jobs.to_string(), c.to_string()],
-                &[("JOURNAL", "wal"), ("SYNC", sync_name(mode))],
-                report,
-            ) {
-                let variant = format!("effectum {variant}");
-                crate::peers::record(report, "burndown", &variant, &v, &figures);
-            }
-            // effectum as shipped sets NORMAL itself (and syncs at every commit all the same).
-            if mode == Synchronous::Normal {
-                if let Some(v) = peers.run(
-                    "effectum",
-                    &[effectum_jobs(cfg, None).to_string(), c.to_string()],
-                    &[("JOURNAL", "delete")],
-                    report,
-                ) {
-                    let variant = format!("effectum as shipped concurrency={c}");
-                    crate::peers::record(report, "burndown", &variant, &v, &figures);
-                }
-            }
+    let start = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let end = (i + 1_000).min(n);
+        jobs.batch_trigger(std::iter::repeat_n((), end - i)).await?;
+        i = end;
+    }
+    let enqueued = start.elapsed();
+    let children = super::steps::children(cfg, ownership, &path, mode, c)?;
+    let usage = Usage::now();
+    let drain = Instant::now();
+    let children_ns = super::steps::drain(&jobs, &app, children, n, c).await?;
+    let drained = drain.elapsed();
+    Usage::now().report_since(
+        &usage,
+        n,
+        |metric, value, unit| Metric::new("burndown", metric, value, unit).variant(&variant),
+        report,
+    );
+    super::steps::report_children_cpu(report, "burndown", &variant, &usage, children_ns, n);
+    super::steps::check_all_completed(&jobs).await?;
+    drop(jobs);
+    drop(client);
+    engine.shutdown().await?;
+
+    report.push(
+        Metric::new("burndown", "enqueue_per_s", rate(n, enqueued), "jobs/s").variant(&variant),
+    );
+    report
+        .push(Metric::new("burndown", "drain_per_s", rate(n, drained), "jobs/s").variant(&variant));
+    report.durability("burndown", &variant, durability);
+    report.load("burndown", &variant);
+
+    // Right after ours: effectum in WAL at the same level, the pair's other half
+    // (exclusive mode only: effectum holds its file alone too).
+    if ownership != Ownership::Exclusive {
+        return Ok(());
+    }
+    let figures = [
+        ("enqueue_per_s", "jobs/s"),
+        ("drain_per_s", "jobs/s"),
+        ("cpu_us_total_per_unit", "us"),
+    ];
+    let wal_jobs = effectum_jobs(cfg, Some(mode));
+    if let Some(v) = peers.run(
+        "effectum",
+        &[wal_jobs.to_string(), c.to_string()],
+        &[("JOURNAL", "wal"), ("SYNC", sync_name(mode))],
+        report,
+    ) {
+        let variant = format!("effectum {variant}");
+        crate::peers::record(report, "burndown", &variant, &v, &figures);
+    }
+    // effectum as shipped sets NORMAL itself (and syncs at every commit all the same).
+    if mode == Synchronous::Normal {
+        if let Some(v) = peers.run(
+            "effectum",
+            &[effectum_jobs(cfg, None).to_string(), c.to_string()],
+            &[("JOURNAL", "delete")],
+            report,
+        ) {
+            let variant = format!("effectum as shipped concurrency={c}");
+            crate::peers::record(report, "burndown", &variant, &v, &figures);
         }
     }
     Ok(())

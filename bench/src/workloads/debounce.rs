@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use durable_jobs::sqlite::SqliteOptions;
+use durable_jobs::store::Ownership;
 use durable_jobs::Engine;
 
 use crate::jobs::{BatchApp, BatchJobs, Collect, MAX_EVENTS};
@@ -17,11 +19,27 @@ use crate::sys::Usage;
 use crate::{BenchResult, Config};
 
 pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchResult {
+    for &ownership in &cfg.modes {
+        run_one(cfg, dir, report, ownership).await?;
+    }
+    Ok(())
+}
+
+async fn run_one(
+    cfg: &Config,
+    dir: &Path,
+    report: &mut Report,
+    ownership: Ownership,
+) -> BenchResult {
+    let variant = crate::mode_suffix(cfg, ownership).trim().to_owned();
     let instances = cfg.debounce_instances;
     let total = instances * cfg.debounce_events;
     let app = Arc::new(BatchApp::new(total));
     let engine = Engine::<BatchJobs>::builder()
-        .sqlite(dir.join("debounce.db"))
+        .sqlite_options(
+            SqliteOptions::file(dir.join(format!("debounce-{ownership:?}.db")))
+                .ownership(ownership),
+        )
         .app(app.clone())
         .start()
         .await?;
@@ -57,7 +75,7 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
     Usage::now().report_since(
         &usage,
         total,
-        |metric, value, unit| Metric::new("debounce", metric, value, unit),
+        |metric, value, unit| Metric::new("debounce", metric, value, unit).variant(&variant),
         report,
     );
     drop(client);
@@ -66,16 +84,15 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
     let sorted = sorted_millis(&latencies);
     report.push(
         Metric::new("debounce", "adds_per_s", rate(total, elapsed), "adds/s")
+            .variant(&variant)
             .target(Target::AtLeast(100_000.0)),
     );
-    report.push(Metric::new(
-        "debounce",
-        "add_p50_ms",
-        percentile(&sorted, 50.0),
-        "ms",
-    ));
+    report.push(
+        Metric::new("debounce", "add_p50_ms", percentile(&sorted, 50.0), "ms").variant(&variant),
+    );
     report.push(
         Metric::new("debounce", "add_p99_ms", percentile(&sorted, 99.0), "ms")
+            .variant(&variant)
             .target(Target::Below(10.0)),
     );
     let (missing, repeated) = app.check();
@@ -88,6 +105,7 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
             (missing + repeated) as f64,
             "events",
         )
+        .variant(&variant)
         .target(Target::Below(1.0)),
     );
     if missing + repeated > 0 || flushes != expected_flushes {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::TriggerOptions;
+use durable_jobs::store::Ownership;
 
 use crate::peers::Peers;
 use crate::report::{Metric, Report, Target};
@@ -20,9 +21,24 @@ pub(crate) async fn run(
     report: &mut Report,
     peers: &mut Peers,
 ) -> BenchResult {
+    for &ownership in &cfg.modes {
+        run_one(cfg, dir, report, peers, ownership).await?;
+    }
+    Ok(())
+}
+
+async fn run_one(
+    cfg: &Config,
+    dir: &Path,
+    report: &mut Report,
+    peers: &mut Peers,
+    ownership: Ownership,
+) -> BenchResult {
     let n = cfg.latency_iterations;
+    let variant = crate::mode_suffix(cfg, ownership).trim().to_owned();
+    let path = dir.join(format!("latency-{ownership:?}.db"));
     let (engine, _app) =
-        super::steps::engine(&dir.join("latency.db"), Synchronous::Normal, None, true).await?;
+        super::steps::engine(&path, Synchronous::Normal, ownership, None, true).await?;
     let durability = crate::durability::of_engine(&engine).await?;
     let client = engine.client();
     let one = client.step_job::<OneStep>();
@@ -46,16 +62,16 @@ pub(crate) async fn run(
     let sorted = sorted_millis(&samples);
     report.push(
         Metric::new("latency", "p50_ms", percentile(&sorted, 50.0), "ms")
+            .variant(&variant)
             .target(Target::Below(1.0)),
     );
-    report.push(Metric::new(
-        "latency",
-        "p99_ms",
-        percentile(&sorted, 99.0),
-        "ms",
-    ));
-    report.durability("latency", "", durability);
-    report.load("latency", "");
+    report
+        .push(Metric::new("latency", "p99_ms", percentile(&sorted, 99.0), "ms").variant(&variant));
+    report.durability("latency", &variant, durability);
+    report.load("latency", &variant);
+    if ownership != Ownership::Exclusive {
+        return Ok(());
+    }
 
     for (poll, variant) in [
         ("default", "durably poll=default"),

@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use durable_jobs::sqlite::Synchronous;
+use durable_jobs::sqlite::{SqliteOptions, Synchronous};
 use durable_jobs::steps::{RunFilter, RunStatus, StepJobClient, StepOptions};
+use durable_jobs::store::Ownership;
 use durable_jobs::{Engine, StepJob};
 
 use crate::peers::Peers;
@@ -26,6 +27,7 @@ use crate::{sync_name, BenchResult, Config};
 pub(crate) async fn engine(
     path: &Path,
     sync: Synchronous,
+    ownership: Ownership,
     concurrency: Option<usize>,
     open: bool,
 ) -> BenchResult<(Engine<StepJobs>, Arc<StepApp>)> {
@@ -35,7 +37,7 @@ pub(crate) async fn engine(
         options = options.max_concurrent_runs(c);
     }
     let engine = Engine::<StepJobs>::builder()
-        .sqlite(path)
+        .sqlite_options(SqliteOptions::file(path).ownership(ownership))
         .synchronous(sync)
         .step_options(options)
         .app(app.clone())
@@ -77,6 +79,68 @@ pub(crate) async fn wait_drained<J: StepJob<Arc<StepApp>>>(
     Ok(())
 }
 
+/// Opens the gates of this process and of `children` (when several processes drain the file)
+/// and waits until the `n` runs are drained; returns the CPU the children used meanwhile.
+pub(crate) async fn drain<J: StepJob<Arc<StepApp>>>(
+    runs: &StepJobClient<Arc<StepApp>, J>,
+    app: &StepApp,
+    children: Option<crate::processes::Children>,
+    n: usize,
+    concurrency: usize,
+) -> BenchResult<Option<u64>> {
+    match children {
+        None => {
+            app.open();
+            wait_drained(runs, app, n, concurrency).await?;
+            Ok(None)
+        }
+        Some(mut children) => {
+            children.go()?;
+            app.open();
+            crate::processes::wait_file_drained(runs).await?;
+            Ok(Some(children.finish()?))
+        }
+    }
+}
+
+/// Starts the other processes of a drain when `--processes` asks for several (in shared
+/// mode), each with its engine open and its gate closed.
+pub(crate) fn children(
+    cfg: &Config,
+    ownership: Ownership,
+    path: &Path,
+    sync: Synchronous,
+    concurrency: usize,
+) -> BenchResult<Option<crate::processes::Children>> {
+    if ownership == Ownership::Exclusive || cfg.processes < 2 {
+        return Ok(None);
+    }
+    crate::processes::Children::spawn(cfg.processes - 1, path, sync, concurrency).map(Some)
+}
+
+/// Reports the CPU per unit of every process of a drain, when children took part.
+pub(crate) fn report_children_cpu(
+    report: &mut Report,
+    workload: &'static str,
+    variant: &str,
+    parent: &Usage,
+    children_ns: Option<u64>,
+    n: usize,
+) {
+    if let Some(children_ns) = children_ns {
+        let all = Usage::now().cpu_ns_since(parent) + children_ns;
+        report.push(
+            Metric::new(
+                workload,
+                "cpu_us_all_processes_per_unit",
+                all as f64 / 1_000.0 / n.max(1) as f64,
+                "us",
+            )
+            .variant(variant),
+        );
+    }
+}
+
 /// Checks that every run completed (after the timing).
 pub(crate) async fn check_all_completed<J: StepJob<Arc<StepApp>>>(
     runs: &StepJobClient<Arc<StepApp>, J>,
@@ -98,92 +162,110 @@ pub(crate) async fn run(
     report: &mut Report,
     peers: &mut Peers,
 ) -> BenchResult {
+    for mode in &cfg.sync {
+        for &ownership in &cfg.modes {
+            run_one(cfg, dir, report, peers, *mode, ownership).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_one(
+    cfg: &Config,
+    dir: &Path,
+    report: &mut Report,
+    peers: &mut Peers,
+    mode: Synchronous,
+    ownership: Ownership,
+) -> BenchResult {
     let n = cfg.steps_runs;
     let steps = STEPS_PER_RUN as usize;
-    for mode in &cfg.sync {
-        let variant = crate::compare::steps_variant(cfg, *mode);
-        let path = dir.join(format!("steps-{}.db", sync_name(*mode)));
-        let (engine, app) = engine(&path, *mode, cfg.step_concurrency, false).await?;
-        let durability = crate::durability::of_engine(&engine).await?;
-        let client = engine.client();
-        let runs = client.step_job::<ThreeSteps>();
+    let variant = crate::compare::steps_variant(cfg, mode) + &crate::mode_suffix(cfg, ownership);
+    let path = dir.join(format!("steps-{}-{ownership:?}.db", sync_name(mode)));
+    let (engine, app) = engine(&path, mode, ownership, cfg.step_concurrency, false).await?;
+    let durability = crate::durability::of_engine(&engine).await?;
+    let client = engine.client();
+    let runs = client.step_job::<ThreeSteps>();
 
-        let start = Instant::now();
-        let mut i = 0;
-        while i < n {
-            let end = (i + cfg.steps_batch).min(n);
-            runs.batch_trigger((i..end).map(|i| Num { i: i as u64 }))
-                .await?;
-            i = end;
-        }
-        let triggered = start.elapsed();
-        let usage = Usage::now();
-        let drain = Instant::now();
-        app.open();
-        let concurrency = cfg
-            .step_concurrency
-            .unwrap_or(StepOptions::default().max_concurrent_runs);
-        wait_drained(&runs, &app, n, concurrency).await?;
-        let drained = drain.elapsed();
-        Usage::now().report_since(
-            &usage,
-            n,
-            |metric, value, unit| Metric::new("steps", metric, value, unit).variant(&variant),
+    let start = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let end = (i + cfg.steps_batch).min(n);
+        runs.batch_trigger((i..end).map(|i| Num { i: i as u64 }))
+            .await?;
+        i = end;
+    }
+    let triggered = start.elapsed();
+    let concurrency = cfg
+        .step_concurrency
+        .unwrap_or(StepOptions::default().max_concurrent_runs);
+    let children = children(cfg, ownership, &path, mode, concurrency)?;
+    let usage = Usage::now();
+    let drain = Instant::now();
+    let children_ns = self::drain(&runs, &app, children, n, concurrency).await?;
+    let drained = drain.elapsed();
+    Usage::now().report_since(
+        &usage,
+        n,
+        |metric, value, unit| Metric::new("steps", metric, value, unit).variant(&variant),
+        report,
+    );
+    report_children_cpu(report, "steps", &variant, &usage, children_ns, n);
+    check_all_completed(&runs).await?;
+    drop(runs);
+    drop(client);
+    engine.shutdown().await?;
+
+    report.push(
+        Metric::new("steps", "trigger_per_s", rate(n, triggered), "runs/s").variant(&variant),
+    );
+    let m = Metric::new("steps", "drain_runs_per_s", rate(n, drained), "runs/s").variant(&variant);
+    report.push(if mode == Synchronous::Full {
+        m.target(Target::AtLeast(5_000.0))
+    } else {
+        m
+    });
+    report.push(
+        Metric::new(
+            "steps",
+            "drain_steps_per_s",
+            rate(n * steps, drained),
+            "steps/s",
+        )
+        .variant(&variant),
+    );
+    report.durability("steps", &variant, durability);
+    report.load("steps", &variant);
+
+    // Right after ours: the pair's other half (exclusive mode only: the peers hold their
+    // files alone too).
+    if ownership != Ownership::Exclusive {
+        return Ok(());
+    }
+    if let Some(v) = peers.run(
+        "durably",
+        &[
+            "steps".into(),
+            crate::compare::durably_runs(cfg).to_string(),
+            steps.to_string(),
+            "8".into(),
+            "10".into(),
+        ],
+        &[("SYNC", sync_name(mode))],
+        report,
+    ) {
+        crate::peers::record(
             report,
-        );
-        check_all_completed(&runs).await?;
-        drop(runs);
-        drop(client);
-        engine.shutdown().await?;
-
-        report.push(
-            Metric::new("steps", "trigger_per_s", rate(n, triggered), "runs/s").variant(&variant),
-        );
-        let m =
-            Metric::new("steps", "drain_runs_per_s", rate(n, drained), "runs/s").variant(&variant);
-        report.push(if *mode == Synchronous::Full {
-            m.target(Target::AtLeast(5_000.0))
-        } else {
-            m
-        });
-        report.push(
-            Metric::new(
-                "steps",
-                "drain_steps_per_s",
-                rate(n * steps, drained),
-                "steps/s",
-            )
-            .variant(&variant),
-        );
-        report.durability("steps", &variant, durability);
-        report.load("steps", &variant);
-
-        // Right after ours: the pair's other half.
-        if let Some(v) = peers.run(
-            "durably",
+            "steps",
+            &format!("durably {variant}"),
+            &v,
             &[
-                "steps".into(),
-                crate::compare::durably_runs(cfg).to_string(),
-                steps.to_string(),
-                "8".into(),
-                "10".into(),
+                ("trigger_per_s", "runs/s"),
+                ("drain_runs_per_s", "runs/s"),
+                ("drain_steps_per_s", "steps/s"),
+                ("cpu_us_total_per_unit", "us"),
             ],
-            &[("SYNC", sync_name(*mode))],
-            report,
-        ) {
-            crate::peers::record(
-                report,
-                "steps",
-                &format!("durably {variant}"),
-                &v,
-                &[
-                    ("trigger_per_s", "runs/s"),
-                    ("drain_runs_per_s", "runs/s"),
-                    ("drain_steps_per_s", "steps/s"),
-                    ("cpu_us_total_per_unit", "us"),
-                ],
-            );
-        }
+        );
     }
     Ok(())
 }
