@@ -82,7 +82,18 @@ impl Readers {
             .pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => open_reader(&self.path, self.busy_timeout)?,
+            None => match open_reader(&self.path, self.busy_timeout) {
+                Ok(conn) => conn,
+                // The path may have stopped naming the file since the last check trusted here
+                // (its folder removed, say): then that is the error to give, not how the open
+                // of the missing path failed.
+                Err(open_failed) => {
+                    self.file
+                        .check()
+                        .map_err(|e| shared_database_error("reading", e))?;
+                    return Err(open_failed);
+                }
+            },
         };
         let result = op(&conn);
         // A read that left a transaction open would pin an old snapshot for the next one.
