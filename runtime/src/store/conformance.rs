@@ -133,6 +133,42 @@ pub(crate) async fn an_alarm_is_claimed_by_one_owner_until_its_lease_lapses(stor
     assert_eq!(reclaimed.lease_generation, 2);
 }
 
+/// A client action's claim holds only the version it read, leaves the alarm where it was, and
+/// keeps alarm claims out until it lapses; renewing it does not move the alarm either.
+pub(crate) async fn an_instance_is_claimed_at_the_version_read(store: Arc<dyn Store>) {
+    commit(&*store, vec![Write::Insert(scheduled("a", at(100)))])
+        .await
+        .unwrap();
+    let stale = store.claim_instance(&key("a"), 7, "one", at(60)).await;
+    assert_eq!(stale.unwrap(), None, "a claim at a version that moved");
+    let claimed = store
+        .claim_instance(&key("a"), 0, "one", at(160))
+        .await
+        .unwrap()
+        .expect("a claim at the stored version");
+    assert_eq!(
+        claimed.lease.as_ref().map(|l| (l.owner.as_str(), l.until)),
+        Some(("one", at(160)))
+    );
+    assert_eq!((claimed.alarm_at, claimed.version), (Some(at(100)), 1));
+    assert_eq!(claimed.lease_generation, 1);
+
+    let taken = store.claim_alarm(&key("a"), at(120), "two", at(180)).await;
+    assert_eq!(taken.unwrap(), None, "a claimed instance's alarm is not claimed");
+    Backend::renew_leases(&*store, "one", at(230))
+        .await
+        .unwrap();
+    let renewed = store.load(&key("a")).await.unwrap().unwrap();
+    assert_eq!(renewed.alarm_at, Some(at(100)), "the alarm stays");
+    assert_eq!(renewed.lease.map(|l| l.until), Some(at(230)));
+    let taken = store
+        .claim_alarm(&key("a"), at(230), "two", at(290))
+        .await
+        .unwrap()
+        .expect("a lapsed claim gives the alarm up");
+    assert_eq!(taken.lease_generation, 2);
+}
+
 /// A scan finds the due alarms of the jobs asked about, earliest first, and the next one.
 pub(crate) async fn a_scan_finds_due_alarms_and_the_next_one(store: Arc<dyn Store>) {
     let other_job = {
@@ -292,6 +328,7 @@ macro_rules! conformance_tests {
             commits_are_versioned_and_all_or_nothing,
             event_ids_are_recorded_once,
             an_alarm_is_claimed_by_one_owner_until_its_lease_lapses,
+            an_instance_is_claimed_at_the_version_read,
             a_scan_finds_due_alarms_and_the_next_one,
             an_idempotency_key_returns_the_first_run,
             a_claimed_run_is_fenced_by_its_generation,
