@@ -312,6 +312,9 @@ pub(crate) trait DebounceHandler<A>: Exhaustible<A> {
     fn config(&self) -> &DebounceConfig;
     /// Decodes an event before anything is touched.
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
+    /// Decodes an event (as [`decode_event`](Self::decode_event)) and gives it back as JSON,
+    /// for an action that may have to decode it again.
+    fn event_json(&self, event: Input) -> Result<serde_json::Value, Error>;
     /// Folds a decoded event into the batch's decoded state (`None` for a new batch) and
     /// returns the new state as JSON, and decoded.
     fn fold(
@@ -356,6 +359,14 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
                 .map(|e| Box::new(e) as Box<dyn Any + Send>)
                 .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m)),
         }
+    }
+
+    fn event_json(&self, event: Input) -> Result<serde_json::Value, Error> {
+        let event = event
+            .into_value::<J::Event>()
+            .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
+        serde_json::to_value(&event)
+            .map_err(|e| Error::validation(ValidationTarget::Event, Some(J::NAME), e.to_string()))
     }
 
     fn fold(
@@ -450,6 +461,9 @@ pub(crate) enum TaskOutcome {
 
 pub(crate) trait TaskHandler<A>: StateCodec<A> {
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
+    /// Decodes an event (as [`decode_event`](Self::decode_event)) and gives it back as JSON,
+    /// for an action that may have to decode it again.
+    fn event_json(&self, event: Input) -> Result<serde_json::Value, Error>;
     /// Runs one invocation on the decoded state (`None` before a handler set one); a state
     /// that was migrated is written back.
     fn invoke<'a>(
@@ -480,6 +494,14 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
                 .map(|e| Box::new(e) as Box<dyn Any + Send>)
                 .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m)),
         }
+    }
+
+    fn event_json(&self, event: Input) -> Result<serde_json::Value, Error> {
+        let event = event
+            .into_value::<J::Event>()
+            .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
+        serde_json::to_value(&event)
+            .map_err(|e| Error::validation(ValidationTarget::Event, Some(J::NAME), e.to_string()))
     }
 
     fn invoke<'a>(
