@@ -416,7 +416,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             }
             None => {
                 let mut row = rec.clone();
-                row.version = Self::version_after(None);
+                row.version = first_version(now);
                 row.updated_at = now;
                 row.alarm_at = row.alarm_at.or(Some(lease.until));
                 row.lease = Some(lease);
@@ -537,6 +537,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
     ) -> Result<()> {
         if let Some(rows) = self.telemetry.outbox_rows(&events.list) {
             batch.push(Write::Outbox(rows));
+        }
+        if self.claims.shares_instances() {
+            for write in &mut batch {
+                if let Write::Insert(rec) = write {
+                    rec.version = first_version(self.clock.now());
+                }
+            }
         }
         if !batch.is_empty() {
             if let Some(cache) = &self.cache {
@@ -808,6 +815,17 @@ pub(crate) fn execution_error(
         operation,
         source,
     }
+}
+
+/// The version of a row inserted into a store shared with other processes: from the time and
+/// chance, not 0. A row deleted and created again while another process holds a read of it
+/// must not come back at a version that read carries, or that process's write, checked
+/// against the version alone, would land on the new row (an engine alone on its store reads
+/// and writes an instance under its lock, and starts rows at 0). A row would have to be
+/// written 65,536 times per millisecond of its life to reach the first version of a later one.
+fn first_version(now: Timestamp) -> u64 {
+    let millis = u64::try_from(now.as_millis()).unwrap_or(0) & ((1 << 46) - 1);
+    (millis << 16) | fastrand::u64(..1 << 16)
 }
 
 /// Whether `e` says that another writer changed the instance first.

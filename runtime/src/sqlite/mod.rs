@@ -459,9 +459,7 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), St
         .context("setting busy_timeout")?;
     conn.set_prepared_statement_cache_capacity(128);
     if options.path.is_some() {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .context("switching to WAL mode")?;
+        let mode = switch_to_wal(conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(database_error(format!(
                 "the database could not be switched to WAL mode (journal_mode is {mode})"
@@ -478,6 +476,27 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), St
     ))
     .context("setting pragmas")?;
     Ok(())
+}
+
+/// Switches the file to WAL mode (a no-op once it is). Switching a new file needs it alone for a
+/// moment, and SQLite answers busy at once, without waiting, when another process opening the
+/// same file in shared mode holds it meanwhile: tried again with a growing pause, about 3 s in
+/// all.
+fn switch_to_wal(conn: &Connection) -> Result<String, StoreError> {
+    let mut pause = Duration::from_millis(5);
+    let mut waited = Duration::ZERO;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && waited < Duration::from_secs(3) =>
+            {
+                std::thread::sleep(pause);
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other.context("switching to WAL mode"),
+        }
+    }
 }
 
 /// Opens a read-only connection to the file.
