@@ -143,7 +143,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
             let (state, _) = h
                 .encode_input(input)
                 .map_err(|m| Error::validation(ValidationTarget::Input, Some(job), m))?;
+            // Stored states read back (`json::encode` checks it), so this JSON does too.
             serde_json::from_str(&state)
+                .map(Ok)
                 .map_err(|e| Error::validation(ValidationTarget::Input, Some(job), e.to_string()))
         })?;
         self.retrying(op, || {

@@ -313,8 +313,9 @@ pub(crate) trait DebounceHandler<A>: Exhaustible<A> {
     /// Decodes an event before anything is touched.
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
     /// Decodes an event (as [`decode_event`](Self::decode_event)) and gives it back as JSON,
-    /// for an action that may have to decode it again.
-    fn event_json(&self, event: Input) -> Result<serde_json::Value, Error>;
+    /// for an action that may have to decode it again; or as it is when its JSON does not read
+    /// back (a NaN becomes `null`), for an action made once.
+    fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error>;
     /// Folds a decoded event into the batch's decoded state (`None` for a new batch) and
     /// returns the new state as JSON, and decoded.
     fn fold(
@@ -361,12 +362,14 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
         }
     }
 
-    fn event_json(&self, event: Input) -> Result<serde_json::Value, Error> {
+    fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error> {
         let event = event
             .into_value::<J::Event>()
             .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
-        serde_json::to_value(&event)
-            .map_err(|e| Error::validation(ValidationTarget::Event, Some(J::NAME), e.to_string()))
+        match serde_json::to_value(&event) {
+            Ok(json) if serde_json::from_value::<J::Event>(json.clone()).is_ok() => Ok(Ok(json)),
+            _ => Ok(Err(Input::typed(event))),
+        }
     }
 
     fn fold(
@@ -462,8 +465,9 @@ pub(crate) enum TaskOutcome {
 pub(crate) trait TaskHandler<A>: StateCodec<A> {
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
     /// Decodes an event (as [`decode_event`](Self::decode_event)) and gives it back as JSON,
-    /// for an action that may have to decode it again.
-    fn event_json(&self, event: Input) -> Result<serde_json::Value, Error>;
+    /// for an action that may have to decode it again; or as it is when its JSON does not read
+    /// back (a NaN becomes `null`), for an action made once.
+    fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error>;
     /// Runs one invocation on the decoded state (`None` before a handler set one); a state
     /// that was migrated is written back.
     fn invoke<'a>(
@@ -496,12 +500,14 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
         }
     }
 
-    fn event_json(&self, event: Input) -> Result<serde_json::Value, Error> {
+    fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error> {
         let event = event
             .into_value::<J::Event>()
             .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
-        serde_json::to_value(&event)
-            .map_err(|e| Error::validation(ValidationTarget::Event, Some(J::NAME), e.to_string()))
+        match serde_json::to_value(&event) {
+            Ok(json) if serde_json::from_value::<J::Event>(json.clone()).is_ok() => Ok(Ok(json)),
+            _ => Ok(Err(Input::typed(event))),
+        }
     }
 
     fn invoke<'a>(

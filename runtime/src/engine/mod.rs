@@ -51,8 +51,9 @@ use crate::time::Timestamp;
 tokio::task_local! {
     /// The instance whose user code is running on this task, to refuse re-entrant actions.
     static EXECUTING: InstanceKey;
-    /// Set once an attempt of a client action has claimed its instance for an execution: from
-    /// then on its user code may have run, so a conflict is not a reason to make it again.
+    /// Set once an attempt of a client action is not to be made again, whatever conflict it
+    /// meets: it claimed its instance for an execution (its user code may have run), or its
+    /// payload can be given only once.
     static CLAIMED: std::cell::Cell<bool>;
 }
 
@@ -850,9 +851,13 @@ impl Retained {
     /// The payload for the next attempt.
     pub(crate) fn next(&mut self, job: &str) -> Result<erased::Input> {
         match self {
-            Retained::Once(input) => input.take().ok_or_else(|| {
-                Error::validation(ValidationTarget::Input, Some(job), "the payload was used")
-            }),
+            Retained::Once(input) => {
+                // Given once: the attempt is not made again.
+                let _ = CLAIMED.try_with(|once| once.set(true));
+                input.take().ok_or_else(|| {
+                    Error::validation(ValidationTarget::Input, Some(job), "the payload was used")
+                })
+            }
             Retained::Json(value) => Ok(erased::Input::Json(value.clone())),
         }
     }
@@ -860,17 +865,21 @@ impl Retained {
 
 impl<A: Send + Sync + 'static> Inner<A> {
     /// Keeps `input` for [`retrying`](Self::retrying): as it is when the action is made once,
-    /// as JSON (through `to_json`, which validates it) when it may be made again.
+    /// as JSON (through `to_json`, which validates it) when it may be made again. A payload
+    /// whose JSON would not read back (`to_json` gives it back) is kept as it is: its action
+    /// is made once.
     pub(crate) fn retain(
         &self,
         input: erased::Input,
-        to_json: impl FnOnce(erased::Input) -> Result<serde_json::Value>,
+        to_json: impl FnOnce(erased::Input) -> Result<std::result::Result<serde_json::Value, erased::Input>>,
     ) -> Result<Retained> {
-        if self.claims.shares_instances() {
-            Ok(Retained::Json(to_json(input)?))
-        } else {
-            Ok(Retained::Once(Some(input)))
+        if !self.claims.shares_instances() {
+            return Ok(Retained::Once(Some(input)));
         }
+        Ok(match to_json(input)? {
+            Ok(json) => Retained::Json(json),
+            Err(input) => Retained::Once(Some(input)),
+        })
     }
 }
 
