@@ -86,7 +86,9 @@ impl Reporter {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
                     match holder.trim().parse::<u32>() {
                         Ok(pid) if process_alive(pid) => {
-                            self.say(&format!("unexpected overlap {what} running in {pid}, entered by {me}"));
+                            self.say(&format!(
+                                "unexpected overlap {what} running in {pid}, entered by {me}"
+                            ));
                             return None;
                         }
                         // Gone with its process, or not written yet by one that was killed

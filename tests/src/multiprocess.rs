@@ -76,7 +76,9 @@ pub async fn mp_hang(
         std::future::pending::<()>().await;
     }
     let done = step
-        .run("done", move |_| async move { Ok::<_, durable_jobs::BoxError>(pid) })
+        .run("done", move |_| async move {
+            Ok::<_, durable_jobs::BoxError>(pid)
+        })
         .await?;
     say(&format!("hang-done {done}"));
     Ok(done)
@@ -99,7 +101,10 @@ pub async fn mp_hold(ctx: &mut ContinuousContext<u64>, app: &Arc<MpApp>) -> Resu
 /// Every 250 ms: creates the file of its run (`tick-<run>`) with `O_EXCL`; a run executed twice
 /// finds it and says `unexpected`.
 #[durable_jobs::continuous(every = "250ms", name = "mp-ticker")]
-pub async fn mp_ticker(ctx: &mut ContinuousContext<u64>, app: &Arc<MpApp>) -> Result<(), ProbeError> {
+pub async fn mp_ticker(
+    ctx: &mut ContinuousContext<u64>,
+    app: &Arc<MpApp>,
+) -> Result<(), ProbeError> {
     let pid = std::process::id();
     let _running = app.out.enter(&format!("ticker-{}", ctx.id()));
     let run = ctx.run_count();
@@ -204,11 +209,7 @@ impl Proc {
             match self.rx.recv_timeout(left) {
                 Ok(line) => {
                     self.lines.push(line.clone());
-                    assert!(
-                        !line.contains("unexpected"),
-                        "child {}: {line}",
-                        self.pid()
-                    );
+                    assert!(!line.contains("unexpected"), "child {}: {line}", self.pid());
                     if line.starts_with(prefix) {
                         return line;
                     }

@@ -106,7 +106,11 @@ fn with_two_processes_a_continuous_job_runs_once_per_due_time() {
         }
     }
     let distinct: HashSet<u64> = ticks.iter().copied().collect();
-    assert_eq!(distinct.len(), ticks.len(), "a run executed twice: {ticks:?}");
+    assert_eq!(
+        distinct.len(),
+        ticks.len(),
+        "a run executed twice: {ticks:?}"
+    );
     for run in 1..=runs {
         assert!(distinct.contains(&run), "run {run} missing: {ticks:?}");
     }
@@ -129,7 +133,10 @@ fn a_killed_process_s_leases_are_taken_over_once_they_lapse() {
     let pid = other.pid();
     // The run the holder was executing: ended by the other, nothing of it lost.
     assert_eq!(other.expect("hang-done "), format!("hang-done {pid}"));
-    assert_eq!(other.expect("run-completed "), format!("run-completed Some({pid})"));
+    assert_eq!(
+        other.expect("run-completed "),
+        format!("run-completed Some({pid})")
+    );
     // The alarm execution the holder was in the middle of: its run, made again, is the first.
     assert_eq!(other.expect("hold-run "), format!("hold-run 1 {pid}"));
 }

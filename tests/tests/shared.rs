@@ -49,11 +49,16 @@ fn this_binary_runs_the_suites_on_shared_stores() {
     // process's, as far as the lock can tell), and refuses an exclusive one.
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobs.db");
-    let store = durable_jobs::sqlite::SqliteStore::open(durable_jobs_tests::store_options(&db))
-        .unwrap();
-    assert_eq!(durable_jobs::store::Store::ownership(&*store), Ownership::Shared);
+    let store =
+        durable_jobs::sqlite::SqliteStore::open(durable_jobs_tests::store_options(&db)).unwrap();
+    assert_eq!(
+        durable_jobs::store::Store::ownership(&*store),
+        Ownership::Shared
+    );
     let other = std::fs::File::open(&db).unwrap();
-    other.try_lock_shared().expect("a shared lock beside the store's");
+    other
+        .try_lock_shared()
+        .expect("a shared lock beside the store's");
     assert!(
         other.try_lock().is_err(),
         "an exclusive lock beside the store's"
@@ -118,7 +123,10 @@ mod two_engines {
     }
 
     #[durable_jobs::continuous(every = "1h")]
-    pub async fn held(ctx: &mut ContinuousContext<u64>, gate: &Arc<Gate>) -> Result<(), std::convert::Infallible> {
+    pub async fn held(
+        ctx: &mut ContinuousContext<u64>,
+        gate: &Arc<Gate>,
+    ) -> Result<(), std::convert::Infallible> {
         let run = ctx.run_count();
         gate.log(format!("run {run} begins"));
         gate.open.acquire().await.expect("the gate opens").forget();
@@ -135,9 +143,10 @@ mod two_engines {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_trigger_in_one_engine_waits_for_the_run_another_engine_is_making() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            SqliteStore::open(durable_jobs_tests::store_options(dir.path().join("jobs.db")))
-                .unwrap();
+        let store: Arc<dyn Store> = SqliteStore::open(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
+        .unwrap();
         let gate = Arc::new(Gate::default());
         let engine = |gate: Arc<Gate>| {
             Engine::<HeldJobs>::builder()
@@ -172,7 +181,11 @@ mod two_engines {
             ["run 1 begins", "run 1 ends", "run 2 begins", "run 2 ends"]
         );
         assert_eq!(
-            a.client().continuous::<Held>().get_state("x").await.unwrap(),
+            a.client()
+                .continuous::<Held>()
+                .get_state("x")
+                .await
+                .unwrap(),
             Some(2),
             "both runs are in the state"
         );

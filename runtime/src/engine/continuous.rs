@@ -201,7 +201,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
         }
         rec.run_count = 1;
         let mut expected = None;
-        let _claim = self.claim_for_execution(&mut rec, &mut expected, op).await?;
+        let _claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
         let decoded = Decoded {
             state: decoded,
             migrated: false,
@@ -247,7 +249,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
             Stored::Broken(e) => return Err(e),
         };
         let mut expected = Some(rec.version);
-        let _claim = self.claim_for_execution(&mut rec, &mut expected, op).await?;
+        let _claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
         // A manual run starts a fresh attempt sequence; a pending retry is abandoned.
         super::clear_retry(&mut rec);
         rec.run_count += 1;
@@ -256,9 +260,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             .run_continuous(h, &mut rec, state, op, &mut events)
             .await;
         let retry_scheduled = matches!(end, RunEnd::RetryScheduled);
-        let (result, next) = self
-            .finish_run(h, expected, rec, end, events, op)
-            .await?;
+        let (result, next) = self.finish_run(h, expected, rec, end, events, op).await?;
         let terminated = result?;
         Ok(TriggerResult {
             instance: key.clone(),

@@ -253,7 +253,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let mut _claim = None;
         let (flush, decoded) = match config.max_events {
             Some(max) if event_count >= max => {
-                _claim = self.claim_for_execution(&mut rec, &mut expected, op).await?;
+                _claim = self
+                    .claim_for_execution(&mut rec, &mut expected, op)
+                    .await?;
                 let reason = FlushReason::MaxEvents;
                 let end = self
                     .run_flush(h, &mut rec, decoded, reason, op, &mut events)
@@ -318,7 +320,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
             Stored::Broken(e) => return Err(e),
         };
         let mut expected = Some(rec.version);
-        let _claim = self.claim_for_execution(&mut rec, &mut expected, op).await?;
+        let _claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
         let event_count = rec.event_count;
         let mut events = self.events();
         let end = self

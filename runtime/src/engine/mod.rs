@@ -373,7 +373,14 @@ impl<A: Send + Sync + 'static> Inner<A> {
             return None;
         }
         let every = self.poll.unwrap_or(crate::store::DEFAULT_POLL_INTERVAL);
-        Some(every.min(lease.until.saturating_duration_since(now).max(Duration::from_millis(1))))
+        Some(
+            every.min(
+                lease
+                    .until
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            ),
+        )
     }
 
     /// Before a client action runs user code on `rec` (read at `expected`, `None` for a row not
@@ -452,7 +459,11 @@ impl<A: Send + Sync + 'static> Inner<A> {
     /// for its instance to another process (its commit found the instance written since it
     /// was read) before it ran any user code under a claim, up to [`ACTION_ATTEMPTS`] times.
     /// Only on a store shared with other processes; otherwise the action is made once.
-    pub(crate) async fn retrying<T, F, Fut>(&self, operation: Operation, mut attempt: F) -> Result<T>
+    pub(crate) async fn retrying<T, F, Fut>(
+        &self,
+        operation: Operation,
+        mut attempt: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -471,8 +482,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 })
                 .await;
             match result {
-                Err(e) if is_conflict(&e) && !claimed && made < ACTION_ATTEMPTS =>
-                {
+                Err(e) if is_conflict(&e) && !claimed && made < ACTION_ATTEMPTS => {
                     tracing::debug!(%operation, attempt = made, error = %e, "another process wrote the instance first; making the action again");
                     // Spread, so that processes that collided do not collide again in step.
                     let spread = 1.0 + 0.5 * crate::retry::jitter_unit();
@@ -871,7 +881,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
     pub(crate) fn retain(
         &self,
         input: erased::Input,
-        to_json: impl FnOnce(erased::Input) -> Result<std::result::Result<serde_json::Value, erased::Input>>,
+        to_json: impl FnOnce(
+            erased::Input,
+        ) -> Result<std::result::Result<serde_json::Value, erased::Input>>,
     ) -> Result<Retained> {
         if !self.claims.shares_instances() {
             return Ok(Retained::Once(Some(input)));

@@ -146,7 +146,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
         // The handlers run on the instance: on a shared store, no other process runs it
         // meanwhile. (A new instance is inserted claimed; if its event is refused, the row
         // is deleted again below.)
-        let claim = self.claim_for_execution(&mut rec, &mut expected, op).await?;
+        let claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
         let release = self.release_write(&claim, &rec, created);
         rec.event_count += 1;
         let mut events = self.events();
@@ -198,8 +200,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         let h = self.task_handler(job)?;
         let key = self.key(JobKind::Task, job, id)?;
-        self.retrying(op, || self.task_trigger_once(&h, &key))
-            .await
+        self.retrying(op, || self.task_trigger_once(&h, &key)).await
     }
 
     async fn task_trigger_once(
@@ -216,7 +217,9 @@ impl<A: Send + Sync + 'static> Inner<A> {
             Stored::Broken(e) => return Err(e),
         };
         let mut expected = Some(rec.version);
-        let claim = self.claim_for_execution(&mut rec, &mut expected, op).await?;
+        let claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
         let release = self.release_write(&claim, &rec, false);
         rec.execute_count += 1;
         let mut events = self.events();

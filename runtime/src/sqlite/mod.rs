@@ -486,9 +486,12 @@ fn switch_to_wal(conn: &Connection) -> Result<String, StoreError> {
     let mut pause = Duration::from_millis(5);
     let mut waited = Duration::ZERO;
     loop {
-        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            row.get::<_, String>(0)
+        }) {
             Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy && waited < Duration::from_secs(3) =>
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && waited < Duration::from_secs(3) =>
             {
                 std::thread::sleep(pause);
                 waited += pause;

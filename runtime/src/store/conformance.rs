@@ -154,7 +154,11 @@ pub(crate) async fn an_instance_is_claimed_at_the_version_read(store: Arc<dyn St
     assert_eq!(claimed.lease_generation, 1);
 
     let taken = store.claim_alarm(&key("a"), at(120), "two", at(180)).await;
-    assert_eq!(taken.unwrap(), None, "a claimed instance's alarm is not claimed");
+    assert_eq!(
+        taken.unwrap(),
+        None,
+        "a claimed instance's alarm is not claimed"
+    );
     Backend::renew_leases(&*store, "one", at(230))
         .await
         .unwrap();

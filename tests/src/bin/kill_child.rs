@@ -58,7 +58,9 @@ async fn main() {
         None => Reporter::stdout(),
     };
     let engine = match markers {
-        None => Engine::<KillJobs>::builder().sqlite(db).synchronous(synchronous),
+        None => Engine::<KillJobs>::builder()
+            .sqlite(db)
+            .synchronous(synchronous),
         Some(_) => Engine::<KillJobs>::builder()
             .sqlite_options(SqliteOptions::file(db).synchronous(synchronous).shared())
             .lease_duration(SHARED_LEASE)

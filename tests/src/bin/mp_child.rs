@@ -63,12 +63,10 @@ async fn main() {
     let client = engine.client();
     match (role, arg) {
         ("worker", None) => say("ready"),
-        ("ticker", None) => {
-            match client.continuous::<MpTicker>().start("t", 0).await {
-                Ok(_) => say("ready"),
-                Err(e) => say(&format!("unexpected start {e}")),
-            }
-        }
+        ("ticker", None) => match client.continuous::<MpTicker>().start("t", 0).await {
+            Ok(_) => say("ready"),
+            Err(e) => say(&format!("unexpected start {e}")),
+        },
         ("blocked-trigger", None) => blocked_trigger(&client).await,
         ("holder", None) => {
             if let Err(e) = client.continuous::<MpHold>().start("h", 0).await {

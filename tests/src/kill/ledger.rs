@@ -101,12 +101,14 @@ impl Ledger {
     pub fn record(&mut self, lines: Vec<String>, killed: bool) {
         let (stamps, lines) = lines
             .into_iter()
-            .map(|line| match line.strip_prefix('@').and_then(|l| l.split_once(' ')) {
-                Some((stamp, rest)) if stamp.parse::<u128>().is_ok() => {
-                    (stamp.parse().ok(), rest.to_owned())
-                }
-                _ => (None, line),
-            })
+            .map(
+                |line| match line.strip_prefix('@').and_then(|l| l.split_once(' ')) {
+                    Some((stamp, rest)) if stamp.parse::<u128>().is_ok() => {
+                        (stamp.parse().ok(), rest.to_owned())
+                    }
+                    _ => (None, line),
+                },
+            )
             .unzip();
         self.incarnations.push(Incarnation {
             lines,
