@@ -172,6 +172,7 @@ pub(crate) struct StepRuntime<A> {
 impl<A: Send + Sync + 'static> StepRuntime<A> {
     /// A runtime over `store` for `jobs`, whose leases `owner` holds. Nothing runs until
     /// [`start`](Self::start).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn RunStore>,
         owner: String,
