@@ -18,6 +18,7 @@ pub mod harness;
 pub mod ledger;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,29 +31,110 @@ use crate::ProbeError;
 
 /// Where the jobs report what their code did: the child's standard output, or a list kept in
 /// memory (the parent's drain engine).
+///
+/// With a marker folder (processes sharing one file, `tests/multiprocess.rs`), the jobs also
+/// check, across processes, what the lines alone could only suggest: each execution creates a
+/// marker for its instance (or run) with `O_EXCL` when it starts and removes it when it ends, so
+/// a second execution of the same instance while the first runs finds the marker of a live
+/// process and says `unexpected overlap ...`; and a step whose output was persisted leaves a
+/// marker that a later entry of the same step trips.
 #[derive(Default)]
 pub struct Reporter {
     memory: Option<Mutex<Vec<String>>>,
+    markers: Option<PathBuf>,
 }
 
 impl Reporter {
     /// Reports on standard output, one flushed line each.
     pub fn stdout() -> Arc<Reporter> {
-        Arc::new(Reporter { memory: None })
+        Arc::new(Reporter::default())
+    }
+
+    /// Reports on standard output, and keeps execution markers in `dir` (see the type's docs).
+    pub fn stdout_with_markers(dir: impl Into<PathBuf>) -> Arc<Reporter> {
+        Arc::new(Reporter {
+            memory: None,
+            markers: Some(dir.into()),
+        })
     }
 
     /// Keeps the lines in memory; read them with [`take`](Self::take).
     pub fn memory() -> Arc<Reporter> {
         Arc::new(Reporter {
             memory: Some(Mutex::default()),
+            markers: None,
         })
     }
 
-    /// Reports one line.
+    /// Marks the start of an execution of `what` (an instance or a run); the marker goes when
+    /// the guard drops. A marker left by a process that is gone (killed mid-execution) is taken
+    /// over; one of a live process is an overlap, reported as `unexpected`.
+    pub fn enter(&self, what: &str) -> Option<Marker> {
+        let path = self.markers.as_ref()?.join(format!("running-{what}"));
+        let me = std::process::id();
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    let _ = write!(file, "{me}");
+                    return Some(Marker { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    match holder.trim().parse::<u32>() {
+                        Ok(pid) if process_alive(pid) => {
+                            self.say(&format!(
+                                "unexpected overlap {what} running in {pid}, entered by {me}"
+                            ));
+                            return None;
+                        }
+                        // Gone with its process, or not written yet by one that was killed
+                        // between creating and writing it.
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.say(&format!("unexpected marker {what} {e}"));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Records that step `step` of `op` persisted its output.
+    pub fn step_done(&self, op: &str, step: &str) {
+        if let Some(dir) = &self.markers {
+            let _ = std::fs::write(dir.join(format!("done-{op}-{step}")), b"");
+        }
+    }
+
+    /// Reports, as `unexpected`, an entry into a step whose output was persisted.
+    pub fn check_step_not_done(&self, op: &str, step: &str) {
+        if let Some(dir) = &self.markers {
+            if dir.join(format!("done-{op}-{step}")).exists() {
+                self.say(&format!("unexpected rerun {op} {step} after it completed"));
+            }
+        }
+    }
+
+    /// Reports one line. With markers (processes at work at the same time), the line is
+    /// stamped with the time it is printed, `@<nanoseconds since the epoch> `, which the ledger
+    /// orders the lines of all the processes by.
     pub fn say(&self, line: &str) {
-        match &self.memory {
-            Some(lines) => lines.lock().unwrap().push(line.to_owned()),
-            None => say(line),
+        match (&self.memory, &self.markers) {
+            (Some(lines), _) => lines.lock().unwrap().push(line.to_owned()),
+            (None, Some(_)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                say(&format!("@{now} {line}"));
+            }
+            (None, None) => say(line),
         }
     }
 
@@ -63,6 +145,29 @@ impl Reporter {
             .map(|m| std::mem::take(&mut *m.lock().unwrap()))
             .unwrap_or_default()
     }
+}
+
+/// An execution in progress, as [`Reporter::enter`] marked it.
+pub struct Marker {
+    path: PathBuf,
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` runs (a zombie, killed and not reaped yet, does not).
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 /// Writes one line to standard output at once, so the parent has it before any kill.
@@ -134,6 +239,7 @@ pub async fn kill_ledger(
     app: &Arc<Reporter>,
 ) -> Result<Vec<String>, StepError> {
     let attempt = step.attempt();
+    let _running = app.enter(&format!("run-{}", input.op));
     let mut out = Vec::new();
     for name in STEPS {
         let op = input.op.clone();
@@ -141,6 +247,7 @@ pub async fn kill_ledger(
         let app2 = app.clone();
         let result = step
             .run(name, move |_| async move {
+                app2.check_step_not_done(&op, name);
                 app2.say(&format!("step-enter {op} {name} {attempt}"));
                 if fails {
                     app2.say(&format!("step-fail {op} {name} {attempt}"));
@@ -149,6 +256,7 @@ pub async fn kill_ledger(
                 Ok::<_, durable_jobs::BoxError>(name.to_owned())
             })
             .await?;
+        app.step_done(&input.op, name);
         app.say(&format!("step-done {} {name}", input.op));
         out.push(result);
     }
@@ -191,6 +299,7 @@ impl DebounceJob<Arc<Reporter>> for KillBatch {
         ctx: &mut FlushContext<Vec<u64>>,
         app: &Arc<Reporter>,
     ) -> Result<(), ProbeError> {
+        let _running = app.enter(&format!("batch-{}", ctx.instance().id()));
         let fails = ctx.attempt() == 1 && ctx.state().iter().any(|n| n % 7 == 0);
         let list: Vec<String> = ctx.state().iter().map(u64::to_string).collect();
         app.say(&format!(
@@ -246,8 +355,9 @@ impl TaskJob<Arc<Reporter>> for KillTask {
         &self,
         ctx: &mut TaskContext<TaskLedger>,
         event: TaskOp,
-        _app: &Arc<Reporter>,
+        app: &Arc<Reporter>,
     ) -> Result<(), ProbeError> {
+        let _running = app.enter(&format!("task-{}", ctx.id()));
         let mut ledger = ctx.state().cloned().unwrap_or_default();
         ledger.ops.push(event.op.clone());
         ctx.set_state(ledger);
@@ -265,6 +375,7 @@ impl TaskJob<Arc<Reporter>> for KillTask {
         ctx: &mut TaskContext<TaskLedger>,
         app: &Arc<Reporter>,
     ) -> Result<(), ProbeError> {
+        let _running = app.enter(&format!("task-{}", ctx.id()));
         app.say(&format!("task-exec {} {}", ctx.id(), ctx.execute_count()));
         ctx.update_state(|l| l.executed += 1);
         Ok(())
@@ -294,6 +405,7 @@ pub async fn kill_ticker(
     ctx: &mut ContinuousContext<Ticks>,
     app: &Arc<Reporter>,
 ) -> Result<(), ProbeError> {
+    let _running = app.enter(&format!("ticker-{}", ctx.id()));
     let fails = ctx.attempt() == 1 && ctx.run_count().is_multiple_of(3);
     app.say(&format!(
         "cont-exec {} {} {} {}",

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod crash;
 pub mod kill;
+pub mod multiprocess;
 pub mod powercut;
 
 /// The ownership the SQLite stores of this test binary answer: [`Ownership::Shared`] in the

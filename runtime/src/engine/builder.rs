@@ -268,6 +268,8 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         // The one place the store's ownership is read: everything that depends on it goes
         // through the strategy.
         let claims = claims::for_ownership(owned.ownership());
+        // Whether, and how often, to look for what other processes wrote.
+        let poll = owned.poll_interval();
         let store: Arc<dyn Backend> = owned.clone();
         let runs: Arc<dyn RunStore> = owned.clone();
         let owner = format!("engine-{}", ulid::Ulid::new());
@@ -309,6 +311,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             runs,
             owner.clone(),
             claims.recovers_at_start(),
+            poll,
             step_jobs,
             app.clone(),
             self.clock.clone(),
@@ -328,6 +331,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             limits: self.limits,
             owner,
             lease: self.lease,
+            poll,
             event_id_retention: self.event_id_retention,
             activity: Activity::new(),
             steps: steps.clone(),

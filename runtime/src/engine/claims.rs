@@ -11,7 +11,10 @@
 //! ([`Backend::claim_alarm`]) that moves the alarm to the lease's expiry, so another engine takes
 //! over if this one dies; leases of executions in flight are renewed, nothing is cached (another
 //! process may have written the row), and nothing is released at start: a lease found there may
-//! belong to a live process.
+//! belong to a live process. The lease is then also what keeps two processes off one instance
+//! (the instance lock only covers this one): a client action waits while another process holds
+//! it, takes it itself ([`Backend::claim_instance`]) before running an execution, and is made
+//! again when another process wrote the instance first.
 
 use crate::id::InstanceKey;
 use crate::store::{Backend, BoxFuture, InstanceRecord, Lease, Ownership, StoreError};
@@ -42,6 +45,13 @@ pub(crate) trait Claims: Send + Sync {
 
     /// Whether the leases of executions in flight must be renewed while they run.
     fn renews_leases(&self) -> bool;
+
+    /// Whether client actions share their instances with other processes' engines: then an
+    /// action waits while another process's execution holds the instance, claims the instance
+    /// durably before it runs user code on it (as an alarm execution does), and is made again
+    /// when another process wrote the instance between its read and its commit. Otherwise the
+    /// instance lock of this process is all an action needs.
+    fn shares_instances(&self) -> bool;
 
     /// Claims `key`'s alarm if it is due at `now` and not held: the row to run it on, carrying
     /// `lease`, or `None`.
@@ -85,6 +95,10 @@ impl Claims for ExclusiveClaims {
 
     fn renews_leases(&self) -> bool {
         // The claim is not written, so there is nothing to renew.
+        false
+    }
+
+    fn shares_instances(&self) -> bool {
         false
     }
 
@@ -137,6 +151,10 @@ impl Claims for LeasedClaims {
     }
 
     fn renews_leases(&self) -> bool {
+        true
+    }
+
+    fn shares_instances(&self) -> bool {
         true
     }
 

@@ -139,19 +139,44 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         let h = self.continuous_handler(job)?;
         let key = self.key(JobKind::Continuous, job, id)?;
+        let mut input = self.retain(input, |input| {
+            let (state, _) = h
+                .encode_input(input)
+                .map_err(|m| Error::validation(ValidationTarget::Input, Some(job), m))?;
+            // Stored states read back (`json::encode` checks it), so this JSON does too.
+            serde_json::from_str(&state)
+                .map(Ok)
+                .map_err(|e| Error::validation(ValidationTarget::Input, Some(job), e.to_string()))
+        })?;
+        self.retrying(op, || {
+            let input = input.next(job);
+            self.continuous_start_once(&h, &key, input)
+        })
+        .await
+    }
+
+    async fn continuous_start_once(
+        &self,
+        h: &Arc<dyn ContinuousHandler<A>>,
+        key: &InstanceKey,
+        input: Result<Input>,
+    ) -> Result<StartResult> {
+        let op = Operation::Start;
+        let job = key.job();
         let (state, decoded) = h
-            .encode_input(input)
+            .encode_input(input?)
             .map_err(|m| Error::validation(ValidationTarget::Input, Some(job), m))?;
         self.check_size(&state, ValidationTarget::Input, job)?;
-        let _lock = self.lock(&key, op).await?;
-        if let Some(rec) = self.load(&key, op).await? {
+        let _lock = self.lock(key, op).await?;
+        if let Some(rec) = self.load_for_action(key, op).await? {
             return Ok(StartResult {
                 status: status_of(&rec),
                 next_run_at: rec.alarm_at,
-                instance: key,
+                instance: key.clone(),
                 created: false,
             });
         }
+        let key = key.clone();
         let now = self.clock.now();
         let config = h.config();
         let mut rec = InstanceRecord::new(key.clone(), now);
@@ -175,14 +200,18 @@ impl<A: Send + Sync + 'static> Inner<A> {
             });
         }
         rec.run_count = 1;
+        let mut expected = None;
+        let _claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
         let decoded = Decoded {
             state: decoded,
             migrated: false,
         };
         let end = self
-            .run_continuous(&h, &mut rec, decoded, op, &mut events)
+            .run_continuous(h, &mut rec, decoded, op, &mut events)
             .await;
-        let (result, next) = self.finish_run(&h, None, rec, end, events, op).await?;
+        let (result, next) = self.finish_run(h, expected, rec, end, events, op).await?;
         match result {
             Ok(terminated) => Ok(StartResult {
                 instance: key,
@@ -203,27 +232,38 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         let h = self.continuous_handler(job)?;
         let key = self.key(JobKind::Continuous, job, id)?;
-        let _lock = self.lock(&key, op).await?;
-        let mut rec = self.load_existing(&key, op).await?;
+        self.retrying(op, || self.continuous_trigger_once(&h, &key))
+            .await
+    }
+
+    async fn continuous_trigger_once(
+        &self,
+        h: &Arc<dyn ContinuousHandler<A>>,
+        key: &InstanceKey,
+    ) -> Result<TriggerResult> {
+        let op = Operation::Trigger;
+        let _lock = self.lock(key, op).await?;
+        let mut rec = self.load_existing(key, op).await?;
         let state = match self.stored_state_or(h.as_ref(), &rec, "null", op).await? {
             Stored::State(state) => state,
             Stored::Broken(e) => return Err(e),
         };
-        let expected = rec.version;
+        let mut expected = Some(rec.version);
+        let _claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
         // A manual run starts a fresh attempt sequence; a pending retry is abandoned.
         super::clear_retry(&mut rec);
         rec.run_count += 1;
         let mut events = self.events();
         let end = self
-            .run_continuous(&h, &mut rec, state, op, &mut events)
+            .run_continuous(h, &mut rec, state, op, &mut events)
             .await;
         let retry_scheduled = matches!(end, RunEnd::RetryScheduled);
-        let (result, next) = self
-            .finish_run(&h, Some(expected), rec, end, events, op)
-            .await?;
+        let (result, next) = self.finish_run(h, expected, rec, end, events, op).await?;
         let terminated = result?;
         Ok(TriggerResult {
-            instance: key,
+            instance: key.clone(),
             terminated,
             retry_scheduled,
             next_run_at: next.0,
@@ -240,19 +280,29 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         self.continuous_handler(job)?;
         let key = self.key(JobKind::Continuous, job, id)?;
-        let _lock = self.lock(&key, op).await?;
-        let rec = self.load_existing(&key, op).await?;
+        self.retrying(op, || self.continuous_terminate_once(&key, reason.clone()))
+            .await
+    }
+
+    async fn continuous_terminate_once(
+        &self,
+        key: &InstanceKey,
+        reason: Option<String>,
+    ) -> Result<TerminateResult> {
+        let op = Operation::Terminate;
+        let _lock = self.lock(key, op).await?;
+        let rec = self.load_existing(key, op).await?;
         let now = self.clock.now();
         let mut events = self.events();
-        events.push(&key, now, || EventKind::Terminated {
+        events.push(key, now, || EventKind::Terminated {
             reason: reason.clone(),
             run_count: rec.run_count,
         });
-        let write = Self::persist(Some(rec.version), &key, None, now);
+        let write = Self::persist(Some(rec.version), key, None, now);
         self.commit(write.into_iter().collect(), events, None, op)
             .await?;
         Ok(TerminateResult {
-            instance: key,
+            instance: key.clone(),
             reason,
         })
     }

@@ -158,9 +158,27 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let h = self.debounce_handler(job)?;
         let key = self.key(JobKind::Debounce, job, id)?;
         self.check_event_id(job, event_id)?;
-        let event = h.decode_event(event)?;
+        let mut event = self.retain(event, |event| h.event_json(event))?;
+        self.retrying(op, || {
+            let event = event.next(job);
+            self.debounce_add_once(&h, &key, event, event_id)
+        })
+        .await
+    }
+
+    async fn debounce_add_once(
+        &self,
+        h: &Arc<dyn DebounceHandler<A>>,
+        key: &InstanceKey,
+        event: Result<Input>,
+        event_id: Option<&str>,
+    ) -> Result<AddResult> {
+        let op = Operation::Add;
+        let job = key.job();
+        let key = key.clone();
+        let event = h.decode_event(event?)?;
         let _lock = self.lock(&key, op).await?;
-        let existing = self.load(&key, op).await?;
+        let existing = self.load_for_action(&key, op).await?;
         self.ensure_new_event(&key, event_id, op).await?;
         // The batch's state, decoded: kept by the previous add when the cache has it.
         let mut prior = None;
@@ -179,7 +197,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         }
         let now = self.clock.now();
         let config = h.config();
-        let expected = existing.as_ref().map(|r| r.version);
+        let mut expected = existing.as_ref().map(|r| r.version);
         let created = existing.is_none();
         let mut rec = existing.unwrap_or_else(|| {
             let mut r = InstanceRecord::new(key.clone(), now);
@@ -232,11 +250,15 @@ impl<A: Send + Sync + 'static> Inner<A> {
             });
         }
         // The folded state goes to the flush, or stays decoded for the next add.
+        let mut _claim = None;
         let (flush, decoded) = match config.max_events {
             Some(max) if event_count >= max => {
+                _claim = self
+                    .claim_for_execution(&mut rec, &mut expected, op)
+                    .await?;
                 let reason = FlushReason::MaxEvents;
                 let end = self
-                    .run_flush(&h, &mut rec, decoded, reason, op, &mut events)
+                    .run_flush(h, &mut rec, decoded, reason, op, &mut events)
                     .await;
                 (Some(end), None)
             }
@@ -280,17 +302,31 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         let h = self.debounce_handler(job)?;
         let key = self.key(JobKind::Debounce, job, id)?;
+        self.retrying(op, || self.debounce_flush_once(&h, &key))
+            .await
+    }
+
+    async fn debounce_flush_once(
+        &self,
+        h: &Arc<dyn DebounceHandler<A>>,
+        key: &InstanceKey,
+    ) -> Result<FlushResult> {
+        let op = Operation::Flush;
+        let key = key.clone();
         let _lock = self.lock(&key, op).await?;
         let mut rec = self.load_existing(&key, op).await?;
         let state = match self.stored_state_or(h.as_ref(), &rec, "null", op).await? {
             Stored::State(decoded) => decoded.state,
             Stored::Broken(e) => return Err(e),
         };
-        let expected = rec.version;
+        let mut expected = Some(rec.version);
+        let _claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
         let event_count = rec.event_count;
         let mut events = self.events();
         let end = self
-            .run_flush(&h, &mut rec, state, FlushReason::Manual, op, &mut events)
+            .run_flush(h, &mut rec, state, FlushReason::Manual, op, &mut events)
             .await;
         let (keep, result) = match end {
             FlushEnd::Flushed => (false, Ok((true, false))),
@@ -300,7 +336,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         };
         let will_flush_at = if keep { rec.alarm_at } else { None };
         let now = self.clock.now();
-        let write = Self::persist(Some(expected), &key, keep.then_some(rec), now);
+        let write = Self::persist(expected, &key, keep.then_some(rec), now);
         self.commit(write.into_iter().collect(), events, will_flush_at, op)
             .await?;
         let (flushed, retry_scheduled) = result?;
@@ -318,6 +354,12 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         self.debounce_handler(job)?;
         let key = self.key(JobKind::Debounce, job, id)?;
+        self.retrying(op, || self.debounce_clear_once(&key)).await
+    }
+
+    async fn debounce_clear_once(&self, key: &InstanceKey) -> Result<ClearResult> {
+        let op = Operation::Clear;
+        let key = key.clone();
         let _lock = self.lock(&key, op).await?;
         let rec = self.load_existing(&key, op).await?;
         let now = self.clock.now();

@@ -20,7 +20,7 @@
 use super::{Handler, JobSet};
 use crate::error::{Error, Result};
 use crate::id::JobKind;
-use crate::store::{Backend, Columns, UnregisteredJob, Write};
+use crate::store::{Backend, Columns, StoreError, UnregisteredJob, Write};
 use crate::time::Timestamp;
 
 /// The jobs whose instances have alarms (continuous, debounce, task), by kind and persisted
@@ -123,12 +123,26 @@ async fn repair_broken<A: Send + Sync + 'static>(
             changed: Columns::ALL,
         });
     }
-    let repaired = repairs.len();
+    let mut repaired = 0;
     if !repairs.is_empty() {
-        store
-            .commit(repairs)
-            .await
-            .map_err(|e| Error::storage("start", e))?;
+        match store.commit(repairs.clone()).await {
+            Ok(()) => repaired = repairs.len(),
+            // Another engine on a shared store wrote one of them first (most likely repairing
+            // it as well, starting at the same time): each is repaired on its own then, and
+            // one somebody else wrote is left to them.
+            Err(StoreError::Conflict(_)) => {
+                for repair in repairs {
+                    match store.commit(vec![repair]).await {
+                        Ok(()) => repaired += 1,
+                        Err(StoreError::Conflict(key)) => {
+                            tracing::debug!(instance = %key, "written by another engine meanwhile; not repaired here");
+                        }
+                        Err(e) => return Err(Error::storage("start", e)),
+                    }
+                }
+            }
+            Err(e) => return Err(Error::storage("start", e)),
+        }
     }
     if repaired > 0 {
         tracing::info!(

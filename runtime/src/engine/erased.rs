@@ -312,6 +312,10 @@ pub(crate) trait DebounceHandler<A>: Exhaustible<A> {
     fn config(&self) -> &DebounceConfig;
     /// Decodes an event before anything is touched.
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
+    /// Decodes an event (as [`decode_event`](Self::decode_event)) and gives it back as JSON,
+    /// for an action that may have to decode it again; or as it is when its JSON does not read
+    /// back (a NaN becomes `null`), for an action made once.
+    fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error>;
     /// Folds a decoded event into the batch's decoded state (`None` for a new batch) and
     /// returns the new state as JSON, and decoded.
     fn fold(
@@ -355,6 +359,16 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
                 .into_value::<J::Event>()
                 .map(|e| Box::new(e) as Box<dyn Any + Send>)
                 .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m)),
+        }
+    }
+
+    fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error> {
+        let event = event
+            .into_value::<J::Event>()
+            .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
+        match serde_json::to_value(&event) {
+            Ok(json) if serde_json::from_value::<J::Event>(json.clone()).is_ok() => Ok(Ok(json)),
+            _ => Ok(Err(Input::typed(event))),
         }
     }
 
@@ -450,6 +464,10 @@ pub(crate) enum TaskOutcome {
 
 pub(crate) trait TaskHandler<A>: StateCodec<A> {
     fn decode_event(&self, event: Input) -> Result<Box<dyn Any + Send>, Error>;
+    /// Decodes an event (as [`decode_event`](Self::decode_event)) and gives it back as JSON,
+    /// for an action that may have to decode it again; or as it is when its JSON does not read
+    /// back (a NaN becomes `null`), for an action made once.
+    fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error>;
     /// Runs one invocation on the decoded state (`None` before a handler set one); a state
     /// that was migrated is written back.
     fn invoke<'a>(
@@ -479,6 +497,16 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
                 .into_value::<J::Event>()
                 .map(|e| Box::new(e) as Box<dyn Any + Send>)
                 .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m)),
+        }
+    }
+
+    fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error> {
+        let event = event
+            .into_value::<J::Event>()
+            .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
+        match serde_json::to_value(&event) {
+            Ok(json) if serde_json::from_value::<J::Event>(json.clone()).is_ok() => Ok(Ok(json)),
+            _ => Ok(Err(Input::typed(event))),
         }
     }
 

@@ -51,7 +51,15 @@ use crate::time::Timestamp;
 tokio::task_local! {
     /// The instance whose user code is running on this task, to refuse re-entrant actions.
     static EXECUTING: InstanceKey;
+    /// Set once an attempt of a client action is not to be made again, whatever conflict it
+    /// meets: it claimed its instance for an execution (its user code may have run), or its
+    /// payload can be given only once.
+    static CLAIMED: std::cell::Cell<bool>;
 }
+
+/// How many times a client action that lost a race for its instance to another process is made
+/// in all, before the conflict is returned.
+const ACTION_ATTEMPTS: u32 = 32;
 
 /// A running engine for the jobs of registry `R`.
 ///
@@ -129,6 +137,9 @@ pub(crate) struct Inner<A> {
     pub(crate) limits: Limits,
     pub(crate) owner: String,
     pub(crate) lease: Duration,
+    /// How often to look for alarms other processes wrote (a shared store's
+    /// [`poll_interval`](crate::store::Store::poll_interval)); `None`: only this engine writes.
+    pub(crate) poll: Option<Duration>,
     /// How long a `DuplicateEvent` check remembers an event id.
     pub(crate) event_id_retention: Duration,
     pub(crate) activity: Activity,
@@ -328,12 +339,168 @@ impl<A: Send + Sync + 'static> Inner<A> {
             .map_err(|e| store_error(e, Operation::Alarm))
     }
 
+    /// The instance as a client action starts from: as [`load`](Self::load), once no execution
+    /// of another process holds it (on a store shared with other processes; see
+    /// [`Claims::shares_instances`]). The instance lock keeps this process's own executions out.
+    pub(crate) async fn load_for_action(
+        &self,
+        key: &InstanceKey,
+        operation: Operation,
+    ) -> Result<Option<InstanceRecord>> {
+        loop {
+            let rec = self.load(key, operation).await?;
+            match self.held_elsewhere(rec.as_ref()) {
+                None => return Ok(rec),
+                Some(pause) => {
+                    tracing::trace!(instance = %key, %operation, "held by another process; waiting");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// How long to wait before looking again, when `rec` is held by a live lease of another
+    /// engine and instances are shared; `None` when the action may go on.
+    fn held_elsewhere(&self, rec: Option<&InstanceRecord>) -> Option<Duration> {
+        if !self.claims.shares_instances() {
+            return None;
+        }
+        let lease = rec?.lease.as_ref()?;
+        let now = self.clock.now();
+        if lease.owner == self.owner || lease.until <= now {
+            // Ours is left by an execution of this process that has ended (the instance lock
+            // is held); a lapsed one is free.
+            return None;
+        }
+        let every = self.poll.unwrap_or(crate::store::DEFAULT_POLL_INTERVAL);
+        Some(
+            every.min(
+                lease
+                    .until
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            ),
+        )
+    }
+
+    /// Before a client action runs user code on `rec` (read at `expected`, `None` for a row not
+    /// stored yet): on a store shared with other processes, claims the instance durably, as an
+    /// alarm execution does, so that no other process runs it meanwhile, and makes `rec` and
+    /// `expected` those of the claimed row; the action's own commit then releases the claim.
+    /// The guard keeps the lease renewed until dropped. A row not stored yet is inserted
+    /// claimed, with an alarm at the lease's expiry if it has none, so that an execution
+    /// interrupted with its process runs again there. Otherwise nothing to do.
+    ///
+    /// # Errors
+    ///
+    /// `Storage` with a conflict when another process wrote the instance since it was read:
+    /// the action is made again ([`retrying`](Self::retrying)).
+    pub(crate) async fn claim_for_execution(
+        &self,
+        rec: &mut InstanceRecord,
+        expected: &mut Option<u64>,
+        operation: Operation,
+    ) -> Result<Option<scheduler::InlineClaim>> {
+        if !self.claims.shares_instances() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let lease = Lease {
+            owner: self.owner.clone(),
+            until: now + self.lease,
+        };
+        let guard = self.scheduler.inline_claim();
+        match *expected {
+            Some(version) => {
+                let claimed = self
+                    .store
+                    .claim_instance(&rec.key, version, &lease.owner, lease.until)
+                    .await
+                    .map_err(|e| store_error(e, operation))?
+                    .ok_or_else(|| store_error(StoreError::Conflict(rec.key.clone()), operation))?;
+                rec.version = claimed.version;
+                rec.lease = claimed.lease;
+                rec.lease_generation = claimed.lease_generation;
+            }
+            None => {
+                let mut row = rec.clone();
+                row.version = first_version(now);
+                row.updated_at = now;
+                row.alarm_at = row.alarm_at.or(Some(lease.until));
+                row.lease = Some(lease);
+                self.store
+                    .commit(vec![Write::Insert(row.clone())])
+                    .await
+                    .map_err(|e| store_error(e, operation))?;
+                *rec = row;
+            }
+        }
+        *expected = Some(rec.version);
+        let _ = CLAIMED.try_with(|claimed| claimed.set(true));
+        Ok(Some(guard))
+    }
+
+    /// The write that gives back a claim taken by
+    /// [`claim_for_execution`](Self::claim_for_execution) when the action ends without writing
+    /// what its execution did: `claimed` as it was claimed (its lease cleared), or its deletion
+    /// when the claim inserted it. Nothing without a claim.
+    pub(crate) fn release_write(
+        &self,
+        claim: &Option<scheduler::InlineClaim>,
+        claimed: &InstanceRecord,
+        inserted: bool,
+    ) -> Option<Write> {
+        claim.as_ref()?;
+        let kept = (!inserted).then(|| claimed.clone());
+        Self::persist(Some(claimed.version), &claimed.key, kept, self.clock.now())
+    }
+
+    /// Makes a client action, and makes it again, with a growing pause, when it lost a race
+    /// for its instance to another process (its commit found the instance written since it
+    /// was read) before it ran any user code under a claim, up to [`ACTION_ATTEMPTS`] times.
+    /// Only on a store shared with other processes; otherwise the action is made once.
+    pub(crate) async fn retrying<T, F, Fut>(
+        &self,
+        operation: Operation,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        if !self.claims.shares_instances() {
+            return attempt().await;
+        }
+        let mut pause = Duration::from_millis(1);
+        let most = self.poll.unwrap_or(crate::store::DEFAULT_POLL_INTERVAL);
+        let mut made = 1;
+        loop {
+            let (result, claimed) = CLAIMED
+                .scope(std::cell::Cell::new(false), async {
+                    let result = attempt().await;
+                    (result, CLAIMED.with(std::cell::Cell::get))
+                })
+                .await;
+            match result {
+                Err(e) if is_conflict(&e) && !claimed && made < ACTION_ATTEMPTS => {
+                    tracing::debug!(%operation, attempt = made, error = %e, "another process wrote the instance first; making the action again");
+                    // Spread, so that processes that collided do not collide again in step.
+                    let spread = 1.0 + 0.5 * crate::retry::jitter_unit();
+                    tokio::time::sleep(pause.mul_f64(spread)).await;
+                    pause = (pause * 2).min(most);
+                    made += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) async fn load_existing(
         &self,
         key: &InstanceKey,
         operation: Operation,
     ) -> Result<InstanceRecord> {
-        self.load(key, operation)
+        self.load_for_action(key, operation)
             .await?
             .ok_or_else(|| Error::InstanceNotFound {
                 instance: key.clone(),
@@ -381,6 +548,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
     ) -> Result<()> {
         if let Some(rows) = self.telemetry.outbox_rows(&events.list) {
             batch.push(Write::Outbox(rows));
+        }
+        if self.claims.shares_instances() {
+            for write in &mut batch {
+                if let Write::Insert(rec) = write {
+                    rec.version = first_version(self.clock.now());
+                }
+            }
         }
         if !batch.is_empty() {
             if let Some(cache) = &self.cache {
@@ -651,6 +825,73 @@ pub(crate) fn execution_error(
         instance: instance.clone(),
         operation,
         source,
+    }
+}
+
+/// The version of a row inserted into a store shared with other processes: from the time and
+/// chance, not 0. A row deleted and created again while another process holds a read of it
+/// must not come back at a version that read carries, or that process's write, checked
+/// against the version alone, would land on the new row (an engine alone on its store reads
+/// and writes an instance under its lock, and starts rows at 0). A row would have to be
+/// written 65,536 times per millisecond of its life to reach the first version of a later one.
+fn first_version(now: Timestamp) -> u64 {
+    let millis = u64::try_from(now.as_millis()).unwrap_or(0) & ((1 << 46) - 1);
+    (millis << 16) | fastrand::u64(..1 << 16)
+}
+
+/// Whether `e` says that another writer changed the instance first.
+fn is_conflict(e: &Error) -> bool {
+    match e {
+        Error::Storage { source, .. } => matches!(
+            source.downcast_ref::<StoreError>(),
+            Some(StoreError::Conflict(_))
+        ),
+        _ => false,
+    }
+}
+
+/// A client action's payload, kept so that an attempt lost to another process can be made
+/// again: the value itself when actions are made once, its JSON when they may be made again.
+pub(crate) enum Retained {
+    Once(Option<erased::Input>),
+    Json(serde_json::Value),
+}
+
+impl Retained {
+    /// The payload for the next attempt.
+    pub(crate) fn next(&mut self, job: &str) -> Result<erased::Input> {
+        match self {
+            Retained::Once(input) => {
+                // Given once: the attempt is not made again.
+                let _ = CLAIMED.try_with(|once| once.set(true));
+                input.take().ok_or_else(|| {
+                    Error::validation(ValidationTarget::Input, Some(job), "the payload was used")
+                })
+            }
+            Retained::Json(value) => Ok(erased::Input::Json(value.clone())),
+        }
+    }
+}
+
+impl<A: Send + Sync + 'static> Inner<A> {
+    /// Keeps `input` for [`retrying`](Self::retrying): as it is when the action is made once,
+    /// as JSON (through `to_json`, which validates it) when it may be made again. A payload
+    /// whose JSON would not read back (`to_json` gives it back) is kept as it is: its action
+    /// is made once.
+    pub(crate) fn retain(
+        &self,
+        input: erased::Input,
+        to_json: impl FnOnce(
+            erased::Input,
+        ) -> Result<std::result::Result<serde_json::Value, erased::Input>>,
+    ) -> Result<Retained> {
+        if !self.claims.shares_instances() {
+            return Ok(Retained::Once(Some(input)));
+        }
+        Ok(match to_json(input)? {
+            Ok(json) => Retained::Json(json),
+            Err(input) => Retained::Once(Some(input)),
+        })
     }
 }
 

@@ -1,10 +1,12 @@
 //! The alarm scheduler: one task that asks the store for due alarms and the time of the next
 //! one, runs the due ones, and sleeps until the next one or until a write announces an earlier
-//! one. No polling interval, no per-instance timer, no in-memory copy of the alarm table: memory
-//! is bounded by the executions in flight.
+//! one. No per-instance timer, no in-memory copy of the alarm table: memory is bounded by the
+//! executions in flight. On an exclusive store there is no polling interval either; on a shared
+//! one the scheduler also scans every poll interval, since another process's writes announce
+//! nothing here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -37,6 +39,9 @@ pub(crate) struct Scheduler {
     requests: AtomicU64,
     status: watch::Sender<Status>,
     in_flight: Mutex<HashSet<InstanceKey>>,
+    /// Executions run by client actions that hold a durable claim (shared stores): their
+    /// leases are renewed like those of alarm executions.
+    inline: AtomicUsize,
     max_in_flight: usize,
     /// Alarms whose execution could not commit, and until when they wait. With an exclusive
     /// store the claim is not written (see `claims.rs`), so such an alarm is still due;
@@ -60,6 +65,7 @@ impl Scheduler {
             })
             .0,
             in_flight: Mutex::new(HashSet::new()),
+            inline: AtomicUsize::new(0),
             max_in_flight: max_in_flight.max(1),
             held: Mutex::new(HashMap::new()),
         })
@@ -121,6 +127,17 @@ impl Scheduler {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts an execution run by a client action under a durable claim until the guard drops,
+    /// so that its lease is renewed.
+    pub(crate) fn inline_claim(self: &Arc<Self>) -> InlineClaim {
+        if self.inline.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.busy.notify_one();
+        }
+        InlineClaim {
+            scheduler: self.clone(),
+        }
+    }
+
     /// Whether an alarm execution of `key` was started and has not ended.
     pub(crate) fn running(&self, key: &InstanceKey) -> bool {
         self.in_flight().contains(key)
@@ -158,6 +175,18 @@ impl Drop for InFlight {
         }
         self.scheduler.in_flight().remove(&self.key);
         self.scheduler.slot_free.notify_one();
+    }
+}
+
+/// An execution run by a client action under a durable claim, counted while it runs: see
+/// [`Scheduler::inline_claim`].
+pub(crate) struct InlineClaim {
+    scheduler: Arc<Scheduler>,
+}
+
+impl Drop for InlineClaim {
+    fn drop(&mut self) {
+        self.scheduler.inline.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -275,12 +304,21 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
             _ = scheduler.wake.notified() => rescan = true,
             _ = scheduler.slot_free.notified() => {}
             _ = sleep_until(&inner, wake_at) => rescan = true,
+            // Another process's write wakes nobody here: look again now and then.
+            _ = poll_tick(inner.poll) => rescan = true,
         }
     }
     scheduler.status.send_replace(Status {
         served: u64::MAX,
         idle: true,
     });
+}
+
+async fn poll_tick(every: Option<Duration>) {
+    match every {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until<A>(inner: &Inner<A>, at: Option<Timestamp>) {
@@ -329,14 +367,15 @@ async fn fire<A: Send + Sync + 'static>(
     }
 }
 
-/// Renews the leases of executions in flight, so a long execution keeps its claim. Sleeps
-/// while nothing is in flight. Runs only when the claim strategy writes its claims
+/// Renews the leases of executions in flight (alarm executions, and executions that client
+/// actions run under a durable claim), so a long execution keeps its claim. Sleeps while
+/// nothing is in flight. Runs only when the claim strategy writes its claims
 /// ([`Claims::renews_leases`](super::claims::Claims::renews_leases)).
 pub(crate) async fn renew_leases<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
     let scheduler = inner.scheduler.clone();
     let period = inner.lease / 3;
     while !scheduler.is_stopped() {
-        if scheduler.in_flight().is_empty() {
+        if scheduler.in_flight().is_empty() && scheduler.inline.load(Ordering::SeqCst) == 0 {
             scheduler.busy.notified().await;
             continue;
         }

@@ -111,9 +111,26 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let h = self.task_handler(job)?;
         let key = self.key(JobKind::Task, job, id)?;
         self.check_event_id(job, event_id)?;
-        let event = h.decode_event(event)?;
+        let mut event = self.retain(event, |event| h.event_json(event))?;
+        self.retrying(op, || {
+            let event = event.next(job);
+            self.task_send_once(&h, &key, event, event_id)
+        })
+        .await
+    }
+
+    async fn task_send_once(
+        &self,
+        h: &Arc<dyn TaskHandler<A>>,
+        key: &InstanceKey,
+        event: Result<Input>,
+        event_id: Option<&str>,
+    ) -> Result<SendResult> {
+        let op = Operation::Send;
+        let key = key.clone();
+        let event = h.decode_event(event?)?;
         let _lock = self.lock(&key, op).await?;
-        let existing = self.load(&key, op).await?;
+        let existing = self.load_for_action(&key, op).await?;
         self.ensure_new_event(&key, event_id, op).await?;
         let state = match &existing {
             Some(rec) => match self.stored_state(h.as_ref(), rec, op).await? {
@@ -123,15 +140,22 @@ impl<A: Send + Sync + 'static> Inner<A> {
             None => None,
         };
         let now = self.clock.now();
-        let expected = existing.as_ref().map(|r| r.version);
+        let mut expected = existing.as_ref().map(|r| r.version);
         let created = existing.is_none();
         let mut rec = existing.unwrap_or_else(|| InstanceRecord::new(key.clone(), now));
+        // The handlers run on the instance: on a shared store, no other process runs it
+        // meanwhile. (A new instance is inserted claimed; if its event is refused, the row
+        // is deleted again below.)
+        let claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
+        let release = self.release_write(&claim, &rec, created);
         rec.event_count += 1;
         let mut events = self.events();
-        let stored = rec.alarm_at;
+        let stored = if created { None } else { rec.alarm_at };
         let applied = self
             .invoke_task(
-                &h,
+                h,
                 &mut rec,
                 state,
                 Invocation::Event(event),
@@ -141,8 +165,10 @@ impl<A: Send + Sync + 'static> Inner<A> {
             )
             .await;
         if let Some(e) = applied.error {
-            // Nothing of the failed invocation is kept; only its `job.failed` is recorded.
-            self.commit(Vec::new(), events, None, op).await?;
+            // Nothing of the failed invocation is kept; only its `job.failed` is recorded (and
+            // a claim released).
+            self.commit(release.into_iter().collect(), events, None, op)
+                .await?;
             return Err(e);
         }
         let mut batch = Vec::with_capacity(2);
@@ -174,20 +200,34 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         let h = self.task_handler(job)?;
         let key = self.key(JobKind::Task, job, id)?;
+        self.retrying(op, || self.task_trigger_once(&h, &key)).await
+    }
+
+    async fn task_trigger_once(
+        &self,
+        h: &Arc<dyn TaskHandler<A>>,
+        key: &InstanceKey,
+    ) -> Result<TaskTriggerResult> {
+        let op = Operation::Trigger;
+        let key = key.clone();
         let _lock = self.lock(&key, op).await?;
         let mut rec = self.load_existing(&key, op).await?;
         let state = match self.stored_state(h.as_ref(), &rec, op).await? {
             Stored::State(state) => state,
             Stored::Broken(e) => return Err(e),
         };
-        let expected = rec.version;
+        let mut expected = Some(rec.version);
+        let claim = self
+            .claim_for_execution(&mut rec, &mut expected, op)
+            .await?;
+        let release = self.release_write(&claim, &rec, false);
         rec.execute_count += 1;
         let mut events = self.events();
         // A manual run leaves a pending schedule in place unless the handler changes it.
         let stored = rec.alarm_at;
         let applied = self
             .invoke_task(
-                &h,
+                h,
                 &mut rec,
                 state,
                 Invocation::Execute,
@@ -197,12 +237,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
             )
             .await;
         if let Some(e) = applied.error {
-            self.commit(Vec::new(), events, None, op).await?;
+            self.commit(release.into_iter().collect(), events, None, op)
+                .await?;
             return Err(e);
         }
         let scheduled_at = if applied.keep { rec.alarm_at } else { None };
         let write = Self::persist(
-            Some(expected),
+            expected,
             &key,
             applied.keep.then_some(rec),
             self.clock.now(),
@@ -221,6 +262,12 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let _active = self.enter(op)?;
         self.task_handler(job)?;
         let key = self.key(JobKind::Task, job, id)?;
+        self.retrying(op, || self.task_terminate_once(&key)).await
+    }
+
+    async fn task_terminate_once(&self, key: &InstanceKey) -> Result<InstanceKey> {
+        let op = Operation::Terminate;
+        let key = key.clone();
         let _lock = self.lock(&key, op).await?;
         let rec = self.load_existing(&key, op).await?;
         let now = self.clock.now();

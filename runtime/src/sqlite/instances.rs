@@ -239,7 +239,41 @@ pub(super) fn claim_alarm(
     .context_with(|| format!("claiming the alarm of {key}"))
 }
 
-/// Extends the leases of `owner`, and the alarms that stand for them, to `lease_until`.
+/// Claims `key` for an execution a client action runs, if its version is still
+/// `expected_version`: the lease, a new generation and version; the alarm is left alone.
+pub(super) fn claim_instance(
+    conn: &Connection,
+    key: &InstanceKey,
+    expected_version: u64,
+    owner: &str,
+    lease_until: Timestamp,
+) -> Result<Option<InstanceRecord>, StoreError> {
+    conn.prepare_cached(concat!(
+        "UPDATE instances
+            SET lease_owner = ?5, lease_until = ?6,
+                lease_generation = lease_generation + 1, version = version + 1
+          WHERE kind = ?1 AND job = ?2 AND id = ?3 AND version = ?4
+          RETURNING ",
+        record_columns!()
+    ))
+    .context("preparing to claim an instance")?
+    .query_row(
+        params![
+            key.kind(),
+            key.job(),
+            key.id(),
+            u64_to_sql(expected_version),
+            owner,
+            lease_until
+        ],
+        record_from_row,
+    )
+    .optional()
+    .context_with(|| format!("claiming {key}"))
+}
+
+/// Extends the leases of `owner` to `lease_until`, and the alarms that stand for them (an
+/// alarm claim moved the alarm to its lease's expiry; a client action's claim left it alone).
 ///
 /// The version is left alone: the executions holding these leases write with the version they
 /// claimed.
@@ -250,7 +284,10 @@ pub(super) fn renew_leases(
 ) -> Result<u64, StoreError> {
     let renewed = conn
         .prepare_cached(
-            "UPDATE instances SET lease_until = ?2, alarm_at = ?2 WHERE lease_owner = ?1",
+            "UPDATE instances
+                SET alarm_at = CASE WHEN alarm_at = lease_until THEN ?2 ELSE alarm_at END,
+                    lease_until = ?2
+              WHERE lease_owner = ?1",
         )
         .context("preparing to renew leases")?
         .execute(params![owner, lease_until])

@@ -1,10 +1,14 @@
-//! The lock that makes one store the only user of a database file, and the check that the file
-//! it writes is still the one its path names.
+//! The lock that says who may use a database file, and the check that the file it writes is
+//! still the one its path names.
 //!
-//! SQLite's own locks let several processes share a file; the engine instead wants to know that
-//! nobody else runs executions from it, so that leases left behind can be released at start-up.
-//! The lock is an OS lock (`flock`) on the database file itself, held while the store is open and
-//! released when the process ends, however it ends. Being on the file, not on a name, it holds
+//! SQLite's own locks let several processes share a file. An [exclusive](Ownership::Exclusive)
+//! store wants to know that nobody else runs executions from it, so that leases left behind can
+//! be released at start-up: it takes an exclusive OS lock (`flock(LOCK_EX)`). A
+//! [shared](Ownership::Shared) store takes a shared one (`LOCK_SH`): any number of shared stores,
+//! in as many processes, hold the file together, and an exclusive store and a shared one refuse
+//! each other ([`StoreError::InUse`], naming how the other holds it). The lock is on the
+//! database file itself, held while the store is open and released when the process ends,
+//! however it ends. Being on the file, not on a name, it holds
 //! whatever path reaches the file: a symbolic link, a hard link, a relative path or a bind mount
 //! all find it taken, and no side file can be deleted to lift it. On Linux `flock` locks are
 //! independent of the POSIX record locks SQLite takes on the same file, so neither disturbs the
@@ -25,14 +29,15 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use super::database_error;
-use crate::store::StoreError;
+use crate::store::{Ownership, StoreError};
 
-/// The files locked by stores of this process, by device and inode. A second store of the same
-/// file in this process is refused from this list, without opening the file: opening and then
-/// closing a descriptor of it would silently drop the POSIX locks the first store's SQLite
-/// connections hold on it.
+/// The files locked by stores of this process, by device and inode, with how each is held. A
+/// second store of the same file in this process is refused from this list, without opening the
+/// file: opening and then closing a descriptor of it would silently drop the POSIX locks the
+/// first store's SQLite connections hold on it. (Two engines of one process share a file by
+/// sharing one store.)
 #[cfg(unix)]
-static LOCKED_HERE: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+static LOCKED_HERE: Mutex<Vec<((u64, u64), Ownership)>> = Mutex::new(Vec::new());
 
 /// How long a `stat` of the path is trusted: by the writer between groups, by reads.
 const PATH_CHECK_INTERVAL_MS: u64 = 10;
@@ -62,15 +67,14 @@ pub(super) struct DatabaseFile {
 }
 
 impl DatabaseFile {
-    /// Opens (creating it if missing) and locks the database file at `db_path`, or fails at once
-    /// if another store holds it. Its [`path`](Self::path) is the file's canonical path
-    /// (symbolic links resolved), the one to open it by.
-    pub(super) fn lock(db_path: &Path) -> Result<DatabaseFile, StoreError> {
-        let in_use = || {
-            database_error(format!(
-                "database file {} is in use by another engine (the file is locked)",
-                db_path.display()
-            ))
+    /// Opens (creating it if missing) and locks the database file at `db_path` as `ownership`
+    /// asks (exclusive or shared), or fails at once if another store holds it in a way that
+    /// excludes this one. Its [`path`](Self::path) is the file's canonical path (symbolic links
+    /// resolved), the one to open it by.
+    pub(super) fn lock(db_path: &Path, ownership: Ownership) -> Result<DatabaseFile, StoreError> {
+        let in_use = |held_by: Option<Ownership>| StoreError::InUse {
+            path: db_path.to_owned(),
+            held_by,
         };
         // Held from the look-up to the registration, so that two opens in this process do not
         // interleave.
@@ -79,8 +83,9 @@ impl DatabaseFile {
         #[cfg(unix)]
         if let Ok(meta) = std::fs::metadata(db_path) {
             use std::os::unix::fs::MetadataExt;
-            if locked_here.contains(&(meta.dev(), meta.ino())) {
-                return Err(in_use());
+            let id = (meta.dev(), meta.ino());
+            if let Some((_, held)) = locked_here.iter().find(|(locked, _)| *locked == id) {
+                return Err(in_use(Some(*held)));
             }
         }
         let file = OpenOptions::new()
@@ -95,10 +100,15 @@ impl DatabaseFile {
                     db_path.display()
                 ))
             })?;
-        // `File::try_lock` is stable since Rust 1.89, the workspace's `rust-version`.
-        match file.try_lock() {
+        // `File::try_lock` and `try_lock_shared` are stable since Rust 1.89, the workspace's
+        // `rust-version`.
+        let locked = match ownership {
+            Ownership::Exclusive => file.try_lock(),
+            Ownership::Shared => file.try_lock_shared(),
+        };
+        match locked {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(in_use()),
+            Err(TryLockError::WouldBlock) => return Err(in_use(holder(&file, ownership))),
             Err(TryLockError::Error(e)) => {
                 return Err(database_error(format!(
                     "cannot lock the database file {}: {e}",
@@ -117,7 +127,7 @@ impl DatabaseFile {
             (meta.dev(), meta.ino())
         };
         #[cfg(unix)]
-        locked_here.push(id);
+        locked_here.push((id, ownership));
         Ok(DatabaseFile {
             file: Mutex::new(Some(file)),
             path,
@@ -152,7 +162,7 @@ impl DatabaseFile {
     #[cfg(unix)]
     fn unregister(&self) {
         let mut locked_here = LOCKED_HERE.lock().unwrap_or_else(PoisonError::into_inner);
-        locked_here.retain(|id| *id != self.id);
+        locked_here.retain(|(id, _)| *id != self.id);
     }
 
     #[cfg(not(unix))]
@@ -255,6 +265,24 @@ impl DatabaseFile {
     }
 }
 
+/// How another store holds the file, after `file` failed to take it as `wanted`: a shared lock
+/// is refused only by an exclusive holder; an exclusive one by any holder, so a shared lock is
+/// tried to tell which (and let go at once). `None` when the holders changed meanwhile.
+fn holder(file: &File, wanted: Ownership) -> Option<Ownership> {
+    match wanted {
+        Ownership::Shared => Some(Ownership::Exclusive),
+        Ownership::Exclusive => match file.try_lock_shared() {
+            Ok(()) => {
+                // The descriptor is closed right after; this only lets go sooner.
+                let _ = file.unlock();
+                Some(Ownership::Shared)
+            }
+            Err(TryLockError::WouldBlock) => Some(Ownership::Exclusive),
+            Err(TryLockError::Error(_)) => None,
+        },
+    }
+}
+
 impl Drop for DatabaseFile {
     fn drop(&mut self) {
         self.release();
@@ -269,10 +297,10 @@ mod tests {
     fn the_lock_is_on_the_file_whatever_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("jobs.db");
-        let first = DatabaseFile::lock(&db).unwrap();
+        let first = DatabaseFile::lock(&db, Ownership::Exclusive).unwrap();
         assert_eq!(first.path(), std::fs::canonicalize(&db).unwrap());
         let taken = |path: &Path| {
-            let err = DatabaseFile::lock(path).unwrap_err();
+            let err = DatabaseFile::lock(path, Ownership::Exclusive).unwrap_err();
             assert!(
                 err.to_string().contains("is in use by another engine"),
                 "{err}"
@@ -291,14 +319,61 @@ mod tests {
         taken(&dir.path().join(".").join("jobs.db"));
         first.release();
         first.release();
-        DatabaseFile::lock(&db).unwrap();
+        DatabaseFile::lock(&db, Ownership::Exclusive).unwrap();
+    }
+
+    #[test]
+    fn shared_locks_coexist_and_refuse_an_exclusive_one_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("jobs.db");
+        // Another process's shared store, as far as `flock` can tell: a descriptor of its own
+        // holding a shared lock (this process has no SQLite connection to the file).
+        let other = File::create(&db).unwrap();
+        other.try_lock_shared().unwrap();
+        let shared = DatabaseFile::lock(&db, Ownership::Shared).unwrap();
+        shared.release();
+        match DatabaseFile::lock(&db, Ownership::Exclusive) {
+            Err(StoreError::InUse { path, held_by }) => {
+                assert_eq!(path, db);
+                assert_eq!(held_by, Some(Ownership::Shared));
+            }
+            other => panic!("an exclusive lock beside a shared one: {other:?}"),
+        }
+        other.unlock().unwrap();
+        other.try_lock().unwrap();
+        match DatabaseFile::lock(&db, Ownership::Shared) {
+            Err(e @ StoreError::InUse { .. }) => {
+                assert!(matches!(
+                    e,
+                    StoreError::InUse {
+                        held_by: Some(Ownership::Exclusive),
+                        ..
+                    }
+                ));
+                assert!(e.to_string().contains("held exclusively"), "{e}");
+            }
+            other => panic!("a shared lock beside an exclusive one: {other:?}"),
+        }
+        drop(other);
+        // In this process a second store of the file is refused whatever its mode, with how
+        // the first holds it.
+        let first = DatabaseFile::lock(&db, Ownership::Shared).unwrap();
+        assert!(matches!(
+            DatabaseFile::lock(&db, Ownership::Shared),
+            Err(StoreError::InUse {
+                held_by: Some(Ownership::Shared),
+                ..
+            })
+        ));
+        first.release();
+        DatabaseFile::lock(&db, Ownership::Exclusive).unwrap();
     }
 
     #[test]
     fn a_deleted_or_replaced_file_fails_every_later_check() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("jobs.db");
-        let file = DatabaseFile::lock(&db).unwrap();
+        let file = DatabaseFile::lock(&db, Ownership::Exclusive).unwrap();
         file.check().unwrap();
         file.check_recent().unwrap();
         // Moved away: the file keeps its name elsewhere; the path check finds it gone.
@@ -313,7 +388,7 @@ mod tests {
 
         // Deleted: the descriptor's link count says so at once, whatever the path check.
         let other = dir.path().join("other.db");
-        let file = DatabaseFile::lock(&other).unwrap();
+        let file = DatabaseFile::lock(&other, Ownership::Exclusive).unwrap();
         file.check().unwrap();
         std::fs::remove_file(&other).unwrap();
         let err = file.check().unwrap_err().to_string();
@@ -321,7 +396,7 @@ mod tests {
 
         // Replaced by a rename over it.
         let third = dir.path().join("third.db");
-        let file = DatabaseFile::lock(&third).unwrap();
+        let file = DatabaseFile::lock(&third, Ownership::Exclusive).unwrap();
         std::fs::write(dir.path().join("new.db"), b"").unwrap();
         std::fs::rename(dir.path().join("new.db"), &third).unwrap();
         assert!(file.check().is_err());

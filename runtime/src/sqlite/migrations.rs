@@ -341,6 +341,9 @@ mod tests {
             "{message}"
         );
         // The refused open released the file.
-        assert!(super::super::lock::DatabaseFile::lock(&path).is_ok());
+        assert!(
+            super::super::lock::DatabaseFile::lock(&path, crate::store::Ownership::Exclusive)
+                .is_ok()
+        );
     }
 }

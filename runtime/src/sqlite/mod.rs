@@ -1,11 +1,13 @@
 //! The embedded SQLite backend.
 //!
-//! One file holds every instance, alarm, event id and outbox row. The store owns the file: it
-//! takes an exclusive OS lock on the database file itself for its lifetime, so no other engine
-//! can use the same database at the same time, whatever path it is reached by, and leases left
-//! by a crashed process can be released at start-up ([`Backend::recover`]). If the file is
-//! deleted or replaced under the store, the next write fails instead of being acknowledged
-//! (see the lock module).
+//! One file holds every instance, alarm, event id and outbox row. By default the store owns the
+//! file: it takes an exclusive OS lock on the database file itself for its lifetime, so no other
+//! engine can use the same database at the same time, whatever path it is reached by, and
+//! leases left by a crashed process can be released at start-up ([`Backend::recover`]). In
+//! [shared mode](SqliteOptions::shared) it takes a shared lock instead: several processes of one
+//! host open the file together, each running the same jobs with durable leases, and none opens
+//! it beside an exclusive store. If the file is deleted or replaced under the store, the next
+//! write fails instead of being acknowledged (see the lock module).
 //!
 //! Writes go to one dedicated thread that owns the write connection. It takes every write
 //! waiting in its queue and runs them in one transaction (group commit): one commit, and with
@@ -115,6 +117,7 @@ pub struct SqliteOptions {
     synchronous: Synchronous,
     busy_timeout: Duration,
     readers: usize,
+    poll_interval: Duration,
 }
 
 impl SqliteOptions {
@@ -134,6 +137,7 @@ impl SqliteOptions {
             synchronous: Synchronous::Normal,
             busy_timeout: Duration::from_secs(5),
             readers: 4,
+            poll_interval: crate::store::DEFAULT_POLL_INTERVAL,
         }
     }
 
@@ -171,13 +175,39 @@ impl SqliteOptions {
         self.path.as_deref()
     }
 
-    /// Makes the store answer [`Ownership::Shared`] instead of the default
-    /// [`Ownership::Exclusive`], so that an engine on it runs as on a database shared with
-    /// other processes: durable, renewed claims, no cache of committed rows, no release of
-    /// leases at start. The file is still locked by this store alone, so it is not yet shared
-    /// with another process; this runs the shared strategy, with its costs, on one process.
+    /// Opens the file in shared mode: several processes on this host may open it at once,
+    /// each with its own engine running the same jobs (a pre-fork server, containers sharing a
+    /// volume, a command-line tool beside a running service). The store takes a shared lock
+    /// on the file, so it opens beside other shared stores and refuses (and is refused by) an
+    /// exclusive one ([`StoreError::InUse`]), and answers [`Ownership::Shared`]: every
+    /// execution claims its instance with a durable lease, renewed while it runs, that
+    /// another process takes over once it lapses; nothing is cached; nothing is released at
+    /// start. Work another process makes due is found within
+    /// [`shared_poll_interval`](Self::shared_poll_interval). See `docs/shared-sqlite.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use durable_jobs::sqlite::{SqliteOptions, SqliteStore};
+    /// use durable_jobs::store::{Ownership, Store};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db")).shared())?;
+    /// assert_eq!(store.ownership(), Ownership::Shared);
+    /// # Ok::<(), durable_jobs::store::StoreError>(())
+    /// ```
     pub fn shared(self) -> Self {
         self.ownership(Ownership::Shared)
+    }
+
+    /// With [`shared`](Self::shared): how often the engine looks for alarms and step runs that
+    /// other processes made due, and for the ends of runs it waits for (default 100 ms). Each
+    /// look is one indexed read (and a claim attempt for step runs). Its own writes wake the
+    /// engine at once, as in exclusive mode. Unused by an exclusive store, which has no other
+    /// writer.
+    pub fn shared_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
     }
 
     /// What the store answers to [`Store::ownership`] (default [`Ownership::Exclusive`]; see
@@ -190,8 +220,9 @@ impl SqliteOptions {
 
 /// The embedded SQLite store: a [`Store`] in one file (or in memory).
 ///
-/// Open it once per database; a second open of the same file, from this process or another,
-/// fails until the first store is closed. Closing (explicitly, or by dropping the last handle)
+/// Open it once per database and process. By default a second open of the same file, from this
+/// process or another, fails until the first store is closed; in
+/// [shared mode](SqliteOptions::shared) other processes' shared stores open beside it. Closing (explicitly, or by dropping the last handle)
 /// finishes the queued writes and releases the file.
 ///
 /// # Examples
@@ -222,6 +253,8 @@ pub struct SqliteStore {
     readers: Option<Arc<Readers>>,
     /// Whether a sync thread syncs the log before writes are acknowledged.
     log_synced_before_reply: bool,
+    /// How often a shared store's engine looks for other processes' work.
+    poll_interval: Duration,
     closed: AtomicBool,
     /// The file, locked from open to close and checked to be still in place; `None` in memory.
     file: Option<Arc<DatabaseFile>>,
@@ -242,13 +275,14 @@ impl SqliteStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Database`] when the file is in use by another engine (through this path or
-    /// any other: a symbolic link, a hard link), cannot be opened or
+    /// [`StoreError::InUse`] when the file is held by another store that excludes this one
+    /// (through this path or any other: a symbolic link, a hard link); [`StoreError::Database`]
+    /// when it cannot be opened or
     /// switched to WAL mode, or was written by a newer version of this crate (its schema version
     /// is unknown here).
     pub fn open(options: SqliteOptions) -> Result<Arc<SqliteStore>, StoreError> {
         let file = match &options.path {
-            Some(path) => Some(Arc::new(DatabaseFile::lock(path)?)),
+            Some(path) => Some(Arc::new(DatabaseFile::lock(path, options.ownership)?)),
             None => None,
         };
         // The file is opened by its canonical path, the one SQLite derives its log's name from.
@@ -283,6 +317,7 @@ impl SqliteStore {
         };
         Ok(Arc::new(SqliteStore {
             ownership: options.ownership,
+            poll_interval: options.poll_interval,
             path: options.path,
             writer,
             readers,
@@ -424,9 +459,7 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), St
         .context("setting busy_timeout")?;
     conn.set_prepared_statement_cache_capacity(128);
     if options.path.is_some() {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .context("switching to WAL mode")?;
+        let mode = switch_to_wal(conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(database_error(format!(
                 "the database could not be switched to WAL mode (journal_mode is {mode})"
@@ -443,6 +476,30 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> Result<(), St
     ))
     .context("setting pragmas")?;
     Ok(())
+}
+
+/// Switches the file to WAL mode (a no-op once it is). Switching a new file needs it alone for a
+/// moment, and SQLite answers busy at once, without waiting, when another process opening the
+/// same file in shared mode holds it meanwhile: tried again with a growing pause, about 3 s in
+/// all.
+fn switch_to_wal(conn: &Connection) -> Result<String, StoreError> {
+    let mut pause = Duration::from_millis(5);
+    let mut waited = Duration::ZERO;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            row.get::<_, String>(0)
+        }) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && waited < Duration::from_secs(3) =>
+            {
+                std::thread::sleep(pause);
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other.context("switching to WAL mode"),
+        }
+    }
 }
 
 /// Opens a read-only connection to the file.
@@ -538,6 +595,20 @@ impl Backend for SqliteStore {
         Box::pin(
             self.write(move |conn| instances::claim_alarm(conn, &key, now, &owner, lease_until)),
         )
+    }
+
+    fn claim_instance<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        expected_version: u64,
+        owner: &'a str,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
+        let key = key.clone();
+        let owner = owner.to_owned();
+        Box::pin(self.write(move |conn| {
+            instances::claim_instance(conn, &key, expected_version, &owner, lease_until)
+        }))
     }
 
     fn renew_leases<'a>(
@@ -650,6 +721,13 @@ impl Backend for SqliteStore {
 impl Store for SqliteStore {
     fn ownership(&self) -> Ownership {
         self.ownership
+    }
+
+    fn poll_interval(&self) -> Option<Duration> {
+        // The WAL's own change counter (`PRAGMA data_version`) would tell a connection that
+        // another wrote, but only when asked: it is itself a poll, and the indexed scan the
+        // engine makes instead costs about as much.
+        (self.ownership == Ownership::Shared).then_some(self.poll_interval)
     }
 
     fn close_blocking(&self) {
@@ -851,7 +929,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = file_store(&dir);
         let err = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db"))).unwrap_err();
-        assert!(matches!(err, StoreError::Database(_)));
+        assert!(matches!(
+            err,
+            StoreError::InUse {
+                held_by: Some(Ownership::Exclusive),
+                ..
+            }
+        ));
         assert!(
             err.to_string().contains("is in use by another engine"),
             "{err}"

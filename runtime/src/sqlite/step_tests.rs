@@ -548,6 +548,7 @@ impl EnvBuilder {
             store.clone(),
             test_owner(),
             true,
+            None,
             jobs(),
             app.clone(),
             clock,

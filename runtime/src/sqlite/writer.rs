@@ -419,7 +419,7 @@ fn run_unguarded(
     conn: &Connection,
     group: &mut [Box<dyn WriteJob>],
 ) -> rusqlite::Result<Unguarded> {
-    exec(conn, "BEGIN IMMEDIATE")?;
+    begin(conn)?;
     let mut failed = 0;
     for job in group.iter_mut() {
         let changes = conn.total_changes();
@@ -445,7 +445,7 @@ fn run_with_savepoints(
     conn: &Connection,
     group: &mut [Box<dyn WriteJob>],
 ) -> rusqlite::Result<usize> {
-    exec(conn, "BEGIN IMMEDIATE")?;
+    begin(conn)?;
     let mut failed = 0;
     for job in group.iter_mut() {
         exec(conn, "SAVEPOINT write")?;
@@ -463,6 +463,32 @@ fn run_with_savepoints(
     }
     exec(conn, "COMMIT")?;
     Ok(failed)
+}
+
+/// How many times a `BEGIN IMMEDIATE` refused with `SQLITE_BUSY` is tried again.
+const BEGIN_ATTEMPTS: u32 = 12;
+
+/// `BEGIN IMMEDIATE`, tried again with a growing pause while the database is busy. The busy
+/// timeout already waits for another connection's write lock; with other processes on the file
+/// (shared mode) `BEGIN` can still answer busy at once, when a connection finds the log being
+/// reset or recovered by another process, and a group must not fail for that. The pauses sum
+/// to about 1.5 s.
+fn begin(conn: &Connection) -> rusqlite::Result<()> {
+    let mut pause = std::time::Duration::from_millis(1);
+    let mut attempt = 1;
+    loop {
+        match exec(conn, "BEGIN IMMEDIATE") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < BEGIN_ATTEMPTS =>
+            {
+                tracing::debug!(attempt, "the database is busy; beginning the group again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Runs a statement without parameters or results, prepared once per connection.

@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     /// Whether the worker expires every lease when it starts: chosen by the engine from the
     /// store's ownership (an exclusive store's leases all belong to a crashed process).
     pub(crate) recover_at_start: bool,
+    /// How often the worker looks for runs other processes made claimable, and waiters for
+    /// ends other processes wrote: set on a shared store (see `Store::poll_interval`).
+    pub(crate) poll: Option<Duration>,
     ids: Mutex<ulid::Generator>,
     /// Wakes the worker: a trigger, a retry scheduled, a shutdown, a settle request.
     pub(crate) wake: Notify,
@@ -169,10 +172,12 @@ pub(crate) struct StepRuntime<A> {
 impl<A: Send + Sync + 'static> StepRuntime<A> {
     /// A runtime over `store` for `jobs`, whose leases `owner` holds. Nothing runs until
     /// [`start`](Self::start).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn RunStore>,
         owner: String,
         recover_at_start: bool,
+        poll: Option<Duration>,
         jobs: HashMap<&'static str, Arc<dyn ErasedStepJob<A>>>,
         app: Arc<A>,
         clock: Clock,
@@ -188,6 +193,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                 events: EventBus::new(),
                 owner,
                 recover_at_start,
+                poll,
                 ids: Mutex::new(ulid::Generator::new()),
                 wake: Notify::new(),
                 active: Mutex::new(HashMap::new()),
@@ -690,9 +696,15 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                             state: "cancelled".to_owned(),
                         })
                     }
-                    RunStatus::Pending | RunStatus::Leased => {
-                        let _ = finished.await;
-                    }
+                    RunStatus::Pending | RunStatus::Leased => match self.shared.poll {
+                        // Another process may end the run: its end wakes nobody here.
+                        Some(every) => {
+                            let _ = tokio::time::timeout(every, finished).await;
+                        }
+                        None => {
+                            let _ = finished.await;
+                        }
+                    },
                 }
             }
         };

@@ -1,10 +1,11 @@
 //! The worker: one dispatcher task per runtime that claims runs in batches, renews every lease
 //! it holds with one statement, runs maintenance, and executes each claimed run in its own task.
 //!
-//! There is no polling. The dispatcher sleeps until one of: a trigger (`Notify`), a run
-//! finishing (its slot frees and a same-key sibling may become claimable), the earliest
-//! not-before time of a retry or lease expiry of another owner, the next renewal, the next
-//! maintenance, or the end of a claim-error backoff.
+//! On an exclusive store there is no polling. The dispatcher sleeps until one of: a trigger
+//! (`Notify`), a run finishing (its slot frees and a same-key sibling may become claimable), the
+//! earliest not-before time of a retry or lease expiry of another owner, the next renewal, the
+//! next maintenance, or the end of a claim-error backoff. On a shared store it also claims every
+//! poll interval: a run triggered by another process wakes nobody here.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -315,6 +316,9 @@ impl<A: Send + Sync + 'static> Dispatcher<A> {
                 }
             }
             _ = shared.wake.notified() => {
+                self.dirty = true;
+            }
+            _ = async { match shared.poll { Some(every) => tokio::time::sleep(every).await, None => std::future::pending().await } } => {
                 self.dirty = true;
             }
             _ = async { match deadline { Some(at) => shared.clock.sleep_until(at).await, None => std::future::pending().await } } => {}

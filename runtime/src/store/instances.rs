@@ -440,7 +440,23 @@ pub trait Backend: Send + Sync + 'static {
         lease_until: Timestamp,
     ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>>;
 
-    /// Extends every lease held by `owner` to `lease_until` (and their alarms with them).
+    /// Claims `key` for an execution that a client action runs (a `trigger`, a flush at
+    /// `max_events`, a task event) if its stored version is still `expected_version`: sets the
+    /// lease to `owner` until `lease_until`, bumps `lease_generation` and `version`, leaves
+    /// `alarm_at` alone, and returns the claimed row. `None` when the version moved. Used on
+    /// [shared](super::Ownership::Shared) stores only, where it keeps other processes' alarm
+    /// executions and actions off the instance while the action's execution runs.
+    fn claim_instance<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        expected_version: u64,
+        owner: &'a str,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>>;
+
+    /// Extends every lease held by `owner` to `lease_until`, and the alarms that stand for them
+    /// (an alarm set to its lease's expiry by [`claim_alarm`](Self::claim_alarm)); other alarms
+    /// stay.
     fn renew_leases<'a>(
         &'a self,
         owner: &'a str,

@@ -46,6 +46,16 @@ pub enum StoreError {
         /// The repeated id.
         event_id: String,
     },
+    /// The database is held by another store whose ownership cannot share it: an
+    /// [exclusive](Ownership::Exclusive) store refuses every other, and a
+    /// [shared](Ownership::Shared) one refuses an exclusive one. Nothing was opened.
+    #[error("database file {} is in use by another engine{}", .path.display(), held_by_words(.held_by))]
+    InUse {
+        /// The database, as the caller named it.
+        path: std::path::PathBuf,
+        /// How the other store holds it, when that could be told.
+        held_by: Option<Ownership>,
+    },
     /// The database failed.
     #[error("{0}")]
     Database(#[source] BoxError),
@@ -53,6 +63,18 @@ pub enum StoreError {
     #[error("the store is closed")]
     Closed,
 }
+
+fn held_by_words(held_by: &Option<Ownership>) -> &'static str {
+    match *held_by {
+        Some(Ownership::Exclusive) => " (held exclusively)",
+        Some(Ownership::Shared) => " (held in shared mode)",
+        None => "",
+    }
+}
+
+/// How often an engine on a shared store looks for what other processes wrote, unless the
+/// store says otherwise ([`Store::poll_interval`]).
+pub const DEFAULT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Whether a store is the only process on its data, as [`Store::ownership`] answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +99,18 @@ pub trait Store: Backend + RunStore {
     /// Whether this store is the only process on its data. Asked once, when the engine starts:
     /// the engine picks its claim, cache and recovery strategy from the answer.
     fn ownership(&self) -> Ownership;
+
+    /// How often an engine looks in the store for work that other processes made due (alarms,
+    /// step runs) and for runs they ended: `None` when nobody else writes the store (an
+    /// [exclusive](Ownership::Exclusive) one), whose own writes wake the engine. The default
+    /// is [`DEFAULT_POLL_INTERVAL`] for a shared store and `None` for an exclusive one. Asked
+    /// once, when the engine starts.
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        match self.ownership() {
+            Ownership::Shared => Some(DEFAULT_POLL_INTERVAL),
+            Ownership::Exclusive => None,
+        }
+    }
 
     /// As [`Backend::close`], blocking the calling thread instead of returning a future: for
     /// `Drop` impls, which cannot await, to release the database (and a file lock) at once.

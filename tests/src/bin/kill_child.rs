@@ -1,5 +1,10 @@
 //! The process the kill harness kills:
-//! `kill_child <db> <normal|full> <incarnation> <seed> <resend-file>`.
+//! `kill_child <db> <normal|full> <incarnation> <seed> <resend-file> [shared <marker-dir>]`.
+//!
+//! With `shared`, it opens the file in shared mode beside other children (the three-process
+//! kill test in `tests/multiprocess.rs`), with short leases so that the work of a killed child
+//! is taken over within seconds, and its jobs keep execution markers in `<marker-dir>` (see
+//! `durable_jobs_tests::kill::Reporter`).
 //!
 //! It starts an engine on `<db>`, first re-issues the operations listed in `<resend-file>` (the
 //! ones the parent saw issued but not acknowledged before the last kill, with the same event ids
@@ -9,19 +14,36 @@
 //! `durable_jobs_tests::kill`). An answer the harness does not expect is printed as
 //! `unexpected ...`, which fails the test. It never exits by itself.
 
-use durable_jobs::sqlite::Synchronous;
+use std::time::Duration;
+
+use durable_jobs::sqlite::{SqliteOptions, Synchronous};
+use durable_jobs::steps::StepOptions;
 use durable_jobs::Engine;
 use durable_jobs_tests::kill::{
     add, poke, resend, say, send, trigger, KillJobs, KillTicker, Reporter, Rng, TaskOp, Ticks,
     TASKS, TICKERS,
 };
 
+/// The leases of a shared child: what a killed child holds is free again this long after.
+const SHARED_LEASE: Duration = Duration::from_secs(3);
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [db, sync, incarnation, seed, resend_file] = args.as_slice() else {
-        eprintln!("usage: kill_child <db> <normal|full> <incarnation> <seed> <resend-file>");
-        std::process::exit(2);
+    let (db, sync, incarnation, seed, resend_file, markers) = match args.as_slice() {
+        [db, sync, incarnation, seed, resend_file] => {
+            (db, sync, incarnation, seed, resend_file, None)
+        }
+        [db, sync, incarnation, seed, resend_file, mode, markers] if mode == "shared" => {
+            (db, sync, incarnation, seed, resend_file, Some(markers))
+        }
+        _ => {
+            eprintln!(
+                "usage: kill_child <db> <normal|full> <incarnation> <seed> <resend-file> \
+                 [shared <marker-dir>]"
+            );
+            std::process::exit(2);
+        }
     };
     let synchronous = match sync.as_str() {
         "full" => Synchronous::Full,
@@ -31,12 +53,26 @@ async fn main() {
     let seed: u64 = seed.parse().expect("seed is a number");
     let resends = std::fs::read_to_string(resend_file).unwrap_or_default();
 
-    let engine = Engine::<KillJobs>::builder()
-        .sqlite(db)
-        .synchronous(synchronous)
-        .app(Reporter::stdout())
-        .start()
-        .await;
+    let out = match markers {
+        Some(dir) => Reporter::stdout_with_markers(dir),
+        None => Reporter::stdout(),
+    };
+    let engine = match markers {
+        None => Engine::<KillJobs>::builder()
+            .sqlite(db)
+            .synchronous(synchronous),
+        Some(_) => Engine::<KillJobs>::builder()
+            .sqlite_options(SqliteOptions::file(db).synchronous(synchronous).shared())
+            .lease_duration(SHARED_LEASE)
+            .step_options(
+                StepOptions::default()
+                    .lease_duration(SHARED_LEASE)
+                    .lease_renew_interval(SHARED_LEASE / 4),
+            ),
+    }
+    .app(out.clone())
+    .start()
+    .await;
     let engine = match engine {
         Ok(engine) => engine,
         Err(e) => {
@@ -46,7 +82,6 @@ async fn main() {
     };
     say(&format!("ready {incarnation}"));
     let client = engine.client();
-    let out = Reporter::stdout();
     resend(&client, &out, &resends).await;
 
     for t in 0..TICKERS {
@@ -56,8 +91,8 @@ async fn main() {
             .start(&inst, Ticks::default())
             .await
         {
-            Ok(r) => say(&format!("ack start {inst} {}", r.created)),
-            Err(e) => say(&format!("unexpected start {inst} {e}")),
+            Ok(r) => out.say(&format!("ack start {inst} {}", r.created)),
+            Err(e) => out.say(&format!("unexpected start {inst} {e}")),
         }
     }
 

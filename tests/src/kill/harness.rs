@@ -66,12 +66,26 @@ impl Life {
         seed: u64,
         resend_file: &Path,
     ) -> Life {
+        Life::spawn_with(bin, db, synchronous, incarnation, seed, resend_file, &[])
+    }
+
+    /// As [`spawn`](Self::spawn), with `extra` arguments after the others (`shared <dir>`).
+    pub fn spawn_with(
+        bin: &Path,
+        db: &Path,
+        synchronous: Synchronous,
+        incarnation: u64,
+        seed: u64,
+        resend_file: &Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> Life {
         let mut child = Command::new(bin)
             .arg(db)
             .arg(sync_arg(synchronous))
             .arg(incarnation.to_string())
             .arg(seed.to_string())
             .arg(resend_file)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

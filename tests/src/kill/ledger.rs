@@ -46,6 +46,8 @@ pub struct Ledger {
 /// The lines of one child process, and how it ended.
 struct Incarnation {
     lines: Vec<String>,
+    /// When each line was printed, for lines a child stamped (see [`Ledger::record`]).
+    stamps: Vec<Option<u128>>,
     killed: bool,
     /// A power cut may have undone any of its commits (with `synchronous = NORMAL`).
     undone: bool,
@@ -90,9 +92,27 @@ pub struct Tally {
 
 impl Ledger {
     /// Adds the lines of one incarnation.
+    ///
+    /// A line may begin with `@<nanoseconds since the epoch> `, the time it was printed: the
+    /// children of the multi-process test, which run at the same time, stamp theirs, and the
+    /// ledger then reads the lines of every incarnation in the order of their stamps (lines
+    /// without one after every stamped line, in the order recorded). Without stamps it reads
+    /// them incarnation after incarnation.
     pub fn record(&mut self, lines: Vec<String>, killed: bool) {
+        let (stamps, lines) = lines
+            .into_iter()
+            .map(
+                |line| match line.strip_prefix('@').and_then(|l| l.split_once(' ')) {
+                    Some((stamp, rest)) if stamp.parse::<u128>().is_ok() => {
+                        (stamp.parse().ok(), rest.to_owned())
+                    }
+                    _ => (None, line),
+                },
+            )
+            .unzip();
         self.incarnations.push(Incarnation {
             lines,
+            stamps,
             killed,
             undone: false,
         });
@@ -110,6 +130,7 @@ impl Ledger {
         };
         last.lines
             .extend(audit.lost.iter().map(cut::Effect::lost_line));
+        last.stamps.resize(last.lines.len(), None);
         if undone {
             for incarnation in &mut self.incarnations[since..] {
                 incarnation.undone = true;
@@ -118,11 +139,22 @@ impl Ledger {
     }
 
     fn lines(&self) -> impl Iterator<Item = (At, Vec<&str>)> {
-        self.incarnations.iter().enumerate().flat_map(|(i, inc)| {
-            inc.lines
-                .iter()
-                .enumerate()
-                .map(move |(j, l)| ((i, j), l.split(' ').collect()))
+        let mut order: Vec<(u128, At)> = self
+            .incarnations
+            .iter()
+            .enumerate()
+            .flat_map(|(i, inc)| {
+                inc.stamps
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, stamp)| (stamp.unwrap_or(u128::MAX), (i, j)))
+            })
+            .collect();
+        // Stable: unstamped lines keep the order they were recorded in.
+        order.sort_by_key(|(stamp, _)| *stamp);
+        order.into_iter().map(move |(_, (i, j))| {
+            let line = &self.incarnations[i].lines[j];
+            ((i, j), line.split(' ').collect())
         })
     }
 
@@ -363,7 +395,15 @@ impl Ledger {
             ["flush", inst, ..] => Some((*inst).to_owned()),
             _ => None,
         });
+        // Where each number was first issued. Read first: the flush of a number may come
+        // before its issue in the order of the lines when the clocks of two processes that
+        // shared the file disagree by a hair.
         let mut issued: HashMap<u64, usize> = HashMap::new();
+        for ((i, _), w) in self.lines() {
+            if let ["issue", "add", n] = w.as_slice() {
+                issued.entry(n.parse().unwrap_or(u64::MAX)).or_insert(i);
+            }
+        }
         let mut answered: HashSet<u64> = HashSet::new();
         let mut deliveries: HashMap<u64, Vec<(At, String)>> = HashMap::new();
         let mut lost: HashSet<u64> = HashSet::new();
@@ -372,10 +412,6 @@ impl Ledger {
                 ["lost", "event", id] if id.starts_with('e') => {
                     tally.lost_to_cuts += 1;
                     lost.insert(id[1..].parse().unwrap_or(u64::MAX));
-                }
-                ["issue", "add", n] => {
-                    let n: u64 = n.parse().unwrap_or(u64::MAX);
-                    issued.entry(n).or_insert(i);
                 }
                 ["ack", "add", n, _] => {
                     tally.acknowledged += 1;

@@ -364,6 +364,49 @@ pub(crate) async fn claiming_an_alarm(store: Arc<dyn Store>) {
     assert_eq!(ended.unwrap(), None);
 }
 
+/// A client action's claim holds only the version it read, leaves the alarm where it was, and
+/// keeps alarm claims out until it lapses; renewing it does not move the alarm either.
+pub(crate) async fn an_instance_is_claimed_at_the_version_read(store: Arc<dyn Store>) {
+    insert_all(&*store, [scheduled("a", 100_000)]).await;
+    let stale = store.claim_instance(&key("a"), 7, "one", ms(60_000)).await;
+    assert_eq!(stale.unwrap(), None, "a claim at a version that moved");
+    let claimed = store
+        .claim_instance(&key("a"), 0, "one", ms(160_000))
+        .await
+        .unwrap()
+        .expect("a claim at the stored version");
+    assert_eq!(
+        claimed.lease,
+        Some(Lease {
+            owner: "one".into(),
+            until: ms(160_000)
+        })
+    );
+    assert_eq!((claimed.alarm_at, claimed.version), (Some(ms(100_000)), 1));
+    assert_eq!(claimed.lease_generation, 1);
+
+    let taken = store
+        .claim_alarm(&key("a"), ms(120_000), "two", ms(180_000))
+        .await;
+    assert_eq!(
+        taken.unwrap(),
+        None,
+        "a claimed instance's alarm is not claimed"
+    );
+    Backend::renew_leases(&*store, "one", ms(230_000))
+        .await
+        .unwrap();
+    let renewed = store.load(&key("a")).await.unwrap().unwrap();
+    assert_eq!(renewed.alarm_at, Some(ms(100_000)), "the alarm stays");
+    assert_eq!(renewed.lease.map(|l| l.until), Some(ms(230_000)));
+    let taken = store
+        .claim_alarm(&key("a"), ms(230_000), "two", ms(290_000))
+        .await
+        .unwrap()
+        .expect("a lapsed claim gives the alarm up");
+    assert_eq!(taken.lease_generation, 2);
+}
+
 /// Renewal extends the leases of one owner (and their alarms) without bumping the version, so
 /// the execution's own writes still apply; a renewed lease keeps others out past its first
 /// expiry.

@@ -71,6 +71,7 @@ macro_rules! conformance_tests {
             instances::event_ids_outlive_their_instance,
             instances::pruning_deletes_old_event_ids_only,
             instances::claiming_an_alarm,
+            instances::an_instance_is_claimed_at_the_version_read,
             instances::renewing_leases_moves_their_alarms_but_not_the_version,
             instances::scanning_returns_due_alarms_earliest_first_and_the_next_one,
             instances::scans_merge_the_jobs_asked_for_and_leave_out_other_jobs_and_broken_instances,
