@@ -552,6 +552,7 @@ impl EnvBuilder {
             app.clone(),
             clock,
             self.options,
+            crate::telemetry::Fanout::new(),
         );
         if self.start {
             rt.start();
