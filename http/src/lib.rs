@@ -111,13 +111,8 @@ impl<R: Registry> Api<R, NoAuth> {
     /// The API of `engine`: reads only, until an auth is configured.
     pub fn new(engine: &Engine<R>) -> Self {
         let client = engine.client();
-        let runs = client.runs();
         let events = engine.clone();
-        let feed = LocalFeed::new(
-            move || (runs.events(), events.events()),
-            10_000,
-            Duration::from_secs(60),
-        );
+        let feed = LocalFeed::new(move || events.events(), 10_000, Duration::from_secs(60));
         Api {
             client,
             feed: Arc::new(feed),

@@ -260,17 +260,20 @@
 //!
 //! # Telemetry and tracing
 //!
-//! [`Engine::events`] streams [`JobEvent`]s as they commit: `job.started`, `job.executed`,
+//! [`Engine::events`] streams every [`Event`] as it commits, in one stream: the
+//! [`JobEvent`]s of continuous, debounce and task jobs (`job.started`, `job.executed`,
 //! `job.failed`, `job.retryExhausted`, `job.terminated`, `debounce.started`,
-//! `debounce.flushed`, `task.scheduled` and `job.broken`. With the `http-telemetry` feature
-//! and `.telemetry(HttpTelemetry::new(endpoint, env, service_key))` they are also written to an
-//! outbox in the transaction of the change they describe, then posted in batches with retries:
-//! an event is sent if and only if its change committed, even across restarts. Step-run events
-//! ([`steps::RunEvent`]: `run:trigger`, `run:leased`, `step:complete`, `run:complete`, ...) go
-//! to the same outbox and endpoint, written just after their change commits rather than in its
-//! transaction, so one emitted just before a crash may be lost. User code runs inside a
-//! `tracing` span
-//! `durable_jobs.execute` with the fields `kind`, `job`, `instance` and `operation`.
+//! `debounce.flushed`, `task.scheduled` and `job.broken`) and the run events of step jobs
+//! ([`steps::RunEvent`]: `run:trigger`, `run:leased`, `step:complete`, `run:complete`, ...).
+//! A step client's `subscribe(run_id)` and `events()` read the same events, filtered to one
+//! run or one job. With the `http-telemetry` feature and
+//! `.telemetry(HttpTelemetry::new(endpoint, env, service_key))` job events are also written to
+//! an outbox in the transaction of the change they describe, then posted in batches with
+//! retries: an event is sent if and only if its change committed, even across restarts.
+//! Run events go to the same outbox and endpoint, written just after their change commits
+//! rather than in its transaction, so one emitted just before a crash may be lost. User code
+//! runs inside a `tracing` span `durable_jobs.execute` with the fields `kind`, `job`,
+//! `instance` and `operation`.
 //!
 //! With the `metrics` feature, executions, failures, retries, durations, lateness, due alarms,
 //! step runs and the SQLite writer's groups are recorded through the `metrics` facade, for
@@ -327,7 +330,7 @@ pub use steps::{StepContext, StepJobConfig, StepOptions};
 pub use store::UnregisteredJob;
 #[cfg(feature = "http-telemetry")]
 pub use telemetry::HttpTelemetry;
-pub use telemetry::{EventKind, EventStream, JobEvent};
+pub use telemetry::{Event, EventKind, EventStream, JobEvent};
 pub use time::Timestamp;
 
 /// Not public API. Used by generated code.

@@ -81,8 +81,9 @@ async fn next_event(events: &mut EventStream, want: impl Fn(&JobEvent) -> bool) 
     let wait = async {
         loop {
             let event = events.next().await.expect("the event stream stays open");
-            if want(&event) {
-                return event;
+            match event.into_job() {
+                Some(event) if want(&event) => return event,
+                _ => {}
             }
         }
     };

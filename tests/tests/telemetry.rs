@@ -1,6 +1,7 @@
-//! Telemetry: event payloads (7.4), in-process subscribers, and delivery to a real HTTP server
-//! through the outbox, including across a restart while the endpoint was down, of job events
-//! and of step-run events.
+//! Telemetry: event payloads (7.4), in-process subscribers (job events and step-run events in
+//! one stream, and what a subscriber that falls behind gets), and delivery to a real HTTP
+//! server through the outbox, including across a restart while the endpoint was down, of job
+//! events and of step-run events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use durable_jobs::prelude::*;
-use durable_jobs::steps::{StepError, TriggerOptions};
-use durable_jobs::{Engine, EventKind, ExhaustionReason, HttpTelemetry};
+use durable_jobs::steps::{RunEvent, RunEventKind, StepError, TriggerOptions};
+use durable_jobs::testing::TestClock;
+use durable_jobs::{Engine, Event, EventKind, ExhaustionReason, HttpTelemetry};
 use durable_jobs_tests::*;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -309,6 +311,7 @@ async fn retry_exhausted_gives_the_reason_the_hook_gets() {
         .drain()
         .into_iter()
         .find(|e| e.type_name() == "job.retryExhausted")
+        .and_then(durable_jobs::Event::into_job)
         .expect("job.retryExhausted");
     let EventKind::RetryExhausted { attempts, reason } = exhausted.kind.clone() else {
         panic!("{exhausted:?}")
@@ -375,4 +378,165 @@ async fn step_run_events_reach_the_http_endpoint_through_the_outbox() {
     }
     assert_eq!(events[4]["output"], "hello ada");
     engine.shutdown().await.unwrap();
+}
+
+/// Adds one, then doubles, in two steps.
+#[durable_jobs::step_job(name = "tally")]
+pub async fn tally(step: &mut StepContext, input: u32, _app: &Probe) -> Result<u32, StepError> {
+    let added = step
+        .run("add", |_| async move {
+            Ok::<_, durable_jobs::BoxError>(input + 1)
+        })
+        .await?;
+    step.run("double", |_| async move {
+        Ok::<_, durable_jobs::BoxError>(added * 2)
+    })
+    .await
+}
+
+/// Logs `lines` lines, each a `log:write` event, then returns how many.
+#[durable_jobs::step_job(name = "chatty")]
+pub async fn chatty(step: &mut StepContext, lines: u32, _app: &Probe) -> Result<u32, StepError> {
+    for line in 0..lines {
+        step.info(format!("line {line}"));
+    }
+    Ok(lines)
+}
+
+durable_jobs::registry! {
+    /// A task job beside step jobs, all publishing into the one event stream.
+    pub Mixed<Probe> { Orders, Tally, Chatty }
+}
+
+/// An engine of [`Mixed`] on a file, driven by a test clock.
+async fn mixed() -> (Engine<Mixed>, TestClock, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let engine = Mixed::builder()
+        .sqlite_options(durable_jobs_tests::store_options(
+            dir.path().join("jobs.db"),
+        ))
+        .clock(clock.clone())
+        .app(Probe::default())
+        .start()
+        .await
+        .unwrap();
+    (engine, clock, dir)
+}
+
+/// An event as `kind type [step]`, for comparing sequences.
+fn describe(event: &Event) -> String {
+    match (event.as_job(), event.as_run()) {
+        (Some(job), _) => format!("job {} {}", job.type_name(), job.instance.id()),
+        (_, Some(run)) => match &run.kind {
+            RunEventKind::StepStart { step_name, .. }
+            | RunEventKind::StepComplete { step_name, .. } => {
+                format!("run {} {step_name}", run.type_name())
+            }
+            _ => format!("run {}", run.type_name()),
+        },
+        _ => panic!("an event of neither kind: {event:?}"),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn engine_events_carry_step_runs_in_order_between_job_events() {
+    let (engine, clock, _dir) = mixed().await;
+    let mut events = engine.events();
+    let client = engine.client();
+    client
+        .task::<Orders>()
+        .send("o", OrderEvent::AddAndSchedule { amount: 1, secs: 5 })
+        .await
+        .unwrap();
+    let done = client
+        .step_job::<Tally>()
+        .trigger_and_wait(3, TriggerOptions::new(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(done.output, 8);
+    clock.advance(Duration::from_secs(5)).await;
+
+    let all = events.drain();
+    let seen: Vec<String> = all.iter().map(describe).collect();
+    assert_eq!(
+        seen,
+        [
+            "job job.executed o",
+            "job task.scheduled o",
+            "run run:trigger",
+            "run run:leased",
+            "run step:start add",
+            "run step:complete add",
+            "run step:start double",
+            "run step:complete double",
+            "run run:complete",
+            "job job.executed o",
+        ]
+    );
+    let runs: Vec<&RunEvent> = all.iter().filter_map(Event::as_run).collect();
+    assert!(runs
+        .iter()
+        .all(|e| e.run_id == done.id && e.job_name == "tally"));
+    // The runtime's own numbering of run events is kept.
+    let sequences: Vec<u64> = runs.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=7).collect::<Vec<u64>>());
+    assert_eq!(runs[6].to_json()["output"], 8);
+    assert_eq!(events.skipped(), 0);
+}
+
+#[tokio::test]
+async fn a_lagging_events_subscriber_skips_the_oldest_and_holds_up_no_run() {
+    const LINES: u32 = 5_000;
+    let (engine, _clock, _dir) = mixed().await;
+    // Never read while the run goes on: it falls behind by more than the 4,096 events kept.
+    let mut slow = engine.events();
+    let chatty = engine.client().step_job::<Chatty>();
+    let done = chatty
+        .trigger_and_wait(LINES, TriggerOptions::new(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(done.output, LINES);
+
+    // A run's own stream that lags ends all the same, with the run's end.
+    let second = chatty.trigger(LINES, TriggerOptions::new()).await.unwrap();
+    let mut one_run = chatty.subscribe(&second.id).await.unwrap();
+    chatty.wait_for_run(&second.id, Some(WAIT)).await.unwrap();
+    let mut last = None;
+    while let Some(event) = tokio::time::timeout(WAIT, one_run.next()).await.unwrap() {
+        assert_eq!(event.run_id, second.id);
+        last = Some(event);
+    }
+    assert_eq!(last.map(|e| e.type_name()), Some("run:complete"));
+
+    // The slow subscriber kept the newest events, in order, and counts what it skipped.
+    let kept = slow.drain();
+    let runs: Vec<&RunEvent> = kept.iter().filter_map(Event::as_run).collect();
+    assert_eq!(runs.len(), kept.len(), "no job ran");
+    // Each run: `run:trigger`, `run:leased`, one `log:write` per line, `run:complete`.
+    let emitted = 2 * (u64::from(LINES) + 3);
+    assert!(slow.skipped() > 0);
+    assert_eq!(kept.len() as u64 + slow.skipped(), emitted);
+    let sequences: Vec<u64> = runs.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        (slow.skipped() + 1..=emitted).collect::<Vec<u64>>()
+    );
+    let end = runs.last().unwrap();
+    assert_eq!(
+        (end.type_name(), end.run_id.as_str()),
+        ("run:complete", second.id.as_str())
+    );
+
+    // It goes on with what comes next.
+    engine
+        .client()
+        .task::<Orders>()
+        .send("o", OrderEvent::Add { amount: 1 })
+        .await
+        .unwrap();
+    let next = slow.try_next().expect("the next event");
+    assert_eq!(next.as_job().map(|e| e.type_name()), Some("job.executed"));
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::run_access;
 use crate::error::ApiError;
 use crate::query::QueryPairs;
-use crate::sse::feed::{FeedEvent, FeedItem, Position};
+use crate::sse::feed::{FeedEvent, Position};
 use crate::sse::throttle::Frame;
 use crate::sse::{self, plain_frame, run_frame};
 use crate::wire::iso;
@@ -127,8 +127,8 @@ pub(crate) async fn run<R: Registry, A: HttpAuth>(
     let epoch = sub.head.epoch.clone();
     let run_id = run.id.clone();
     let map = move |e: &FeedEvent| -> Option<Frame> {
-        match &e.item {
-            FeedItem::Run(ev) if ev.run_id == run_id && ONE_RUN_TYPES.contains(&ev.type_name()) => {
+        match e.item.as_run() {
+            Some(ev) if ev.run_id == run_id && ONE_RUN_TYPES.contains(&ev.type_name()) => {
                 Some(run_frame(
                     &position(&epoch, e.seq),
                     &ev.to_json(),
@@ -204,8 +204,8 @@ pub(crate) async fn runs<R: Registry, A: HttpAuth>(
     let sub = s.feed.subscribe(after.as_ref());
     let epoch = sub.head.epoch.clone();
     let mut map = move |e: &FeedEvent| -> Option<Frame> {
-        match &e.item {
-            FeedItem::Run(ev) if matches(&filter, ev) => slim(ev)
+        match e.item.as_run() {
+            Some(ev) if matches(&filter, ev) => slim(ev)
                 .map(|v| run_frame(&position(&epoch, e.seq), &v, &ev.run_id, ev.type_name())),
             _ => None,
         }
@@ -241,8 +241,8 @@ pub(crate) async fn job_events<R: Registry, A: HttpAuth>(
     let sub = s.feed.subscribe(after.as_ref());
     let epoch = sub.head.epoch.clone();
     let mut map = move |e: &FeedEvent| -> Option<Frame> {
-        match &e.item {
-            FeedItem::Job(ev)
+        match e.item.as_job() {
+            Some(ev)
                 if (kinds.is_empty() || kinds.contains(&ev.job_kind()))
                     && (jobs.is_empty() || jobs.iter().any(|j| j == ev.instance.job()))
                     && (types.is_empty() || types.iter().any(|t| t == ev.type_name())) =>

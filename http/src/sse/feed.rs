@@ -1,6 +1,6 @@
-//! The event feed behind every stream: the engine's run events and job events, numbered in one
-//! sequence and kept in a ring, so that a client reconnecting with `Last-Event-ID` gets what it
-//! missed.
+//! The event feed behind every stream: the engine's events (run events and job events, from
+//! [`Engine::events`](durable_jobs::Engine::events)), numbered in one sequence and kept in a
+//! ring, so that a client reconnecting with `Last-Event-ID` gets what it missed.
 //!
 //! This is the one seam between the streams and where events come from. [`LocalFeed`] reads the
 //! engine in this process; a store shared by several processes implements [`EventFeed`] over
@@ -18,28 +18,18 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use durable_jobs::steps::{RunEvent, RunEventStream};
-use durable_jobs::{EventStream, JobEvent};
+use durable_jobs::{Event, EventStream};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-
-/// What happened: a run event (`run:*`, `step:*`, `log:write`) or a job event (`job.*`,
-/// `debounce.*`, `task.*`).
-#[derive(Clone, Debug)]
-pub enum FeedItem {
-    /// A step-job run event.
-    Run(Arc<RunEvent>),
-    /// A continuous, debounce or task job event.
-    Job(Arc<JobEvent>),
-}
 
 /// An event and its position in the feed.
 #[derive(Clone, Debug)]
 pub struct FeedEvent {
     /// Increasing within an epoch.
     pub seq: u64,
-    /// The event.
-    pub item: FeedItem,
+    /// What happened: a run event (`run:*`, `step:*`, `log:write`) or a job event (`job.*`,
+    /// `debounce.*`, `task.*`).
+    pub item: Event,
 }
 
 /// A position a client reached: the `id:` of the last event it received.
@@ -102,8 +92,8 @@ pub trait EventFeed: Send + Sync + 'static {
     fn subscribe(&self, after: Option<&Position>) -> FeedSubscription;
 }
 
-/// Opens the engine's two event streams.
-type Open = Box<dyn Fn() -> (RunEventStream, EventStream) + Send + Sync>;
+/// Opens the engine's event stream.
+type Open = Box<dyn Fn() -> EventStream + Send + Sync>;
 
 struct State {
     ring: VecDeque<FeedEvent>,
@@ -145,10 +135,11 @@ fn new_epoch() -> String {
 }
 
 impl LocalFeed {
-    /// A feed over the streams `open` returns (the engine's run events and job events),
-    /// holding `capacity` events and listening `linger` after the last stream closed.
+    /// A feed over the stream `open` returns (the engine's events, from
+    /// [`Engine::events`](durable_jobs::Engine::events)), holding `capacity` events and
+    /// listening `linger` after the last stream closed.
     pub fn new(
-        open: impl Fn() -> (RunEventStream, EventStream) + Send + Sync + 'static,
+        open: impl Fn() -> EventStream + Send + Sync + 'static,
         capacity: usize,
         linger: Duration,
     ) -> Self {
@@ -190,7 +181,7 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, item: FeedItem) {
+    fn push(&self, item: Event) {
         let mut st = self.lock();
         let event = FeedEvent {
             seq: st.next_seq,
@@ -220,30 +211,31 @@ impl Inner {
     }
 }
 
-async fn pump(inner: Weak<Inner>, mut runs: RunEventStream, mut jobs: EventStream, tick: Duration) {
+/// What the pump woke up for.
+enum Wake {
+    Event(Event),
+    /// The engine is gone.
+    Closed,
+    Tick,
+}
+
+async fn pump(inner: Weak<Inner>, mut events: EventStream, tick: Duration) {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut runs_open, mut jobs_open) = (true, true);
     loop {
-        let item = tokio::select! {
-            e = runs.next(), if runs_open => match e {
-                Some(e) => Some(FeedItem::Run(e)),
-                None => { runs_open = false; None }
-            },
-            e = jobs.next(), if jobs_open => match e {
-                Some(e) => Some(FeedItem::Job(e)),
-                None => { jobs_open = false; None }
-            },
-            _ = ticker.tick() => None,
+        // `EventStream::next` keeps a receive in progress when the tick wins: nothing is lost.
+        let wake = tokio::select! {
+            e = events.next() => e.map_or(Wake::Closed, Wake::Event),
+            _ = ticker.tick() => Wake::Tick,
         };
         let Some(inner) = inner.upgrade() else { return };
-        match item {
-            Some(item) => inner.push(item),
-            None if !runs_open && !jobs_open => {
+        match wake {
+            Wake::Event(event) => inner.push(event),
+            Wake::Closed => {
                 inner.stopped();
                 return;
             }
-            None => {
+            Wake::Tick => {
                 if inner.stop_if_idle() {
                     return;
                 }
@@ -261,9 +253,9 @@ impl EventFeed for LocalFeed {
             st.listening = true;
             st.epoch = new_epoch();
             st.ring.clear();
-            let (runs, jobs) = (inner.open)();
+            let events = (inner.open)();
             let tick = (inner.linger / 4).max(Duration::from_millis(50));
-            tokio::spawn(pump(Arc::downgrade(inner), runs, jobs, tick));
+            tokio::spawn(pump(Arc::downgrade(inner), events, tick));
         }
         st.watchers += 1;
         let live = inner.tx.subscribe();

@@ -178,7 +178,9 @@ impl<A: Send + Sync + 'static> Runs<A> {
     }
 
     /// Every run event of every job from now on (`run:*`, `step:*`, `log:write`,
-    /// `worker:error`). Events are only built while someone listens.
+    /// `worker:error`): the [`Event::Run`](crate::Event::Run)s of
+    /// [`Engine::events`](crate::Engine::events), without the job events. Events are only
+    /// built while someone listens.
     pub fn events(&self) -> RunEventStream {
         self.rt.events(None)
     }

@@ -322,7 +322,8 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
         self.rt.subscribe(Some(J::NAME), id).await
     }
 
-    /// Every event of this job's runs from now on.
+    /// Every event of this job's runs from now on: the [`Event::Run`](crate::Event::Run)s of
+    /// [`Engine::events`](crate::Engine::events) for this job.
     pub fn events(&self) -> RunEventStream {
         self.rt.events(Some(J::NAME))
     }

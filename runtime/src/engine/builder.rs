@@ -15,7 +15,7 @@ use crate::clock::{Clock, ClockDriven};
 use crate::error::{Error, Result, ValidationTarget};
 use crate::steps::{StepOptions, StepRuntime};
 use crate::store::{Backend, RunStore, Store, StoreError};
-use crate::telemetry::{self, Telemetry};
+use crate::telemetry::{self, Fanout, Reads, Telemetry};
 #[cfg(feature = "http-telemetry")]
 use crate::telemetry::{http, HttpTelemetry};
 
@@ -282,9 +282,11 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         let unregistered = deploy::reconcile(&jobs, store.as_ref(), self.clock.now()).await?;
         let alarm_jobs = deploy::alarm_jobs(&jobs);
 
+        // The one fan-out of events: job events and step-run events both go through it.
+        let fanout = Fanout::new();
         #[cfg(feature = "http-telemetry")]
         let (telemetry, http) = {
-            let telemetry = Telemetry::new(self.telemetry.is_some());
+            let telemetry = Telemetry::new(self.telemetry.is_some(), fanout.clone());
             let http = match (&self.telemetry, &telemetry.outbox) {
                 (Some(config), Some(wake)) => Some(http::spawn_sender(
                     store.clone(),
@@ -296,7 +298,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             (telemetry, http)
         };
         #[cfg(not(feature = "http-telemetry"))]
-        let (telemetry, http) = (Telemetry::new(false), None);
+        let (telemetry, http) = (Telemetry::new(false, fanout.clone()), None);
         let app = Arc::new(self.app.0);
         let step_jobs = jobs
             .jobs
@@ -316,6 +318,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             app.clone(),
             self.clock.clone(),
             self.steps.clone(),
+            fanout.clone(),
         );
 
         let inner = Arc::new(Inner {
@@ -345,7 +348,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             // Subscribed before the worker starts: no run event goes unseen.
             tasks.push(tokio::spawn(telemetry::runs::forward(
                 inner.store.clone(),
-                steps.event_receiver(),
+                fanout.subscribe(Reads::Runs),
                 wake.clone(),
             )));
         }

@@ -98,7 +98,13 @@ impl<R: Registry> Engine<R> {
         &self.handle.inner.unregistered
     }
 
-    /// Committed telemetry events, as they happen.
+    /// Every committed event from now on, as it happens: the job events of continuous,
+    /// debounce and task jobs ([`Event::Job`](crate::Event::Job)) and the run events of step
+    /// jobs ([`Event::Run`](crate::Event::Run)), each instance's and each run's in the order
+    /// their changes committed. The step clients'
+    /// [`subscribe`](crate::steps::StepJobClient::subscribe) and
+    /// [`events`](crate::steps::StepJobClient::events) read the same events, filtered to a run
+    /// or a job.
     pub fn events(&self) -> EventStream {
         self.handle.inner.telemetry.subscribe()
     }

@@ -553,6 +553,7 @@ impl EnvBuilder {
             app.clone(),
             clock,
             self.options,
+            crate::telemetry::Fanout::new(),
         );
         if self.start {
             rt.start();

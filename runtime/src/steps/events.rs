@@ -1,8 +1,10 @@
-//! Run events: the upstream event set with `sequence` and `timestamp`, fanned out in process.
+//! Run events: the upstream event set with `sequence` and `timestamp`, published into the
+//! engine's event fan-out (`telemetry::fanout`), beside the job events.
 //!
 //! Events are emitted as things happen (not from an outbox). `sequence` counts every event the
 //! runtime emits, starting at 1, even when nobody listens; payloads are only built when someone
-//! does. A subscriber that falls more than 4,096 events behind skips the oldest ones.
+//! reads run events. A subscriber that falls more than 4,096 events behind (job events count
+//! too while someone reads them) skips the oldest ones.
 //!
 //! A run's `run:trigger` comes before its other events. The trigger's commit can hand the run
 //! to the worker before the triggering task resumes to emit `run:trigger`, so while someone
@@ -17,10 +19,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use serde_json::{json, Map, Value};
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::run::{Labels, LogLevel, Progress, RunStatus};
 use crate::store::runs::RunStore;
+use crate::telemetry::{Event, Fanout, Reads, Subscription};
 use crate::time::Timestamp;
 
 /// One run event.
@@ -312,9 +315,10 @@ impl RunEvent {
     }
 }
 
-/// The runtime's event fan-out.
+/// The runtime's side of the event fan-out: numbers run events, holds a new run's events until
+/// its `run:trigger` is out, and publishes them.
 pub(crate) struct EventBus {
-    tx: broadcast::Sender<Arc<RunEvent>>,
+    fanout: Arc<Fanout>,
     sequence: AtomicU64,
     /// Runs whose `run:trigger` is not sent yet, with the events emitted for them meanwhile.
     held: Mutex<HashMap<String, Vec<RunEvent>>>,
@@ -323,19 +327,18 @@ pub(crate) struct EventBus {
 }
 
 impl EventBus {
-    pub(crate) fn new() -> Self {
-        let (tx, _) = broadcast::channel(4096);
+    pub(crate) fn new(fanout: Arc<Fanout>) -> Self {
         EventBus {
-            tx,
+            fanout,
             sequence: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
             holding: AtomicUsize::new(0),
         }
     }
 
-    /// Whether anyone listens (payloads are only built then).
+    /// Whether anyone reads run events (payloads are only built then).
     pub(crate) fn listening(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.fanout.reads_runs()
     }
 
     /// Emits an event; `kind` is only called when someone listens. The event of a held run
@@ -406,7 +409,7 @@ impl EventBus {
     }
 
     fn send(&self, event: RunEvent) {
-        let _ = self.tx.send(Arc::new(event));
+        self.fanout.publish(Event::Run(Arc::new(event)));
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<String, Vec<RunEvent>>> {
@@ -414,8 +417,9 @@ impl EventBus {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn receiver(&self) -> broadcast::Receiver<Arc<RunEvent>> {
-        self.tx.subscribe()
+    /// A reader of run events from now on (the fan-out's job events pass by it).
+    pub(crate) fn subscribe(&self) -> Subscription {
+        self.fanout.subscribe(Reads::Runs)
     }
 }
 
@@ -473,7 +477,7 @@ pub(crate) struct StreamFilter {
 }
 
 struct StreamState {
-    rx: broadcast::Receiver<Arc<RunEvent>>,
+    rx: Subscription,
     queue: VecDeque<Arc<RunEvent>>,
     filter: StreamFilter,
     store: Arc<dyn RunStore>,
@@ -483,7 +487,12 @@ struct StreamState {
 type Pending = Pin<Box<dyn Future<Output = (Option<Arc<RunEvent>>, StreamState)> + Send>>;
 
 /// A stream of run events: one run's (from `subscribe`, which ends after the run completes,
-/// fails, is cancelled or deleted) or all of a job's.
+/// fails, is cancelled or deleted) or all of a job's, filtered from the events
+/// [`Engine::events`](crate::Engine::events) yields.
+///
+/// A stream that falls more than 4,096 events behind skips the oldest (a `tracing` warning
+/// says so); one run's stream then looks at the stored run and, if it ended meanwhile, ends
+/// with its terminal event as `subscribe`'s snapshot gives it (`sequence` 0).
 ///
 /// Use [`next`](Self::next), or it as a [`futures_core::Stream`].
 pub struct RunEventStream {
@@ -499,7 +508,7 @@ impl std::fmt::Debug for RunEventStream {
 
 impl RunEventStream {
     pub(crate) fn new(
-        rx: broadcast::Receiver<Arc<RunEvent>>,
+        rx: Subscription,
         snapshot: Vec<RunEvent>,
         filter: StreamFilter,
         store: Arc<dyn RunStore>,
@@ -560,7 +569,7 @@ async fn advance(mut st: StreamState) -> (Option<Arc<RunEvent>>, StreamState) {
     }
     loop {
         match st.rx.recv().await {
-            Ok(e) => {
+            Ok(Event::Run(e)) => {
                 if st.filter.run_id.as_ref().is_some_and(|id| *id != e.run_id)
                     || st
                         .filter
@@ -575,11 +584,12 @@ async fn advance(mut st: StreamState) -> (Option<Arc<RunEvent>>, StreamState) {
                 }
                 return (Some(e), st);
             }
-            Err(broadcast::error::RecvError::Closed) => {
+            Ok(_) => {}
+            Err(RecvError::Closed) => {
                 st.done = true;
                 return (None, st);
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
+            Err(RecvError::Lagged(n)) => {
                 tracing::warn!(
                     skipped = n,
                     "run event subscriber fell behind; events skipped"

@@ -20,6 +20,7 @@ use crate::store::runs::{
     CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, NewRun, RunRecord, RunStore,
 };
 use crate::store::{BoxFuture, StoreError};
+use crate::telemetry::Fanout;
 use crate::time::Timestamp;
 
 /// The error a failed run is awaited with, as the source of [`Error::Execution`]: the run's
@@ -170,8 +171,8 @@ pub(crate) struct StepRuntime<A> {
 }
 
 impl<A: Send + Sync + 'static> StepRuntime<A> {
-    /// A runtime over `store` for `jobs`, whose leases `owner` holds. Nothing runs until
-    /// [`start`](Self::start).
+    /// A runtime over `store` for `jobs`, whose leases `owner` holds, publishing its events
+    /// into `fanout`. Nothing runs until [`start`](Self::start).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn RunStore>,
@@ -182,6 +183,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         app: Arc<A>,
         clock: Clock,
         options: StepOptions,
+        fanout: Arc<Fanout>,
     ) -> Arc<Self> {
         let options = options.normalised();
         let (settle_served, _) = watch::channel(0);
@@ -190,7 +192,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                 store,
                 clock,
                 options,
-                events: EventBus::new(),
+                events: EventBus::new(fanout),
                 owner,
                 recover_at_start,
                 poll,
@@ -727,7 +729,8 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         job: Option<&str>,
         id: &str,
     ) -> Result<RunEventStream, Error> {
-        let rx = self.shared.events.receiver();
+        // Subscribed before the run is read: what happens after the read is received.
+        let rx = self.shared.events.subscribe();
         let run = self.existing(job, id, Operation::GetRun).await?;
         let snap = snapshot(&run_snapshot_source(&run));
         let filter = StreamFilter {
@@ -743,13 +746,8 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
     }
 
     /// Every event (of `job`, when given), from now on.
-    /// Every event the runtime emits from now on, unfiltered.
-    pub(crate) fn event_receiver(&self) -> tokio::sync::broadcast::Receiver<Arc<super::RunEvent>> {
-        self.shared.events.receiver()
-    }
-
     pub(crate) fn events(&self, job: Option<&str>) -> RunEventStream {
-        let rx = self.shared.events.receiver();
+        let rx = self.shared.events.subscribe();
         let filter = StreamFilter {
             run_id: None,
             job_name: job.map(str::to_owned),

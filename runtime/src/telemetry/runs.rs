@@ -3,16 +3,19 @@
 //! sender, with an `eventId` of its own.
 //!
 //! Run events are emitted as things happen, after the change they describe committed; this task
-//! writes them to the outbox in batches, one write per batch. So, unlike a job event, a run
-//! event is not in the transaction of its change: one emitted just before a crash (or a
-//! shutdown that gave up waiting) may be lost, never one whose change did not commit.
+//! reads them from the engine's fan-out and writes them to the outbox in batches, one write per
+//! batch. So, unlike a job event, a run event is not in the transaction of its change: one
+//! emitted just before a crash (or a shutdown that gave up waiting) may be lost, never one whose
+//! change did not commit. Job events pass through the fan-out only while someone else reads
+//! them; this task skips them, as they are in the outbox already.
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
 use super::event::uuid_v7;
+use super::fanout::{Event, Subscription};
 use crate::steps::RunEvent;
 use crate::store::{Backend, StoreError, Write};
 
@@ -28,16 +31,13 @@ pub(crate) fn outbox_row(event: &RunEvent) -> String {
     json.to_string()
 }
 
-/// Writes the events `events` receives to the outbox until the store closes or the runtime is
-/// gone, and wakes the sender after each write.
-pub(crate) async fn forward(
-    store: Arc<dyn Backend>,
-    mut events: broadcast::Receiver<Arc<RunEvent>>,
-    wake: Arc<Notify>,
-) {
+/// Writes the run events `events` receives to the outbox until the store closes or the engine
+/// is gone, and wakes the sender after each write.
+pub(crate) async fn forward(store: Arc<dyn Backend>, mut events: Subscription, wake: Arc<Notify>) {
     loop {
         let first = match events.recv().await {
-            Ok(event) => event,
+            Ok(Event::Run(event)) => event,
+            Ok(_) => continue,
             Err(RecvError::Lagged(skipped)) => {
                 tracing::warn!(skipped, "run events fell behind the outbox; events skipped");
                 continue;
@@ -47,7 +47,8 @@ pub(crate) async fn forward(
         let mut rows = vec![outbox_row(&first)];
         while rows.len() < BATCH {
             match events.try_recv() {
-                Ok(event) => rows.push(outbox_row(&event)),
+                Ok(Event::Run(event)) => rows.push(outbox_row(&event)),
+                Ok(_) => {}
                 Err(_) => break,
             }
         }

@@ -191,8 +191,8 @@ async fn advance(clock: &TestClock, by: Duration) {
 fn broken_events(events: &mut durable_jobs::EventStream) -> Vec<String> {
     events
         .drain()
-        .into_iter()
-        .filter_map(|e| match &e.kind {
+        .iter()
+        .filter_map(|e| match &e.as_job()?.kind {
             EventKind::Broken { message } => Some(message.clone()),
             _ => None,
         })

@@ -233,6 +233,7 @@ fn failures(events: &mut durable_jobs::EventStream) -> Vec<Arc<JobEvent>> {
     events
         .drain()
         .into_iter()
+        .filter_map(durable_jobs::Event::into_job)
         .filter(|e| matches!(e.kind, EventKind::Failed { .. }))
         .collect()
 }

@@ -201,6 +201,7 @@ async fn duplicate_step_names_return_the_first_output() {
         env.app.clone(),
         Clock::system(),
         StepOptions::default(),
+        crate::telemetry::Fanout::new(),
     );
     env.rt.abort();
     rt.start();
@@ -400,6 +401,7 @@ async fn the_token_starts_uncancelled() {
         env.app.clone(),
         Clock::system(),
         StepOptions::default(),
+        crate::telemetry::Fanout::new(),
     );
     rt.start();
     let client: StepJobClient<App, Probe> = StepJobClient::new(rt.clone());
