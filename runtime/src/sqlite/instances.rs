@@ -317,6 +317,40 @@ pub(super) fn scan_alarms(
 /// Instances matching `query` in key order. The statement is built from the conditions set, so
 /// the key comparison of `after` (a row value) seeks in the primary key instead of scanning
 /// from its start.
+/// Up to `limit` instance keys after `after`, in key order: a walk of the primary key that
+/// reads no state.
+pub(super) fn instance_keys(
+    conn: &Connection,
+    after: Option<&InstanceKey>,
+    limit: u32,
+) -> Result<Vec<InstanceKey>, StoreError> {
+    let key = |row: &Row<'_>| {
+        Ok(InstanceKey::new(
+            row.get(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    };
+    let limit = i64::from(limit);
+    let rows = match after {
+        // Two statements: with `?1 IS NULL OR ...` SQLite could not seek to `after`.
+        None => conn
+            .prepare_cached("SELECT kind, job, id FROM instances ORDER BY kind, job, id LIMIT ?1")
+            .context("preparing to list instance keys")?
+            .query_map(params![limit], key)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
+        Some(k) => conn
+            .prepare_cached(
+                "SELECT kind, job, id FROM instances WHERE (kind, job, id) > (?1, ?2, ?3)
+                  ORDER BY kind, job, id LIMIT ?4",
+            )
+            .context("preparing to list instance keys")?
+            .query_map(params![k.kind().as_str(), k.job(), k.id(), limit], key)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
+    };
+    rows.context("listing instance keys")
+}
+
 pub(super) fn list_instances(
     conn: &Connection,
     query: &InstanceQuery,

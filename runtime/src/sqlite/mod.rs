@@ -593,6 +593,14 @@ impl Backend for SqliteStore {
         Box::pin(self.read(move |conn| instances::list_instances(conn, &query)))
     }
 
+    fn instance_keys(
+        &self,
+        after: Option<InstanceKey>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<InstanceKey>, StoreError>> {
+        Box::pin(self.read(move |conn| instances::instance_keys(conn, after.as_ref(), limit)))
+    }
+
     fn count_instances(
         &self,
         now: Timestamp,
