@@ -4,7 +4,8 @@
 //! store (the default); `durable_jobs_tests::ownership` tells the two apart. Left out: the
 //! suites about the file, the process and the disk themselves (crash, kill, power cut, storage
 //! faults) and the system-clock one; the crash and kill suites expect the exclusive recovery at
-//! start, and shared stores across processes are not there yet.
+//! start, and shared stores across processes are not there yet. `history` opens stores of both
+//! kinds itself.
 
 // The suites are written as crate roots of their own binaries, where their `pub` items are
 // reachable; here they are modules.

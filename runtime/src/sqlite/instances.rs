@@ -539,12 +539,21 @@ pub(super) fn release_all_leases(conn: &Connection, now: Timestamp) -> Result<u6
     Ok(released as u64)
 }
 
-/// Deletes event-id records seen before `before`.
-pub(super) fn prune_event_ids(conn: &Connection, before: Timestamp) -> Result<u64, StoreError> {
+/// Deletes up to `limit` event-id records seen before `before`, oldest first (through
+/// `event_ids_seen_at`).
+pub(super) fn prune_event_ids(
+    conn: &Connection,
+    before: Timestamp,
+    limit: u32,
+) -> Result<u64, StoreError> {
     let pruned = conn
-        .prepare_cached("DELETE FROM event_ids WHERE seen_at < ?1")
+        .prepare_cached(
+            "DELETE FROM event_ids WHERE (kind, job, id, event_id) IN (
+                SELECT kind, job, id, event_id FROM event_ids
+                 WHERE seen_at < ?1 ORDER BY seen_at LIMIT ?2)",
+        )
         .context("preparing to prune event ids")?
-        .execute(params![before])
+        .execute(params![before, i64::from(limit)])
         .context("pruning event ids")?;
     Ok(pruned as u64)
 }
@@ -1332,10 +1341,14 @@ mod tests {
             })
             .collect();
         store.commit(batch).await.unwrap();
-        assert_eq!(store.prune_event_ids(ms(50)).await.unwrap(), 5);
+        // In batches, oldest first.
+        assert_eq!(store.prune_event_ids(ms(50), 3).await.unwrap(), 3);
+        assert!(!store.has_event_id(&key("a"), "e2").await.unwrap());
+        assert!(store.has_event_id(&key("a"), "e3").await.unwrap());
+        assert_eq!(store.prune_event_ids(ms(50), 3).await.unwrap(), 2);
         assert!(!store.has_event_id(&key("a"), "e4").await.unwrap());
         assert!(store.has_event_id(&key("a"), "e5").await.unwrap());
-        assert_eq!(store.prune_event_ids(ms(50)).await.unwrap(), 0);
+        assert_eq!(store.prune_event_ids(ms(50), 3).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -283,6 +283,82 @@ pub(crate) async fn a_closed_store_refuses_everything(store: Arc<dyn Store>) {
     assert!(matches!(enqueue, Err(StoreError::Closed)), "{enqueue:?}");
 }
 
+/// Every instance key is listed once, in key order, a page at a time: the engine reads them at
+/// start to know which instances do not exist.
+pub(crate) async fn instance_keys_are_listed_in_pages(store: Arc<dyn Store>) {
+    let batch = (0..25)
+        .map(|i| Write::Insert(InstanceRecord::new(key(&format!("k{i:02}")), T0)))
+        .collect();
+    commit(&*store, batch).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.instance_keys(after.take(), 10).await.unwrap();
+        assert!(page.len() <= 10);
+        let full = page.len() == 10;
+        after = page.last().cloned();
+        seen.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let expected: Vec<InstanceKey> = (0..25).map(|i| key(&format!("k{i:02}"))).collect();
+    assert_eq!(seen, expected);
+}
+
+/// Event ids are pruned oldest first, at most a batch at a time.
+pub(crate) async fn event_ids_are_pruned_in_batches(store: Arc<dyn Store>) {
+    let batch = (0..5)
+        .map(|i| Write::RecordEvent {
+            key: key("a"),
+            event_id: format!("e{i}"),
+            at: at(i),
+        })
+        .collect();
+    commit(&*store, batch).await.unwrap();
+    assert_eq!(store.prune_event_ids(at(4), 3).await.unwrap(), 3);
+    assert!(!store.has_event_id(&key("a"), "e2").await.unwrap());
+    assert!(store.has_event_id(&key("a"), "e3").await.unwrap());
+    assert_eq!(store.prune_event_ids(at(4), 3).await.unwrap(), 1);
+    assert!(store.has_event_id(&key("a"), "e4").await.unwrap());
+}
+
+/// Listings are newest first, whatever mix of statuses and jobs they name, and a cursor
+/// continues exactly after the run it names.
+pub(crate) async fn runs_are_listed_newest_first_with_cursors(store: Arc<dyn Store>) {
+    use super::runs::{RunCursor, RunFilter};
+    for i in 0..6u64 {
+        let run = NewRun {
+            id: format!("r{i}"),
+            job_name: if i % 2 == 0 { "even" } else { "odd" }.into(),
+            input: "{}".into(),
+            idempotency_key: None,
+            concurrency_key: None,
+            labels: Labels::new(),
+            coalesce: false,
+        };
+        store.enqueue(vec![run], at(i)).await.unwrap();
+    }
+    store.cancel_run("r2", at(10), true).await.unwrap();
+    let ids = |runs: Vec<super::runs::RunRecord>| -> Vec<String> {
+        runs.into_iter().map(|r| r.id).collect()
+    };
+    let all = ids(store.get_runs(RunFilter::new()).await.unwrap());
+    assert_eq!(all, ["r5", "r4", "r3", "r2", "r1", "r0"]);
+    let even = RunFilter::new()
+        .job_name("even")
+        .status(RunStatus::Pending)
+        .status(RunStatus::Cancelled);
+    assert_eq!(
+        ids(store.get_runs(even.clone()).await.unwrap()),
+        ["r4", "r2", "r0"]
+    );
+    let after_r4 = even.limit(1).before(RunCursor::new(at(4), "r4"));
+    assert_eq!(ids(store.get_runs(after_r4).await.unwrap()), ["r2"]);
+    let window = RunFilter::new().created_since(at(1)).created_until(at(3));
+    assert_eq!(ids(store.get_runs(window).await.unwrap()), ["r2", "r1"]);
+}
+
 /// One test per check above, each on a store that `$open` opens: an expression giving a pair of
 /// a guard (kept alive for the test, such as a temporary folder) and an `Arc<dyn Store>`.
 macro_rules! conformance_tests {
@@ -296,6 +372,9 @@ macro_rules! conformance_tests {
             an_idempotency_key_returns_the_first_run,
             a_claimed_run_is_fenced_by_its_generation,
             a_closed_store_refuses_everything,
+            instance_keys_are_listed_in_pages,
+            event_ids_are_pruned_in_batches,
+            runs_are_listed_newest_first_with_cursors,
         );
     };
     (@each $open:expr; $($check:ident,)*) => {

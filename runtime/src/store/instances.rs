@@ -493,8 +493,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes outbox events up to and including `seq`.
     fn outbox_ack(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Deletes event-id records older than `before`.
-    fn prune_event_ids(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Deletes up to `limit` event-id records older than `before`, oldest first; returns how
+    /// many. The engine prunes in batches, so no one write holds the store for long.
+    fn prune_event_ids(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Instances matching `query`, in key order (kind, job, id), at most `query.limit`. A
     /// backend answers from its primary key: a page costs its size, not the table's.
