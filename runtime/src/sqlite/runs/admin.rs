@@ -26,9 +26,10 @@ pub(crate) fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRecord>, 
 /// offset), then merged. A page thus costs its size times the number of ranges, not the number
 /// of runs of other jobs or statuses. A time range and a cursor narrow each range in the index.
 /// Leased runs (not in those indexes) are read through the lease index and sorted: there are
-/// as many as the workers hold. With labels, the runs carrying the first label are the
-/// candidates (read through its `(key, value)` index) and the rest of the filter is checked on
-/// each.
+/// as many as the workers hold. With labels, the runs carrying the first label are read newest
+/// first through `(key, value, created_at, run_id)` and the rest of the filter is checked on
+/// each: a label-only page costs its size; with a status or job too, it also reads the label's
+/// newer runs that the status or job leaves out.
 pub(crate) fn get_runs(
     conn: &Connection,
     filter: &RunFilter,
@@ -57,24 +58,25 @@ fn listing_sql(filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
         values.push(v);
         format!("?{}", values.len())
     };
-    // Conditions every range shares: the time range, the cursor, labels.
+    // Conditions every range shares, the time range and the cursor: on the run (`common`),
+    // and on a label row, which carries its run's creation time (`on_label`).
     let mut common = String::new();
+    let mut on_label = String::new();
     if let Some(since) = filter.created_since {
-        common.push_str(&format!(
-            " AND r.created_at >= {}",
-            bind(Value::Text(format_ts(since)))
-        ));
+        let p = bind(Value::Text(format_ts(since)));
+        common.push_str(&format!(" AND r.created_at >= {p}"));
+        on_label.push_str(&format!(" AND l.created_at >= {p}"));
     }
     if let Some(until) = filter.created_until {
-        common.push_str(&format!(
-            " AND r.created_at < {}",
-            bind(Value::Text(format_ts(until)))
-        ));
+        let p = bind(Value::Text(format_ts(until)));
+        common.push_str(&format!(" AND r.created_at < {p}"));
+        on_label.push_str(&format!(" AND l.created_at < {p}"));
     }
     if let Some(cursor) = &filter.before {
         let at = bind(Value::Text(format_ts(cursor.created_at)));
         let id = bind(Value::Text(cursor.id.clone()));
         common.push_str(&format!(" AND (r.created_at, r.id) < ({at}, {id})"));
+        on_label.push_str(&format!(" AND (l.created_at, l.run_id) < ({at}, {id})"));
     }
     let mut labels = Vec::new();
     for (k, v) in &filter.labels {
@@ -99,11 +101,12 @@ fn listing_sql(filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
     };
 
     if let Some(((first_key, first_value), more)) = labels.split_first() {
-        // One candidate set: the runs carrying the first label.
+        // The runs carrying the first label, newest first through its index (a label row's
+        // creation time and run id are its run's), each checked for the rest.
         let mut sql = format!(
             "SELECT r.rowid, r.created_at, r.id
                FROM durably_run_labels l CROSS JOIN durably_runs r ON r.id = l.run_id
-              WHERE l.key = {first_key} AND l.value = {first_value}{common}"
+              WHERE l.key = {first_key} AND l.value = {first_value}{on_label}"
         );
         for (k, v) in more {
             sql.push_str(&format!(
@@ -125,7 +128,9 @@ fn listing_sql(filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
                 .collect();
             sql.push_str(&format!(" AND r.job_name IN ({})", list.join(", ")));
         }
-        sql.push_str(&format!(" {order}{outer}"));
+        sql.push_str(&format!(
+            " ORDER BY l.created_at DESC, l.run_id DESC{outer}"
+        ));
         return Ok((sql, values));
     }
 

@@ -98,7 +98,10 @@ pub(crate) const DROP_STEP_NAME_INDEX: &str =
 /// - `(job_name, listed_status, created_at, id)` replaces `(job_name, created_at)`, which made
 ///   a listing of one job's failed runs walk all of that job's runs;
 /// - `status_completed` (terminal runs by end time) goes: the pruner walks terminal runs by
-///   creation time through `listed`, and a completion writes one index less.
+///   creation time through `listed`, and a completion writes one index less;
+/// - a label row gets its run's creation time, and `(key, value, created_at, run_id)` replaces
+///   `(key, value)`: a listing by label reads the label's runs newest first and stops at the
+///   page's end (it read every run carrying the label, and sorted them).
 pub(crate) const LISTING_INDEXES: &str = "
 ALTER TABLE durably_runs ADD COLUMN listed_status TEXT
     GENERATED ALWAYS AS (CASE status WHEN 'leased' THEN NULL ELSE status END) VIRTUAL;
@@ -109,4 +112,10 @@ CREATE INDEX idx_durably_runs_listed
     ON durably_runs (listed_status, created_at, id) WHERE listed_status IS NOT NULL;
 CREATE INDEX idx_durably_runs_job_listed
     ON durably_runs (job_name, listed_status, created_at, id) WHERE listed_status IS NOT NULL;
+ALTER TABLE durably_run_labels ADD COLUMN created_at TEXT;
+UPDATE durably_run_labels SET created_at =
+    (SELECT r.created_at FROM durably_runs r WHERE r.id = durably_run_labels.run_id);
+DROP INDEX IF EXISTS idx_durably_run_labels_key_value;
+CREATE INDEX idx_durably_run_labels_listed
+    ON durably_run_labels (key, value, created_at, run_id);
 ";

@@ -935,7 +935,7 @@ fn the_schema_has_the_named_indexes() {
         .expect("rows");
     for expected in [
         "idx_durably_logs_run_created",
-        "idx_durably_run_labels_key_value",
+        "idx_durably_run_labels_listed",
         "idx_durably_run_labels_pk",
         "idx_durably_runs_job_idempotency",
         "idx_durably_runs_job_listed",
@@ -955,6 +955,7 @@ fn the_schema_has_the_named_indexes() {
         "idx_durably_runs_job_created",
         "idx_durably_runs_status_completed",
         "idx_durably_runs_status_created",
+        "idx_durably_run_labels_key_value",
     ] {
         assert!(!names.iter().any(|n| n == dropped), "{dropped} in {names:?}");
     }
@@ -1120,7 +1121,7 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
     let status_index = "idx_durably_runs_listed (listed_status=?";
     let job_index = "idx_durably_runs_job_listed (job_name=? AND listed_status=?";
     let leased_index = "idx_durably_runs_status_lease_expires (status=?)";
-    let label_index = "idx_durably_run_labels_key_value (key=? AND value=?)";
+    let label_index = "idx_durably_run_labels_listed (key=? AND value=?)";
     let cursor = crate::store::runs::RunCursor::new(T0, "r1");
     for (what, filter, index) in [
         ("every run", RunFilter::new().limit(50), status_index),
@@ -1236,7 +1237,10 @@ fn insert_many(c: &Connection, n: u64, job: &str, status: RunStatus, from: Times
             )
             .expect("prepare");
         let mut label = tx
-            .prepare("INSERT INTO durably_run_labels (run_id, key, value) VALUES (?1, 'tenant', ?2)")
+            .prepare(
+                "INSERT INTO durably_run_labels (run_id, key, value, created_at)
+                 VALUES (?1, 'tenant', ?2, ?3)",
+            )
             .expect("prepare");
         let labels = format!(r#"{{"tenant":"{tenant}"}}"#);
         for i in 0..n {
@@ -1244,7 +1248,9 @@ fn insert_many(c: &Connection, n: u64, job: &str, status: RunStatus, from: Times
             let id = format!("{}-{job}-{status}-{i:08}", format_ts(at));
             run.execute(rusqlite::params![id, job, status.as_str(), labels, format_ts(at)])
                 .expect("insert run");
-            label.execute(rusqlite::params![id, tenant]).expect("insert label");
+            label
+                .execute(rusqlite::params![id, tenant, format_ts(at)])
+                .expect("insert label");
         }
     }
     tx.commit().expect("commit");
