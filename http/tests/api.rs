@@ -170,7 +170,10 @@ async fn runs_are_filtered_and_paged_newest_first() {
         0
     );
     assert_eq!(
-        listed(s.get("/runs?jobName=import&createdSince=2000-01-01T00:00:00Z").await),
+        listed(
+            s.get("/runs?jobName=import&createdSince=2000-01-01T00:00:00Z")
+                .await
+        ),
         newest_first
     );
 }

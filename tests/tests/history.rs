@@ -51,11 +51,15 @@ impl DebounceJob<App> for Totals {
 #[durable_jobs::step_job(name = "report")]
 pub async fn report(step: &mut StepContext, input: u64, _app: &App) -> Result<u64, StepError> {
     let a: u64 = step
-        .run("fetch", |_| async move { Ok::<_, durable_jobs::BoxError>(input) })
+        .run("fetch", |_| async move {
+            Ok::<_, durable_jobs::BoxError>(input)
+        })
         .await?;
     step.info("fetched");
     let b: u64 = step
-        .run("double", |_| async move { Ok::<_, durable_jobs::BoxError>(a * 2) })
+        .run("double", |_| async move {
+            Ok::<_, durable_jobs::BoxError>(a * 2)
+        })
         .await?;
     Ok(b)
 }
@@ -422,8 +426,12 @@ fn rows(path: &Path, table: &str) -> i64 {
 /// included, times the page size), read on a connection of its own, which sees the log.
 fn database_bytes(path: &Path) -> u64 {
     let conn = rusqlite::Connection::open(path).unwrap();
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    let size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
     (pages * size) as u64
 }
 
@@ -521,7 +529,11 @@ async fn a_month_of_steady_load_keeps_the_database_the_size_of_a_week() {
         "the database grew from {week} bytes after a week to {month} after a month: {sizes:?}"
     );
     // The log's documented bound: the writer checkpoints itself at 64 MiB.
-    assert!(wal_bytes(&path) <= 68 << 20, "{} bytes of log", wal_bytes(&path));
+    assert!(
+        wal_bytes(&path) <= 68 << 20,
+        "{} bytes of log",
+        wal_bytes(&path)
+    );
     engine.shutdown().await.unwrap();
 }
 

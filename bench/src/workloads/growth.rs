@@ -129,14 +129,15 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
         seed_runs(&path, size.runs)?;
         {
             let engine = start(&path, true).await?;
-            let ids = (instances..size.instances).map(|n| format!("i{n}")).collect();
+            let ids = (instances..size.instances)
+                .map(|n| format!("i{n}"))
+                .collect();
             adds(&engine, ids).await?;
             instances = instances.max(size.instances);
             engine.shutdown().await?;
         }
         let touched = sizes[0].instances.min(per_phase / 10);
-        let figures =
-            measure(&path, size, per_phase, drain_runs, latency_calls, touched).await?;
+        let figures = measure(&path, size, per_phase, drain_runs, latency_calls, touched).await?;
         for &(metric, value, unit) in &figures {
             let mut m = Metric::new(WORKLOAD, metric, value, unit).variant(size.name);
             // A first page under 5 ms at the large size; `offset` reads what it skips.
@@ -162,11 +163,17 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
             // Sizes, memory and the start's read of every key grow with history by design; the
             // other figures must not. A rate falls as its cost rises, so its ratio is small over
             // large: every ratio reads "how much more it costs".
-            let m = if matches!(metric, "database_mib" | "log_mib" | "rss_mib" | "keys_known_ms")
-            {
+            let m = if matches!(
+                metric,
+                "database_mib" | "log_mib" | "rss_mib" | "keys_known_ms"
+            ) {
                 Metric::new(WORKLOAD, metric, l / s, "x").variant("large/small")
             } else {
-                let ratio = if metric.ends_with("_per_s") { s / l } else { l / s };
+                let ratio = if metric.ends_with("_per_s") {
+                    s / l
+                } else {
+                    l / s
+                };
                 Metric::new(WORKLOAD, metric, ratio, "x")
                     .variant("large/small cost")
                     .target(Target::Below(2.0))
@@ -350,7 +357,11 @@ async fn measure(
     let start = Instant::now();
     app.open();
     super::steps::wait_drained(&three, &app, drain_runs, 100).await?;
-    figures.push(("drain_runs_per_s", rate(drain_runs, start.elapsed()), "runs/s"));
+    figures.push((
+        "drain_runs_per_s",
+        rate(drain_runs, start.elapsed()),
+        "runs/s",
+    ));
 
     // trigger_and_wait, in sequence.
     let one = client.step_job::<OneStep>();
@@ -380,7 +391,10 @@ async fn measure(
     let mut listings: Vec<(&'static str, RunFilter)> = vec![
         ("get_runs_all_ms", page()),
         ("get_runs_completed_ms", page().status(RunStatus::Completed)),
-        ("get_runs_pending_none_ms", page().status(RunStatus::Pending)),
+        (
+            "get_runs_pending_none_ms",
+            page().status(RunStatus::Pending),
+        ),
         ("get_runs_failed_ms", page().status(RunStatus::Failed)),
         ("get_runs_job_ms", page().job_name(<OneStep as Job>::NAME)),
         (

@@ -336,7 +336,9 @@ mod tests {
         .unwrap();
         apply(&mut conn, MIGRATIONS, Timestamp::from_millis(2)).unwrap();
         let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'durably_runs'")
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'durably_runs'",
+            )
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()

@@ -957,7 +957,10 @@ fn the_schema_has_the_named_indexes() {
         "idx_durably_runs_status_created",
         "idx_durably_run_labels_key_value",
     ] {
-        assert!(!names.iter().any(|n| n == dropped), "{dropped} in {names:?}");
+        assert!(
+            !names.iter().any(|n| n == dropped),
+            "{dropped} in {names:?}"
+        );
     }
 }
 
@@ -1106,7 +1109,9 @@ fn statements_run_by(c: &Connection, f: impl FnOnce(&Connection)) -> Vec<String>
 
 /// The query plan of `sql`, one step a line.
 fn plan(c: &Connection, sql: &str) -> Vec<String> {
-    let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+    let mut stmt = c
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("explain");
     let mut rows = stmt.raw_query();
     let mut steps = Vec::new();
     while let Some(row) = rows.next().expect("plan row") {
@@ -1138,7 +1143,11 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
                 .limit(50),
             status_index,
         ),
-        ("one job", RunFilter::new().job_name("a").limit(50), job_index),
+        (
+            "one job",
+            RunFilter::new().job_name("a").limit(50),
+            job_index,
+        ),
         (
             "a job's failed runs",
             RunFilter::new()
@@ -1225,7 +1234,14 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
 
 /// Inserts `n` runs of job `job` in status `status`, created from `from` on, one a
 /// millisecond, each carrying the label `tenant` = `tenant`.
-fn insert_many(c: &Connection, n: u64, job: &str, status: RunStatus, from: Timestamp, tenant: &str) {
+fn insert_many(
+    c: &Connection,
+    n: u64,
+    job: &str,
+    status: RunStatus,
+    from: Timestamp,
+    tenant: &str,
+) {
     let tx = c.unchecked_transaction().expect("tx");
     {
         let mut run = tx
@@ -1246,8 +1262,14 @@ fn insert_many(c: &Connection, n: u64, job: &str, status: RunStatus, from: Times
         for i in 0..n {
             let at = from + Duration::from_millis(i);
             let id = format!("{}-{job}-{status}-{i:08}", format_ts(at));
-            run.execute(rusqlite::params![id, job, status.as_str(), labels, format_ts(at)])
-                .expect("insert run");
+            run.execute(rusqlite::params![
+                id,
+                job,
+                status.as_str(),
+                labels,
+                format_ts(at)
+            ])
+            .expect("insert run");
             label
                 .execute(rusqlite::params![id, tenant, format_ts(at)])
                 .expect("insert label");
@@ -1286,7 +1308,10 @@ fn a_page_of_rare_runs_costs_the_same_among_ten_times_more_other_runs() {
     let filters = [
         RunFilter::new().status(RunStatus::Failed).limit(10),
         RunFilter::new().status(RunStatus::Pending).limit(10),
-        RunFilter::new().job_name("a").status(RunStatus::Failed).limit(10),
+        RunFilter::new()
+            .job_name("a")
+            .status(RunStatus::Failed)
+            .limit(10),
         RunFilter::new().job_name("b").limit(10),
         RunFilter::new().label("tenant", "acme").limit(10),
         RunFilter::new()
@@ -1307,7 +1332,14 @@ fn a_page_of_rare_runs_costs_the_same_among_ten_times_more_other_runs() {
     };
     insert_many(&c, 1_000, "a", RunStatus::Completed, later, "other");
     let small = cost(&c);
-    insert_many(&c, 9_000, "a", RunStatus::Completed, later + Duration::from_secs(10), "other");
+    insert_many(
+        &c,
+        9_000,
+        "a",
+        RunStatus::Completed,
+        later + Duration::from_secs(10),
+        "other",
+    );
     let large = cost(&c);
     for ((filter, small), large) in filters.iter().zip(&small).zip(&large) {
         assert!(
@@ -1343,7 +1375,10 @@ fn listings_merge_their_ranges_in_order_with_offsets_cursors_and_time_ranges() {
     };
     let newest_first: Vec<String> = expected.iter().rev().map(|e| e.0.clone()).collect();
     assert_eq!(ids(RunFilter::new()), newest_first);
-    assert_eq!(ids(RunFilter::new().limit(7).offset(5)), newest_first[5..12]);
+    assert_eq!(
+        ids(RunFilter::new().limit(7).offset(5)),
+        newest_first[5..12]
+    );
     let window = RunFilter::new()
         .created_since(T0 + Duration::from_millis(50))
         .created_until(T0 + Duration::from_millis(120));
