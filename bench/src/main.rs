@@ -42,9 +42,13 @@ WORKLOADS:
                  writes per job, the ceiling of its drain
     burndown     50,000 no-op step jobs enqueued in batches of 1,000, drained at concurrency
                  20 and 100, synchronous=NORMAL and FULL (the effectum peer's shape)
+    growth       one file grown from 10,000 finished runs and 1,000 instances to 1,000,000 and
+                 100,000: at each size the drain, trigger_and_wait, each get_runs filter's
+                 first page, debounce adds to new and existing instances, file size, RSS;
+                 and the large/small ratios (--quick: 2,000/200 to 50,000/5,000)
     compare      limit, steps, latency and burndown, each next to its peer, and the paired
                  ratios
-    all          every workload above, with the peers (unless --no-peers)
+    all          every workload above but growth, with the peers (unless --no-peers)
 
 OPTIONS:
     --quick              scale every workload down (10x; 50x for scale) for a smoke run
@@ -188,6 +192,7 @@ enum Workload {
     Scale,
     Limit,
     Burndown,
+    Growth,
 }
 
 const ALL: [Workload; 7] = [
@@ -230,6 +235,7 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
             "scale" => workloads.push(Workload::Scale),
             "limit" => workloads.push(Workload::Limit),
             "burndown" => workloads.push(Workload::Burndown),
+            "growth" => workloads.push(Workload::Growth),
             "compare" => {
                 peers_default = true;
                 workloads.extend([
@@ -432,6 +438,7 @@ async fn run_one(
         Workload::Scale => workloads::scale::run(cfg, dir, report).await,
         Workload::Limit => workloads::limit::run(cfg, dir, report).await,
         Workload::Burndown => workloads::burndown::run(cfg, dir, report, peers).await,
+        Workload::Growth => workloads::growth::run(cfg, dir, report).await,
     }
 }
 

@@ -143,6 +143,39 @@ async fn runs_are_filtered_and_paged_newest_first() {
     assert_eq!(listed(s.get("/runs?label.n=2").await), [ids[2].clone()]);
     assert_eq!(listed(s.get("/runs?jobName=gated").await).len(), 0);
     assert_eq!(listed(s.get("/runs?limit=0").await).len(), 0);
+
+    // Keyset pages: a full page names the position of its last run, which `cursor` continues
+    // after; a short page names none.
+    let next = |r: &Reply| {
+        r.headers
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let first = s.get("/runs?jobName=import&limit=2").await;
+    let cursor = next(&first).expect("a full page names the next");
+    assert_eq!(listed(first), newest_first[..2]);
+    let second = s
+        .get(&format!("/runs?jobName=import&limit=2&cursor={cursor}"))
+        .await;
+    assert!(next(&second).is_some());
+    assert_eq!(listed(second), newest_first[2..4]);
+    let rest = s
+        .get(&format!("/runs?jobName=import&limit=10&cursor={cursor}"))
+        .await;
+    assert_eq!(next(&rest), None);
+    assert_eq!(listed(rest), newest_first[2..]);
+    // A time range: nothing was created before the first run, everything before the future.
+    assert_eq!(
+        listed(s.get("/runs?createdUntil=2000-01-01T00:00:00Z").await).len(),
+        0
+    );
+    assert_eq!(
+        listed(
+            s.get("/runs?jobName=import&createdSince=2000-01-01T00:00:00Z")
+                .await
+        ),
+        newest_first
+    );
 }
 
 #[tokio::test]
@@ -299,6 +332,10 @@ async fn bad_requests_get_their_status_and_a_json_error() {
         "limit=1001",
         "offset=-5",
         "offset=1.5",
+        "cursor=nope",
+        "cursor=12.",
+        "createdSince=yesterday",
+        "createdUntil=2026-13-01T00:00:00Z",
     ] {
         let r = s.get(&format!("/runs?{q}")).await;
         assert_eq!(r.status, 400, "{q}");

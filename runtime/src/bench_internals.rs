@@ -4,7 +4,7 @@
 
 use crate::store::{Durability, StoreError};
 
-/// The step-job schema as the store's migrations leave it (2, then 4), for the benchmark's
+/// The step-job schema as the store's migrations leave it (2, 4, then 6), for the benchmark's
 /// raw-SQLite ceiling (it writes the same rows).
 pub fn step_job_schema() -> String {
     crate::sqlite::runs::schema_after_migrations()
@@ -19,4 +19,19 @@ pub async fn store_durability<R: crate::Registry>(
     engine: &crate::Engine<R>,
 ) -> Result<Option<Durability>, StoreError> {
     engine.inner().store.durability().await
+}
+
+/// A timestamp as the run store writes it (`YYYY-MM-DDTHH:MM:SS.sssZ`), for rows the benchmark
+/// seeds directly.
+pub fn iso_timestamp(at: crate::Timestamp) -> String {
+    crate::sqlite::runs::format_ts(at)
+}
+
+/// Waits until the engine has read every instance key of its store (see `KnownKeys`): from
+/// then on, first actions on new instances read nothing. Returns at once on a store the engine
+/// does not cache (a shared one).
+pub async fn instance_keys_known<R: crate::Registry>(engine: &crate::Engine<R>) {
+    if let Some(cache) = &engine.inner().cache {
+        cache.known.primed().await;
+    }
 }

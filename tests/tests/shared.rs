@@ -7,7 +7,8 @@
 //! exclusive store (the default); `durable_jobs_tests::ownership` tells the two apart. Left out:
 //! the suites about the file, the process and the disk themselves (crash, kill, power cut,
 //! storage faults), which expect the exclusive recovery at start, and the system-clock one.
-//! Several processes on one shared file are `tests/multiprocess.rs`.
+//! Several processes on one shared file are `tests/multiprocess.rs`; `history` opens stores
+//! of both kinds itself.
 
 // The suites are written as crate roots of their own binaries, where their `pub` items are
 // reachable; here they are modules.

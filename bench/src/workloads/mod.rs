@@ -3,6 +3,7 @@
 pub(crate) mod burndown;
 pub(crate) mod continuous;
 pub(crate) mod debounce;
+pub(crate) mod growth;
 pub(crate) mod latency;
 pub(crate) mod limit;
 pub(crate) mod scale;

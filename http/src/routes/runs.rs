@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::Uri;
+use axum::http::{HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use durable_jobs::steps::{Coalesce, RunFilter, RunStatus, TriggerOptions};
-use durable_jobs::{Error, Registry};
+use durable_jobs::steps::{Coalesce, RunCursor, RunFilter, RunStatus, TriggerOptions};
+use durable_jobs::{Error, Registry, Timestamp};
 use serde_json::{json, Value};
 
 use super::{audited, run_access};
@@ -23,8 +23,9 @@ pub(crate) const MAX_LIMIT: u64 = 1000;
 
 const STATUSES: &str = "pending, leased, completed, failed, cancelled";
 
-/// The filter of `GET /runs` (and of bulk actions): `jobName`*, `status`*, `label.<k>`,
-/// `limit`, `offset`, with `@coji/durably`'s messages.
+/// The filter of `GET /runs`: `jobName`*, `status`*, `label.<k>`, `limit`, `offset`, with
+/// `@coji/durably`'s messages, and `createdSince`, `createdUntil` (ISO 8601) and `cursor` (the
+/// `x-next-cursor` of the previous page).
 pub(crate) fn parse_filter(q: &QueryPairs) -> ApiResult<RunFilter> {
     let mut filter = RunFilter::new();
     filter.job_names = q.all("jobName");
@@ -42,8 +43,29 @@ pub(crate) fn parse_filter(q: &QueryPairs) -> ApiResult<RunFilter> {
     filter.labels = q.labels();
     filter.limit = q.bounded("limit", MAX_LIMIT)?.map(|n| n as u32);
     filter.offset = q.bounded("offset", u64::from(u32::MAX))?.map(|n| n as u32);
+    let time = |name: &str| -> ApiResult<Option<Timestamp>> {
+        match q.get(name).filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| Some(Timestamp::from_millis(t.timestamp_millis())))
+                .map_err(|_| {
+                    ApiError::bad_request(format!("Invalid {name}: must be an ISO 8601 time"))
+                }),
+        }
+    };
+    filter.created_since = time("createdSince")?;
+    filter.created_until = time("createdUntil")?;
+    if let Some(c) = q.get("cursor").filter(|c| !c.is_empty()) {
+        filter.before = Some(
+            c.parse::<RunCursor>()
+                .map_err(|_| ApiError::bad_request("Invalid cursor"))?,
+        );
+    }
     Ok(filter)
 }
+
+/// The response header that carries the cursor of the next page, when the page is full.
+pub(crate) const NEXT_CURSOR: &str = "x-next-cursor";
 
 pub(crate) async fn trigger<R: Registry, A: HttpAuth>(
     State(s): State<Arc<Shared<R, A>>>,
@@ -87,15 +109,29 @@ pub(crate) async fn trigger<R: Registry, A: HttpAuth>(
     audited(&s, &caller, "run.trigger", body.job_name.clone(), result).await
 }
 
+/// `GET /runs`: a page of runs as `@coji/durably` lists them (a JSON array). A full page also
+/// carries the position of its last run in the `x-next-cursor` header, which `cursor=` continues
+/// after: keyset pages, whose cost does not grow with their depth as `offset`'s does.
 pub(crate) async fn list<R: Registry, A: HttpAuth>(
     State(s): State<Arc<Shared<R, A>>>,
     caller: Caller<A::Context>,
     uri: Uri,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Response> {
     let filter = parse_filter(&QueryPairs::parse(uri.query()))?;
     let filter = s.auth.scope_runs(&caller.ctx, filter).await;
+    let limit = filter.limit;
     let runs = s.client.runs().get_runs(filter).await?;
-    Ok(Json(runs.iter().map(wire::client_run).collect()))
+    let next = match (limit, runs.last()) {
+        (Some(l), Some(last)) if runs.len() >= l as usize && l > 0 => {
+            Some(RunCursor::of(last).token())
+        }
+        _ => None,
+    };
+    let body = Json(runs.iter().map(wire::client_run).collect::<Vec<Value>>());
+    Ok(match next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        Some(value) => ([(HeaderName::from_static(NEXT_CURSOR), value)], body).into_response(),
+        None => body.into_response(),
+    })
 }
 
 pub(crate) async fn get<R: Registry, A: HttpAuth>(

@@ -344,6 +344,14 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         });
         crate::metrics::engine_started(inner.jobs.jobs.iter().map(|(n, h)| (h.kind(), *n)));
         let mut tasks = vec![tokio::spawn(scheduler::run(inner.clone()))];
+        if inner.cache.is_some() {
+            let inner = inner.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Some(cache) = &inner.cache {
+                    super::cache::prime(inner.store.clone(), cache).await;
+                }
+            }));
+        }
         if let Some(wake) = &inner.telemetry.outbox {
             // Subscribed before the worker starts: no run event goes unseen.
             tasks.push(tokio::spawn(telemetry::runs::forward(

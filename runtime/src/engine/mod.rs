@@ -208,10 +208,15 @@ impl<A: Send + Sync + 'static> ClaimRows for Inner<A> {
         key: &'a InstanceKey,
     ) -> BoxFuture<'a, std::result::Result<Option<InstanceRecord>, StoreError>> {
         Box::pin(async move {
-            if let Some(known) = self.cache.as_ref().and_then(|c| c.get(key)) {
-                // What the cache holds is only true while the store is.
-                self.store.verify()?;
-                return Ok(known);
+            if let Some(cache) = &self.cache {
+                let known = cache
+                    .get(key)
+                    .or_else(|| cache.known_absent(key).then_some(None));
+                if let Some(known) = known {
+                    // What the cache holds is only true while the store is.
+                    self.store.verify()?;
+                    return Ok(known);
+                }
             }
             let loaded = self.store.load(key).await?;
             if let Some(cache) = &self.cache {
@@ -565,6 +570,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         if !batch.is_empty() {
             if let Some(cache) = &self.cache {
                 cache.narrow_updates(&mut batch);
+                cache.will_write(&batch);
             }
             let effects = self
                 .cache

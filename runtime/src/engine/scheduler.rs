@@ -190,8 +190,12 @@ impl Drop for InlineClaim {
     }
 }
 
-/// How often old event ids are pruned, at most.
+/// How often old event ids are pruned, at most, while a batch finds fewer than
+/// [`PRUNE_BATCH`]; a full batch is followed by another at the next scan.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Event ids deleted per write: a short transaction, whatever the backlog.
+pub(crate) const PRUNE_BATCH: u32 = 1_000;
 
 /// Due alarms read per scan. Alarms beyond it wait in the store for the next scan.
 const SCAN_WINDOW: usize = 1024;
@@ -232,12 +236,15 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
                     // riding on the scans the scheduler does anyway.
                     if pruned_at.is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY) {
                         pruned_at = Some(now);
-                        if let Err(e) = inner
+                        match inner
                             .store
-                            .prune_event_ids(now - inner.event_id_retention)
+                            .prune_event_ids(now - inner.event_id_retention, PRUNE_BATCH)
                             .await
                         {
-                            tracing::warn!(error = %e, "pruning old event ids failed");
+                            // More are left: the next scan prunes again.
+                            Ok(n) if n >= u64::from(PRUNE_BATCH) => pruned_at = None,
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "pruning old event ids failed"),
                         }
                     }
                 }

@@ -354,6 +354,40 @@ pub(super) fn scan_alarms(
 /// Instances matching `query` in key order. The statement is built from the conditions set, so
 /// the key comparison of `after` (a row value) seeks in the primary key instead of scanning
 /// from its start.
+/// Up to `limit` instance keys after `after`, in key order: a walk of the primary key that
+/// reads no state.
+pub(super) fn instance_keys(
+    conn: &Connection,
+    after: Option<&InstanceKey>,
+    limit: u32,
+) -> Result<Vec<InstanceKey>, StoreError> {
+    let key = |row: &Row<'_>| {
+        Ok(InstanceKey::new(
+            row.get(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    };
+    let limit = i64::from(limit);
+    let rows = match after {
+        // Two statements: with `?1 IS NULL OR ...` SQLite could not seek to `after`.
+        None => conn
+            .prepare_cached("SELECT kind, job, id FROM instances ORDER BY kind, job, id LIMIT ?1")
+            .context("preparing to list instance keys")?
+            .query_map(params![limit], key)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
+        Some(k) => conn
+            .prepare_cached(
+                "SELECT kind, job, id FROM instances WHERE (kind, job, id) > (?1, ?2, ?3)
+                  ORDER BY kind, job, id LIMIT ?4",
+            )
+            .context("preparing to list instance keys")?
+            .query_map(params![k.kind().as_str(), k.job(), k.id(), limit], key)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>()),
+    };
+    rows.context("listing instance keys")
+}
+
 pub(super) fn list_instances(
     conn: &Connection,
     query: &InstanceQuery,
@@ -542,12 +576,21 @@ pub(super) fn release_all_leases(conn: &Connection, now: Timestamp) -> Result<u6
     Ok(released as u64)
 }
 
-/// Deletes event-id records seen before `before`.
-pub(super) fn prune_event_ids(conn: &Connection, before: Timestamp) -> Result<u64, StoreError> {
+/// Deletes up to `limit` event-id records seen before `before`, oldest first (through
+/// `event_ids_seen_at`).
+pub(super) fn prune_event_ids(
+    conn: &Connection,
+    before: Timestamp,
+    limit: u32,
+) -> Result<u64, StoreError> {
     let pruned = conn
-        .prepare_cached("DELETE FROM event_ids WHERE seen_at < ?1")
+        .prepare_cached(
+            "DELETE FROM event_ids WHERE (kind, job, id, event_id) IN (
+                SELECT kind, job, id, event_id FROM event_ids
+                 WHERE seen_at < ?1 ORDER BY seen_at LIMIT ?2)",
+        )
         .context("preparing to prune event ids")?
-        .execute(params![before])
+        .execute(params![before, i64::from(limit)])
         .context("pruning event ids")?;
     Ok(pruned as u64)
 }

@@ -49,6 +49,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 5,
         sql: STATE_VERSIONS_AND_BROKEN_INSTANCES,
     },
+    Migration {
+        version: 6,
+        sql: super::runs::LISTING_INDEXES,
+    },
 ];
 
 /// Deploys: each state records the version of its shape (a job's `STATE_VERSION`; rows written
@@ -316,6 +320,46 @@ mod tests {
         assert_eq!(scan.due.len(), 1);
         assert_eq!(scan.next, Some(Timestamp::from_millis(500)));
         store.close().await.unwrap();
+    }
+
+    #[test]
+    fn version_6_indexes_the_runs_of_a_file_of_version_5_for_every_listing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.iter().take_while(|m| m.version < 6).count();
+        apply(&mut conn, &MIGRATIONS[..before], Timestamp::from_millis(1)).unwrap();
+        conn.execute(
+            "INSERT INTO durably_runs (id, job_name, input, status, created_at, updated_at)
+             VALUES ('r1', 'j', '{}', 'failed', '2026-01-01T00:00:00.000Z',
+                     '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+        apply(&mut conn, MIGRATIONS, Timestamp::from_millis(2)).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'durably_runs'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(indexes.iter().any(|n| n == "idx_durably_runs_job_listed"));
+        assert!(!indexes.iter().any(|n| n == "idx_durably_runs_job_created"));
+        // The run written before is in both listing indexes.
+        for index in ["idx_durably_runs_listed", "idx_durably_runs_job_listed"] {
+            let found: i64 = conn
+                .query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM durably_runs INDEXED BY {index}
+                          WHERE listed_status = 'failed' AND job_name = 'j'"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(found, 1, "{index}");
+        }
     }
 
     #[test]

@@ -664,6 +664,14 @@ impl Backend for SqliteStore {
         Box::pin(self.read(move |conn| instances::list_instances(conn, &query)))
     }
 
+    fn instance_keys(
+        &self,
+        after: Option<InstanceKey>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<InstanceKey>, StoreError>> {
+        Box::pin(self.read(move |conn| instances::instance_keys(conn, after.as_ref(), limit)))
+    }
+
     fn count_instances(
         &self,
         now: Timestamp,
@@ -694,8 +702,12 @@ impl Backend for SqliteStore {
         Box::pin(self.write(move |conn| outbox::ack(conn, seq)))
     }
 
-    fn prune_event_ids(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.write(move |conn| instances::prune_event_ids(conn, before)))
+    fn prune_event_ids(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(move |conn| instances::prune_event_ids(conn, before, limit)))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -1019,7 +1031,7 @@ mod tests {
         ));
         assert!(matches!(store.outbox_ack(1).await, Err(StoreError::Closed)));
         assert!(matches!(
-            store.prune_event_ids(now).await,
+            store.prune_event_ids(now, 10).await,
             Err(StoreError::Closed)
         ));
         store.close().await.unwrap();

@@ -50,6 +50,12 @@ pub(crate) use runtime::StepRuntime;
 
 pub use crate::job::step::StepJobConfig;
 
+/// How long finished runs are kept by default: 7 days, as River keeps completed jobs. A week
+/// covers the questions asked of a finished run (what did last night's run return, why did
+/// Friday's fail) and a retry from the dashboard after a weekend, while a service's database
+/// stays the size of one week of runs instead of growing with its age.
+pub const DEFAULT_RUN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Settings of the step-job worker of an engine.
 ///
 /// # Examples
@@ -89,8 +95,12 @@ pub struct StepOptions {
     /// Keep step and log rows after a run ends. Default `false`: they are deleted when the run
     /// completes, fails or is cancelled.
     pub preserve_steps: bool,
-    /// Delete completed, failed and cancelled runs this long after they ended (checked at
-    /// start and every minute). Default: keep them.
+    /// Delete completed, failed and cancelled runs, with their labels, steps and logs, this
+    /// long after they ended; `None` keeps them forever ([`keep_runs_forever`]). Checked at
+    /// start and every minute, and deleted 500 runs per write, so a backlog never holds the
+    /// writer for long. Default [`DEFAULT_RUN_RETENTION`], 7 days.
+    ///
+    /// [`keep_runs_forever`]: StepOptions::keep_runs_forever
     pub retain_runs: Option<Duration>,
 }
 
@@ -101,7 +111,7 @@ impl Default for StepOptions {
             lease_duration: Duration::from_secs(30),
             lease_renew_interval: Duration::from_secs(5),
             preserve_steps: false,
-            retain_runs: None,
+            retain_runs: Some(DEFAULT_RUN_RETENTION),
         }
     }
 }
@@ -134,6 +144,14 @@ impl StepOptions {
     /// Sets `retain_runs`.
     pub fn retain_runs(mut self, d: Duration) -> Self {
         self.retain_runs = Some(d);
+        self
+    }
+
+    /// Keeps finished runs forever: the database then grows with every run (about 370 bytes a
+    /// run of three steps, more with large inputs, outputs or kept steps), and a step job
+    /// client's `purge_runs` is the way to delete them.
+    pub fn keep_runs_forever(mut self) -> Self {
+        self.retain_runs = None;
         self
     }
 

@@ -509,8 +509,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes outbox events up to and including `seq`.
     fn outbox_ack(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Deletes event-id records older than `before`.
-    fn prune_event_ids(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Deletes up to `limit` event-id records older than `before`, oldest first; returns how
+    /// many. The engine prunes in batches, so no one write holds the store for long.
+    fn prune_event_ids(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Instances matching `query`, in key order (kind, job, id), at most `query.limit`. A
     /// backend answers from its primary key: a page costs its size, not the table's.
@@ -518,6 +523,24 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         query: InstanceQuery,
     ) -> BoxFuture<'_, Result<Vec<InstanceRecord>, StoreError>>;
+
+    /// Up to `limit` instance keys after `after` (from the first when `None`), in key order.
+    /// An engine on an [exclusive](super::Ownership::Exclusive) store reads every key once at
+    /// start, so that creating an instance it knows is absent costs no read. The default pages
+    /// through [`list_instances`](Backend::list_instances); a backend that can list keys without
+    /// reading states should.
+    fn instance_keys(
+        &self,
+        after: Option<InstanceKey>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<InstanceKey>, StoreError>> {
+        let mut query = InstanceQuery::new().limit(limit);
+        query.after = after;
+        Box::pin(async move {
+            let page = self.list_instances(query).await?;
+            Ok(page.into_iter().map(|r| r.key).collect())
+        })
+    }
 
     /// Counts per job (total, scheduled, retrying, due at `now`) with the most overdue and the
     /// next alarm, for dashboards. Reads every instance row: an operator's query, not one for

@@ -1,5 +1,8 @@
 //! Reads and operators' writes: runs, counts, steps and logs; cancel, delete and purge.
 
+use std::collections::BTreeSet;
+
+use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 
 use super::codec::*;
@@ -15,57 +18,173 @@ pub(crate) fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRecord>, 
     Ok(query_runs(conn, "WHERE r.id = ?1", &[&id])?.pop())
 }
 
+/// A page of runs, newest first.
+///
+/// The listing is a union of index ranges, one per job and status the filter names (every
+/// status when it names none), each read newest first through `(job_name, listed_status,
+/// created_at, id)` or `(listed_status, created_at, id)` and cut at the page's end (limit plus
+/// offset), then merged. A page thus costs its size times the number of ranges, not the number
+/// of runs of other jobs or statuses. A time range and a cursor narrow each range in the index.
+/// Leased runs (not in those indexes) are read through the lease index and sorted: there are
+/// as many as the workers hold. With labels, the runs carrying the first label are read newest
+/// first through `(key, value, created_at, run_id)` and the rest of the filter is checked on
+/// each: a label-only page costs its size; with a status or job too, it also reads the label's
+/// newer runs that the status or job leaves out.
 pub(crate) fn get_runs(
     conn: &Connection,
     filter: &RunFilter,
 ) -> Result<Vec<RunRecord>, StoreError> {
-    let mut sql = String::from("WHERE 1 = 1");
-    let mut values: Vec<String> = Vec::new();
-    let placeholder = |values: &mut Vec<String>, v: String| {
+    let (sql, values) = listing_sql(filter)?;
+    let params: Vec<&dyn rusqlite::ToSql> =
+        values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
+    let page = format!(
+        "WITH page(rid, created_at, id) AS ({sql})
+         SELECT {RUN_COLUMNS} FROM page p CROSS JOIN durably_runs r ON r.rowid = p.rid
+         ORDER BY p.created_at DESC, p.id DESC"
+    );
+    let mut stmt = conn.prepare_cached(&page).map_err(db)?;
+    let raws = stmt
+        .query_map(params.as_slice(), raw_run)
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    raws.into_iter().map(RawRun::decode).collect()
+}
+
+/// The statement selecting `(rowid, created_at, id)` of a page of runs, and its parameters.
+fn listing_sql(filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
+    let mut values: Vec<Value> = Vec::new();
+    let mut bind = |v: Value| {
         values.push(v);
         format!("?{}", values.len())
     };
-    if !filter.statuses.is_empty() {
-        let list: Vec<String> = filter
-            .statuses
-            .iter()
-            .map(|s| placeholder(&mut values, s.as_str().to_owned()))
-            .collect();
-        sql.push_str(&format!(" AND r.status IN ({})", list.join(", ")));
+    // Conditions every range shares, the time range and the cursor: on the run (`common`),
+    // and on a label row, which carries its run's creation time (`on_label`).
+    let mut common = String::new();
+    let mut on_label = String::new();
+    if let Some(since) = filter.created_since {
+        let p = bind(Value::Text(format_ts(since)));
+        common.push_str(&format!(" AND r.created_at >= {p}"));
+        on_label.push_str(&format!(" AND l.created_at >= {p}"));
     }
-    if !filter.job_names.is_empty() {
-        let list: Vec<String> = filter
-            .job_names
-            .iter()
-            .map(|j| placeholder(&mut values, j.clone()))
-            .collect();
-        sql.push_str(&format!(" AND r.job_name IN ({})", list.join(", ")));
+    if let Some(until) = filter.created_until {
+        let p = bind(Value::Text(format_ts(until)));
+        common.push_str(&format!(" AND r.created_at < {p}"));
+        on_label.push_str(&format!(" AND l.created_at < {p}"));
     }
+    if let Some(cursor) = &filter.before {
+        let at = bind(Value::Text(format_ts(cursor.created_at)));
+        let id = bind(Value::Text(cursor.id.clone()));
+        common.push_str(&format!(" AND (r.created_at, r.id) < ({at}, {id})"));
+        on_label.push_str(&format!(" AND (l.created_at, l.run_id) < ({at}, {id})"));
+    }
+    let mut labels = Vec::new();
     for (k, v) in &filter.labels {
         if !crate::store::runs::is_valid_label_key(k) {
             return Err(corrupt(format!("invalid label key {k:?}")));
         }
-        let pk = placeholder(&mut values, k.clone());
-        let pv = placeholder(&mut values, v.clone());
+        labels.push((bind(Value::Text(k.clone())), bind(Value::Text(v.clone()))));
+    }
+    let statuses: BTreeSet<&'static str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    let jobs: BTreeSet<&str> = filter.job_names.iter().map(String::as_str).collect();
+    let order = "ORDER BY r.created_at DESC, r.id DESC";
+    let page = |arm_limit: Option<u64>| match arm_limit {
+        Some(n) => format!(" LIMIT {n}"),
+        None => String::new(),
+    };
+    let (limit, offset) = (filter.limit.map(u64::from), filter.offset.unwrap_or(0));
+    let outer = match (limit, offset) {
+        (Some(l), 0) => format!(" LIMIT {l}"),
+        (Some(l), o) => format!(" LIMIT {l} OFFSET {o}"),
+        (None, 0) => String::new(),
+        (None, o) => format!(" LIMIT -1 OFFSET {o}"),
+    };
+
+    if let Some(((first_key, first_value), more)) = labels.split_first() {
+        // The runs carrying the first label, newest first through its index (a label row's
+        // creation time and run id are its run's), each checked for the rest.
+        let mut sql = format!(
+            "SELECT r.rowid, r.created_at, r.id
+               FROM durably_run_labels l CROSS JOIN durably_runs r ON r.id = l.run_id
+              WHERE l.key = {first_key} AND l.value = {first_value}{on_label}"
+        );
+        for (k, v) in more {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM durably_run_labels m
+                               WHERE m.run_id = r.id AND m.key = {k} AND m.value = {v})"
+            ));
+        }
+        if !statuses.is_empty() {
+            let list: Vec<String> = statuses
+                .iter()
+                .map(|s| bind(Value::Text((*s).to_owned())))
+                .collect();
+            sql.push_str(&format!(" AND r.status IN ({})", list.join(", ")));
+        }
+        if !jobs.is_empty() {
+            let list: Vec<String> = jobs
+                .iter()
+                .map(|j| bind(Value::Text((*j).to_owned())))
+                .collect();
+            sql.push_str(&format!(" AND r.job_name IN ({})", list.join(", ")));
+        }
         sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM durably_run_labels l WHERE l.run_id = r.id AND l.key = {pk} AND l.value = {pv})"
+            " ORDER BY l.created_at DESC, l.run_id DESC{outer}"
         ));
+        return Ok((sql, values));
     }
-    if let Some(cursor) = &filter.before {
-        let pc = placeholder(&mut values, format_ts(cursor.created_at));
-        let pi = placeholder(&mut values, cursor.id.clone());
-        sql.push_str(&format!(" AND (r.created_at, r.id) < ({pc}, {pi})"));
+
+    // One index range per (job, status).
+    let statuses: Vec<&'static str> = if statuses.is_empty() {
+        RunStatus::ALL.iter().map(|s| s.as_str()).collect()
+    } else {
+        statuses.into_iter().collect()
+    };
+    let jobs: Vec<Option<&str>> = if jobs.is_empty() {
+        vec![None]
+    } else {
+        jobs.into_iter().map(Some).collect()
+    };
+    let mut arms = Vec::with_capacity(jobs.len() * statuses.len());
+    for job in &jobs {
+        for status in &statuses {
+            // Statuses are ours, written as literals: SQLite uses a partial index only for
+            // conditions it can see imply the index's.
+            let column = if *status == RunStatus::Leased.as_str() {
+                "status"
+            } else {
+                "listed_status"
+            };
+            let mut arm = format!(
+                "SELECT r.rowid, r.created_at, r.id FROM durably_runs r WHERE r.{column} = '{status}'"
+            );
+            if let Some(job) = job {
+                arm.push_str(&format!(
+                    " AND r.job_name = {}",
+                    bind(Value::Text((*job).to_owned()))
+                ));
+            }
+            arm.push_str(&common);
+            arms.push(arm);
+        }
     }
-    sql.push_str(" ORDER BY r.created_at DESC, r.id DESC");
-    match (filter.limit, filter.offset) {
-        (Some(l), Some(o)) => sql.push_str(&format!(" LIMIT {l} OFFSET {o}")),
-        (Some(l), None) => sql.push_str(&format!(" LIMIT {l}")),
-        (None, Some(o)) => sql.push_str(&format!(" LIMIT -1 OFFSET {o}")),
-        (None, None) => {}
+    if let [only] = arms.as_slice() {
+        return Ok((format!("{only} {order}{outer}"), values));
     }
-    let params: Vec<&dyn rusqlite::ToSql> =
-        values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
-    query_runs(conn, &sql, &params)
+    // Each range is cut where the page can end: no run past its first `limit + offset` can be
+    // on the page.
+    let arm_limit = limit.map(|l| l + u64::from(offset));
+    let union: Vec<String> = arms
+        .iter()
+        .map(|arm| format!("SELECT * FROM ({arm} {order}{})", page(arm_limit)))
+        .collect();
+    Ok((
+        format!(
+            "{} ORDER BY 2 DESC, 3 DESC{outer}",
+            union.join(" UNION ALL ")
+        ),
+        values,
+    ))
 }
 
 /// Per job: runs by status, recent completions and failures, the oldest pending run.
@@ -167,32 +286,42 @@ pub(crate) fn delete_run(conn: &Connection, id: &str) -> Result<DeleteOutcome, S
     Ok(DeleteOutcome::Deleted(Box::new(run)))
 }
 
+/// Terminal runs that ended before `before`, oldest first by creation, at most `limit`. Each
+/// terminal status is read through `(listed_status, created_at, id)` from its oldest run: a run that
+/// ended before `before` was created before it too, so the range read holds the runs to delete
+/// and, at its end, only the few created before `before` that ended after it.
 pub(crate) fn purge_runs(
     conn: &Connection,
     job: Option<&str>,
     before: Timestamp,
     limit: u32,
 ) -> Result<u64, StoreError> {
-    let ids: Vec<String> = {
+    let before = format_ts(before);
+    let mut found: Vec<(String, String)> = Vec::new();
+    for status in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT id FROM durably_runs
-                 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at IS NOT NULL AND completed_at < ?1
+            .prepare_cached(&format!(
+                "SELECT created_at, id FROM durably_runs
+                 WHERE listed_status = '{status}' AND created_at < ?1 AND completed_at < ?1
                    AND (?2 IS NULL OR job_name = ?2)
-                 ORDER BY completed_at LIMIT ?3",
-            )
+                 ORDER BY created_at, id LIMIT ?3"
+            ))
             .map_err(db)?;
         let rows = stmt
-            .query_map(params![format_ts(before), job, i64::from(limit)], |r| {
-                r.get(0)
+            .query_map(params![before, job, i64::from(limit)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(db)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(db)?
-    };
-    for id in &ids {
+        for row in rows {
+            found.push(row.map_err(db)?);
+        }
+    }
+    found.sort();
+    found.truncate(limit as usize);
+    for (_, id) in &found {
         delete_cascade(conn, id)?;
     }
-    Ok(ids.len() as u64)
+    Ok(found.len() as u64)
 }
 
 pub(crate) fn get_steps(conn: &Connection, run_id: &str) -> Result<Vec<StepRow>, StoreError> {

@@ -176,7 +176,7 @@ pub(super) fn raw_run(row: &Row<'_>) -> rusqlite::Result<RawRun> {
 }
 
 impl RawRun {
-    fn decode(self) -> Result<RunRecord, StoreError> {
+    pub(super) fn decode(self) -> Result<RunRecord, StoreError> {
         let status = self.status.parse::<RunStatus>().map_err(corrupt)?;
         let labels: Labels = if self.labels.is_empty() {
             Labels::new()

@@ -122,10 +122,13 @@ pub(crate) fn enqueue(
                     .map_err(db)?;
                 if !run.labels.is_empty() {
                     let mut label = conn
-                        .prepare_cached("INSERT INTO durably_run_labels (run_id, key, value) VALUES (?1, ?2, ?3)")
+                        .prepare_cached(
+                            "INSERT INTO durably_run_labels (run_id, key, value, created_at)
+                             VALUES (?1, ?2, ?3, ?4)",
+                        )
                         .map_err(db)?;
                     for (k, v) in &run.labels {
-                        label.execute(params![run.id, k, v]).map_err(db)?;
+                        label.execute(params![run.id, k, v, now_s]).map_err(db)?;
                     }
                 }
                 let record = created

@@ -1,15 +1,19 @@
-//! Step-job runs on SQLite: the schema (migration 2) and the [`RunStore`] operations as plain
-//! functions over a connection, run through the store's group-committed writer (`write`) or its
-//! read connections (`read`).
+//! Step-job runs on SQLite: the schema (migrations 2, 4 and 6) and the [`RunStore`] operations
+//! as plain functions over a connection, run through the store's group-committed writer
+//! (`write`) or its read connections (`read`).
 //!
 //! Table, column and index names follow `@coji/durably` 0.15.0, and timestamps are the same
 //! 24-character ISO strings (`YYYY-MM-DDTHH:MM:SS.sssZ`, compared as text). Differences, all for
 //! speed or for features upstream lacks:
 //! - `attempt` and `not_before` columns (retry policies);
 //! - several indexes are partial, so a row only pays for the indexes its status uses
-//!   (`status_created` holds pending runs only, `status_lease_expires` leased runs only,
-//!   `status_completed` terminal runs only, the idempotency and concurrency indexes keyed rows
-//!   only), and `status_created` ends with `id` so the FIFO claim order needs no sort;
+//!   (`status_lease_expires` leased runs only, the idempotency and concurrency indexes keyed
+//!   rows only);
+//! - listings are answered by `(listed_status, created_at, id)` and `(job_name, listed_status,
+//!   created_at, id)` (migration 6; `listed_status` is a virtual column, `status` but for
+//!   leased runs, which neither index holds), one index range per job and status, so a page
+//!   costs its size and not the number of runs of other statuses; the first ends with `id` so
+//!   the FIFO claim order needs no sort;
 //! - `durably_steps` is clustered on `(run_id, "index", id)` (`WITHOUT ROWID`), which replaces
 //!   `idx_durably_steps_run_index`, and has no unique index on `(run_id, name)` of completed
 //!   steps (dropped by migration 4): a step insert touches one b-tree instead of four. The
@@ -35,16 +39,16 @@ use rusqlite::Connection;
 
 use admin::*;
 use claim::*;
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-internals"))]
 pub(crate) use codec::format_ts;
 use enqueue::*;
 use fenced::*;
-pub(crate) use schema::{DROP_STEP_NAME_INDEX, RUNS_SCHEMA};
+pub(crate) use schema::{DROP_STEP_NAME_INDEX, LISTING_INDEXES, RUNS_SCHEMA};
 
-/// The step-job tables as the migrations leave them (2, then 4).
+/// The step-job tables as the migrations leave them (2, 4, then 6).
 #[cfg(any(test, feature = "bench-internals"))]
 pub(crate) fn schema_after_migrations() -> String {
-    format!("{RUNS_SCHEMA}\n{DROP_STEP_NAME_INDEX}")
+    format!("{RUNS_SCHEMA}\n{DROP_STEP_NAME_INDEX}\n{LISTING_INDEXES}")
 }
 
 use crate::store::runs::{

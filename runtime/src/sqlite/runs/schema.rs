@@ -1,4 +1,5 @@
-//! The step-job tables: migration 2, and migration 4 that drops an index.
+//! The step-job tables: migration 2, migration 4 that drops an index, and migration 6 that
+//! indexes listings.
 
 /// The step-job tables, applied as migration 2.
 pub(crate) const RUNS_SCHEMA: &str = r#"
@@ -81,3 +82,40 @@ CREATE INDEX IF NOT EXISTS idx_durably_logs_run_created ON durably_logs (run_id,
 /// the store's work per three-step run, and the fence already guarantees what it checked.
 pub(crate) const DROP_STEP_NAME_INDEX: &str =
     "DROP INDEX IF EXISTS idx_durably_steps_completed_unique;";
+
+/// Migration 6: run listings answered from the runs they return. Every listing (by status, by
+/// job, by both, or neither) reads one index range per (job, status) pair, newest first, and
+/// stops at the page's end, however many runs of other statuses or jobs the table holds.
+///
+/// The listing indexes are on `listed_status`, a virtual column equal to `status` except for
+/// leased runs, which it leaves out (NULL, not indexed): a run's claim and its end each move
+/// an entry in a status-led index, and leaving leased runs out halves that (the claim deletes
+/// the pending entry, the end inserts the final one). Leased runs, as many as the workers
+/// hold, are listed through `status_lease_expires` and sorted.
+///
+/// - `(listed_status, created_at, id)` replaces the pending-only `status_created`: it serves
+///   the FIFO claim (`listed_status = 'pending'`) and every status listing;
+/// - `(job_name, listed_status, created_at, id)` replaces `(job_name, created_at)`, which made
+///   a listing of one job's failed runs walk all of that job's runs;
+/// - `status_completed` (terminal runs by end time) goes: the pruner walks terminal runs by
+///   creation time through `listed`, and a completion writes one index less;
+/// - a label row gets its run's creation time, and `(key, value, created_at, run_id)` replaces
+///   `(key, value)`: a listing by label reads the label's runs newest first and stops at the
+///   page's end (it read every run carrying the label, and sorted them).
+pub(crate) const LISTING_INDEXES: &str = "
+ALTER TABLE durably_runs ADD COLUMN listed_status TEXT
+    GENERATED ALWAYS AS (CASE status WHEN 'leased' THEN NULL ELSE status END) VIRTUAL;
+DROP INDEX IF EXISTS idx_durably_runs_status_created;
+DROP INDEX IF EXISTS idx_durably_runs_job_created;
+DROP INDEX IF EXISTS idx_durably_runs_status_completed;
+CREATE INDEX idx_durably_runs_listed
+    ON durably_runs (listed_status, created_at, id) WHERE listed_status IS NOT NULL;
+CREATE INDEX idx_durably_runs_job_listed
+    ON durably_runs (job_name, listed_status, created_at, id) WHERE listed_status IS NOT NULL;
+ALTER TABLE durably_run_labels ADD COLUMN created_at TEXT;
+UPDATE durably_run_labels SET created_at =
+    (SELECT r.created_at FROM durably_runs r WHERE r.id = durably_run_labels.run_id);
+DROP INDEX IF EXISTS idx_durably_run_labels_key_value;
+CREATE INDEX idx_durably_run_labels_listed
+    ON durably_run_labels (key, value, created_at, run_id);
+";

@@ -1,6 +1,6 @@
 //! What is SQLite's own in the run store: the timestamp text, the rowid a claim hands out as
 //! the fence's hint, claims racing on two connections to one file, the schema and its indexes,
-//! and statement caching. The contract every backend keeps is checked by the conformance suite
+//! statement caching, and the query plans and costs of run listings. The contract every backend keeps is checked by the conformance suite
 //! (`store::conformance::runs`), which runs on this store in both ownership modes.
 
 use std::time::Duration;
@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use super::codec::{format_ts, parse_ts};
 use super::*;
 use crate::store::runs::{EnqueueOutcome, Enqueued, Fence, Finish, FinishOutcome, NewRun, NewStep};
-use crate::store::runs::{Labels, RunStatus, StepStatus};
+use crate::store::runs::{Labels, RunFilter, RunStatus, StepStatus};
 use crate::time::Timestamp;
 
 const T0: Timestamp = Timestamp::from_millis(1_767_225_600_000);
@@ -183,10 +183,8 @@ fn a_fence_is_found_by_the_claims_rowid_and_still_checked_by_id() {
 }
 
 #[test]
-fn schema_is_idempotent_and_has_the_named_indexes() {
+fn the_schema_has_the_named_indexes() {
     let (_d, c) = db();
-    c.execute_batch(&super::schema_after_migrations())
-        .expect("again");
     let names: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_durably_%' ORDER BY name")
         .expect("prepare")
@@ -196,14 +194,13 @@ fn schema_is_idempotent_and_has_the_named_indexes() {
         .expect("rows");
     for expected in [
         "idx_durably_logs_run_created",
-        "idx_durably_run_labels_key_value",
+        "idx_durably_run_labels_listed",
         "idx_durably_run_labels_pk",
-        "idx_durably_runs_job_created",
         "idx_durably_runs_job_idempotency",
+        "idx_durably_runs_job_listed",
+        "idx_durably_runs_listed",
         "idx_durably_runs_pending_concurrency",
-        "idx_durably_runs_status_completed",
         "idx_durably_runs_status_concurrency",
-        "idx_durably_runs_status_created",
         "idx_durably_runs_status_lease_expires",
     ] {
         assert!(
@@ -211,10 +208,19 @@ fn schema_is_idempotent_and_has_the_named_indexes() {
             "{expected} missing from {names:?}"
         );
     }
-    // Migration 4 dropped it.
-    assert!(!names
-        .iter()
-        .any(|n| n == "idx_durably_steps_completed_unique"));
+    // Migration 4 dropped the first, migration 6 the others.
+    for dropped in [
+        "idx_durably_steps_completed_unique",
+        "idx_durably_runs_job_created",
+        "idx_durably_runs_status_completed",
+        "idx_durably_runs_status_created",
+        "idx_durably_run_labels_key_value",
+    ] {
+        assert!(
+            !names.iter().any(|n| n == dropped),
+            "{dropped} in {names:?}"
+        );
+    }
 }
 
 #[test]
@@ -248,5 +254,355 @@ fn the_claim_query_is_not_re_prepared_on_every_claim() {
         compiled.load(std::sync::atomic::Ordering::SeqCst),
         warm,
         "a claim compiled a statement again"
+    );
+}
+
+/// Inserts `n` runs of job `job` in status `status`, created from `from` on, one a
+/// millisecond, each carrying the label `tenant` = `tenant`.
+fn insert_many(
+    c: &Connection,
+    n: u64,
+    job: &str,
+    status: RunStatus,
+    from: Timestamp,
+    tenant: &str,
+) {
+    let tx = c.unchecked_transaction().expect("tx");
+    {
+        let mut run = tx
+            .prepare(
+                "INSERT INTO durably_runs (id, job_name, input, status, labels, created_at,
+                    updated_at, completed_at)
+                 VALUES (?1, ?2, '{}', ?3, ?4, ?5, ?5, CASE WHEN ?3 IN ('pending', 'leased')
+                    THEN NULL ELSE ?5 END)",
+            )
+            .expect("prepare");
+        let mut label = tx
+            .prepare(
+                "INSERT INTO durably_run_labels (run_id, key, value, created_at)
+                 VALUES (?1, 'tenant', ?2, ?3)",
+            )
+            .expect("prepare");
+        let labels = format!(r#"{{"tenant":"{tenant}"}}"#);
+        for i in 0..n {
+            let at = from + Duration::from_millis(i);
+            let id = format!("{}-{job}-{status}-{i:08}", format_ts(at));
+            run.execute(rusqlite::params![
+                id,
+                job,
+                status.as_str(),
+                labels,
+                format_ts(at)
+            ])
+            .expect("insert run");
+            label
+                .execute(rusqlite::params![id, tenant, format_ts(at)])
+                .expect("insert label");
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+/// SQLite virtual-machine instructions `f` executes on `c`: the work of a query, whatever
+/// the machine's speed.
+fn instructions(c: &Connection, f: impl FnOnce(&Connection)) -> u64 {
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = counted.clone();
+    c.progress_handler(
+        10,
+        Some(move || {
+            counter.fetch_add(10, std::sync::atomic::Ordering::Relaxed);
+            false
+        }),
+    )
+    .expect("progress handler");
+    f(c);
+    c.progress_handler(10, None::<fn() -> bool>)
+        .expect("progress handler");
+    counted.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The query plan of `sql`, one step a line.
+fn plan(c: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = c
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("explain");
+    let mut rows = stmt.raw_query();
+    let mut steps = Vec::new();
+    while let Some(row) = rows.next().expect("plan row") {
+        steps.push(row.get::<_, String>(3).expect("detail"));
+    }
+    steps
+}
+
+/// The SQL of every statement `f` runs on `c`, as written (parameters unbound).
+fn statements_run_by(c: &Connection, f: impl FnOnce(&Connection)) -> Vec<String> {
+    // rusqlite's trace callback is a function pointer, so statements are collected per
+    // thread: `f` runs on this one.
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    fn record(event: rusqlite::trace::TraceEvent<'_>) {
+        if let rusqlite::trace::TraceEvent::Stmt(stmt, _) = event {
+            SEEN.with_borrow_mut(|seen| seen.push(stmt.sql().into_owned()));
+        }
+    }
+    SEEN.with_borrow_mut(Vec::clear);
+    c.trace_v2(
+        rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+        Some(record),
+    );
+    f(c);
+    c.trace_v2(rusqlite::trace::TraceEventCodes::empty(), None);
+    SEEN.with_borrow_mut(std::mem::take)
+}
+
+#[test]
+fn a_cursor_token_reads_back_and_a_bad_one_is_refused() {
+    let cursor = crate::store::runs::RunCursor::new(T0, "01J.with.dots");
+    assert_eq!(cursor.token().parse(), Ok(cursor));
+    for bad in ["", "12", "x.id", "12.", "1.2"] {
+        let parsed = bad.parse::<crate::store::runs::RunCursor>();
+        assert_eq!(parsed.is_err(), bad != "1.2", "{bad:?}: {parsed:?}");
+    }
+}
+
+#[test]
+fn a_page_of_rare_runs_costs_the_same_among_ten_times_more_other_runs() {
+    let (_d, c) = db();
+    // The runs asked for are the oldest: a listing that walks runs newest first and checks
+    // each one's status, job or label reads every other run before it finds them.
+    insert_many(&c, 20, "a", RunStatus::Failed, T0, "acme");
+    insert_many(&c, 20, "b", RunStatus::Pending, T0, "acme");
+    let later = T0 + Duration::from_secs(3600);
+    let filters = [
+        RunFilter::new().status(RunStatus::Failed).limit(10),
+        RunFilter::new().status(RunStatus::Pending).limit(10),
+        RunFilter::new()
+            .job_name("a")
+            .status(RunStatus::Failed)
+            .limit(10),
+        RunFilter::new().job_name("b").limit(10),
+        RunFilter::new().label("tenant", "acme").limit(10),
+        RunFilter::new()
+            .status(RunStatus::Failed)
+            .created_until(T0 + Duration::from_secs(1))
+            .limit(10),
+        RunFilter::new().limit(10),
+    ];
+    let cost = |c: &Connection| -> Vec<u64> {
+        filters
+            .iter()
+            .map(|f| {
+                instructions(c, |c| {
+                    assert_eq!(get_runs(c, f).expect("get_runs").len(), 10, "{f:?}");
+                })
+            })
+            .collect()
+    };
+    insert_many(&c, 1_000, "a", RunStatus::Completed, later, "other");
+    let small = cost(&c);
+    insert_many(
+        &c,
+        9_000,
+        "a",
+        RunStatus::Completed,
+        later + Duration::from_secs(10),
+        "other",
+    );
+    let large = cost(&c);
+    for ((filter, small), large) in filters.iter().zip(&small).zip(&large) {
+        assert!(
+            *large <= small + small / 4 + 100,
+            "{filter:?}: {small} instructions among 1,000 other runs, {large} among 10,000"
+        );
+    }
+}
+
+#[test]
+fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
+    let (_d, c) = db();
+    let status_index = "idx_durably_runs_listed (listed_status=?";
+    let job_index = "idx_durably_runs_job_listed (job_name=? AND listed_status=?";
+    let leased_index = "idx_durably_runs_status_lease_expires (status=?)";
+    let label_index = "idx_durably_run_labels_listed (key=? AND value=?)";
+    let cursor = crate::store::runs::RunCursor::new(T0, "r1");
+    for (what, filter, index) in [
+        ("every run", RunFilter::new().limit(50), status_index),
+        (
+            "one status",
+            RunFilter::new().status(RunStatus::Failed).limit(50),
+            status_index,
+        ),
+        (
+            "two statuses",
+            RunFilter::new()
+                .status(RunStatus::Pending)
+                .status(RunStatus::Failed)
+                .limit(50),
+            status_index,
+        ),
+        (
+            "one job",
+            RunFilter::new().job_name("a").limit(50),
+            job_index,
+        ),
+        (
+            "a job's failed runs",
+            RunFilter::new()
+                .job_name("a")
+                .status(RunStatus::Failed)
+                .limit(50),
+            job_index,
+        ),
+        (
+            "a time range",
+            RunFilter::new()
+                .created_since(T0)
+                .created_until(T0 + Duration::from_secs(3600))
+                .limit(50),
+            status_index,
+        ),
+        (
+            "a keyset page",
+            RunFilter::new()
+                .status(RunStatus::Completed)
+                .before(cursor.clone())
+                .limit(50),
+            status_index,
+        ),
+        (
+            "an offset page",
+            RunFilter::new()
+                .status(RunStatus::Cancelled)
+                .limit(50)
+                .offset(200),
+            status_index,
+        ),
+        (
+            "a label",
+            RunFilter::new()
+                .label("tenant", "acme")
+                .status(RunStatus::Failed)
+                .limit(50),
+            label_index,
+        ),
+        (
+            "no limit",
+            RunFilter::new().status(RunStatus::Cancelled),
+            status_index,
+        ),
+        // Leased runs, as many as the workers hold, are sorted.
+        (
+            "leased runs",
+            RunFilter::new().status(RunStatus::Leased).limit(50),
+            leased_index,
+        ),
+    ] {
+        let statements = statements_run_by(&c, |c| {
+            get_runs(c, &filter).expect("get_runs");
+        });
+        assert_eq!(statements.len(), 1, "{what}: {statements:?}");
+        let steps = plan(&c, &statements[0]);
+        let all = steps.join("\n");
+        assert!(
+            steps.iter().any(|s| s.contains(index)),
+            "{what}: expected {index} in\n{all}"
+        );
+        for step in &steps {
+            // A scan of the runs or labels, or a search of the runs through another index
+            // (walking a job's runs to check their status, say), reads runs the page does
+            // not return.
+            assert!(
+                !step.starts_with("SCAN r") && !step.starts_with("SCAN l"),
+                "{what}: a table scan in\n{all}"
+            );
+            if step.starts_with("SEARCH r ") {
+                assert!(
+                    step.contains(status_index)
+                        || step.contains(job_index)
+                        || step.contains(leased_index)
+                        || step.contains("INTEGER PRIMARY KEY (rowid=?)")
+                        || step.contains("sqlite_autoindex_durably_runs_1 (id=?)"),
+                    "{what}: runs searched by another index in\n{all}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn listings_merge_their_ranges_in_order_with_offsets_cursors_and_time_ranges() {
+    let (_d, c) = db();
+    // Interleaved creation times across jobs and statuses.
+    let mut expected = Vec::new();
+    for i in 0..30u64 {
+        let job = if i % 3 == 0 { "a" } else { "b" };
+        let at = T0 + Duration::from_millis(i * 10);
+        let run = add(&c, new_run(&format!("r{i:02}"), job), at);
+        expected.push((run.id.clone(), job, i));
+    }
+    // Half the runs of job b are cancelled.
+    for (id, job, i) in &expected {
+        if *job == "b" && i % 2 == 0 {
+            cancel_run(&c, id, T0, true).expect("cancel");
+        }
+    }
+    let ids = |f: RunFilter| -> Vec<String> {
+        get_runs(&c, &f)
+            .expect("get_runs")
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    let newest_first: Vec<String> = expected.iter().rev().map(|e| e.0.clone()).collect();
+    assert_eq!(ids(RunFilter::new()), newest_first);
+    assert_eq!(
+        ids(RunFilter::new().limit(7).offset(5)),
+        newest_first[5..12]
+    );
+    let window = RunFilter::new()
+        .created_since(T0 + Duration::from_millis(50))
+        .created_until(T0 + Duration::from_millis(120));
+    assert_eq!(
+        ids(window),
+        ["r11", "r10", "r09", "r08", "r07", "r06", "r05"]
+    );
+    // Keyset pages over two statuses of one job give the same runs as one listing.
+    let base = RunFilter::new()
+        .job_name("b")
+        .status(RunStatus::Cancelled)
+        .status(RunStatus::Pending);
+    let whole = ids(base.clone());
+    assert_eq!(whole.len(), 20);
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let mut f = base.clone().limit(6);
+        if let Some(c) = cursor.take() {
+            f = f.before(c);
+        }
+        let page = get_runs(&c, &f).expect("page");
+        let Some(last) = page.last() else { break };
+        cursor = Some(crate::store::runs::RunCursor::new(
+            last.created_at,
+            last.id.clone(),
+        ));
+        paged.extend(page.into_iter().map(|r| r.id));
+    }
+    assert_eq!(paged, whole);
+    // A repeated status or job does not repeat runs.
+    assert_eq!(
+        ids(RunFilter::new()
+            .job_name("a")
+            .job_name("a")
+            .status(RunStatus::Pending)
+            .status(RunStatus::Pending)),
+        expected
+            .iter()
+            .rev()
+            .filter(|e| e.1 == "a")
+            .map(|e| e.0.clone())
+            .collect::<Vec<_>>()
     );
 }

@@ -279,7 +279,8 @@ pub(crate) async fn event_ids_outlive_their_instance(store: Arc<dyn Store>) {
     assert!(store.has_event_id(&key("a"), "e").await.unwrap());
 }
 
-/// Pruning deletes the event-id records older than the cutoff, and only those.
+/// Pruning deletes the event-id records older than the cutoff, and only those, oldest first and
+/// at most a batch at a time.
 pub(crate) async fn pruning_deletes_old_event_ids_only(store: Arc<dyn Store>) {
     let batch = (0..10)
         .map(|i| Write::RecordEvent {
@@ -289,10 +290,37 @@ pub(crate) async fn pruning_deletes_old_event_ids_only(store: Arc<dyn Store>) {
         })
         .collect();
     store.commit(batch).await.unwrap();
-    assert_eq!(store.prune_event_ids(ms(50)).await.unwrap(), 5);
+    assert_eq!(store.prune_event_ids(ms(50), 3).await.unwrap(), 3);
+    assert!(!store.has_event_id(&key("a"), "e2").await.unwrap());
+    assert!(store.has_event_id(&key("a"), "e3").await.unwrap());
+    assert_eq!(store.prune_event_ids(ms(50), 3).await.unwrap(), 2);
     assert!(!store.has_event_id(&key("a"), "e4").await.unwrap());
     assert!(store.has_event_id(&key("a"), "e5").await.unwrap());
-    assert_eq!(store.prune_event_ids(ms(50)).await.unwrap(), 0);
+    assert_eq!(store.prune_event_ids(ms(50), 3).await.unwrap(), 0);
+}
+
+/// Every instance key is listed once, in key order, a page at a time: the engine reads them at
+/// start to know which instances do not exist.
+pub(crate) async fn instance_keys_are_listed_in_pages(store: Arc<dyn Store>) {
+    insert_all(
+        &*store,
+        (0..25).map(|i| InstanceRecord::new(key(&format!("k{i:02}")), ms(0))),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.instance_keys(after.take(), 10).await.unwrap();
+        assert!(page.len() <= 10);
+        let full = page.len() == 10;
+        after = page.last().cloned();
+        seen.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let expected: Vec<InstanceKey> = (0..25).map(|i| key(&format!("k{i:02}"))).collect();
+    assert_eq!(seen, expected);
 }
 
 /// A due alarm is claimed by one owner, whose lease moves the alarm to its expiry; nobody else
@@ -830,7 +858,7 @@ pub(crate) async fn a_closed_store_refuses_everything(store: Arc<dyn Store>) {
     );
     closed(
         "prune_event_ids",
-        matches!(store.prune_event_ids(now).await, Err(StoreError::Closed)),
+        matches!(store.prune_event_ids(now, 10).await, Err(StoreError::Closed)),
     );
     closed(
         "get_run",

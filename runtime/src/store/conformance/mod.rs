@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             instances::pruning_deletes_old_event_ids_only,
             instances::claiming_an_alarm,
             instances::an_instance_is_claimed_at_the_version_read,
+            instances::instance_keys_are_listed_in_pages,
             instances::renewing_leases_moves_their_alarms_but_not_the_version,
             instances::scanning_returns_due_alarms_earliest_first_and_the_next_one,
             instances::scans_merge_the_jobs_asked_for_and_leave_out_other_jobs_and_broken_instances,
@@ -103,6 +104,7 @@ macro_rules! conformance_tests {
             runs::recover_expires_every_live_lease,
             runs::purge_removes_only_old_terminal_runs,
             runs::counts_runs_per_job_and_status,
+            runs::runs_are_listed_newest_first_with_cursors,
         );
     };
     (@each $open:expr; $($side:ident :: $check:ident,)*) => {

@@ -882,3 +882,31 @@ pub(crate) async fn counts_runs_per_job_and_status(store: Arc<dyn Store>) {
         ("b", 1, 0, None)
     );
 }
+
+/// Listings are newest first, whatever mix of statuses and jobs they name, and a cursor
+/// continues exactly after the run it names; a time range keeps the runs created inside it.
+pub(crate) async fn runs_are_listed_newest_first_with_cursors(store: Arc<dyn Store>) {
+    for i in 0..6u64 {
+        let job = if i % 2 == 0 { "even" } else { "odd" };
+        store
+            .enqueue(vec![new_run(&format!("r{i}"), job)], at(i))
+            .await
+            .unwrap();
+    }
+    store.cancel_run("r2", at(10), true).await.unwrap();
+    let ids = |runs: Vec<RunRecord>| -> Vec<String> { runs.into_iter().map(|r| r.id).collect() };
+    let all = ids(store.get_runs(RunFilter::new()).await.unwrap());
+    assert_eq!(all, ["r5", "r4", "r3", "r2", "r1", "r0"]);
+    let even = RunFilter::new()
+        .job_name("even")
+        .status(RunStatus::Pending)
+        .status(RunStatus::Cancelled);
+    assert_eq!(
+        ids(store.get_runs(even.clone()).await.unwrap()),
+        ["r4", "r2", "r0"]
+    );
+    let after_r4 = even.limit(1).before(RunCursor::new(at(4), "r4"));
+    assert_eq!(ids(store.get_runs(after_r4).await.unwrap()), ["r2"]);
+    let window = RunFilter::new().created_since(at(1)).created_until(at(3));
+    assert_eq!(ids(store.get_runs(window).await.unwrap()), ["r2", "r1"]);
+}

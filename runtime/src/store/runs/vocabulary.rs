@@ -122,12 +122,19 @@ pub struct RunFilter {
     pub offset: Option<u32>,
     /// Only runs after this one in the listing order (older, or as old with a smaller id): the
     /// last run of the previous page. Unlike `offset`, pages stay exact while runs are created,
-    /// deleted or change status.
+    /// deleted or change status, and a page costs the same however deep it is.
     pub before: Option<RunCursor>,
+    /// Only runs created at or after this time.
+    pub created_since: Option<Timestamp>,
+    /// Only runs created before this time.
+    pub created_until: Option<Timestamp>,
 }
 
 /// A position in the run listing (newest first): the creation time and id of a run, which
 /// [`RunFilter::before`] continues after. The run itself may since have been deleted.
+///
+/// Its [token](RunCursor::token) is an opaque string for callers that hand the position to
+/// someone else (the HTTP API's `cursor`), read back with `parse`.
 ///
 /// # Examples
 ///
@@ -136,6 +143,8 @@ pub struct RunFilter {
 /// use durable_jobs::Timestamp;
 ///
 /// let cursor = RunCursor::new(Timestamp::from_millis(1_700_000_000_000), "01HZX");
+/// let token = cursor.token();
+/// assert_eq!(token.parse::<RunCursor>(), Ok(cursor.clone()));
 /// let next_page = RunFilter::new().limit(100).before(cursor);
 /// assert!(next_page.before.is_some());
 /// ```
@@ -155,6 +164,26 @@ impl RunCursor {
             created_at,
             id: id.into(),
         }
+    }
+
+    /// The position as an opaque string, which `str::parse` reads back.
+    pub fn token(&self) -> String {
+        format!("{}.{}", self.created_at.as_millis(), self.id)
+    }
+}
+
+impl FromStr for RunCursor {
+    type Err = String;
+
+    /// Reads a [`RunCursor::token`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        let invalid = || format!("invalid run cursor {s:?}");
+        let (millis, id) = s.split_once('.').ok_or_else(invalid)?;
+        let millis: i64 = millis.parse().map_err(|_| invalid())?;
+        if id.is_empty() || id.len() > crate::id::MAX_ID_BYTES {
+            return Err(invalid());
+        }
+        Ok(RunCursor::new(Timestamp::from_millis(millis), id))
     }
 }
 
@@ -221,6 +250,18 @@ impl RunFilter {
     /// Continues after `cursor` (keyset paging).
     pub fn before(mut self, cursor: RunCursor) -> Self {
         self.before = Some(cursor);
+        self
+    }
+
+    /// Only runs created at or after `at`.
+    pub fn created_since(mut self, at: Timestamp) -> Self {
+        self.created_since = Some(at);
+        self
+    }
+
+    /// Only runs created before `at`.
+    pub fn created_until(mut self, at: Timestamp) -> Self {
+        self.created_until = Some(at);
         self
     }
 }
