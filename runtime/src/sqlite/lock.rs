@@ -153,10 +153,13 @@ impl DatabaseFile {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if file.is_some() {
+        if let Some(file) = file {
+            // Unlocked explicitly, not only by closing the descriptor: a child process being
+            // started at this moment holds a copy of every descriptor until it execs, and that
+            // copy would keep a lock that is only dropped on close.
+            let _ = file.unlock();
             self.unregister();
         }
-        drop(file);
     }
 
     #[cfg(unix)]

@@ -858,7 +858,10 @@ pub(crate) async fn a_closed_store_refuses_everything(store: Arc<dyn Store>) {
     );
     closed(
         "prune_event_ids",
-        matches!(store.prune_event_ids(now, 10).await, Err(StoreError::Closed)),
+        matches!(
+            store.prune_event_ids(now, 10).await,
+            Err(StoreError::Closed)
+        ),
     );
     closed(
         "get_run",
