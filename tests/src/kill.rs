@@ -173,8 +173,11 @@ fn process_alive(pid: u32) -> bool {
 /// Writes one line to standard output at once, so the parent has it before any kill.
 pub fn say(line: &str) {
     let mut out = std::io::stdout().lock();
-    // A closed pipe means the parent is gone; nothing is left to tell.
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    // A closed pipe means the parent is gone (a test run stopped half-way): nothing is left to
+    // tell or to do, and a child left running would load the machine forever.
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
 }
 
 /// A small deterministic generator (SplitMix64): the harness's choices are reproducible from

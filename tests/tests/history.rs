@@ -121,6 +121,16 @@ impl Backend for CountingStore {
     ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
         self.inner.claim_alarm(key, now, owner, lease_until)
     }
+    fn claim_instance<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        expected_version: u64,
+        owner: &'a str,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
+        self.inner
+            .claim_instance(key, expected_version, owner, lease_until)
+    }
     fn renew_leases<'a>(
         &'a self,
         owner: &'a str,
@@ -330,6 +340,9 @@ impl Store for CountingStore {
     }
     fn close_blocking(&self) {
         self.inner.close_blocking();
+    }
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        self.inner.poll_interval()
     }
 }
 

@@ -204,6 +204,7 @@ pub struct Reply {
     pub json: Value,
     pub text: String,
     pub content_type: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Server {
@@ -214,6 +215,7 @@ impl Server {
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
+        let headers = res.headers().clone();
         let content_type = res
             .headers()
             .get("content-type")
@@ -227,6 +229,7 @@ impl Server {
             json,
             text,
             content_type,
+            headers,
         }
     }
 
