@@ -9,8 +9,9 @@ use rusqlite::Connection;
 
 use super::codec::{format_ts, parse_ts};
 use super::*;
-use crate::store::runs::{EnqueueOutcome, Enqueued, Fence, Finish, FinishOutcome, NewRun, NewStep};
-use crate::store::runs::{Labels, RunFilter, RunStatus, StepStatus};
+use crate::store::conformance::runs::{new_run, step};
+use crate::store::runs::{EnqueueOutcome, Enqueued, Fence, Finish, FinishOutcome, NewRun};
+use crate::store::runs::{RunFilter, RunStatus, StepStatus};
 use crate::time::Timestamp;
 
 const T0: Timestamp = Timestamp::from_millis(1_767_225_600_000);
@@ -26,18 +27,6 @@ fn db() -> (tempfile::TempDir, Connection) {
     (dir, conn)
 }
 
-fn new_run(id: &str, job: &str) -> NewRun {
-    NewRun {
-        id: id.into(),
-        job_name: job.into(),
-        input: r#"{"test":true}"#.into(),
-        idempotency_key: None,
-        concurrency_key: None,
-        labels: Labels::new(),
-        coalesce: false,
-    }
-}
-
 fn add(conn: &Connection, run: NewRun, at: Timestamp) -> RunRecord {
     match enqueue(conn, &[run], at).expect("enqueue") {
         EnqueueOutcome::Done(mut done) => match done.pop() {
@@ -45,19 +34,6 @@ fn add(conn: &Connection, run: NewRun, at: Timestamp) -> RunRecord {
             other => panic!("expected created, got {other:?}"),
         },
         other => panic!("expected success, got {other:?}"),
-    }
-}
-
-fn step(name: &str, index: u64, status: StepStatus) -> NewStep {
-    NewStep {
-        id: ulid::Ulid::new().to_string(),
-        name: name.into(),
-        index,
-        status,
-        output: (status == StepStatus::Completed).then(|| format!("\"{name}-out\"")),
-        error: (status != StepStatus::Completed).then(|| "boom".to_owned()),
-        started_at: T0,
-        completed_at: T0,
     }
 }
 

@@ -17,7 +17,8 @@ use crate::time::Timestamp;
 /// The lease every claim of these checks takes.
 const LEASE: Duration = Duration::from_secs(30);
 
-fn new_run(id: &str, job: &str) -> NewRun {
+/// A run of `job` with no keys and no labels.
+pub(crate) fn new_run(id: &str, job: &str) -> NewRun {
     NewRun {
         id: id.into(),
         job_name: job.into(),
@@ -57,7 +58,8 @@ async fn add(store: &dyn Store, run: NewRun, now: Timestamp) -> RunRecord {
     }
 }
 
-fn step(name: &str, index: u64, status: StepStatus) -> NewStep {
+/// A step `name` at `index` ending `status`, with an output if it completed, an error if not.
+pub(crate) fn step(name: &str, index: u64, status: StepStatus) -> NewStep {
     NewStep {
         id: ulid::Ulid::new().to_string(),
         name: name.into(),
