@@ -90,6 +90,21 @@ fn decode_stored<S: DeserializeOwned>(
         })
 }
 
+/// An event of `job` as JSON, for an action that may have to decode it again; or as it is when
+/// its JSON does not read back (a NaN becomes `null`), for an action made once.
+fn event_json<E: Serialize + DeserializeOwned + Send + 'static>(
+    job: &'static str,
+    event: Input,
+) -> Result<Result<serde_json::Value, Input>, Error> {
+    let event = event
+        .into_value::<E>()
+        .map_err(|m| Error::validation(ValidationTarget::Event, Some(job), m))?;
+    match serde_json::to_value(&event) {
+        Ok(json) if serde_json::from_value::<E>(json.clone()).is_ok() => Ok(Ok(json)),
+        _ => Ok(Err(Input::typed(event))),
+    }
+}
+
 /// The `Validation` error of a stored state that does not decode.
 pub(crate) fn undecodable(job: &str, message: String) -> Error {
     Error::validation(ValidationTarget::State, Some(job), message)
@@ -363,13 +378,7 @@ impl<A: Send + Sync + 'static, J: DebounceJob<A>> DebounceHandler<A> for Debounc
     }
 
     fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error> {
-        let event = event
-            .into_value::<J::Event>()
-            .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
-        match serde_json::to_value(&event) {
-            Ok(json) if serde_json::from_value::<J::Event>(json.clone()).is_ok() => Ok(Ok(json)),
-            _ => Ok(Err(Input::typed(event))),
-        }
+        event_json::<J::Event>(J::NAME, event)
     }
 
     fn fold(
@@ -501,13 +510,7 @@ impl<A: Send + Sync + 'static, J: TaskJob<A>> TaskHandler<A> for Task<J> {
     }
 
     fn event_json(&self, event: Input) -> Result<Result<serde_json::Value, Input>, Error> {
-        let event = event
-            .into_value::<J::Event>()
-            .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
-        match serde_json::to_value(&event) {
-            Ok(json) if serde_json::from_value::<J::Event>(json.clone()).is_ok() => Ok(Ok(json)),
-            _ => Ok(Err(Input::typed(event))),
-        }
+        event_json::<J::Event>(J::NAME, event)
     }
 
     fn invoke<'a>(
