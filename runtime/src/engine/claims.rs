@@ -16,13 +16,22 @@
 //! it, takes it itself ([`Backend::claim_instance`]) before running an execution, and is made
 //! again when another process wrote the instance first.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::id::InstanceKey;
-use crate::store::{Backend, BoxFuture, InstanceRecord, Lease, Ownership, StoreError};
+use crate::store::{
+    Backend, BoxFuture, InstanceRecord, Lease, Ownership, StoreError, Write, WriteBatch,
+};
 use crate::time::Timestamp;
 
-use super::scheduler::Scheduler;
+use super::scheduler::{InlineClaim, Scheduler};
 
-/// What a claim strategy reads and writes through: the engine's rows.
+/// How many times a client action that lost a race for its instance to another process is made
+/// in all, before the conflict is returned.
+const ACTION_ATTEMPTS: u32 = 32;
+
+/// What a claim strategy works through: the engine's rows and its scheduler.
 pub(crate) trait ClaimRows: Send + Sync {
     /// The instance as last committed (from the cache when there is one).
     fn load_row<'a>(
@@ -32,6 +41,9 @@ pub(crate) trait ClaimRows: Send + Sync {
 
     /// The store.
     fn store(&self) -> &dyn Backend;
+
+    /// The scheduler, which renews the leases of the executions it counts.
+    fn scheduler(&self) -> &Arc<Scheduler>;
 }
 
 /// A claim strategy: [`ExclusiveClaims`] or [`LeasedClaims`].
@@ -46,12 +58,46 @@ pub(crate) trait Claims: Send + Sync {
     /// Whether the leases of executions in flight must be renewed while they run.
     fn renews_leases(&self) -> bool;
 
-    /// Whether client actions share their instances with other processes' engines: then an
-    /// action waits while another process's execution holds the instance, claims the instance
-    /// durably before it runs user code on it (as an alarm execution does), and is made again
-    /// when another process wrote the instance between its read and its commit. Otherwise the
-    /// instance lock of this process is all an action needs.
-    fn shares_instances(&self) -> bool;
+    /// How many times a client action is made in all when it loses a race for its instance
+    /// (its commit finds the instance written since it read it) before it ran user code under
+    /// a claim: 1 when no other process writes the instances, so the action is made once and
+    /// its payload need not be kept for a second attempt.
+    fn action_attempts(&self) -> u32;
+
+    /// How long a client action waits before reading `rec` again because another engine's
+    /// live lease holds it (looking at most every `poll`); `None` when the action may go on.
+    /// `owner` is this engine: its own leases are left by its executions that have ended,
+    /// since the instance lock is held.
+    fn held_elsewhere(
+        &self,
+        rec: Option<&InstanceRecord>,
+        owner: &str,
+        now: Timestamp,
+        poll: Duration,
+    ) -> Option<Duration>;
+
+    /// Before a client action runs user code on `rec`, read at `expected` (`None` for a row
+    /// not stored yet): claims the instance for `owner` until `until` so that no other process runs it
+    /// meanwhile, and makes `rec` and `expected` those of the claimed row. The guard returned
+    /// keeps the lease renewed until dropped. `None` when there is nothing to claim: the
+    /// instance lock of this process is all the action needs.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when another process wrote the instance since it was read.
+    fn claim_for_action<'a>(
+        &'a self,
+        rows: &'a dyn ClaimRows,
+        rec: &'a mut InstanceRecord,
+        expected: &'a mut Option<u64>,
+        owner: &'a str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InlineClaim>, StoreError>>;
+
+    /// Gives the rows `batch` inserts, about to be committed at `now`, the version they start
+    /// at.
+    fn version_inserts(&self, batch: &mut WriteBatch, now: Timestamp);
 
     /// Claims `key`'s alarm if it is due at `now` and not held: the row to run it on, carrying
     /// `lease`, or `None`.
@@ -98,8 +144,38 @@ impl Claims for ExclusiveClaims {
         false
     }
 
-    fn shares_instances(&self) -> bool {
-        false
+    fn action_attempts(&self) -> u32 {
+        // Every write of an instance is made under this process's instance lock.
+        1
+    }
+
+    fn held_elsewhere(
+        &self,
+        _rec: Option<&InstanceRecord>,
+        _owner: &str,
+        _now: Timestamp,
+        _poll: Duration,
+    ) -> Option<Duration> {
+        // There is no elsewhere.
+        None
+    }
+
+    fn claim_for_action<'a>(
+        &'a self,
+        _rows: &'a dyn ClaimRows,
+        _rec: &'a mut InstanceRecord,
+        _expected: &'a mut Option<u64>,
+        _owner: &'a str,
+        _now: Timestamp,
+        _until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InlineClaim>, StoreError>> {
+        // The instance lock keeps this process's alarm executions out, and there is no other.
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn version_inserts(&self, _batch: &mut WriteBatch, _now: Timestamp) {
+        // Rows start at the version they were built with, 0: an instance is read and written
+        // under this process's lock only, so no read of a deleted row can outlive it.
     }
 
     fn claim<'a>(
@@ -154,8 +230,81 @@ impl Claims for LeasedClaims {
         true
     }
 
-    fn shares_instances(&self) -> bool {
-        true
+    fn action_attempts(&self) -> u32 {
+        ACTION_ATTEMPTS
+    }
+
+    fn held_elsewhere(
+        &self,
+        rec: Option<&InstanceRecord>,
+        owner: &str,
+        now: Timestamp,
+        poll: Duration,
+    ) -> Option<Duration> {
+        let lease = rec?.lease.as_ref()?;
+        if lease.owner == owner || lease.until <= now {
+            // Ours is left by an execution of this process that has ended (the instance lock
+            // is held); a lapsed one is free.
+            return None;
+        }
+        let until_lapsed = lease
+            .until
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        Some(poll.min(until_lapsed))
+    }
+
+    fn claim_for_action<'a>(
+        &'a self,
+        rows: &'a dyn ClaimRows,
+        rec: &'a mut InstanceRecord,
+        expected: &'a mut Option<u64>,
+        owner: &'a str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InlineClaim>, StoreError>> {
+        Box::pin(async move {
+            // Counted before the lease is written, so that the renewals cover it from the start.
+            let guard = rows.scheduler().inline_claim();
+            match *expected {
+                Some(version) => {
+                    let claimed = rows
+                        .store()
+                        .claim_instance(&rec.key, version, owner, until)
+                        .await?
+                        .ok_or_else(|| StoreError::Conflict(rec.key.clone()))?;
+                    rec.version = claimed.version;
+                    rec.lease = claimed.lease;
+                    rec.lease_generation = claimed.lease_generation;
+                }
+                None => {
+                    // Inserted claimed, with an alarm at the lease's expiry if it has none, so
+                    // that an execution interrupted with its process runs again there.
+                    let mut row = rec.clone();
+                    row.version = first_version(now);
+                    row.updated_at = now;
+                    row.alarm_at = row.alarm_at.or(Some(until));
+                    row.lease = Some(Lease {
+                        owner: owner.to_owned(),
+                        until,
+                    });
+                    rows.store()
+                        .commit(vec![Write::Insert(row.clone())])
+                        .await?;
+                    *rec = row;
+                }
+            }
+            *expected = Some(rec.version);
+            Ok(Some(guard))
+        })
+    }
+
+    fn version_inserts(&self, batch: &mut WriteBatch, now: Timestamp) {
+        for write in batch {
+            if let Write::Insert(rec) = write {
+                rec.version = first_version(now);
+            }
+        }
     }
 
     fn claim<'a>(
@@ -186,4 +335,15 @@ impl Claims for LeasedClaims {
             rec.alarm_at
         }
     }
+}
+
+/// The version of a row inserted into a store shared with other processes: from the time and
+/// chance, not 0. A row deleted and created again while another process holds a read of it
+/// must not come back at a version that read carries, or that process's write, checked
+/// against the version alone, would land on the new row (an engine alone on its store reads
+/// and writes an instance under its lock, and starts rows at 0). A row would have to be
+/// written 65,536 times per millisecond of its life to reach the first version of a later one.
+fn first_version(now: Timestamp) -> u64 {
+    let millis = u64::try_from(now.as_millis()).unwrap_or(0) & ((1 << 46) - 1);
+    (millis << 16) | fastrand::u64(..1 << 16)
 }

@@ -57,10 +57,6 @@ tokio::task_local! {
     static CLAIMED: std::cell::Cell<bool>;
 }
 
-/// How many times a client action that lost a race for its instance to another process is made
-/// in all, before the conflict is returned.
-const ACTION_ATTEMPTS: u32 = 32;
-
 /// A running engine for the jobs of registry `R`.
 ///
 /// Cheap to clone; every clone and every [`Client`](crate::Client) shares the engine. Call
@@ -229,6 +225,10 @@ impl<A: Send + Sync + 'static> ClaimRows for Inner<A> {
     fn store(&self) -> &dyn Backend {
         self.store.as_ref()
     }
+
+    fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
 }
 
 impl<A: Send + Sync + 'static> Inner<A> {
@@ -352,7 +352,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
 
     /// The instance as a client action starts from: as [`load`](Self::load), once no execution
     /// of another process holds it (on a store shared with other processes; see
-    /// [`Claims::shares_instances`]). The instance lock keeps this process's own executions out.
+    /// [`Claims::held_elsewhere`]). The instance lock keeps this process's own executions out.
     pub(crate) async fn load_for_action(
         &self,
         key: &InstanceKey,
@@ -370,28 +370,12 @@ impl<A: Send + Sync + 'static> Inner<A> {
         }
     }
 
-    /// How long to wait before looking again, when `rec` is held by a live lease of another
-    /// engine and instances are shared; `None` when the action may go on.
+    /// How long to wait before looking again, when `rec` is held by another engine (see
+    /// [`Claims::held_elsewhere`]); `None` when the action may go on.
     fn held_elsewhere(&self, rec: Option<&InstanceRecord>) -> Option<Duration> {
-        if !self.claims.shares_instances() {
-            return None;
-        }
-        let lease = rec?.lease.as_ref()?;
-        let now = self.clock.now();
-        if lease.owner == self.owner || lease.until <= now {
-            // Ours is left by an execution of this process that has ended (the instance lock
-            // is held); a lapsed one is free.
-            return None;
-        }
-        let every = self.poll.unwrap_or(crate::store::DEFAULT_POLL_INTERVAL);
-        Some(
-            every.min(
-                lease
-                    .until
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(1)),
-            ),
-        )
+        let poll = self.poll.unwrap_or(crate::store::DEFAULT_POLL_INTERVAL);
+        self.claims
+            .held_elsewhere(rec, &self.owner, self.clock.now(), poll)
     }
 
     /// Before a client action runs user code on `rec` (read at `expected`, `None` for a row not
@@ -412,43 +396,16 @@ impl<A: Send + Sync + 'static> Inner<A> {
         expected: &mut Option<u64>,
         operation: Operation,
     ) -> Result<Option<scheduler::InlineClaim>> {
-        if !self.claims.shares_instances() {
-            return Ok(None);
-        }
         let now = self.clock.now();
-        let lease = Lease {
-            owner: self.owner.clone(),
-            until: now + self.lease,
-        };
-        let guard = self.scheduler.inline_claim();
-        match *expected {
-            Some(version) => {
-                let claimed = self
-                    .store
-                    .claim_instance(&rec.key, version, &lease.owner, lease.until)
-                    .await
-                    .map_err(|e| store_error(e, operation))?
-                    .ok_or_else(|| store_error(StoreError::Conflict(rec.key.clone()), operation))?;
-                rec.version = claimed.version;
-                rec.lease = claimed.lease;
-                rec.lease_generation = claimed.lease_generation;
-            }
-            None => {
-                let mut row = rec.clone();
-                row.version = first_version(now);
-                row.updated_at = now;
-                row.alarm_at = row.alarm_at.or(Some(lease.until));
-                row.lease = Some(lease);
-                self.store
-                    .commit(vec![Write::Insert(row.clone())])
-                    .await
-                    .map_err(|e| store_error(e, operation))?;
-                *rec = row;
-            }
+        let claim = self
+            .claims
+            .claim_for_action(self, rec, expected, &self.owner, now, now + self.lease)
+            .await
+            .map_err(|e| store_error(e, operation))?;
+        if claim.is_some() {
+            let _ = CLAIMED.try_with(|claimed| claimed.set(true));
         }
-        *expected = Some(rec.version);
-        let _ = CLAIMED.try_with(|claimed| claimed.set(true));
-        Ok(Some(guard))
+        Ok(claim)
     }
 
     /// The write that gives back a claim taken by
@@ -468,8 +425,8 @@ impl<A: Send + Sync + 'static> Inner<A> {
 
     /// Makes a client action, and makes it again, with a growing pause, when it lost a race
     /// for its instance to another process (its commit found the instance written since it
-    /// was read) before it ran any user code under a claim, up to [`ACTION_ATTEMPTS`] times.
-    /// Only on a store shared with other processes; otherwise the action is made once.
+    /// was read) before it ran any user code under a claim, up to
+    /// [`Claims::action_attempts`] times in all.
     pub(crate) async fn retrying<T, F, Fut>(
         &self,
         operation: Operation,
@@ -479,7 +436,8 @@ impl<A: Send + Sync + 'static> Inner<A> {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        if !self.claims.shares_instances() {
+        let attempts = self.claims.action_attempts();
+        if attempts <= 1 {
             return attempt().await;
         }
         let mut pause = Duration::from_millis(1);
@@ -493,7 +451,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 })
                 .await;
             match result {
-                Err(e) if is_conflict(&e) && !claimed && made < ACTION_ATTEMPTS => {
+                Err(e) if is_conflict(&e) && !claimed && made < attempts => {
                     tracing::debug!(%operation, attempt = made, error = %e, "another process wrote the instance first; making the action again");
                     // Spread, so that processes that collided do not collide again in step.
                     let spread = 1.0 + 0.5 * crate::retry::jitter_unit();
@@ -560,13 +518,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         if let Some(rows) = self.telemetry.outbox_rows(&events.list) {
             batch.push(Write::Outbox(rows));
         }
-        if self.claims.shares_instances() {
-            for write in &mut batch {
-                if let Write::Insert(rec) = write {
-                    rec.version = first_version(self.clock.now());
-                }
-            }
-        }
+        self.claims.version_inserts(&mut batch, self.clock.now());
         if !batch.is_empty() {
             if let Some(cache) = &self.cache {
                 cache.narrow_updates(&mut batch);
@@ -840,17 +792,6 @@ pub(crate) fn execution_error(
     }
 }
 
-/// The version of a row inserted into a store shared with other processes: from the time and
-/// chance, not 0. A row deleted and created again while another process holds a read of it
-/// must not come back at a version that read carries, or that process's write, checked
-/// against the version alone, would land on the new row (an engine alone on its store reads
-/// and writes an instance under its lock, and starts rows at 0). A row would have to be
-/// written 65,536 times per millisecond of its life to reach the first version of a later one.
-fn first_version(now: Timestamp) -> u64 {
-    let millis = u64::try_from(now.as_millis()).unwrap_or(0) & ((1 << 46) - 1);
-    (millis << 16) | fastrand::u64(..1 << 16)
-}
-
 /// Whether `e` says that another writer changed the instance first.
 fn is_conflict(e: &Error) -> bool {
     match e {
@@ -897,7 +838,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             erased::Input,
         ) -> Result<std::result::Result<serde_json::Value, erased::Input>>,
     ) -> Result<Retained> {
-        if !self.claims.shares_instances() {
+        if self.claims.action_attempts() <= 1 {
             return Ok(Retained::Once(Some(input)));
         }
         Ok(match to_json(input)? {
