@@ -2,54 +2,28 @@
 //! test tells them, a registry, and a harness that runs an engine on a real SQLite file with a
 //! test clock.
 //!
-//! Every engine the behavioural suites start opens its store through [`store_options`] (or
-//! [`in_memory_options`]), which choose the store's [`Ownership`]: exclusive (the default) in
-//! each suite's own test binary, shared in the `shared` test binary, which runs the same suites
-//! a second time with the engine's leased claims.
+//! Every engine the behavioural suites start opens its store through a [`TestDb`], on the
+//! [`backing`] of the test binary: a SQLite file owned exclusively in each suite's own binary,
+//! shared in the `shared` test binary, which runs the same suites a second time with the
+//! engine's leased claims.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use durable_jobs::prelude::*;
-use durable_jobs::sqlite::SqliteOptions;
-use durable_jobs::store::Ownership;
 use durable_jobs::testing::TestClock;
 use durable_jobs::{Client, Engine};
 use serde::{Deserialize, Serialize};
 
+mod backing;
 pub mod crash;
 pub mod kill;
 pub mod multiprocess;
 pub mod powercut;
 
-/// The ownership the SQLite stores of this test binary answer: [`Ownership::Shared`] in the
-/// `shared` binary (cargo names it `shared-<hash>`), [`Ownership::Exclusive`] in every other.
-/// The `shared` binary checks that it sees `Shared`, so the suites cannot silently run in the
-/// same mode twice.
-pub fn ownership() -> Ownership {
-    static OWNERSHIP: OnceLock<Ownership> = OnceLock::new();
-    *OWNERSHIP.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let name = exe.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        if name == "shared" || name.starts_with("shared-") {
-            Ownership::Shared
-        } else {
-            Ownership::Exclusive
-        }
-    })
-}
-
-/// A SQLite store in the file at `path`, with this binary's [`ownership`].
-pub fn store_options(path: impl AsRef<Path>) -> SqliteOptions {
-    SqliteOptions::file(path.as_ref()).ownership(ownership())
-}
-
-/// A SQLite store in memory, with this binary's [`ownership`].
-pub fn in_memory_options() -> SqliteOptions {
-    SqliteOptions::in_memory().ownership(ownership())
-}
+pub use backing::{backing, ownership, store_options, Backing, TestDb};
 
 /// What a handler was called with.
 #[derive(Clone, Debug, PartialEq)]
@@ -529,7 +503,8 @@ durable_jobs::registry! {
     }
 }
 
-/// An engine on a real SQLite file in a temporary folder, driven by a test clock.
+/// An engine on this binary's [`backing`] (a real SQLite file in a temporary folder unless the
+/// binary says otherwise), driven by a test clock.
 pub struct Harness {
     /// The engine.
     pub engine: Engine<TestJobs>,
@@ -539,37 +514,41 @@ pub struct Harness {
     pub clock: TestClock,
     /// The jobs' application state.
     pub probe: Probe,
-    /// The database file.
+    /// The database file, on a SQLite backing.
     pub path: PathBuf,
-    dir: tempfile::TempDir,
+    /// The data, to open another store on.
+    pub db: TestDb,
 }
 
 impl Harness {
-    /// A fresh engine on a new file.
+    /// A fresh engine on new data.
     pub async fn start() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.db");
+        let db = TestDb::new().await;
         let clock = TestClock::new();
         let probe = Probe::default();
-        let engine = Engine::<TestJobs>::builder()
-            .sqlite_options(store_options(&path))
-            .clock(clock.clone())
-            .app(probe.clone())
-            .start()
-            .await
-            .unwrap();
+        let engine = Self::engine(&db, &clock, &probe).await;
         let client = engine.client();
         Harness {
             engine,
             client,
             clock,
             probe,
-            path,
-            dir,
+            path: db.path().to_owned(),
+            db,
         }
     }
 
-    /// Shuts the engine down gracefully and starts a new one on the same file and clock.
+    async fn engine(db: &TestDb, clock: &TestClock, probe: &Probe) -> Engine<TestJobs> {
+        Engine::<TestJobs>::builder()
+            .store_arc(db.open().await)
+            .clock(clock.clone())
+            .app(probe.clone())
+            .start()
+            .await
+            .unwrap()
+    }
+
+    /// Shuts the engine down gracefully and starts a new one on the same data and clock.
     pub async fn restart(self) -> Harness {
         let Harness {
             engine,
@@ -577,17 +556,11 @@ impl Harness {
             clock,
             probe,
             path,
-            dir,
+            db,
         } = self;
         drop(client);
         engine.shutdown().await.unwrap();
-        let engine = Engine::<TestJobs>::builder()
-            .sqlite_options(store_options(&path))
-            .clock(clock.clone())
-            .app(probe.clone())
-            .start()
-            .await
-            .unwrap();
+        let engine = Self::engine(&db, &clock, &probe).await;
         let client = engine.client();
         clock.settle().await;
         Harness {
@@ -596,12 +569,12 @@ impl Harness {
             clock,
             probe,
             path,
-            dir,
+            db,
         }
     }
 
     /// The temporary folder.
     pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+        self.db.dir()
     }
 }

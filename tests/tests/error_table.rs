@@ -192,17 +192,15 @@ struct Env {
     client: Client<TableJobs>,
     app: Arc<Loop>,
     clock: durable_jobs::testing::TestClock,
-    _dir: tempfile::TempDir,
+    _dir: durable_jobs_tests::TestDb,
 }
 
 async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let app = Arc::new(Loop::default());
     let clock = durable_jobs::testing::TestClock::new();
     let engine = Engine::<TableJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .clock(clock.clone())
         .limits(Limits::default().max_payload_bytes(512))
         .app(app.clone())

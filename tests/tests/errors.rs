@@ -105,11 +105,9 @@ async fn invalid_event_ids_are_refused() {
 
 #[tokio::test]
 async fn payloads_over_the_limit_are_refused_and_create_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let engine = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .limits(Limits::default().max_payload_bytes(256))
         .app(Probe::default())
         .start()
@@ -280,13 +278,14 @@ async fn state_that_no_longer_deserialises_is_a_validation_error() {
         .send("o", OrderEvent::Add { amount: 5 })
         .await
         .unwrap();
-    let path = h.path.clone();
-    let Harness { engine, client, .. } = h;
+    let Harness {
+        engine, client, db, ..
+    } = h;
     drop(client);
     engine.shutdown().await.unwrap();
 
     let engine = Engine::<v2::Jobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
+        .store_arc(db.open().await)
         .start()
         .await
         .unwrap();
@@ -382,8 +381,9 @@ impl Registry for LoopbackJobs {
 #[tokio::test]
 async fn a_handler_calling_its_own_instance_gets_invalid_state() {
     let app = Arc::new(Loopback::default());
+    let db = durable_jobs_tests::TestDb::new().await;
     let engine = Engine::<LoopbackJobs>::builder()
-        .sqlite_options(durable_jobs_tests::in_memory_options())
+        .store_arc(db.open().await)
         .app(app.clone())
         .start()
         .await

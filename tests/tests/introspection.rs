@@ -197,8 +197,9 @@ durable_jobs::registry! {
 #[tokio::test]
 async fn runs_of_every_job_are_managed_by_id_and_streamed() {
     let clock = TestClock::new();
+    let db = durable_jobs_tests::TestDb::new().await;
     let engine = Engine::<Imports>::builder()
-        .sqlite_options(durable_jobs_tests::in_memory_options())
+        .store_arc(db.open().await)
         .clock(clock.clone())
         .step_options(StepOptions::default().preserve_steps(true))
         .app(())

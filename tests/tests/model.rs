@@ -8,7 +8,6 @@
 //! the long run. A failing sequence is shrunk and printed, with the seed to replay it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -180,22 +179,19 @@ struct Real {
     engine: Option<Engine<ModelJobs>>,
     clock: TestClock,
     app: Arc<ModelApp>,
-    path: PathBuf,
-    _dir: tempfile::TempDir,
+    db: durable_jobs_tests::TestDb,
 }
 
 impl Real {
     async fn start() -> Real {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.db");
+        let db = durable_jobs_tests::TestDb::new().await;
         let clock = TestClock::new();
         let app = Arc::new(ModelApp::default());
         let mut real = Real {
             engine: None,
             clock,
             app,
-            path,
-            _dir: dir,
+            db,
         };
         real.open().await;
         real
@@ -203,7 +199,7 @@ impl Real {
 
     async fn open(&mut self) {
         let engine = Engine::<ModelJobs>::builder()
-            .sqlite_options(durable_jobs_tests::store_options(&self.path))
+            .store_arc(self.db.open().await)
             .clock(self.clock.clone())
             .app(self.app.clone())
             .start()

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use durable_jobs::sqlite::SqliteStore;
-use durable_jobs::store::{Backend, StoreError};
+use durable_jobs::store::StoreError;
 use durable_jobs::{Engine, TaskState};
 use durable_jobs_tests::*;
 
@@ -105,7 +104,7 @@ async fn alarms_that_fell_due_while_down_fire_at_start_up() {
         client,
         clock,
         probe,
-        path,
+        db,
         ..
     } = h;
     drop(client);
@@ -113,7 +112,7 @@ async fn alarms_that_fell_due_while_down_fire_at_start_up() {
     // An hour passes with no engine running.
     clock.jump(secs(3600)).await;
     let engine = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
+        .store_arc(db.open().await)
         .clock(clock.clone())
         .app(probe.clone())
         .start()
@@ -146,13 +145,13 @@ async fn dropping_the_engine_without_shutdown_releases_the_file() {
         client,
         clock,
         probe,
-        path,
+        db,
         ..
     } = h;
     drop(client);
     drop(engine);
     let engine = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
+        .store_arc(db.open().await)
         .clock(clock.clone())
         .app(probe.clone())
         .start()
@@ -165,9 +164,8 @@ async fn dropping_the_engine_without_shutdown_releases_the_file() {
 
 #[tokio::test]
 async fn an_engine_runs_on_a_store_handed_to_the_builder_and_closes_it_at_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jobs.db");
-    let store = SqliteStore::open(store_options(&path)).unwrap();
+    let db = TestDb::new().await;
+    let store = db.open().await;
     let clock = durable_jobs::testing::TestClock::new();
     let probe = Probe::default();
     let engine = Engine::<TestJobs>::builder()
@@ -186,10 +184,10 @@ async fn an_engine_runs_on_a_store_handed_to_the_builder_and_closes_it_at_shutdo
     clock.advance(secs(5)).await;
     assert_eq!(probe.calls_of("execute").len(), 1);
     engine.shutdown().await.unwrap();
-    // The engine closed the store it was given, releasing the file.
+    // The engine closed the store it was given, releasing the data (a file, a pool).
     assert!(matches!(
         store.outbox_peek(1).await,
         Err(StoreError::Closed)
     ));
-    assert!(SqliteStore::open(store_options(&path)).is_ok());
+    assert!(db.try_open().await.is_ok());
 }

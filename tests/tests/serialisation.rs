@@ -134,8 +134,9 @@ async fn until_logged(gate: &Gate, line: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_waits_behind_a_running_execution() {
     let gate = Arc::new(Gate::default());
+    let db = durable_jobs_tests::TestDb::new().await;
     let engine = Engine::<GateJobs>::builder()
-        .sqlite_options(durable_jobs_tests::in_memory_options())
+        .store_arc(db.open().await)
         .app(gate.clone())
         .start()
         .await
@@ -206,8 +207,9 @@ async fn an_action_waits_behind_a_running_execution() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_running_executions() {
     let gate = Arc::new(Gate::default());
+    let db = durable_jobs_tests::TestDb::new().await;
     let engine = Engine::<GateJobs>::builder()
-        .sqlite_options(durable_jobs_tests::in_memory_options())
+        .store_arc(db.open().await)
         .app(gate.clone())
         .start()
         .await
@@ -310,18 +312,27 @@ impl Registry for GatedJobs {
     }
 }
 
-/// An engine of the gated jobs on a test clock, at most `max` alarm executions at once.
-async fn gated_engine(max: Option<usize>) -> (Engine<GatedJobs>, TestClock, Arc<Gate>) {
+/// An engine of the gated jobs on a test clock, at most `max` alarm executions at once, and
+/// its data.
+async fn gated_engine(
+    max: Option<usize>,
+) -> (
+    Engine<GatedJobs>,
+    TestClock,
+    Arc<Gate>,
+    durable_jobs_tests::TestDb,
+) {
     let gate = Arc::new(Gate::default());
     let clock = TestClock::new();
+    let db = durable_jobs_tests::TestDb::new().await;
     let mut builder = Engine::<GatedJobs>::builder()
-        .sqlite_options(durable_jobs_tests::in_memory_options())
+        .store_arc(db.open().await)
         .clock(clock.clone());
     if let Some(max) = max {
         builder = builder.max_concurrent_executions(max);
     }
     let engine = builder.app(gate.clone()).start().await.unwrap();
-    (engine, clock, gate)
+    (engine, clock, gate, db)
 }
 
 /// Lets the other tasks run for a while: long enough for an action that does not wait to get
@@ -334,7 +345,7 @@ async fn let_others_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_add_during_a_flush_waits_for_its_commit_then_starts_a_new_batch() {
-    let (engine, clock, gate) = gated_engine(None).await;
+    let (engine, clock, gate, _db) = gated_engine(None).await;
     let batches = engine.client().debounce::<GatedBatch>();
     assert!(batches.add("a", 1).await.unwrap().created);
     let advance = tokio::spawn({
@@ -365,7 +376,7 @@ async fn an_add_during_a_flush_waits_for_its_commit_then_starts_a_new_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_during_a_scheduled_run_waits_for_it_then_runs_again() {
-    let (engine, clock, gate) = gated_engine(None).await;
+    let (engine, clock, gate, _db) = gated_engine(None).await;
     let gated = engine.client().continuous::<Gated>();
     gated.start("a", 0).await.unwrap();
     let advance = tokio::spawn({
@@ -398,7 +409,7 @@ async fn a_trigger_during_a_scheduled_run_waits_for_it_then_runs_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alarm_executions_run_at_most_max_concurrent_executions_at_once() {
-    let (engine, clock, gate) = gated_engine(Some(2)).await;
+    let (engine, clock, gate, _db) = gated_engine(Some(2)).await;
     let gated = engine.client().continuous::<Gated>();
     for id in ["a", "b", "c", "d"] {
         gated.start(id, 0).await.unwrap();

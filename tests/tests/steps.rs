@@ -96,11 +96,9 @@ const WAIT: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn trigger_and_wait_returns_the_typed_output() {
     let app = Arc::new(Steps::default());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let engine = StepTests::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .app(app.clone())
         .start()
         .await
@@ -147,8 +145,9 @@ async fn trigger_and_wait_returns_the_typed_output() {
 async fn a_failed_run_reports_the_step_error_and_retrigger_runs_it_afresh_once() {
     let app = Arc::new(Steps::default());
     app.fail_once.store(true, Ordering::SeqCst);
+    let db = durable_jobs_tests::TestDb::new().await;
     let engine = StepTests::builder()
-        .sqlite_options(durable_jobs_tests::in_memory_options())
+        .store_arc(db.open().await)
         .app(app.clone())
         .start()
         .await
@@ -212,8 +211,9 @@ async fn a_failed_run_reports_the_step_error_and_retrigger_runs_it_afresh_once()
 #[tokio::test]
 async fn bad_input_on_the_dynamic_path_is_refused_and_creates_nothing() {
     let app = Arc::new(Steps::default());
+    let db = durable_jobs_tests::TestDb::new().await;
     let engine = StepTests::builder()
-        .sqlite_options(durable_jobs_tests::in_memory_options())
+        .store_arc(db.open().await)
         .app(app.clone())
         .start()
         .await

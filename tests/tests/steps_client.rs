@@ -53,13 +53,11 @@ durable_jobs::registry! {
     pub Doublers<Arc<Gate>> { Doubler }
 }
 
-async fn engine() -> (Engine<Doublers>, Arc<Gate>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+async fn engine() -> (Engine<Doublers>, Arc<Gate>, durable_jobs_tests::TestDb) {
+    let dir = durable_jobs_tests::TestDb::new().await;
     let gate = Arc::new(Gate(Semaphore::new(0)));
     let engine = Engine::<Doublers>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .app(gate.clone())
         .start()
         .await
@@ -236,7 +234,7 @@ async fn a_stored_input_that_no_longer_decodes_is_a_validation_error() {
         .await
         .unwrap();
     engine.shutdown().await.unwrap();
-    let conn = rusqlite::Connection::open(dir.path().join("jobs.db")).unwrap();
+    let conn = rusqlite::Connection::open(dir.path()).unwrap();
     conn.execute(
         "UPDATE durably_runs SET input = '{\"n\":\"one\"}' WHERE id = ?1",
         [&done.id],
@@ -244,9 +242,7 @@ async fn a_stored_input_that_no_longer_decodes_is_a_validation_error() {
     .unwrap();
     drop(conn);
     let engine = Engine::<Doublers>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .app(Arc::new(Gate(Semaphore::new(0))))
         .start()
         .await

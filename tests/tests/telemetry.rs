@@ -220,12 +220,10 @@ async fn receive(rx: &mut mpsc::UnboundedReceiver<Value>, n: usize) -> Vec<Value
 #[tokio::test]
 async fn events_reach_an_http_endpoint_with_env_and_service_key() {
     let (url, mut rx) = collector().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let probe = Probe::default();
     let engine = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .telemetry(HttpTelemetry::new(&url, "test", "svc-key").batch_size(2))
         .app(probe)
         .start()
@@ -258,10 +256,9 @@ async fn events_written_while_the_endpoint_was_down_are_delivered_after_a_restar
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}/ingest", dead.local_addr().unwrap());
     drop(dead);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jobs.db");
+    let db = durable_jobs_tests::TestDb::new().await;
     let engine = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
+        .store_arc(db.open().await)
         .telemetry(HttpTelemetry::new(&dead_url, "test", "svc"))
         .shutdown_timeout(Duration::from_millis(200))
         .app(Probe::default())
@@ -284,7 +281,7 @@ async fn events_written_while_the_endpoint_was_down_are_delivered_after_a_restar
 
     let (url, mut rx) = collector().await;
     let engine = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
+        .store_arc(db.open().await)
         .telemetry(HttpTelemetry::new(&url, "test", "svc"))
         .app(Probe::default())
         .start()
@@ -339,11 +336,9 @@ durable_jobs::registry! {
 #[tokio::test]
 async fn step_run_events_reach_the_http_endpoint_through_the_outbox() {
     let (url, mut rx) = collector().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let engine = Engine::<Greetings>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .telemetry(HttpTelemetry::new(&url, "test", "svc-key"))
         .start()
         .await
@@ -409,13 +404,11 @@ durable_jobs::registry! {
 }
 
 /// An engine of [`Mixed`] on a file, driven by a test clock.
-async fn mixed() -> (Engine<Mixed>, TestClock, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+async fn mixed() -> (Engine<Mixed>, TestClock, durable_jobs_tests::TestDb) {
+    let dir = durable_jobs_tests::TestDb::new().await;
     let clock = TestClock::new();
     let engine = Mixed::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .clock(clock.clone())
         .app(Probe::default())
         .start()

@@ -2,8 +2,8 @@
 //! comes back in the next, its stored state is corrupted. Each deploy is a registry of its own,
 //! started on the same file and the same test clock as the one before.
 
+use durable_jobs_tests::TestDb;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,12 +162,12 @@ mod v3 {
 }
 
 /// An engine of registry `R` on `db`, with `clock`.
-async fn deploy<R: Registry<App = App>>(db: &Path, clock: &TestClock, app: &App) -> Engine<R>
+async fn deploy<R: Registry<App = App>>(db: &TestDb, clock: &TestClock, app: &App) -> Engine<R>
 where
     durable_jobs::EngineBuilder<R, WithApp<App>>: Sized,
 {
     let engine = Engine::<R>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(db))
+        .store_arc(db.open().await)
         .clock(clock.clone())
         .app(app.clone())
         .start()
@@ -201,8 +201,7 @@ fn broken_events(events: &mut durable_jobs::EventStream) -> Vec<String> {
 
 #[tokio::test]
 async fn a_changed_state_type_leaves_the_instance_broken_until_a_migration_is_deployed() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobs.db");
+    let db = TestDb::new().await;
     let clock = TestClock::new();
     let app = App::default();
 
@@ -269,7 +268,7 @@ async fn a_changed_state_type_leaves_the_instance_broken_until_a_migration_is_de
         })
     );
     // The state was written back in its new shape, at its new version.
-    let stored: (String, u32) = rusqlite::Connection::open(&db)
+    let stored: (String, u32) = rusqlite::Connection::open(db.path())
         .unwrap()
         .query_row(
             "SELECT state, state_version FROM instances WHERE id = 'm'",
@@ -284,8 +283,7 @@ async fn a_changed_state_type_leaves_the_instance_broken_until_a_migration_is_de
 
 #[tokio::test]
 async fn a_shortened_schedule_takes_effect_at_the_next_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobs.db");
+    let db = TestDb::new().await;
     let clock = TestClock::new();
     let app = App::default();
 
@@ -335,8 +333,7 @@ async fn a_shortened_schedule_takes_effect_at_the_next_start() {
 
 #[tokio::test]
 async fn a_job_removed_and_added_back_runs_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobs.db");
+    let db = TestDb::new().await;
     let clock = TestClock::new();
     let app = App::default();
 
@@ -436,8 +433,7 @@ mod corrupted {
 
 #[tokio::test]
 async fn a_corrupted_state_is_broken_and_not_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobs.db");
+    let db = TestDb::new().await;
     let clock = TestClock::new();
     let app = App::default();
 
@@ -456,7 +452,7 @@ async fn a_corrupted_state_is_broken_and_not_counted() {
     assert_eq!(runs(&app), (1, 0, 1));
 
     // Every stored state is damaged outside the engine.
-    rusqlite::Connection::open(&db)
+    rusqlite::Connection::open(db.path())
         .unwrap()
         .execute("UPDATE instances SET state = '{\"trunc'", [])
         .unwrap();
@@ -602,8 +598,7 @@ mod impls_v2 {
 
 #[tokio::test]
 async fn a_state_stored_by_an_older_version_is_migrated_before_a_handler_sees_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobs.db");
+    let db = TestDb::new().await;
     let clock = TestClock::new();
     let app = App::default();
 
@@ -657,7 +652,7 @@ async fn a_state_stored_by_an_older_version_is_migrated_before_a_handler_sees_it
     );
     drop(client);
     second.shutdown().await.unwrap();
-    let versions: Vec<(String, u32)> = rusqlite::Connection::open(&db)
+    let versions: Vec<(String, u32)> = rusqlite::Connection::open(db.path())
         .unwrap()
         .prepare("SELECT id, state_version FROM instances ORDER BY id")
         .unwrap()

@@ -150,15 +150,13 @@ durable_jobs::registry! {
     }
 }
 
-async fn engine(dir: &tempfile::TempDir) -> Engine<Inputs> {
+async fn engine(dir: &durable_jobs_tests::TestDb) -> Engine<Inputs> {
     engine_with(dir, Arc::default()).await
 }
 
-async fn engine_with(dir: &tempfile::TempDir, app: Arc<Next>) -> Engine<Inputs> {
+async fn engine_with(dir: &durable_jobs_tests::TestDb, app: Arc<Next>) -> Engine<Inputs> {
     Inputs::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .app(app)
         .start()
         .await
@@ -176,7 +174,7 @@ fn assert_invalid(result: Result<impl std::fmt::Debug, Error>, target: Validatio
 
 #[tokio::test]
 async fn a_nan_in_state_is_refused_before_anything_is_written() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let next = Arc::new(Next::default());
     let engine = engine_with(&dir, next.clone()).await;
     let client = engine.client();
@@ -252,7 +250,7 @@ fn nested(levels: usize) -> Value {
 
 #[tokio::test]
 async fn deeply_nested_json_on_the_by_name_path_is_refused_not_a_stack_overflow() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let engine = engine(&dir).await;
     let client = engine.client();
     // Far deeper than any stack: a recursive walk (decoding, cloning or dropping it) of a
@@ -318,7 +316,7 @@ async fn deeply_nested_json_on_the_by_name_path_is_refused_not_a_stack_overflow(
 
 #[tokio::test]
 async fn a_deeply_nested_stored_state_is_refused_with_validation() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let first = engine(&dir).await;
     let client = first.client();
     let DynamicJob::Continuous(state) = client.by_name("any_state").unwrap() else {
@@ -330,7 +328,7 @@ async fn a_deeply_nested_stored_state_is_refused_with_validation() {
 
     // The stored state is replaced, outside the engine, by one nested 200 levels deep.
     let deep = "[".repeat(200) + &"]".repeat(200);
-    rusqlite::Connection::open(dir.path().join("jobs.db"))
+    rusqlite::Connection::open(dir.path())
         .unwrap()
         .execute("UPDATE instances SET state = ?1 WHERE id = 's'", [deep])
         .unwrap();

@@ -179,7 +179,7 @@ struct Setup {
     clock: TestClock,
     app: App,
     events: durable_jobs::EventStream,
-    _dir: tempfile::TempDir,
+    _dir: durable_jobs_tests::TestDb,
 }
 
 /// An engine on a file, driven by a test clock.
@@ -189,12 +189,10 @@ async fn setup() -> Setup {
 
 /// An engine on a file, on `clock` or the system clock.
 async fn setup_on(test_clock: Option<TestClock>) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = durable_jobs_tests::TestDb::new().await;
     let app = App::default();
     let builder = Panicky::builder()
-        .sqlite_options(durable_jobs_tests::store_options(
-            dir.path().join("jobs.db"),
-        ))
+        .store_arc(dir.open().await)
         .app(app.clone());
     let (engine, clock) = match test_clock {
         Some(clock) => (builder.clock(clock.clone()).start().await.unwrap(), clock),

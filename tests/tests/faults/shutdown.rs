@@ -12,11 +12,10 @@ async fn shutdown_does_not_wait_for_an_unreachable_telemetry_endpoint() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/events", dead.local_addr().unwrap());
     drop(dead);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jobs.db");
+    let db = durable_jobs_tests::TestDb::new().await;
     // The default shutdown timeout (30 s) stays: the shutdown must not need it.
     let engine = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
+        .store_arc(db.open().await)
         .telemetry(HttpTelemetry::new(&url, "test", "svc"))
         .app(Probe::default())
         .start()
@@ -37,7 +36,7 @@ async fn shutdown_does_not_wait_for_an_unreachable_telemetry_endpoint() {
         .expect("shutdown waited for the unreachable telemetry endpoint")
         .unwrap();
 
-    let undelivered: i64 = rusqlite::Connection::open(&path)
+    let undelivered: i64 = rusqlite::Connection::open(db.path())
         .unwrap()
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
         .unwrap();
