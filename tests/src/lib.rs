@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 mod backing;
 pub mod crash;
+pub mod forwarding;
 pub mod kill;
 pub mod multiprocess;
 pub mod powercut;

@@ -10,16 +10,10 @@ use std::time::Duration;
 use durable_jobs::prelude::*;
 use durable_jobs::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use durable_jobs::steps::{RunFilter, StepError, StepOptions, TriggerOptions};
-use durable_jobs::store::runs::{
-    CancelOutcome, Claimed, DeleteOutcome, EnqueueOutcome, Fence, Finish, FinishOutcome, LogRow,
-    NewLog, NewRun, NewStep, RunCounts, RunRecord, StepRow, StoredStep,
-};
-use durable_jobs::store::{
-    AlarmScan, Backend, BoxFuture, Durability, InstanceCounts, InstanceQuery, InstanceRecord,
-    OutboxEntry, Ownership, RunStore, Store, StoreError, WriteBatch,
-};
+use durable_jobs::store::{Ownership, Store};
 use durable_jobs::testing::TestClock;
-use durable_jobs::{Engine, InstanceKey, UnregisteredJob};
+use durable_jobs::Engine;
+use durable_jobs_tests::forwarding::{Forwarding, Hooks, Method};
 
 /// The jobs' application state: nothing.
 #[derive(Clone, Default)]
@@ -72,278 +66,42 @@ durable_jobs::registry! {
 // ---------------------------------------------------------------------------------------------
 // A first action on a new instance
 
-/// The SQLite store, counting the instance reads the engine makes.
-struct CountingStore {
-    inner: Arc<SqliteStore>,
+/// Counts the instance reads the engine makes, and tells when it has listed every instance key.
+struct Counting {
     loads: AtomicUsize,
     /// Set when `instance_keys` returned its last page.
     keys_listed: tokio::sync::watch::Sender<bool>,
 }
 
-impl CountingStore {
-    fn open(options: SqliteOptions) -> Arc<CountingStore> {
-        Arc::new(CountingStore {
-            inner: SqliteStore::open(options).unwrap(),
+impl Hooks for Counting {
+    fn calling(&self, method: Method) {
+        if method == Method::Load {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn succeeded(&self, method: Method) {
+        if method == (Method::InstanceKeys { last_page: true }) {
+            self.keys_listed.send_replace(true);
+        }
+    }
+}
+
+/// The SQLite store, counting the instance reads the engine makes.
+type CountingStore = Forwarding<Counting>;
+
+fn counting_store(options: SqliteOptions) -> Arc<CountingStore> {
+    Forwarding::new(
+        SqliteStore::open(options).unwrap(),
+        Counting {
             loads: AtomicUsize::new(0),
             keys_listed: tokio::sync::watch::channel(false).0,
-        })
-    }
-
-    fn loads(&self) -> usize {
-        self.loads.load(Ordering::SeqCst)
-    }
+        },
+    )
 }
 
-impl Backend for CountingStore {
-    fn load<'a>(
-        &'a self,
-        key: &'a InstanceKey,
-    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(key)
-    }
-    fn has_event_id<'a>(
-        &'a self,
-        key: &'a InstanceKey,
-        event_id: &'a str,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.has_event_id(key, event_id)
-    }
-    fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.commit(batch)
-    }
-    fn claim_alarm<'a>(
-        &'a self,
-        key: &'a InstanceKey,
-        now: Timestamp,
-        owner: &'a str,
-        lease_until: Timestamp,
-    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
-        self.inner.claim_alarm(key, now, owner, lease_until)
-    }
-    fn claim_instance<'a>(
-        &'a self,
-        key: &'a InstanceKey,
-        expected_version: u64,
-        owner: &'a str,
-        lease_until: Timestamp,
-    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
-        self.inner
-            .claim_instance(key, expected_version, owner, lease_until)
-    }
-    fn renew_leases<'a>(
-        &'a self,
-        owner: &'a str,
-        lease_until: Timestamp,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Backend::renew_leases(self.inner.as_ref(), owner, lease_until)
-    }
-    fn scan_alarms<'a>(
-        &'a self,
-        now: Timestamp,
-        limit: usize,
-        jobs: &'a [(JobKind, &'static str)],
-    ) -> BoxFuture<'a, Result<AlarmScan, StoreError>> {
-        self.inner.scan_alarms(now, limit, jobs)
-    }
-    fn load_broken<'a>(
-        &'a self,
-        kind: JobKind,
-        job: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<InstanceRecord>, StoreError>> {
-        self.inner.load_broken(kind, job)
-    }
-    fn unregistered_jobs<'a>(
-        &'a self,
-        registered: &'a [(JobKind, &'static str)],
-    ) -> BoxFuture<'a, Result<Vec<UnregisteredJob>, StoreError>> {
-        self.inner.unregistered_jobs(registered)
-    }
-    fn pull_alarms_to<'a>(
-        &'a self,
-        kind: JobKind,
-        job: &'a str,
-        at: Timestamp,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.inner.pull_alarms_to(kind, job, at)
-    }
-    fn recover(&self, owner: &str, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
-        let owner = owner.to_owned();
-        Box::pin(async move { Backend::recover(self.inner.as_ref(), &owner, now).await })
-    }
-    fn outbox_peek(&self, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StoreError>> {
-        self.inner.outbox_peek(limit)
-    }
-    fn outbox_ack(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.outbox_ack(seq)
-    }
-    fn prune_event_ids(
-        &self,
-        before: Timestamp,
-        limit: u32,
-    ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.prune_event_ids(before, limit)
-    }
-    fn list_instances(
-        &self,
-        query: InstanceQuery,
-    ) -> BoxFuture<'_, Result<Vec<InstanceRecord>, StoreError>> {
-        self.inner.list_instances(query)
-    }
-    fn instance_keys(
-        &self,
-        after: Option<InstanceKey>,
-        limit: u32,
-    ) -> BoxFuture<'_, Result<Vec<InstanceKey>, StoreError>> {
-        Box::pin(async move {
-            let keys = self.inner.instance_keys(after, limit).await?;
-            if keys.len() < limit as usize {
-                self.keys_listed.send_replace(true);
-            }
-            Ok(keys)
-        })
-    }
-    fn count_instances(
-        &self,
-        now: Timestamp,
-    ) -> BoxFuture<'_, Result<Vec<InstanceCounts>, StoreError>> {
-        self.inner.count_instances(now)
-    }
-    fn verify(&self) -> Result<(), StoreError> {
-        self.inner.verify()
-    }
-    fn durability(&self) -> BoxFuture<'_, Result<Option<Durability>, StoreError>> {
-        self.inner.durability()
-    }
-    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.close()
-    }
-}
-
-impl RunStore for CountingStore {
-    fn enqueue(
-        &self,
-        runs: Vec<NewRun>,
-        now: Timestamp,
-    ) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
-        self.inner.enqueue(runs, now)
-    }
-    fn get_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
-        self.inner.get_run(id)
-    }
-    fn get_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
-        self.inner.get_runs(filter)
-    }
-    fn count_runs(&self, since: Timestamp) -> BoxFuture<'_, Result<Vec<RunCounts>, StoreError>> {
-        self.inner.count_runs(since)
-    }
-    fn claim<'a>(
-        &'a self,
-        owner: &'a str,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
-        self.inner.claim(owner, now, lease_until, limit)
-    }
-    fn next_due<'a>(
-        &'a self,
-        owner: &'a str,
-        now: Timestamp,
-    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
-        self.inner.next_due(owner, now)
-    }
-    fn renew_leases<'a>(
-        &'a self,
-        owner: &'a str,
-        now: Timestamp,
-        lease_until: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
-        RunStore::renew_leases(self.inner.as_ref(), owner, now, lease_until)
-    }
-    fn completed_steps<'a>(
-        &'a self,
-        run_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<StoredStep>, StoreError>> {
-        self.inner.completed_steps(run_id)
-    }
-    fn persist_step(
-        &self,
-        fence: Fence,
-        step: NewStep,
-        logs: Vec<NewLog>,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.inner.persist_step(fence, step, logs)
-    }
-    fn update_progress(
-        &self,
-        fence: Fence,
-        progress: Option<String>,
-        logs: Vec<NewLog>,
-        now: Timestamp,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.inner.update_progress(fence, progress, logs, now)
-    }
-    fn append_logs(
-        &self,
-        run_id: String,
-        logs: Vec<NewLog>,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.append_logs(run_id, logs)
-    }
-    fn delete_cancelled_steps(&self, run_id: String) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.delete_cancelled_steps(run_id)
-    }
-    fn finish_run(
-        &self,
-        fence: Fence,
-        finish: Finish,
-        logs: Vec<NewLog>,
-        cleanup: bool,
-        now: Timestamp,
-    ) -> BoxFuture<'_, Result<FinishOutcome, StoreError>> {
-        self.inner.finish_run(fence, finish, logs, cleanup, now)
-    }
-    fn cancel_run<'a>(
-        &'a self,
-        id: &'a str,
-        now: Timestamp,
-        cleanup: bool,
-    ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
-        self.inner.cancel_run(id, now, cleanup)
-    }
-    fn delete_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<DeleteOutcome, StoreError>> {
-        self.inner.delete_run(id)
-    }
-    fn purge_runs(
-        &self,
-        job: Option<String>,
-        before: Timestamp,
-        limit: u32,
-    ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.purge_runs(job, before, limit)
-    }
-    fn get_steps<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<StepRow>, StoreError>> {
-        self.inner.get_steps(run_id)
-    }
-    fn get_logs<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<LogRow>, StoreError>> {
-        self.inner.get_logs(run_id)
-    }
-    fn recover(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
-        RunStore::recover(self.inner.as_ref(), now)
-    }
-}
-
-impl Store for CountingStore {
-    fn ownership(&self) -> Ownership {
-        self.inner.ownership()
-    }
-    fn close_blocking(&self) {
-        self.inner.close_blocking();
-    }
-    fn poll_interval(&self) -> Option<std::time::Duration> {
-        self.inner.poll_interval()
-    }
+fn loads(store: &CountingStore) -> usize {
+    store.hooks.loads.load(Ordering::SeqCst)
 }
 
 /// Starts an engine on `store`.
@@ -359,7 +117,7 @@ async fn engine_on(store: Arc<CountingStore>, clock: &TestClock) -> Engine<Histo
 
 /// Creates `n` instances of `Totals` in the file at `path`, through an engine of their own.
 async fn seed_instances(path: &Path, clock: &TestClock, n: usize) {
-    let engine = engine_on(CountingStore::open(SqliteOptions::file(path)), clock).await;
+    let engine = engine_on(counting_store(SqliteOptions::file(path)), clock).await;
     let totals = engine.client().debounce::<Totals>();
     for i in 0..n {
         totals.add(&format!("old-{i}"), 1).await.unwrap();
@@ -372,7 +130,7 @@ async fn seed_instances(path: &Path, clock: &TestClock, n: usize) {
 /// when it resumes after the last page was returned, the engine's task has already taken the
 /// keys in (it does so in the same turn, without waiting for anything).
 async fn keys_read(store: &CountingStore) {
-    let mut listed = store.keys_listed.subscribe();
+    let mut listed = store.hooks.keys_listed.subscribe();
     tokio::time::timeout(Duration::from_secs(30), listed.wait_for(|done| *done))
         .await
         .expect("the engine never read the instance keys")
@@ -386,18 +144,18 @@ async fn a_first_add_to_a_new_instance_reads_nothing_on_an_exclusive_store() {
     let clock = TestClock::new();
     seed_instances(&path, &clock, 3).await;
 
-    let store = CountingStore::open(SqliteOptions::file(&path));
+    let store = counting_store(SqliteOptions::file(&path));
     assert_eq!(store.ownership(), Ownership::Exclusive);
     let engine = engine_on(store.clone(), &clock).await;
     keys_read(&store).await;
     let totals = engine.client().debounce::<Totals>();
 
-    let before = store.loads();
+    let before = loads(&store);
     for i in 0..100 {
         let added = totals.add(&format!("new-{i}"), 2).await.unwrap();
         assert!(added.created);
     }
-    assert_eq!(store.loads(), before, "a first add read the store");
+    assert_eq!(loads(&store), before, "a first add read the store");
 
     // An instance that exists is still found, with its state, though it was never cached.
     let old = totals.add("old-2", 5).await.unwrap();
@@ -413,13 +171,13 @@ async fn a_shared_store_reads_before_a_first_add() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let clock = TestClock::new();
-    let store = CountingStore::open(SqliteOptions::file(&path).shared());
+    let store = counting_store(SqliteOptions::file(&path).shared());
     let engine = engine_on(store.clone(), &clock).await;
     let totals = engine.client().debounce::<Totals>();
-    let before = store.loads();
+    let before = loads(&store);
     assert!(totals.add("new", 1).await.unwrap().created);
     assert!(
-        store.loads() > before,
+        loads(&store) > before,
         "another process may have created it: the store must be read"
     );
     engine.shutdown().await.unwrap();

@@ -14,6 +14,7 @@ use super::{Engine, Handler, Inner, JobSet, Registry};
 use crate::clock::{Clock, ClockDriven};
 use crate::error::{Error, Result, ValidationTarget};
 use crate::steps::{StepOptions, StepRuntime};
+use crate::store::changes::OtherWriters;
 use crate::store::{Backend, RunStore, Store, StoreError};
 use crate::telemetry::{self, Fanout, Reads, Telemetry};
 #[cfg(feature = "http-telemetry")]
@@ -268,8 +269,8 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         // The one place the store's ownership is read: everything that depends on it goes
         // through the strategy.
         let claims = claims::for_ownership(owned.ownership());
-        // Whether, and how often, to look for what other processes wrote.
-        let poll = owned.poll_interval();
+        // Whether, how often, and on what news to look for what other processes wrote.
+        let others = OtherWriters::new(owned.poll_interval(), owned.changes());
         let store: Arc<dyn Backend> = owned.clone();
         let runs: Arc<dyn RunStore> = owned.clone();
         let owner = format!("engine-{}", ulid::Ulid::new());
@@ -313,7 +314,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             runs,
             owner.clone(),
             claims.recovers_at_start(),
-            poll,
+            others.clone(),
             step_jobs,
             app.clone(),
             self.clock.clone(),
@@ -334,7 +335,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             limits: self.limits,
             owner,
             lease: self.lease,
-            poll,
+            others,
             event_id_retention: self.event_id_retention,
             activity: Activity::new(),
             steps: steps.clone(),

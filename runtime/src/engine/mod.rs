@@ -41,6 +41,7 @@ use crate::error::{catch_panic, BoxError, Error, Operation, Panicked, Result, Va
 use crate::id::{check_identifier, InstanceKey, JobKind};
 use crate::retry::{ExhaustionReason, RetryDecision, RetryPolicy};
 use crate::steps::StepRuntime;
+use crate::store::changes::OtherWriters;
 use crate::store::{
     Backend, BoxFuture, Columns, InstanceRecord, Lease, StoreError, UnregisteredJob, Write,
     WriteBatch,
@@ -139,9 +140,10 @@ pub(crate) struct Inner<A> {
     pub(crate) limits: Limits,
     pub(crate) owner: String,
     pub(crate) lease: Duration,
-    /// How often to look for alarms other processes wrote (a shared store's
-    /// [`poll_interval`](crate::store::Store::poll_interval)); `None`: only this engine writes.
-    pub(crate) poll: Option<Duration>,
+    /// How this engine learns of what other processes wrote (a shared store's
+    /// [`poll_interval`](crate::store::Store::poll_interval) and
+    /// [`changes`](crate::store::Store::changes)); nothing when only this engine writes.
+    pub(crate) others: OtherWriters,
     /// How long a `DuplicateEvent` check remembers an event id.
     pub(crate) event_id_retention: Duration,
     pub(crate) activity: Activity,
@@ -373,9 +375,8 @@ impl<A: Send + Sync + 'static> Inner<A> {
     /// How long to wait before looking again, when `rec` is held by another engine (see
     /// [`Claims::held_elsewhere`]); `None` when the action may go on.
     fn held_elsewhere(&self, rec: Option<&InstanceRecord>) -> Option<Duration> {
-        let poll = self.poll.unwrap_or(crate::store::DEFAULT_POLL_INTERVAL);
         self.claims
-            .held_elsewhere(rec, &self.owner, self.clock.now(), poll)
+            .held_elsewhere(rec, &self.owner, self.clock.now(), self.others.pace())
     }
 
     /// Before a client action runs user code on `rec` (read at `expected`, `None` for a row not
@@ -441,7 +442,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             return attempt().await;
         }
         let mut pause = Duration::from_millis(1);
-        let most = self.poll.unwrap_or(crate::store::DEFAULT_POLL_INTERVAL);
+        let most = self.others.pace();
         let mut made = 1;
         loop {
             let (result, claimed) = CLAIMED

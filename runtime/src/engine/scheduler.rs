@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 use super::{Handler, Inner};
 use crate::clock::ClockDriven;
 use crate::id::{InstanceKey, JobKind};
+use crate::store::changes::Change;
 use crate::store::BoxFuture;
 use crate::time::Timestamp;
 
@@ -213,6 +214,8 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
     let mut next: Option<Timestamp> = None;
     let mut truncated = false;
     let mut rescan = true;
+    // Made before the first scan: an alarm another process writes after it wakes this loop.
+    let mut others = inner.others.watch(Change::Alarms);
     let mut served = 0;
     let mut pruned_at: Option<Timestamp> = None;
     while !scheduler.is_stopped() {
@@ -311,21 +314,14 @@ pub(crate) async fn run<A: Send + Sync + 'static>(inner: Arc<Inner<A>>) {
             _ = scheduler.wake.notified() => rescan = true,
             _ = scheduler.slot_free.notified() => {}
             _ = sleep_until(&inner, wake_at) => rescan = true,
-            // Another process's write wakes nobody here: look again now and then.
-            _ = poll_tick(inner.poll) => rescan = true,
+            // Another process's write: when the store hears of it, and now and then.
+            () = others.next() => rescan = true,
         }
     }
     scheduler.status.send_replace(Status {
         served: u64::MAX,
         idle: true,
     });
-}
-
-async fn poll_tick(every: Option<Duration>) {
-    match every {
-        Some(every) => tokio::time::sleep(every).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn sleep_until<A>(inner: &Inner<A>, at: Option<Timestamp>) {

@@ -548,7 +548,7 @@ impl EnvBuilder {
             store.clone(),
             test_owner(),
             true,
-            None,
+            crate::store::changes::OtherWriters::default(),
             jobs(),
             app.clone(),
             clock,

@@ -16,6 +16,7 @@ use super::{ErasedStepJob, StepOptions};
 use crate::clock::{Clock, ClockDriven};
 use crate::error::{BoxError, Error, Operation, ValidationTarget};
 use crate::id::{InstanceKey, JobKind};
+use crate::store::changes::{Change, OtherWriters};
 use crate::store::runs::{
     CancelOutcome, DeleteOutcome, EnqueueOutcome, Enqueued, NewRun, RunRecord, RunStore,
 };
@@ -60,9 +61,9 @@ pub(crate) struct Shared {
     /// Whether the worker expires every lease when it starts: chosen by the engine from the
     /// store's ownership (an exclusive store's leases all belong to a crashed process).
     pub(crate) recover_at_start: bool,
-    /// How often the worker looks for runs other processes made claimable, and waiters for
-    /// ends other processes wrote: set on a shared store (see `Store::poll_interval`).
-    pub(crate) poll: Option<Duration>,
+    /// How the worker learns of runs other processes made claimable, and waiters of ends
+    /// other processes wrote: nothing on an exclusive store.
+    pub(crate) others: OtherWriters,
     ids: Mutex<ulid::Generator>,
     /// Wakes the worker: a trigger, a retry scheduled, a shutdown, a settle request.
     pub(crate) wake: Notify,
@@ -178,7 +179,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         store: Arc<dyn RunStore>,
         owner: String,
         recover_at_start: bool,
-        poll: Option<Duration>,
+        others: OtherWriters,
         jobs: HashMap<&'static str, Arc<dyn ErasedStepJob<A>>>,
         app: Arc<A>,
         clock: Clock,
@@ -195,7 +196,7 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                 events: EventBus::new(fanout),
                 owner,
                 recover_at_start,
-                poll,
+                others,
                 ids: Mutex::new(ulid::Generator::new()),
                 wake: Notify::new(),
                 active: Mutex::new(HashMap::new()),
@@ -678,6 +679,8 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         timeout: Option<Duration>,
     ) -> Result<RunRecord, Error> {
         let wait = async {
+            // Made before the first read: an end another process writes after it wakes this.
+            let mut ended_elsewhere = self.shared.others.watch(Change::RunEnded);
             loop {
                 let finished = self.shared.register_waiter(id);
                 let run = self.existing(job, id, Operation::WaitForRun).await?;
@@ -698,15 +701,13 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
                             state: "cancelled".to_owned(),
                         })
                     }
-                    RunStatus::Pending | RunStatus::Leased => match self.shared.poll {
-                        // Another process may end the run: its end wakes nobody here.
-                        Some(every) => {
-                            let _ = tokio::time::timeout(every, finished).await;
+                    RunStatus::Pending | RunStatus::Leased => {
+                        // Ended here, or maybe by another process: read it again.
+                        tokio::select! {
+                            _ = finished => {}
+                            () = ended_elsewhere.next() => {}
                         }
-                        None => {
-                            let _ = finished.await;
-                        }
-                    },
+                    }
                 }
             }
         };

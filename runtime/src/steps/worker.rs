@@ -4,8 +4,9 @@
 //! On an exclusive store there is no polling. The dispatcher sleeps until one of: a trigger
 //! (`Notify`), a run finishing (its slot frees and a same-key sibling may become claimable), the
 //! earliest not-before time of a retry or lease expiry of another owner, the next renewal, the
-//! next maintenance, or the end of a claim-error backoff. On a shared store it also claims every
-//! poll interval: a run triggered by another process wakes nobody here.
+//! next maintenance, or the end of a claim-error backoff. On a shared store it also claims when
+//! the store reports that another process may have made a run claimable, and every poll
+//! interval (see `store::changes`).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -24,6 +25,7 @@ use super::{ErasedStepJob, RunFailure};
 use crate::error::{catch_panic, Error};
 use crate::id::JobKind;
 use crate::metrics::{self, RunEnd};
+use crate::store::changes::{Change, Watcher};
 use crate::store::runs::{Claimed, ClaimedRun, Fence, Finish, FinishOutcome};
 use crate::store::{BoxFuture, StoreError};
 use crate::time::Timestamp;
@@ -109,6 +111,8 @@ struct Dispatcher<A: Send + Sync + 'static> {
     ready: VecDeque<Reserved>,
     /// Something may have become claimable: the next turn claims.
     dirty: bool,
+    /// When another process may have made a run claimable.
+    others: Watcher,
     /// The claim in flight, and how many runs it asked for.
     claim: Option<BoxFuture<'static, Result<Claimed, StoreError>>>,
     requested: usize,
@@ -131,6 +135,7 @@ struct Dispatcher<A: Send + Sync + 'static> {
 impl<A: Send + Sync + 'static> Dispatcher<A> {
     fn new(rt: Arc<StepRuntime<A>>) -> Self {
         let shared = rt.shared.clone();
+        let others = shared.others.watch(Change::Runs);
         let max = shared.options.max_concurrent_runs;
         let next_maintenance = shared.options.retain_runs.map(|_| shared.clock.now());
         Dispatcher {
@@ -142,6 +147,7 @@ impl<A: Send + Sync + 'static> Dispatcher<A> {
             runs: JoinSet::new(),
             ready: VecDeque::new(),
             dirty: true,
+            others,
             claim: None,
             requested: 0,
             renew: None,
@@ -318,7 +324,7 @@ impl<A: Send + Sync + 'static> Dispatcher<A> {
             _ = shared.wake.notified() => {
                 self.dirty = true;
             }
-            _ = async { match shared.poll { Some(every) => tokio::time::sleep(every).await, None => std::future::pending().await } } => {
+            () = self.others.next() => {
                 self.dirty = true;
             }
             _ = async { match deadline { Some(at) => shared.clock.sleep_until(at).await, None => std::future::pending().await } } => {}

@@ -15,6 +15,7 @@
 //! its alarms, and an alarm left due by a crash fires at the next start. Step-job runs are always
 //! claimed with a lease, and every write of an executing run is fenced by its generation.
 
+pub mod changes;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod instances;
@@ -23,6 +24,7 @@ pub mod runs;
 use crate::error::BoxError;
 use crate::id::InstanceKey;
 
+pub use changes::{Change, ChangeFeed, ChangeSender};
 pub use futures_core::future::BoxFuture;
 pub use instances::{
     AlarmScan, Backend, Columns, Durability, InstanceCounts, InstanceQuery, InstanceRecord, Lease,
@@ -110,6 +112,13 @@ pub trait Store: Backend + RunStore {
             Ownership::Shared => Some(DEFAULT_POLL_INTERVAL),
             Ownership::Exclusive => None,
         }
+    }
+
+    /// Where the engine hears that other processes wrote something it may have to act on, so
+    /// that it need not wait for its next poll: `None` (the default) when the store cannot
+    /// tell. Asked once, when the engine starts. See [`changes`].
+    fn changes(&self) -> Option<ChangeFeed> {
+        None
     }
 
     /// As [`Backend::close`], blocking the calling thread instead of returning a future: for

@@ -335,7 +335,10 @@ async fn claims_are_batched_and_steps_do_not_reread_the_run() {
         "no status reads while executing"
     );
     let claims = wrap.claims.load(Ordering::SeqCst);
-    assert!(claims < 40, "200 runs took {claims} claims");
+    // A claim takes as many runs as there are free slots (up to 100 here). On a loaded machine
+    // runs end one by one while a claim is in flight, and the next claim takes only those: the
+    // bound is what claiming run by run (200 claims) would break, not an idle machine's count.
+    assert!(claims <= 100, "200 runs took {claims} claims");
     // Idle: nothing polls. Hours pass on tokio's clock, a minute at a time, with nothing to
     // do. The first day is left to one-off wake-ups (the claims the last completions may still
     // trigger, a timer set while runs were going); in the ten hours after it, a worker polling
