@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::store::BoxFuture;
+use crate::store::{BoxFuture, Store, StoreError};
 use crate::time::Timestamp;
 
 /// The engine's source of time.
@@ -18,6 +18,9 @@ pub struct Clock(Inner);
 enum Inner {
     #[default]
     System,
+    /// The system clock moved by the offset (in milliseconds) that puts it in step with the
+    /// database's clock: see [`Clock::in_step_with`].
+    Database(Arc<AtomicI64>),
     Test(TestClock),
 }
 
@@ -31,8 +34,50 @@ impl Clock {
     pub fn now(&self) -> Timestamp {
         match &self.0 {
             Inner::System => Timestamp::now_system(),
+            Inner::Database(offset) => Self::moved(offset.load(Ordering::Relaxed)),
             Inner::Test(t) => t.now(),
         }
+    }
+
+    /// The system clock moved by `offset` milliseconds.
+    fn moved(offset: i64) -> Timestamp {
+        Timestamp::from_millis(Timestamp::now_system().as_millis().saturating_add(offset))
+    }
+
+    /// This clock, or, when it is the system clock and the store can tell its database's time,
+    /// the system clock kept in step with the database's: every process on a shared database
+    /// then reads one time for lease expiries and due times, whatever their own clocks say.
+    /// The offset is measured now and again every [`DATABASE_CLOCK_EVERY`] by the task
+    /// returned, which the engine stops at shutdown. A test clock stays as it is.
+    pub(crate) async fn in_step_with(
+        self,
+        store: &Arc<dyn Store>,
+    ) -> Result<(Clock, Option<BoxFuture<'static, ()>>), StoreError> {
+        if !matches!(self.0, Inner::System) || store.database_time().is_none() {
+            return Ok((self, None));
+        }
+        let offset = Arc::new(AtomicI64::new(database_offset(store.as_ref()).await?));
+        tracing::debug!(
+            offset_ms = offset.load(Ordering::Relaxed),
+            "the engine's clock follows the database's"
+        );
+        let keeper = {
+            let store = Arc::downgrade(store);
+            let offset = offset.clone();
+            Box::pin(async move {
+                loop {
+                    tokio::time::sleep(DATABASE_CLOCK_EVERY).await;
+                    let Some(store) = store.upgrade() else { return };
+                    match database_offset(store.as_ref()).await {
+                        Ok(measured) => offset.store(measured, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not read the database's clock; keeping the last offset");
+                        }
+                    }
+                }
+            }) as BoxFuture<'static, ()>
+        };
+        Ok((Clock(Inner::Database(offset)), Some(keeper)))
     }
 
     /// Waits until `at` on this clock. Under a test clock it never resolves on its own: the
@@ -46,6 +91,12 @@ impl Clock {
                     .min(Duration::from_secs(3600));
                 tokio::time::sleep(wait).await
             }
+            Inner::Database(offset) => {
+                let wait = at
+                    .saturating_duration_since(Self::moved(offset.load(Ordering::Relaxed)))
+                    .min(Duration::from_secs(3600));
+                tokio::time::sleep(wait).await
+            }
             Inner::Test(_) => std::future::pending().await,
         }
     }
@@ -53,7 +104,7 @@ impl Clock {
     pub(crate) fn as_test(&self) -> Option<&TestClock> {
         match &self.0 {
             Inner::Test(t) => Some(t),
-            Inner::System => None,
+            Inner::System | Inner::Database(_) => None,
         }
     }
 }
@@ -68,9 +119,30 @@ impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             Inner::System => f.write_str("Clock::System"),
+            Inner::Database(offset) => write!(
+                f,
+                "Clock::Database(offset {} ms)",
+                offset.load(Ordering::Relaxed)
+            ),
             Inner::Test(t) => write!(f, "Clock::Test({})", t.now()),
         }
     }
+}
+
+/// How often an engine on a database with a clock of its own measures again how far the
+/// system clock is from it.
+pub(crate) const DATABASE_CLOCK_EVERY: Duration = Duration::from_secs(60);
+
+/// How far, in milliseconds, the database's clock is ahead of the system clock: its time
+/// against the middle of the round trip that read it.
+async fn database_offset(store: &dyn Store) -> Result<i64, StoreError> {
+    let Some(read) = store.database_time() else {
+        return Ok(0);
+    };
+    let sent = Timestamp::now_system().as_millis();
+    let database = read.await?.as_millis();
+    let received = Timestamp::now_system().as_millis();
+    Ok(database - (sent + (received - sent) / 2))
 }
 
 /// Something a [`TestClock`] drives: an engine's scheduler.

@@ -81,6 +81,11 @@ pub trait Hooks: Send + Sync + 'static {
     fn changes(&self) -> Option<ChangeFeed> {
         None
     }
+
+    /// The database time to answer instead of the inner store's, if any.
+    fn database_time(&self) -> Option<Timestamp> {
+        None
+    }
 }
 
 /// No hooks.
@@ -410,5 +415,11 @@ impl<H: Hooks> Store for Forwarding<H> {
     }
     fn changes(&self) -> Option<ChangeFeed> {
         self.hooks.changes().or_else(|| self.inner.changes())
+    }
+    fn database_time(&self) -> Option<BoxFuture<'_, Result<Timestamp, StoreError>>> {
+        match self.hooks.database_time() {
+            Some(time) => Some(Box::pin(std::future::ready(Ok(time)))),
+            None => self.inner.database_time(),
+        }
     }
 }

@@ -266,7 +266,14 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
                 options.open().map_err(|e| Error::storage("open", e))?
             }
         };
-        // The one place the store's ownership is read: everything that depends on it goes
+        // A server's clock, shared by every process on it, rather than each machine's own.
+        let (clock, clock_keeper) = self
+            .clock
+            .clone()
+            .in_step_with(&owned)
+            .await
+            .map_err(|e| Error::storage("open", e))?;
+        // The one place the store's ownership is read        // The one place the store's ownership is read: everything that depends on it goes
         // through the strategy.
         let claims = claims::for_ownership(owned.ownership());
         // Whether, how often, and on what news to look for what other processes wrote.
@@ -276,11 +283,11 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         let owner = format!("engine-{}", ulid::Ulid::new());
         if claims.recovers_at_start() {
             store
-                .recover(&owner, self.clock.now())
+                .recover(&owner, clock.now())
                 .await
                 .map_err(|e| Error::storage("recover", e))?;
         }
-        let unregistered = deploy::reconcile(&jobs, store.as_ref(), self.clock.now()).await?;
+        let unregistered = deploy::reconcile(&jobs, store.as_ref(), clock.now()).await?;
         let alarm_jobs = deploy::alarm_jobs(&jobs);
 
         // The one fan-out of events: job events and step-run events both go through it.
@@ -317,7 +324,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             others.clone(),
             step_jobs,
             app.clone(),
-            self.clock.clone(),
+            clock.clone(),
             self.steps.clone(),
             fanout.clone(),
         );
@@ -328,7 +335,7 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
             alarm_jobs,
             unregistered,
             store,
-            clock: self.clock.clone(),
+            clock: clock.clone(),
             locks: KeyedLocks::new(),
             scheduler: Scheduler::new(self.max_concurrent_executions),
             telemetry,
@@ -361,13 +368,16 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
                 wake.clone(),
             )));
         }
+        if let Some(keeper) = clock_keeper {
+            tasks.push(tokio::spawn(keeper));
+        }
         if inner.claims.renews_leases() {
             tasks.push(tokio::spawn(scheduler::renew_leases(inner.clone())));
         }
         if has_step_jobs {
             steps.start();
         }
-        let driver: Option<Arc<dyn ClockDriven>> = self.clock.as_test().map(|test| {
+        let driver: Option<Arc<dyn ClockDriven>> = clock.as_test().map(|test| {
             let driver: Arc<dyn ClockDriven> = Arc::new(ClockDriver {
                 inner: Arc::downgrade(&inner),
             });

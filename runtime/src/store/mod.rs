@@ -121,6 +121,16 @@ pub trait Store: Backend + RunStore {
         None
     }
 
+    /// The database's own clock, read now, when the store has one that every process on it
+    /// shares (a database server's): the engine, unless it runs on a test clock, then keeps its
+    /// clock in step with it, so that lease expiries and due times mean the same to every
+    /// process whatever their own clocks say. `None` (the default): the system clock is used
+    /// as it is, which is right for a database on the engine's own machine. Asked at start and
+    /// every minute.
+    fn database_time(&self) -> Option<BoxFuture<'_, Result<crate::time::Timestamp, StoreError>>> {
+        None
+    }
+
     /// As [`Backend::close`], blocking the calling thread instead of returning a future: for
     /// `Drop` impls, which cannot await, to release the database (and a file lock) at once.
     /// Does nothing if the store is closed.

@@ -1,10 +1,13 @@
-//! A store's change feed (`Store::changes`) wakes the engines on it as soon as another
-//! process writes, instead of at their next poll.
+//! What a store on a database server gives the engines on it, played by a SQLite file in shared
+//! mode under a store that forwards to it:
 //!
-//! Two engines share one SQLite file in shared mode, as two processes do, each through its own
-//! store. Both stores poll only once an hour, and announce every write on one change feed, as
-//! a PostgreSQL store does with `NOTIFY` after its commits: an engine that acts within the test's
-//! patience did so because the feed woke it.
+//! - a change feed (`Store::changes`) wakes the engines as soon as another process writes,
+//!   instead of at their next poll. Two engines share the file, as two processes do, each
+//!   through its own store; both poll only once an hour, and announce every write on one feed,
+//!   as a PostgreSQL store does with `NOTIFY` after its commits: an engine that acts within the
+//!   test's patience did so because the feed woke it;
+//! - the server's clock (`Store::database_time`): an engine on the system clock keeps in step
+//!   with it, so that every process reads one time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,5 +263,79 @@ async fn an_alarm_another_process_writes_fires_at_once() {
         .expect("the engine runs the alarm at once")
         .unwrap()
         .forget();
+    engine.shutdown().await.unwrap();
+}
+
+/// A database whose clock is an hour ahead of this machine's.
+struct AheadByAnHour;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl Hooks for AheadByAnHour {
+    fn database_time(&self) -> Option<durable_jobs::Timestamp> {
+        Some(durable_jobs::Timestamp::now_system() + HOUR)
+    }
+}
+
+#[tokio::test]
+async fn an_engine_on_the_system_clock_keeps_the_database_s_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db")).shared()).unwrap();
+    let engine = Engine::<Watchers>::builder()
+        .store_arc(Forwarding::new(file, AheadByAnHour))
+        .app(Arc::new(Semaphore::new(0)))
+        .start()
+        .await
+        .unwrap();
+    let before = durable_jobs::Timestamp::now_system();
+    let started = engine
+        .client()
+        .continuous::<Beat>()
+        .start("a", 0)
+        .await
+        .unwrap();
+    assert!(started.created);
+    let status = engine
+        .client()
+        .continuous::<Beat>()
+        .status("a")
+        .await
+        .unwrap();
+    let after = durable_jobs::Timestamp::now_system();
+    // Created by the database's clock, an hour ahead of this machine's (give or take the
+    // time the test took).
+    let created = status.created_at.expect("created");
+    assert!(
+        created >= before + HOUR && created <= after + HOUR,
+        "created at {created}, this machine's clock read {before} to {after}"
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_test_clock_is_not_moved_by_the_database_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = SqliteStore::open(SqliteOptions::file(dir.path().join("jobs.db")).shared()).unwrap();
+    let clock = TestClock::new();
+    let engine = Engine::<Watchers>::builder()
+        .store_arc(Forwarding::new(file, AheadByAnHour))
+        .clock(clock.clone())
+        .app(Arc::new(Semaphore::new(0)))
+        .start()
+        .await
+        .unwrap();
+    engine
+        .client()
+        .continuous::<Beat>()
+        .start("a", 0)
+        .await
+        .unwrap();
+    let status = engine
+        .client()
+        .continuous::<Beat>()
+        .status("a")
+        .await
+        .unwrap();
+    assert_eq!(status.created_at, Some(clock.now()));
     engine.shutdown().await.unwrap();
 }
