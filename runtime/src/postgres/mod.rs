@@ -1,29 +1,7 @@
 //! The PostgreSQL backend: several processes, on several machines, running the same jobs on
-//! one database.
+//! one database. The guide below is `docs/postgres.md`.
 //!
-//! Every instance, alarm, event id, outbox row and step run is a row of a schema of the store's
-//! own (`durable_jobs` unless [configured](PostgresOptions::schema)), created and migrated at
-//! connect. The store is always [shared](Ownership::Shared): an engine on it claims every
-//! execution with a durable lease (owner, expiry, generation) renewed while it runs, a process
-//! that dies loses its leases when they lapse and another takes the work over, and every write
-//! of an execution is fenced by what its claim read (the row's version, a run's generation), so
-//! a process that lost its lease can never overwrite the work of the one that took it.
-//!
-//! The database decides every race between processes, in single statements or short
-//! transactions: conditional updates (`UPDATE ... WHERE version = $n`), inserts that a primary
-//! key or a unique partial index refuses (a duplicate instance, event id, idempotency key or
-//! pending concurrency key), `FOR UPDATE SKIP LOCKED` for run claims, and advisory locks scoped
-//! to a transaction (migrations, the outbox's order, a concurrency key during a claim), never to
-//! a session, so the store works through a transaction-mode pooler. No transaction stays open
-//! while a job's code runs: a connection is held for a statement or a few, then returned.
-//!
-//! Times are the engine's: every lease expiry and due time a query compares is one the engine
-//! passed, read from its [`Clock`](crate::Clock) (so a [`TestClock`](crate::testing::TestClock)
-//! drives this store as it drives SQLite). Engines on several machines therefore need clocks
-//! that agree to within a small part of the lease duration (NTP does this).
-//!
-//! Work another process makes due is found within the [poll
-//! interval](PostgresOptions::poll_interval); an engine's own writes wake it at once.
+#![doc = include_str!("../../../docs/postgres.md")]
 
 mod builder;
 mod codec;
