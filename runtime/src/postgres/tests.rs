@@ -271,3 +271,102 @@ async fn an_unreachable_server_is_a_storage_error() {
     let err = PostgresStore::open(options).await.unwrap_err();
     assert!(matches!(err, StoreError::Database(_)), "{err:?}");
 }
+
+/// Two stores on one schema, as two processes: each with a pool of its own.
+async fn two_stores() -> (TestSchema, Arc<PostgresStore>, Arc<PostgresStore>) {
+    let schema = TestSchema::new();
+    let a = Arc::new(schema.open().await);
+    let b = Arc::new(schema.open().await);
+    (schema, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_alarm_is_claimed_by_one_of_two_processes() {
+    use crate::store::Lease;
+    let (_schema, a, b) = two_stores().await;
+    let now = Timestamp::from_millis(1_000);
+    let records: Vec<Write> = (0..40)
+        .map(|i| {
+            let mut record = InstanceRecord::new(key(&format!("i{i}")), now);
+            record.alarm_at = Some(now);
+            Write::Insert(record)
+        })
+        .collect();
+    a.commit(records).await.unwrap();
+    let until = Timestamp::from_millis(61_000);
+    let claims: Vec<_> = (0..40)
+        .flat_map(|i| {
+            [(a.clone(), "a"), (b.clone(), "b")].map(|(store, owner)| {
+                tokio::spawn(async move {
+                    store
+                        .claim_alarm(&key(&format!("i{i}")), now, owner, until)
+                        .await
+                        .unwrap()
+                        .map(|claimed| (i, claimed.lease))
+                })
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for claim in claims {
+        won.extend(claim.await.unwrap());
+    }
+    won.sort_by_key(|(i, _)| *i);
+    let instances: Vec<i32> = won.iter().map(|(i, _)| *i).collect();
+    assert_eq!(instances, (0..40).collect::<Vec<_>>(), "one winner each");
+    for (i, lease) in won {
+        let stored = a.load(&key(&format!("i{i}"))).await.unwrap().unwrap();
+        assert_eq!(stored.lease, lease, "the winner's lease is the stored one");
+        assert_eq!(stored.lease.map(|l: Lease| l.until), Some(until));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueues_racing_in_two_processes_honour_idempotency_and_concurrency_keys() {
+    use crate::store::runs::{EnqueueOutcome, Enqueued, NewRun, RunStore};
+    let (_schema, a, b) = two_stores().await;
+    let now = Timestamp::from_millis(1_000);
+    let run = |id: String, idempotency: Option<String>, concurrency: Option<String>| NewRun {
+        id,
+        job_name: "job".into(),
+        input: "{}".into(),
+        idempotency_key: idempotency,
+        concurrency_key: concurrency,
+        labels: Default::default(),
+        coalesce: false,
+    };
+    for round in 0..20 {
+        // The same idempotency key from both: one run, which both get back.
+        let key = Some(format!("idem-{round}"));
+        let (x, y) = tokio::join!(
+            a.enqueue(vec![run(format!("a{round}"), key.clone(), None)], now),
+            b.enqueue(vec![run(format!("b{round}"), key, None)], now),
+        );
+        let id = |outcome: EnqueueOutcome| match outcome {
+            EnqueueOutcome::Done(mut done) => match done.pop() {
+                Some(Enqueued::Created(r)) => (true, r.id),
+                Some(Enqueued::Idempotent(r)) => (false, r.id),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        let ((x_created, x_id), (y_created, y_id)) = (id(x.unwrap()), id(y.unwrap()));
+        assert_eq!(x_id, y_id, "round {round}: both get the one run");
+        assert!(
+            x_created != y_created,
+            "round {round}: exactly one created it"
+        );
+
+        // The same pending concurrency key from both: one run, the other a conflict.
+        let key = Some(format!("conc-{round}"));
+        let (x, y) = tokio::join!(
+            a.enqueue(vec![run(format!("ca{round}"), None, key.clone())], now),
+            b.enqueue(vec![run(format!("cb{round}"), None, key)], now),
+        );
+        let conflicts = [x.unwrap(), y.unwrap()]
+            .into_iter()
+            .filter(|o| matches!(o, EnqueueOutcome::Conflict { .. }))
+            .count();
+        assert_eq!(conflicts, 1, "round {round}");
+    }
+}
