@@ -302,6 +302,8 @@ mod id;
 pub mod job;
 mod json;
 pub mod metrics;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod retry;
 pub mod sqlite;
 pub mod steps;

@@ -158,6 +158,14 @@ impl<R: Registry, S> EngineBuilder<R, S> {
         self
     }
 
+    /// Runs on a store that `start` connects to (a database server), so that connecting fails
+    /// there, with the other configuration errors.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn connect_store_at_start(mut self, options: impl ConnectStore) -> Self {
+        self.store = Some(StoreSource::ConnectAtStart(Box::new(options)));
+        self
+    }
+
     /// Adjusts the options of the store opened at start, if they are `T`, whenever they are
     /// chosen (before or after this call).
     pub(crate) fn adjust_store_options<T: Any>(
@@ -264,6 +272,15 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
                     setting(options.as_any_mut());
                 }
                 options.open().map_err(|e| Error::storage("open", e))?
+            }
+            StoreSource::ConnectAtStart(mut options) => {
+                for setting in self.store_settings {
+                    setting(options.as_any_mut());
+                }
+                options
+                    .connect()
+                    .await
+                    .map_err(|e| Error::storage("open", e))?
             }
         };
         // A server's clock, shared by every process on it, rather than each machine's own.
@@ -398,6 +415,9 @@ enum StoreSource {
     Ready(Arc<dyn Store>),
     /// Options of a store that `start` opens.
     OpenAtStart(Box<dyn OpenStore>),
+    /// Options of a store that `start` connects to.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    ConnectAtStart(Box<dyn ConnectStore>),
 }
 
 /// A change to the options of the store opened at start.
@@ -407,6 +427,18 @@ type StoreSetting = Box<dyn FnOnce(&mut dyn Any) + Send>;
 pub(crate) trait OpenStore: Any + Send {
     /// Opens the store.
     fn open(self: Box<Self>) -> std::result::Result<Arc<dyn Store>, StoreError>;
+
+    /// The options, for [`EngineBuilder::adjust_store_options`].
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// Options from which `start` connects to a store on a server (a driver's builder shortcuts
+/// hand them in): as [`OpenStore`], asynchronously.
+pub(crate) trait ConnectStore: Any + Send {
+    /// Connects to the store.
+    fn connect(
+        self: Box<Self>,
+    ) -> crate::store::BoxFuture<'static, std::result::Result<Arc<dyn Store>, StoreError>>;
 
     /// The options, for [`EngineBuilder::adjust_store_options`].
     fn as_any_mut(&mut self) -> &mut dyn Any;

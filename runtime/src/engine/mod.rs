@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+#[cfg(feature = "postgres")]
+pub(crate) use builder::ConnectStore;
 pub(crate) use builder::OpenStore;
 pub use builder::{EngineBuilder, Limits, NoApp, WithApp};
 pub(crate) use registry::Handler;

@@ -1,0 +1,471 @@
+//! The PostgreSQL backend: several processes, on several machines, running the same jobs on
+//! one database. The guide below is `docs/postgres.md`.
+//!
+#![doc = include_str!("../../../docs/postgres.md")]
+
+mod builder;
+mod codec;
+mod instances;
+mod listing;
+mod migrations;
+mod options;
+mod runs;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use crate::id::{InstanceKey, JobKind};
+use crate::store::{
+    AlarmScan, Backend, BoxFuture, InstanceCounts, InstanceQuery, InstanceRecord, OutboxEntry,
+    Ownership, Store, StoreError, UnregisteredJob, WriteBatch,
+};
+use crate::time::Timestamp;
+
+use codec::{check_schema_name, is_transient, Context, Sql};
+use options::Source;
+pub use options::{PostgresOptions, DEFAULT_SCHEMA};
+
+/// The PostgreSQL store: a [`Store`] in a schema of a PostgreSQL database, shared by every
+/// engine that connects to it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use durable_jobs::postgres::{PostgresOptions, PostgresStore};
+/// use durable_jobs::store::{Backend, Ownership, Store};
+///
+/// # async fn run() -> Result<(), durable_jobs::store::StoreError> {
+/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+/// assert_eq!(store.ownership(), Ownership::Shared);
+/// assert!(store.outbox_peek(10).await?.is_empty());
+/// store.close().await?;
+///
+/// // Beside the application's own tables, in a schema of its own, on the application's pool.
+/// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/app").await.unwrap();
+/// let store = PostgresStore::open(PostgresOptions::from_pool(pool).schema("jobs")).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct PostgresStore {
+    pool: PgPool,
+    sql: Sql,
+    /// Whether the pool is the store's own, to close with it (not the caller's).
+    owns_pool: bool,
+    poll_interval: Duration,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.sql.schema())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a transaction of the store ends with.
+pub(crate) enum Decision<T> {
+    /// Commit, then return the value.
+    Commit(T),
+    /// Roll back (nothing of it may stay), then return the value.
+    RollBack(T),
+    /// Roll back and run the transaction again: it lost a race that a new snapshot resolves.
+    Retry,
+}
+
+/// A transaction on a connection of the store's pool.
+pub(crate) type Tx = Transaction<'static, Postgres>;
+
+/// How many times a transaction is run when the server picks it as a deadlock's victim, or it
+/// loses a race it can resolve by running again.
+const ATTEMPTS: u32 = 8;
+
+impl PostgresStore {
+    /// Connects to the database at `url` with the default options (schema `durable_jobs`),
+    /// creating the schema and applying missing migrations. Short for
+    /// `PostgresStore::open(PostgresOptions::new(url))`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        Self::open(PostgresOptions::new(url)).await
+    }
+
+    /// Connects with `options`, creating the schema and applying missing migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] when the URL is invalid, the server cannot be reached, the
+    /// schema name is not a plain identifier, the schema holds another application's tables,
+    /// or it was migrated by a newer version of this crate (its schema version is unknown here).
+    pub async fn open(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        check_schema_name(&options.schema)?;
+        let (pool, owns_pool) = match options.source {
+            Source::Pool(pool) => (pool, false),
+            Source::Url(url) => {
+                let connect: PgConnectOptions =
+                    url.parse().context("reading the connection URL")?;
+                // Named in `pg_stat_activity`, unless the URL names it already.
+                let connect = match connect.get_application_name() {
+                    Some(_) => connect,
+                    None => connect.application_name("durable-jobs"),
+                };
+                let pool = PgPoolOptions::new()
+                    .max_connections(options.max_connections)
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(connect)
+                    .await
+                    .context("connecting to the database")?;
+                (pool, true)
+            }
+        };
+        let sql = Sql::new(&options.schema);
+        let migrated = migrations::apply(&pool, &sql, migrations::MIGRATIONS).await;
+        if let Err(e) = migrated {
+            if owns_pool {
+                pool.close().await;
+            }
+            return Err(e);
+        }
+        Ok(PostgresStore {
+            pool,
+            sql,
+            owns_pool,
+            poll_interval: options.poll_interval,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The pool the store runs on: its own, or the one it was opened with.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        self.sql.schema()
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A connection of the pool, for reads and single statements.
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        self.check_open()?;
+        self.pool
+            .acquire()
+            .await
+            .context("taking a connection from the pool")
+    }
+
+    /// Runs `op` in a transaction, which ends as `op`'s [`Decision`] says. A transaction that
+    /// failed because the server picked it as a deadlock's victim (or for a serialization
+    /// failure) is run again, as is one that asks to be: nothing of it was applied.
+    pub(crate) async fn transaction<'f, T, F>(&'f self, mut op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'f,
+        F: FnMut(Tx, &'f Sql) -> BoxFuture<'f, (Tx, Result<Decision<T>, StoreError>)> + Send + 'f,
+    {
+        let mut attempt = 1;
+        loop {
+            self.check_open()?;
+            let tx = self.pool.begin().await.context("starting a transaction")?;
+            let (tx, decided) = op(tx, &self.sql).await;
+            let failed = match decided {
+                Ok(Decision::Commit(value)) => match tx.commit().await {
+                    Ok(()) => return Ok(value),
+                    Err(e) => codec::sql_error("committing", e),
+                },
+                Ok(Decision::RollBack(value)) => {
+                    tx.rollback().await.context("rolling back")?;
+                    return Ok(value);
+                }
+                Ok(Decision::Retry) if attempt < ATTEMPTS => {
+                    tx.rollback().await.context("rolling back")?;
+                    attempt += 1;
+                    continue;
+                }
+                Ok(Decision::Retry) => {
+                    return Err(codec::database_error(
+                        "a transaction kept losing races with other processes; giving up",
+                    ))
+                }
+                Err(e) => {
+                    // Dropping the transaction rolls it back on the connection's next use;
+                    // an explicit rollback frees the connection sooner.
+                    let _ = tx.rollback().await;
+                    e
+                }
+            };
+            if is_transient(&failed) && attempt < ATTEMPTS {
+                attempt += 1;
+                continue;
+            }
+            return Err(failed);
+        }
+    }
+}
+
+impl Backend for PostgresStore {
+    fn verify(&self) -> Result<(), StoreError> {
+        self.check_open()
+    }
+
+    fn load<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            instances::load(&mut conn, &self.sql, key).await
+        })
+    }
+
+    fn has_event_id<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            instances::has_event_id(&mut conn, &self.sql, key, event_id).await
+        })
+    }
+
+    fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if batch.is_empty() {
+                return self.check_open();
+            }
+            let batch = &batch;
+            self.transaction(move |mut tx, sql| {
+                Box::pin(async move {
+                    let applied = instances::apply_batch(&mut tx, sql, batch).await;
+                    (tx, applied.map(Decision::Commit))
+                })
+            })
+            .await
+        })
+    }
+
+    fn claim_alarm<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        now: Timestamp,
+        owner: &'a str,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            instances::claim_alarm(&mut conn, &self.sql, key, now, owner, lease_until).await
+        })
+    }
+
+    fn claim_instance<'a>(
+        &'a self,
+        key: &'a InstanceKey,
+        expected_version: u64,
+        owner: &'a str,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<InstanceRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            instances::claim_instance(
+                &mut conn,
+                &self.sql,
+                key,
+                expected_version,
+                owner,
+                lease_until,
+            )
+            .await
+        })
+    }
+
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.transaction(move |mut tx, sql| {
+            Box::pin(async move {
+                let renewed = instances::renew_leases(&mut tx, sql, owner, lease_until).await;
+                (tx, renewed.map(Decision::Commit))
+            })
+        }))
+    }
+
+    fn scan_alarms<'a>(
+        &'a self,
+        now: Timestamp,
+        limit: usize,
+        jobs: &'a [(JobKind, &'static str)],
+    ) -> BoxFuture<'a, Result<AlarmScan, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            instances::scan_alarms(&mut conn, &self.sql, now, limit, jobs).await
+        })
+    }
+
+    fn load_broken<'a>(
+        &'a self,
+        kind: JobKind,
+        job: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<InstanceRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            listing::load_broken(&mut conn, &self.sql, kind, job).await
+        })
+    }
+
+    fn unregistered_jobs<'a>(
+        &'a self,
+        registered: &'a [(JobKind, &'static str)],
+    ) -> BoxFuture<'a, Result<Vec<UnregisteredJob>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            listing::unregistered_jobs(&mut conn, &self.sql, registered).await
+        })
+    }
+
+    fn pull_alarms_to<'a>(
+        &'a self,
+        kind: JobKind,
+        job: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.transaction(move |mut tx, sql| {
+            Box::pin(async move {
+                let moved = instances::pull_alarms_to(&mut tx, sql, kind, job, at).await;
+                (tx, moved.map(Decision::Commit))
+            })
+        }))
+    }
+
+    fn recover(&self, owner: &str, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
+        let owner = owner.to_owned();
+        Box::pin(async move {
+            let released = self
+                .transaction(move |mut tx, sql| {
+                    Box::pin(async move {
+                        let released = instances::release_all_leases(&mut tx, sql, now).await;
+                        (tx, released.map(Decision::Commit))
+                    })
+                })
+                .await?;
+            if released > 0 {
+                tracing::info!(
+                    owner,
+                    released,
+                    "released the leases of interrupted executions; their alarms fire now"
+                );
+            }
+            Ok(())
+        })
+    }
+
+    fn outbox_peek(&self, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            instances::outbox_peek(&mut conn, &self.sql, limit).await
+        })
+    }
+
+    fn outbox_ack(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            instances::outbox_ack(&mut conn, &self.sql, seq).await
+        })
+    }
+
+    fn prune_event_ids(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            instances::prune_event_ids(&mut conn, &self.sql, before, limit).await
+        })
+    }
+
+    fn list_instances(
+        &self,
+        query: InstanceQuery,
+    ) -> BoxFuture<'_, Result<Vec<InstanceRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            listing::list_instances(&mut conn, &self.sql, &query).await
+        })
+    }
+
+    fn instance_keys(
+        &self,
+        after: Option<InstanceKey>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<InstanceKey>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            listing::instance_keys(&mut conn, &self.sql, after.as_ref(), limit).await
+        })
+    }
+
+    fn count_instances(
+        &self,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Vec<InstanceCounts>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            listing::count_instances(&mut conn, &self.sql, now).await
+        })
+    }
+
+    /// Refuses every later call, and closes the store's own pool (waiting for the connections
+    /// in use to be returned). A pool the store was opened with stays open.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::Release);
+            if self.owns_pool {
+                self.pool.close().await;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Store for PostgresStore {
+    fn ownership(&self) -> Ownership {
+        Ownership::Shared
+    }
+
+    fn poll_interval(&self) -> Option<Duration> {
+        Some(self.poll_interval)
+    }
+
+    fn close_blocking(&self) {
+        // Refuses every later call at once. The pool's connections close when the last handle
+        // of the pool is dropped, or, on a runtime, as soon as they are returned.
+        self.closed.store(true, Ordering::Release);
+        if self.owns_pool {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let pool = self.pool.clone();
+                runtime.spawn(async move { pool.close().await });
+            }
+        }
+    }
+}

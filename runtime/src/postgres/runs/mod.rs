@@ -1,0 +1,267 @@
+//! Step-job runs on PostgreSQL: the [`RunStore`] operations as functions over a connection,
+//! run by the store in short transactions (or single statements) on connections of its pool.
+//!
+//! The tables follow the SQLite store's (`runs` is its `durably_runs`), with the differences
+//! listed in the schema module. What several processes need is in the statements: a claim locks
+//! its candidates with `FOR UPDATE SKIP LOCKED` and takes a transaction-scoped advisory lock per
+//! concurrency key; every write of an executing run is fenced by its lease generation; the
+//! idempotency and pending-concurrency rules are unique indexes, so concurrent enqueues from
+//! several processes cannot both create a run either rule forbids.
+
+mod admin;
+mod claim;
+pub(crate) mod codec;
+mod enqueue;
+mod fenced;
+
+use super::{Decision, PostgresStore};
+use crate::store::runs::{
+    CancelOutcome, Claimed, DeleteOutcome, EnqueueOutcome, Fence, Finish, FinishOutcome, LogRow,
+    NewLog, NewRun, NewStep, RunCounts, RunFilter, RunRecord, RunStore, StepRow, StoredStep,
+};
+use crate::store::{BoxFuture, StoreError};
+use crate::time::Timestamp;
+
+use enqueue::Attempt;
+
+impl RunStore for PostgresStore {
+    fn enqueue(
+        &self,
+        runs: Vec<NewRun>,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
+        Box::pin(async move {
+            let runs = &runs;
+            self.transaction(move |mut tx, sql| {
+                Box::pin(async move {
+                    let attempt = enqueue::enqueue(&mut tx, sql, runs, now).await;
+                    let decision = attempt.map(|a| match a {
+                        Attempt::Done(done) => Decision::Commit(EnqueueOutcome::Done(done)),
+                        Attempt::Conflict(conflict) => Decision::RollBack(conflict),
+                        Attempt::Raced => Decision::Retry,
+                    });
+                    (tx, decision)
+                })
+            })
+            .await
+        })
+    }
+
+    fn get_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<RunRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            admin::get_run(&mut conn, &self.sql, id).await
+        })
+    }
+
+    fn get_runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            admin::get_runs(&mut conn, &self.sql, &filter).await
+        })
+    }
+
+    fn count_runs(&self, since: Timestamp) -> BoxFuture<'_, Result<Vec<RunCounts>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            admin::count_runs(&mut conn, &self.sql, since).await
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
+        Box::pin(self.transaction(move |mut tx, sql| {
+            Box::pin(async move {
+                let claimed = claim::claim(&mut tx, sql, owner, now, lease_until, limit).await;
+                (tx, claimed.map(Decision::Commit))
+            })
+        }))
+    }
+
+    fn next_due<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            claim::next_due(&mut conn, &self.sql, owner, now).await
+        })
+    }
+
+    fn renew_leases<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(self.transaction(move |mut tx, sql| {
+            Box::pin(async move {
+                let renewed = claim::renew_leases(&mut tx, sql, owner, now, lease_until).await;
+                (tx, renewed.map(Decision::Commit))
+            })
+        }))
+    }
+
+    fn completed_steps<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredStep>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            fenced::completed_steps(&mut conn, &self.sql, run_id).await
+        })
+    }
+
+    fn persist_step(
+        &self,
+        fence: Fence,
+        step: NewStep,
+        logs: Vec<NewLog>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let (fence, step, logs) = (&fence, &step, &logs);
+            self.transaction(move |mut tx, sql| {
+                Box::pin(async move {
+                    let held = fenced::persist_step(&mut tx, sql, fence, step, logs).await;
+                    (tx, held.map(Decision::Commit))
+                })
+            })
+            .await
+        })
+    }
+
+    fn update_progress(
+        &self,
+        fence: Fence,
+        progress: Option<String>,
+        logs: Vec<NewLog>,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let (fence, progress, logs) = (&fence, progress.as_deref(), &logs);
+            self.transaction(move |mut tx, sql| {
+                Box::pin(async move {
+                    let held =
+                        fenced::update_progress(&mut tx, sql, fence, progress, logs, now).await;
+                    (tx, held.map(Decision::Commit))
+                })
+            })
+            .await
+        })
+    }
+
+    fn append_logs(
+        &self,
+        run_id: String,
+        logs: Vec<NewLog>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            fenced::insert_logs(&mut conn, &self.sql, &run_id, &logs).await
+        })
+    }
+
+    fn delete_cancelled_steps(&self, run_id: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let run_id = &run_id;
+            self.transaction(move |mut tx, sql| {
+                Box::pin(async move {
+                    let deleted = fenced::delete_cancelled_steps(&mut tx, sql, run_id).await;
+                    (tx, deleted.map(Decision::Commit))
+                })
+            })
+            .await
+        })
+    }
+
+    fn finish_run(
+        &self,
+        fence: Fence,
+        finish: Finish,
+        logs: Vec<NewLog>,
+        cleanup: bool,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<FinishOutcome, StoreError>> {
+        Box::pin(async move {
+            let (fence, finish, logs) = (&fence, &finish, &logs);
+            self.transaction(move |mut tx, sql| {
+                Box::pin(async move {
+                    let outcome =
+                        fenced::finish_run(&mut tx, sql, fence, finish, logs, cleanup, now).await;
+                    (tx, outcome.map(Decision::Commit))
+                })
+            })
+            .await
+        })
+    }
+
+    fn cancel_run<'a>(
+        &'a self,
+        id: &'a str,
+        now: Timestamp,
+        cleanup: bool,
+    ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
+        Box::pin(self.transaction(move |mut tx, sql| {
+            Box::pin(async move {
+                let outcome = admin::cancel_run(&mut tx, sql, id, now, cleanup).await;
+                (tx, outcome.map(Decision::Commit))
+            })
+        }))
+    }
+
+    fn delete_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<DeleteOutcome, StoreError>> {
+        Box::pin(self.transaction(move |mut tx, sql| {
+            Box::pin(async move {
+                let outcome = admin::delete_run(&mut tx, sql, id).await;
+                (tx, outcome.map(Decision::Commit))
+            })
+        }))
+    }
+
+    fn purge_runs(
+        &self,
+        job: Option<String>,
+        before: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let job = job.as_deref();
+            self.transaction(move |mut tx, sql| {
+                Box::pin(async move {
+                    let purged = admin::purge_runs(&mut tx, sql, job, before, limit).await;
+                    (tx, purged.map(Decision::Commit))
+                })
+            })
+            .await
+        })
+    }
+
+    fn get_steps<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<StepRow>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            admin::get_steps(&mut conn, &self.sql, run_id).await
+        })
+    }
+
+    fn get_logs<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<LogRow>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            admin::get_logs(&mut conn, &self.sql, run_id).await
+        })
+    }
+
+    fn recover(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.transaction(move |mut tx, sql| {
+            Box::pin(async move {
+                let expired = claim::recover(&mut tx, sql, now).await;
+                (tx, expired.map(Decision::Commit))
+            })
+        }))
+    }
+}
