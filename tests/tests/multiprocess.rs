@@ -18,10 +18,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use durable_jobs::sqlite::Synchronous;
-use durable_jobs_tests::kill::harness::{drain, env_number, read_final, Life};
-use durable_jobs_tests::kill::ledger::Ledger;
-use durable_jobs_tests::kill::{fresh_seed, Rng};
+use durable_jobs_tests::kill::harness::{env_number, processes_survive_random_kills, Db};
 use durable_jobs_tests::multiprocess::{tick_file, Proc};
 
 fn child(role: &str, db: &Path, dir: &Path, arg: Option<&str>) -> Proc {
@@ -141,82 +138,16 @@ fn a_killed_process_s_leases_are_taken_over_once_they_lapse() {
     assert_eq!(other.expect("hold-run "), format!("hold-run 1 {pid}"));
 }
 
-/// The most processes sharing the file at once in the kill test.
-const PROCESSES: usize = 3;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_survive_random_kills() {
-    let kills = env_number("DURABLE_JOBS_SHARED_KILLS").unwrap_or(12);
-    let seed = env_number("DURABLE_JOBS_KILL_SEED").unwrap_or_else(fresh_seed);
-    println!("shared kill harness: {kills} kills of {PROCESSES} processes, DURABLE_JOBS_KILL_SEED={seed}");
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobs.db");
-    let markers = dir.path().join("markers");
-    std::fs::create_dir(&markers).unwrap();
-    let mut rng = Rng::new(seed);
-    let mut ledger = Ledger::default();
-    let started = Instant::now();
-    // Each life with the operations it was given to issue again.
-    let mut lives: Vec<(Life, HashSet<String>)> = Vec::new();
-    let mut incarnation = 0;
-    let mut spawn = |ledger: &Ledger, lives: &[(Life, HashSet<String>)], rng: &mut Rng| {
-        // What a killed life left unanswered, unless a live one was given it already: two
-        // lives issuing it again at once would each answer it, in an order the ledger
-        // cannot see.
-        let given: HashSet<&String> = lives.iter().flat_map(|(_, g)| g).collect();
-        let resends: HashSet<String> = ledger
-            .resends()
-            .lines()
-            .map(str::to_owned)
-            .filter(|l| !given.contains(l))
-            .collect();
-        let file = dir.path().join(format!("resend-{incarnation}"));
-        let text: String = resends.iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(&file, text).unwrap();
-        let life = Life::spawn_with(
-            env!("CARGO_BIN_EXE_kill_child").as_ref(),
-            &db,
-            Synchronous::Normal,
-            incarnation,
-            rng.next_u64(),
-            &file,
-            &[OsStr::new("shared"), markers.as_os_str()],
-        );
-        incarnation += 1;
-        (life, resends)
-    };
-    for _ in 0..PROCESSES {
-        let life = spawn(&ledger, &lives, &mut rng);
-        lives.push(life);
-    }
-    for _ in 0..kills {
-        let victim = rng.below(PROCESSES as u64) as usize;
-        lives[victim].0.run_until_random_moment(&mut rng);
-        let (life, _) = lives.remove(victim);
-        ledger.record(life.kill(|| {}), true);
-        let life = spawn(&ledger, &lives, &mut rng);
-        lives.push(life);
-    }
-    for (mut life, _) in lives.drain(..) {
-        life.run_until_random_moment(&mut rng);
-        ledger.record(life.kill(|| {}), true);
-    }
-    let lines = drain(&db, Synchronous::Normal, &ledger.resends()).await;
-    ledger.record(lines, false);
-    let tally = match ledger.check(&read_final(&db).await) {
-        Ok(tally) => tally,
-        Err(violations) => panic!("seed {seed}:\n{violations}"),
-    };
-    println!(
-        "shared kill harness: {tally:?} in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let lives = kills as usize + PROCESSES;
-    assert_eq!(tally.kills, lives);
-    // A harness whose children did nothing would pass every check: demand real load.
-    assert!(
-        tally.acknowledged >= 10 * lives,
-        "only {} acknowledged operations in {lives} lives",
-        tally.acknowledged
-    );
+    let db = Db::File(dir.path().join("jobs.db"));
+    let kills = env_number("DURABLE_JOBS_SHARED_KILLS").unwrap_or(12);
+    processes_survive_random_kills(
+        env!("CARGO_BIN_EXE_kill_child").as_ref(),
+        &db,
+        dir.path(),
+        kills,
+    )
+    .await;
 }

@@ -1,8 +1,12 @@
 //! The process the kill harness kills:
 //! `kill_child <db> <normal|full> <incarnation> <seed> <resend-file> [shared <marker-dir>]`.
 //!
+//! `<db>` is a SQLite file, or `<url>#<schema>` for a schema of a PostgreSQL database
+//! (`durable_jobs_tests::kill::harness::Db`), where `<normal|full>` does not apply.
+//!
 //! With `shared`, it opens the file in shared mode beside other children (the three-process
-//! kill test in `tests/multiprocess.rs`), with short leases so that the work of a killed child
+//! kill tests in `tests/multiprocess.rs` and, on PostgreSQL, `tests/postgres_kill.rs`; a
+//! PostgreSQL store is always shared), with short leases so that the work of a killed child
 //! is taken over within seconds, and its jobs keep execution markers in `<marker-dir>` (see
 //! `durable_jobs_tests::kill::Reporter`).
 //!
@@ -19,6 +23,7 @@ use std::time::Duration;
 use durable_jobs::sqlite::{SqliteOptions, Synchronous};
 use durable_jobs::steps::StepOptions;
 use durable_jobs::Engine;
+use durable_jobs_tests::kill::harness::Db;
 use durable_jobs_tests::kill::{
     add, poke, resend, say, send, trigger, KillJobs, KillTicker, Reporter, Rng, TaskOp, Ticks,
     TASKS, TICKERS,
@@ -57,18 +62,20 @@ async fn main() {
         Some(dir) => Reporter::stdout_with_markers(dir),
         None => Reporter::stdout(),
     };
-    let engine = match markers {
-        None => Engine::<KillJobs>::builder()
-            .sqlite(db)
-            .synchronous(synchronous),
-        Some(_) => Engine::<KillJobs>::builder()
-            .sqlite_options(SqliteOptions::file(db).synchronous(synchronous).shared())
-            .lease_duration(SHARED_LEASE)
-            .step_options(
-                StepOptions::default()
-                    .lease_duration(SHARED_LEASE)
-                    .lease_renew_interval(SHARED_LEASE / 4),
-            ),
+    let db = Db::from_arg(db);
+    let engine = match (markers, &db) {
+        (None, db) => db.open(Engine::<KillJobs>::builder(), synchronous),
+        (Some(_), db) => match db {
+            Db::File(path) => Engine::<KillJobs>::builder()
+                .sqlite_options(SqliteOptions::file(path).synchronous(synchronous).shared()),
+            Db::Postgres { .. } => db.open(Engine::<KillJobs>::builder(), synchronous),
+        }
+        .lease_duration(SHARED_LEASE)
+        .step_options(
+            StepOptions::default()
+                .lease_duration(SHARED_LEASE)
+                .lease_renew_interval(SHARED_LEASE / 4),
+        ),
     }
     .app(out.clone())
     .start()

@@ -3,8 +3,10 @@
 //! the file then holds. Shared by the kill harness (`tests/kill.rs`) and the power-cut tests
 //! (`tests/powercut.rs`), which differ in what happens around the kill.
 
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -13,9 +15,10 @@ use std::time::{Duration, Instant};
 use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::{Run, RunFilter};
 use durable_jobs::testing::TestClock;
-use durable_jobs::{Client, Engine};
+use durable_jobs::{Client, Engine, EngineBuilder, Registry};
 
-use super::ledger::Final;
+use super::fresh_seed;
+use super::ledger::{Final, Ledger, Tally};
 use super::{
     resend, KillBatch, KillJobs, KillLedger, KillTask, KillTicker, Reporter, Rng, RunInput,
 };
@@ -36,6 +39,75 @@ pub fn env_number(name: &str) -> Option<u64> {
         v.parse()
             .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))
     })
+}
+
+/// Where the engines of a kill run keep their data: a SQLite file, or a schema of a PostgreSQL
+/// database. A child is handed it as one argument: the file's path, or `<url>#<schema>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file.
+    File(PathBuf),
+    /// The schema `schema` of the PostgreSQL database at `url`.
+    Postgres {
+        /// The database's URL.
+        url: String,
+        /// The schema.
+        schema: String,
+    },
+}
+
+impl Db {
+    /// What a child's argument names.
+    pub fn from_arg(arg: &str) -> Db {
+        match arg.split_once('#') {
+            Some((url, schema)) if url.starts_with("postgres://") => Db::Postgres {
+                url: url.to_owned(),
+                schema: schema.to_owned(),
+            },
+            _ => Db::File(PathBuf::from(arg)),
+        }
+    }
+
+    /// The argument that names it to a child.
+    pub fn arg(&self) -> OsString {
+        match self {
+            Db::File(path) => path.clone().into_os_string(),
+            Db::Postgres { url, schema } => format!("{url}#{schema}").into(),
+        }
+    }
+
+    /// `builder` on this data: the file with `synchronous`, or the schema (where the server's
+    /// `synchronous_commit` decides durability; `synchronous` does not apply).
+    pub fn open<R: Registry, S>(
+        &self,
+        builder: EngineBuilder<R, S>,
+        synchronous: Synchronous,
+    ) -> EngineBuilder<R, S> {
+        match self {
+            Db::File(path) => builder.sqlite(path).synchronous(synchronous),
+            Db::Postgres { url, schema } => builder.postgres_options(
+                durable_jobs::postgres::PostgresOptions::new(url.clone()).schema(schema.clone()),
+            ),
+        }
+    }
+}
+
+impl From<&Path> for Db {
+    fn from(path: &Path) -> Db {
+        Db::File(path.to_owned())
+    }
+}
+
+impl From<&PathBuf> for Db {
+    fn from(path: &PathBuf) -> Db {
+        Db::File(path.clone())
+    }
+}
+
+impl From<&Db> for Db {
+    fn from(db: &Db) -> Db {
+        db.clone()
+    }
 }
 
 /// The argument the child takes for `synchronous`.
@@ -60,7 +132,7 @@ impl Life {
     /// `resend_file` lists. Its own random choices come from `seed`.
     pub fn spawn(
         bin: &Path,
-        db: &Path,
+        db: impl Into<Db>,
         synchronous: Synchronous,
         incarnation: u64,
         seed: u64,
@@ -72,7 +144,7 @@ impl Life {
     /// As [`spawn`](Self::spawn), with `extra` arguments after the others (`shared <dir>`).
     pub fn spawn_with(
         bin: &Path,
-        db: &Path,
+        db: impl Into<Db>,
         synchronous: Synchronous,
         incarnation: u64,
         seed: u64,
@@ -80,7 +152,7 @@ impl Life {
         extra: &[&std::ffi::OsStr],
     ) -> Life {
         let mut child = Command::new(bin)
-            .arg(db)
+            .arg(db.into().arg())
             .arg(sync_arg(synchronous))
             .arg(incarnation.to_string())
             .arg(seed.to_string())
@@ -154,11 +226,11 @@ impl Life {
 /// Starts this process's engine on the file, answers what was left unanswered, waits until
 /// every run has ended, every batch is flushed and every task schedule has fired, and shuts
 /// down. Returns what the jobs printed meanwhile.
-pub async fn drain(db: &Path, synchronous: Synchronous, resends: &str) -> Vec<String> {
+pub async fn drain(db: impl Into<Db>, synchronous: Synchronous, resends: &str) -> Vec<String> {
     let out = Reporter::memory();
-    let engine = Engine::<KillJobs>::builder()
-        .sqlite(db)
-        .synchronous(synchronous)
+    let engine = db
+        .into()
+        .open(Engine::<KillJobs>::builder(), synchronous)
         .app(out.clone())
         .start()
         .await
@@ -242,9 +314,10 @@ async fn batches_left(client: &Client<KillJobs>) -> Vec<String> {
 /// What the file holds, read by an engine on a test clock far in the past of every alarm, so
 /// no alarm fires while it is read. Step runs do not wait for the clock: read a drained file,
 /// where none is left pending.
-pub async fn read_final(db: &Path) -> Final {
-    let engine = Engine::<KillJobs>::builder()
-        .sqlite(db)
+pub async fn read_final(db: impl Into<Db>) -> Final {
+    let engine = db
+        .into()
+        .open(Engine::<KillJobs>::builder(), Synchronous::Normal)
         .clock(TestClock::new())
         .app(Reporter::memory())
         .start()
@@ -280,4 +353,90 @@ pub async fn read_final(db: &Path) -> Final {
     drop(client);
     engine.shutdown().await.unwrap();
     db_state
+}
+
+/// The most processes sharing the data at once in [`processes_survive_random_kills`].
+pub const PROCESSES: usize = 3;
+
+/// [`PROCESSES`] children (`bin`, the `kill_child` binary) on `db` in shared mode under the
+/// kill harness's mixed load, `kills` of them killed at random and started again, then the
+/// drain and the ledger's checks: nothing acknowledged lost, no completed step run again, no
+/// instance or run executed by two processes at once (the jobs' markers, kept in `dir`). The
+/// seed comes from `DURABLE_JOBS_KILL_SEED` when set. Returns the tally.
+///
+/// # Panics
+///
+/// When a check fails, naming the seed.
+pub async fn processes_survive_random_kills(bin: &Path, db: &Db, dir: &Path, kills: u64) -> Tally {
+    let seed = env_number("DURABLE_JOBS_KILL_SEED").unwrap_or_else(fresh_seed);
+    println!("shared kill harness: {kills} kills of {PROCESSES} processes on {db:?}, DURABLE_JOBS_KILL_SEED={seed}");
+    let markers = dir.join("markers");
+    std::fs::create_dir(&markers).unwrap();
+    let mut rng = Rng::new(seed);
+    let mut ledger = Ledger::default();
+    let started = Instant::now();
+    // Each life with the operations it was given to issue again.
+    let mut lives: Vec<(Life, HashSet<String>)> = Vec::new();
+    let mut incarnation = 0;
+    let mut spawn = |ledger: &Ledger, lives: &[(Life, HashSet<String>)], rng: &mut Rng| {
+        // What a killed life left unanswered, unless a live one was given it already: two
+        // lives issuing it again at once would each answer it, in an order the ledger
+        // cannot see.
+        let given: HashSet<&String> = lives.iter().flat_map(|(_, g)| g).collect();
+        let resends: HashSet<String> = ledger
+            .resends()
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !given.contains(l))
+            .collect();
+        let file = dir.join(format!("resend-{incarnation}"));
+        let text: String = resends.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&file, text).unwrap();
+        let life = Life::spawn_with(
+            bin,
+            db,
+            Synchronous::Normal,
+            incarnation,
+            rng.next_u64(),
+            &file,
+            &[OsStr::new("shared"), markers.as_os_str()],
+        );
+        incarnation += 1;
+        (life, resends)
+    };
+    for _ in 0..PROCESSES {
+        let life = spawn(&ledger, &lives, &mut rng);
+        lives.push(life);
+    }
+    for _ in 0..kills {
+        let victim = rng.below(PROCESSES as u64) as usize;
+        lives[victim].0.run_until_random_moment(&mut rng);
+        let (life, _) = lives.remove(victim);
+        ledger.record(life.kill(|| {}), true);
+        let life = spawn(&ledger, &lives, &mut rng);
+        lives.push(life);
+    }
+    for (mut life, _) in lives.drain(..) {
+        life.run_until_random_moment(&mut rng);
+        ledger.record(life.kill(|| {}), true);
+    }
+    let lines = drain(db, Synchronous::Normal, &ledger.resends()).await;
+    ledger.record(lines, false);
+    let tally = match ledger.check(&read_final(db).await) {
+        Ok(tally) => tally,
+        Err(violations) => panic!("seed {seed}:\n{violations}"),
+    };
+    println!(
+        "shared kill harness: {tally:?} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let lives = kills as usize + PROCESSES;
+    assert_eq!(tally.kills, lives);
+    // A harness whose children did nothing would pass every check: demand real load.
+    assert!(
+        tally.acknowledged >= 10 * lives,
+        "only {} acknowledged operations in {lives} lives",
+        tally.acknowledged
+    );
+    tally
 }
