@@ -452,7 +452,7 @@ pub async fn trigger(client: &Client<KillJobs>, out: &Reporter, op: &str, fail: 
             };
             out.say(&format!("ack step {op} {} {how}", t.run.id));
         }
-        Err(e) => out.say(&format!("unexpected step {op} {e}")),
+        Err(e) => failed(out, &format!("step {op}"), &e),
     }
 }
 
@@ -475,7 +475,7 @@ pub async fn add(client: &Client<KillJobs>, out: &Reporter, n: u64) {
             out.say(&format!("ack add {n} {flush}"));
         }
         Err(Error::DuplicateEvent { .. }) => out.say(&format!("dup add {n}")),
-        Err(e) => out.say(&format!("unexpected add {n} {e}")),
+        Err(e) => failed(out, &format!("add {n}"), &e),
     }
 }
 
@@ -494,7 +494,7 @@ pub async fn send(client: &Client<KillJobs>, out: &Reporter, inst: &str, event: 
         Ok(_) => out.say(&format!("ack send {op}")),
         Err(Error::DuplicateEvent { .. }) => out.say(&format!("dup send {op}")),
         Err(Error::Execution { .. }) => out.say(&format!("refused send {op}")),
-        Err(e) => out.say(&format!("unexpected send {op} {e}")),
+        Err(e) => failed(out, &format!("send {op}"), &e),
     }
 }
 
@@ -504,18 +504,44 @@ pub async fn poke(client: &Client<KillJobs>, out: &Reporter, rng: &mut Rng) {
         let inst = format!("c{}", rng.below(TICKERS));
         match client.continuous::<KillTicker>().trigger(&inst).await {
             Ok(r) => out.say(&format!("ack ctrigger {inst} {}", r.retry_scheduled)),
-            Err(e) => out.say(&format!("unexpected ctrigger {inst} {e}")),
+            Err(e) => failed(out, &format!("ctrigger {inst}"), &e),
         }
     } else {
         let inst = format!("t{}", rng.below(TASKS));
         match client.task::<KillTask>().trigger(&inst).await {
             Ok(_) => out.say(&format!("ack ttrigger {inst}")),
             Err(Error::InstanceNotFound { .. }) => out.say(&format!("notfound ttrigger {inst}")),
-            Err(e) => out.say(&format!("unexpected ttrigger {inst} {e}")),
+            Err(e) => failed(out, &format!("ttrigger {inst}"), &e),
         }
     }
     // The pokes are a sprinkle among the other calls, not a flood.
     tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+/// Whether this process's calls may meet storage errors: its database connections are broken
+/// on purpose (set by `kill_child`'s `outages` argument).
+static OUTAGES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tells [`failed`] that storage errors are expected from now on.
+pub fn expect_outages() {
+    OUTAGES.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`expect_outages`] was called.
+pub fn outages_expected() -> bool {
+    OUTAGES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Reports the error a call (`what`) got: `outage <what> <error>` for a storage error while
+/// outages are expected ([`expect_outages`]), which leaves the call unanswered, so a later life
+/// issues it again with the same keys; `unexpected <what> <error>` otherwise, which fails the
+/// test.
+pub fn failed(out: &Reporter, what: &str, e: &Error) {
+    if matches!(e, Error::Storage { .. }) && outages_expected() {
+        out.say(&format!("outage {what} {e}"));
+    } else {
+        out.say(&format!("unexpected {what} {e}"));
+    }
 }
 
 /// Issues again, with the same keys, every operation listed by [`ledger::Ledger::resends`].

@@ -148,6 +148,7 @@ async fn three_processes_survive_random_kills() {
         &db,
         dir.path(),
         kills,
+        None,
     )
     .await;
 }

@@ -9,8 +9,20 @@
 //! completed step run again, and no instance or run executed by two processes at once (the
 //! jobs' markers). `DURABLE_JOBS_PG_KILLS=N` sets the kills (12 by default);
 //! `DURABLE_JOBS_KILL_SEED=S` replays a run. Without a server the test fails.
+//!
+//! The same run again with every connection to the database terminated by the server
+//! (`pg_terminate_backend`) after each kill, while the other children are in the middle of
+//! their work: their calls get `Storage` errors, their pools connect again, and the ledger
+//! still finds nothing acknowledged lost and nothing run twice.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use durable_jobs::store::BoxFuture;
 use durable_jobs_tests::kill::harness::{env_number, processes_survive_random_kills, Db};
+
+/// Tells apart the scratch databases of one test process.
+static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A database of its own on the test server, dropped when the guard is, with whatever
 /// connections a killed child left.
@@ -23,7 +35,11 @@ impl ScratchDatabase {
     async fn create() -> ScratchDatabase {
         let admin_url = std::env::var("DURABLE_JOBS_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let name = format!("dj_kill_{}", std::process::id());
+        let name = format!(
+            "dj_kill_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         let mut admin = connect(&admin_url).await;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin)
@@ -89,6 +105,56 @@ async fn three_processes_on_one_database_survive_random_kills() {
         &db,
         dir.path(),
         kills,
+        None,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_lose_nothing_acknowledged() {
+    let database = ScratchDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::Postgres {
+        url: database.url(),
+        schema: "durable_jobs".to_owned(),
+    };
+    let terminated = Arc::new(AtomicU64::new(0));
+    let mut outage = {
+        let (admin_url, name, terminated) = (
+            database.admin_url.clone(),
+            database.name.clone(),
+            terminated.clone(),
+        );
+        move || -> BoxFuture<'static, ()> {
+            let (admin_url, name, terminated) =
+                (admin_url.clone(), name.clone(), terminated.clone());
+            Box::pin(async move {
+                let mut admin = connect(&admin_url).await;
+                let ended: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()) AS t",
+                )
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+                terminated.fetch_add(ended as u64, Ordering::SeqCst);
+            })
+        }
+    };
+    let kills = env_number("DURABLE_JOBS_PG_KILLS").unwrap_or(12);
+    processes_survive_random_kills(
+        env!("CARGO_BIN_EXE_kill_child").as_ref(),
+        &db,
+        dir.path(),
+        kills,
+        Some(&mut outage),
+    )
+    .await;
+    let terminated = terminated.load(Ordering::SeqCst);
+    println!("connections terminated: {terminated}");
+    assert!(
+        terminated >= kills,
+        "only {terminated} connections were terminated in {kills} outages"
+    );
 }

@@ -221,6 +221,8 @@ pub struct StepContext {
     current_step_index: u64,
     /// Whether this execution persisted any row (a step or a log).
     wrote_rows: bool,
+    /// Whether storing a step failed in the store: the run's failure is then not its own.
+    store_failed: bool,
     failed_step: Option<String>,
 }
 
@@ -263,6 +265,7 @@ impl StepContext {
             index: 0,
             current_step_index,
             wrote_rows: false,
+            store_failed: false,
             failed_step: None,
         }
     }
@@ -495,6 +498,7 @@ impl StepContext {
         {
             Ok(a) => a,
             Err(source) => {
+                self.store_failed = true;
                 return Err(StepError::Storage {
                     step: name.to_owned(),
                     source,
@@ -656,6 +660,11 @@ impl StepContext {
 
     pub(crate) fn wrote_rows(&self) -> bool {
         self.wrote_rows
+    }
+
+    /// Whether storing a step failed in the store during this execution.
+    pub(crate) fn store_failed(&self) -> bool {
+        self.store_failed
     }
 
     pub(crate) fn completed_step_count(&self) -> u64 {

@@ -597,15 +597,9 @@ async fn execute<A: Send + Sync + 'static>(
         match shared.store.completed_steps(&id).await {
             Ok(s) => s,
             Err(e) => {
+                // The store failed, not the run: the run stays leased until its lease lapses,
+                // then runs again, here or in another process.
                 worker_error(&shared, &id, &job_name, "run-setup", e.to_string());
-                end.fail(
-                    format!("could not load completed steps: {e}"),
-                    None,
-                    None,
-                    Vec::new(),
-                    true,
-                )
-                .await;
                 return;
             }
         }
@@ -654,6 +648,21 @@ async fn execute<A: Send + Sync + 'static>(
     }
     // Not started means cancelled, which ended above.
     let Some(result) = result else { return };
+    if result.is_err() && ctx.store_failed() {
+        // A step's result could not be stored: the store failed, not the run (a connection
+        // lost, a disk full), and whether the write took effect may not even be known. The
+        // run is not failed for it: it stays leased until its lease lapses, then runs again
+        // from its last stored step, here or in another process.
+        worker_error(
+            &shared,
+            &id,
+            &job_name,
+            "step-persist",
+            "the store failed while a step was stored; the run resumes once its lease lapses"
+                .to_owned(),
+        );
+        return;
+    }
     match result {
         Ok(output) => {
             let finish = Finish::Completed {

@@ -25,8 +25,8 @@ use durable_jobs::steps::StepOptions;
 use durable_jobs::Engine;
 use durable_jobs_tests::kill::harness::Db;
 use durable_jobs_tests::kill::{
-    add, poke, resend, say, send, trigger, KillJobs, KillTicker, Reporter, Rng, TaskOp, Ticks,
-    TASKS, TICKERS,
+    add, expect_outages, failed, outages_expected, poke, resend, say, send, trigger, KillJobs,
+    KillTicker, Reporter, Rng, TaskOp, Ticks, TASKS, TICKERS,
 };
 
 /// The leases of a shared child: what a killed child holds is free again this long after.
@@ -42,10 +42,16 @@ async fn main() {
         [db, sync, incarnation, seed, resend_file, mode, markers] if mode == "shared" => {
             (db, sync, incarnation, seed, resend_file, Some(markers))
         }
+        [db, sync, incarnation, seed, resend_file, mode, markers, outages]
+            if mode == "shared" && outages == "outages" =>
+        {
+            expect_outages();
+            (db, sync, incarnation, seed, resend_file, Some(markers))
+        }
         _ => {
             eprintln!(
                 "usage: kill_child <db> <normal|full> <incarnation> <seed> <resend-file> \
-                 [shared <marker-dir>]"
+                 [shared <marker-dir> [outages]]"
             );
             std::process::exit(2);
         }
@@ -63,28 +69,37 @@ async fn main() {
         None => Reporter::stdout(),
     };
     let db = Db::from_arg(db);
-    let engine = match (markers, &db) {
-        (None, db) => db.open(Engine::<KillJobs>::builder(), synchronous),
-        (Some(_), db) => match db {
-            Db::File(path) => Engine::<KillJobs>::builder()
-                .sqlite_options(SqliteOptions::file(path).synchronous(synchronous).shared()),
-            Db::Postgres { .. } => db.open(Engine::<KillJobs>::builder(), synchronous),
+    let builder = || {
+        match (markers, &db) {
+            (None, db) => db.open(Engine::<KillJobs>::builder(), synchronous),
+            (Some(_), db) => match db {
+                Db::File(path) => Engine::<KillJobs>::builder()
+                    .sqlite_options(SqliteOptions::file(path).synchronous(synchronous).shared()),
+                Db::Postgres { .. } => db.open(Engine::<KillJobs>::builder(), synchronous),
+            }
+            .lease_duration(SHARED_LEASE)
+            .step_options(
+                StepOptions::default()
+                    .lease_duration(SHARED_LEASE)
+                    .lease_renew_interval(SHARED_LEASE / 4),
+            ),
         }
-        .lease_duration(SHARED_LEASE)
-        .step_options(
-            StepOptions::default()
-                .lease_duration(SHARED_LEASE)
-                .lease_renew_interval(SHARED_LEASE / 4),
-        ),
-    }
-    .app(out.clone())
-    .start()
-    .await;
-    let engine = match engine {
-        Ok(engine) => engine,
-        Err(e) => {
-            say(&format!("unexpected engine-start {e}"));
-            std::process::exit(3);
+        .app(out.clone())
+    };
+    // While its connections are being broken, a start may meet a broken one: start again.
+    let mut attempts = 0;
+    let engine = loop {
+        attempts += 1;
+        match builder().start().await {
+            Ok(engine) => break engine,
+            Err(e @ durable_jobs::Error::Storage { .. }) if outages_expected() && attempts < 20 => {
+                say(&format!("outage engine-start {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                say(&format!("unexpected engine-start {e}"));
+                std::process::exit(3);
+            }
         }
     };
     say(&format!("ready {incarnation}"));
@@ -99,7 +114,7 @@ async fn main() {
             .await
         {
             Ok(r) => out.say(&format!("ack start {inst} {}", r.created)),
-            Err(e) => out.say(&format!("unexpected start {inst} {e}")),
+            Err(e) => failed(&out, &format!("start {inst}"), &e),
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::{Run, RunFilter};
+use durable_jobs::store::BoxFuture;
 use durable_jobs::testing::TestClock;
 use durable_jobs::{Client, Engine, EngineBuilder, Registry};
 
@@ -364,10 +365,21 @@ pub const PROCESSES: usize = 3;
 /// instance or run executed by two processes at once (the jobs' markers, kept in `dir`). The
 /// seed comes from `DURABLE_JOBS_KILL_SEED` when set. Returns the tally.
 ///
+/// With `outage`, the children expect storage errors (a call that gets one stays unanswered
+/// and a later life issues it again), and `outage` is awaited after each kill, while the other
+/// children run: it breaks their database connections, or restarts the server.
+///
 /// # Panics
 ///
 /// When a check fails, naming the seed.
-pub async fn processes_survive_random_kills(bin: &Path, db: &Db, dir: &Path, kills: u64) -> Tally {
+pub async fn processes_survive_random_kills(
+    bin: &Path,
+    db: &Db,
+    dir: &Path,
+    kills: u64,
+    mut outage: Option<&mut (dyn FnMut() -> BoxFuture<'static, ()> + Send)>,
+) -> Tally {
+    let with_outages = outage.is_some();
     let seed = env_number("DURABLE_JOBS_KILL_SEED").unwrap_or_else(fresh_seed);
     println!("shared kill harness: {kills} kills of {PROCESSES} processes on {db:?}, DURABLE_JOBS_KILL_SEED={seed}");
     let markers = dir.join("markers");
@@ -399,7 +411,11 @@ pub async fn processes_survive_random_kills(bin: &Path, db: &Db, dir: &Path, kil
             incarnation,
             rng.next_u64(),
             &file,
-            &[OsStr::new("shared"), markers.as_os_str()],
+            &[
+                OsStr::new("shared"),
+                markers.as_os_str(),
+                OsStr::new(if with_outages { "outages" } else { "" }),
+            ][..if with_outages { 3 } else { 2 }],
         );
         incarnation += 1;
         (life, resends)
@@ -412,13 +428,16 @@ pub async fn processes_survive_random_kills(bin: &Path, db: &Db, dir: &Path, kil
         let victim = rng.below(PROCESSES as u64) as usize;
         lives[victim].0.run_until_random_moment(&mut rng);
         let (life, _) = lives.remove(victim);
-        ledger.record(life.kill(|| {}), true);
+        ledger.record_life(life.kill(|| {}), true, with_outages);
+        if let Some(outage) = outage.as_mut() {
+            outage().await;
+        }
         let life = spawn(&ledger, &lives, &mut rng);
         lives.push(life);
     }
     for (mut life, _) in lives.drain(..) {
         life.run_until_random_moment(&mut rng);
-        ledger.record(life.kill(|| {}), true);
+        ledger.record_life(life.kill(|| {}), true, with_outages);
     }
     let lines = drain(db, Synchronous::Normal, &ledger.resends()).await;
     ledger.record(lines, false);

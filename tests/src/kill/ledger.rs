@@ -51,6 +51,9 @@ struct Incarnation {
     killed: bool,
     /// A power cut may have undone any of its commits (with `synchronous = NORMAL`).
     undone: bool,
+    /// Its database connections were broken while it ran: a commit of it may have got no
+    /// answer (and be made again), though none that was answered may be lost.
+    disturbed: bool,
 }
 
 /// A ledger run as stored: its id, operation, status and output.
@@ -99,6 +102,13 @@ impl Ledger {
     /// without one after every stamped line, in the order recorded). Without stamps it reads
     /// them incarnation after incarnation.
     pub fn record(&mut self, lines: Vec<String>, killed: bool) {
+        self.record_life(lines, killed, false);
+    }
+
+    /// As [`record`](Self::record), for a child whose database connections were broken while
+    /// it ran (`disturbed`): like a kill, that may leave a commit without an answer, so its
+    /// executions may run again; nothing it acknowledged may be lost all the same.
+    pub fn record_life(&mut self, lines: Vec<String>, killed: bool, disturbed: bool) {
         let (stamps, lines) = lines
             .into_iter()
             .map(
@@ -115,6 +125,7 @@ impl Ledger {
             stamps,
             killed,
             undone: false,
+            disturbed,
         });
     }
 
@@ -158,8 +169,11 @@ impl Ledger {
         })
     }
 
+    /// Whether a commit of `incarnation` may have been left without an answer: it was killed,
+    /// or its connections were broken.
     fn killed(&self, incarnation: usize) -> bool {
-        self.incarnations[incarnation].killed
+        let incarnation = &self.incarnations[incarnation];
+        incarnation.killed || incarnation.disturbed
     }
 
     /// Whether the execution printed at `at`, of instance `inst`, may be one whose commit never
@@ -174,6 +188,7 @@ impl Ledger {
         let (i, j) = at;
         (self.killed(i) && last.get(&(i, inst.to_owned())) == Some(&j))
             || self.incarnations[i].undone
+            || self.incarnations[i].disturbed
     }
 
     /// Operations issued and never answered: the next incarnation issues them again, with the
@@ -309,8 +324,11 @@ impl Ledger {
                         fail(format!("step {step} of {op} ran again after it completed"));
                     }
                     if let Some(prev) = open.insert(key, i) {
-                        // Entered before without a persisted failure: only a kill explains it.
-                        if prev == i || !self.killed(prev) {
+                        // Entered before without a persisted failure: only a kill explains
+                        // it, or broken connections (a persist that got no answer), which may
+                        // also make the same process enter it again.
+                        let same_life = prev == i && !self.incarnations[i].disturbed;
+                        if same_life || !self.killed(prev) {
                             fail(format!(
                                 "step {step} of {op} entered twice in incarnation {i} without a kill"
                             ));
