@@ -13,13 +13,16 @@
 //! The same run again with every connection to the database terminated by the server
 //! (`pg_terminate_backend`) after each kill, while the other children are in the middle of
 //! their work: their calls get `Storage` errors, their pools connect again, and the ledger
-//! still finds nothing acknowledged lost and nothing run twice.
+//! still finds nothing acknowledged lost and nothing run twice. And once more on a server of
+//! the test's own (`initdb` in a temporary folder), restarted (`pg_ctl restart`) after each
+//! kill.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use durable_jobs::store::BoxFuture;
 use durable_jobs_tests::kill::harness::{env_number, processes_survive_random_kills, Db};
+use durable_jobs_tests::pg_server::ThrowawayServer;
 
 /// Tells apart the scratch databases of one test process.
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -157,4 +160,41 @@ async fn killed_connections_lose_nothing_acknowledged() {
         terminated >= kills,
         "only {terminated} connections were terminated in {kills} outages"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_loses_nothing_acknowledged() {
+    let server = Arc::new(
+        tokio::task::spawn_blocking(ThrowawayServer::start)
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::Postgres {
+        url: server.url(),
+        schema: "durable_jobs".to_owned(),
+    };
+    let restarts = Arc::new(AtomicU64::new(0));
+    let mut outage = {
+        let (server, restarts) = (server.clone(), restarts.clone());
+        move || -> BoxFuture<'static, ()> {
+            let (server, restarts) = (server.clone(), restarts.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || server.restart())
+                    .await
+                    .unwrap();
+                restarts.fetch_add(1, Ordering::SeqCst);
+            })
+        }
+    };
+    let kills = env_number("DURABLE_JOBS_PG_RESTARTS").unwrap_or(6);
+    processes_survive_random_kills(
+        env!("CARGO_BIN_EXE_kill_child").as_ref(),
+        &db,
+        dir.path(),
+        kills,
+        Some(&mut outage),
+    )
+    .await;
+    assert_eq!(restarts.load(Ordering::SeqCst), kills);
 }

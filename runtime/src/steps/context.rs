@@ -502,7 +502,7 @@ impl StepContext {
                 return Err(StepError::Storage {
                     step: name.to_owned(),
                     source,
-                })
+                });
             }
         };
         if !accepted {
