@@ -53,6 +53,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 6,
         sql: super::runs::LISTING_INDEXES,
     },
+    Migration {
+        version: 7,
+        sql: super::runs::PENDING_AND_ENDED_INDEXES,
+    },
 ];
 
 /// Deploys: each state records the version of its shape (a job's `STATE_VERSION`; rows written
@@ -334,7 +338,13 @@ mod tests {
             [],
         )
         .unwrap();
-        apply(&mut conn, MIGRATIONS, Timestamp::from_millis(2)).unwrap();
+        let through_6 = MIGRATIONS.iter().take_while(|m| m.version <= 6).count();
+        apply(
+            &mut conn,
+            &MIGRATIONS[..through_6],
+            Timestamp::from_millis(2),
+        )
+        .unwrap();
         let indexes: Vec<String> = conn
             .prepare(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'durably_runs'",
@@ -360,6 +370,68 @@ mod tests {
                 .unwrap();
             assert_eq!(found, 1, "{index}");
         }
+    }
+
+    #[test]
+    fn version_7_reindexes_the_runs_of_a_file_of_version_6_by_phase() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.iter().take_while(|m| m.version < 7).count();
+        apply(&mut conn, &MIGRATIONS[..before], Timestamp::from_millis(1)).unwrap();
+        // One run in each status, of two jobs.
+        for (id, job, status) in [
+            ("p", "j", "pending"),
+            ("l", "j", "leased"),
+            ("c", "j", "completed"),
+            ("f", "k", "failed"),
+            ("x", "k", "cancelled"),
+        ] {
+            conn.execute(
+                "INSERT INTO durably_runs (id, job_name, input, status, created_at, updated_at)
+                 VALUES (?1, ?2, '{}', ?3, '2026-01-01T00:00:00.000Z',
+                         '2026-01-01T00:00:00.000Z')",
+                [id, job, status],
+            )
+            .unwrap();
+        }
+        apply(&mut conn, MIGRATIONS, Timestamp::from_millis(2)).unwrap();
+        let ids = |sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        // Each index holds the runs written before that its phase covers, and no other.
+        assert_eq!(
+            ids(
+                "SELECT id FROM durably_runs INDEXED BY idx_durably_runs_pending
+                  WHERE status = 'pending'"
+            ),
+            ["p"]
+        );
+        assert_eq!(
+            ids(
+                "SELECT id FROM durably_runs INDEXED BY idx_durably_runs_ended
+                  WHERE status = 'completed' OR status = 'failed' OR status = 'cancelled'
+                  ORDER BY id"
+            ),
+            ["c", "f", "x"]
+        );
+        assert_eq!(
+            ids(
+                "SELECT id FROM durably_runs INDEXED BY idx_durably_runs_job_ended
+                  WHERE job_name = 'k' AND status = 'failed'"
+            ),
+            ["f"]
+        );
+        let names = ids("SELECT name FROM sqlite_master WHERE tbl_name = 'durably_runs'");
+        for gone in ["idx_durably_runs_listed", "idx_durably_runs_job_listed"] {
+            assert!(!names.iter().any(|n| n == gone), "{gone} in {names:?}");
+        }
+        let columns = ids("SELECT name FROM pragma_table_xinfo('durably_runs')");
+        assert!(!columns.iter().any(|c| c == "listed_status"), "{columns:?}");
+        assert_eq!(columns.len(), 21, "{columns:?}");
     }
 
     #[test]

@@ -21,12 +21,14 @@ pub(crate) fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRecord>, 
 /// A page of runs, newest first.
 ///
 /// The listing is a union of index ranges, one per job and status the filter names (every
-/// status when it names none), each read newest first through `(job_name, listed_status,
-/// created_at, id)` or `(listed_status, created_at, id)` and cut at the page's end (limit plus
-/// offset), then merged. A page thus costs its size times the number of ranges, not the number
-/// of runs of other jobs or statuses. A time range and a cursor narrow each range in the index.
-/// Leased runs (not in those indexes) are read through the lease index and sorted: there are
-/// as many as the workers hold. With labels, the runs carrying the first label are read newest
+/// status when it names none), each read newest first and cut at the page's end (limit plus
+/// offset), then merged. Ended runs are read through `(status, created_at, id)` or, for one
+/// job, `(job_name, status, created_at, id)`; pending runs through the pending-only `(status,
+/// created_at, id)`, for one job too (its job checked on each: pending runs are the queue, not
+/// the history); leased runs, as many as the workers hold, through the lease index, and
+/// sorted. A page thus costs its size times the number of ranges, not the number of ended runs
+/// of other jobs or statuses. A time range and a cursor narrow each range in the index. With
+/// labels, the runs carrying the first label are read newest
 /// first through `(key, value, created_at, run_id)` and the rest of the filter is checked on
 /// each: a label-only page costs its size; with a status or job too, it also reads the label's
 /// newer runs that the status or job leaves out.
@@ -150,13 +152,8 @@ fn listing_sql(filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
         for status in &statuses {
             // Statuses are ours, written as literals: SQLite uses a partial index only for
             // conditions it can see imply the index's.
-            let column = if *status == RunStatus::Leased.as_str() {
-                "status"
-            } else {
-                "listed_status"
-            };
             let mut arm = format!(
-                "SELECT r.rowid, r.created_at, r.id FROM durably_runs r WHERE r.{column} = '{status}'"
+                "SELECT r.rowid, r.created_at, r.id FROM durably_runs r WHERE r.status = '{status}'"
             );
             if let Some(job) = job {
                 arm.push_str(&format!(
@@ -287,9 +284,10 @@ pub(crate) fn delete_run(conn: &Connection, id: &str) -> Result<DeleteOutcome, S
 }
 
 /// Terminal runs that ended before `before`, oldest first by creation, at most `limit`. Each
-/// terminal status is read through `(listed_status, created_at, id)` from its oldest run: a run that
-/// ended before `before` was created before it too, so the range read holds the runs to delete
-/// and, at its end, only the few created before `before` that ended after it.
+/// terminal status is read through `(status, created_at, id)` of ended runs, or `(job_name,
+/// status, created_at, id)` for one job, from its oldest run: a run that ended before `before`
+/// was created before it too, so the range read holds the runs to delete and, at its end, only
+/// the few created before `before` that ended after it.
 pub(crate) fn purge_runs(
     conn: &Connection,
     job: Option<&str>,
@@ -298,12 +296,18 @@ pub(crate) fn purge_runs(
 ) -> Result<u64, StoreError> {
     let before = format_ts(before);
     let mut found: Vec<(String, String)> = Vec::new();
+    // A job, when named, is in the statement: one that tested `?2 IS NULL` could not use the
+    // job's index.
+    let of_job = if job.is_some() {
+        "AND job_name = ?2"
+    } else {
+        "AND ?2 IS NULL"
+    };
     for status in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT created_at, id FROM durably_runs
-                 WHERE listed_status = '{status}' AND created_at < ?1 AND completed_at < ?1
-                   AND (?2 IS NULL OR job_name = ?2)
+                 WHERE status = '{status}' {of_job} AND created_at < ?1 AND completed_at < ?1
                  ORDER BY created_at, id LIMIT ?3"
             ))
             .map_err(db)?;

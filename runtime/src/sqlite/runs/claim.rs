@@ -48,7 +48,7 @@ pub(super) const KEY_FREE: &str = "(r.concurrency_key IS NULL OR NOT EXISTS (SEL
     WHERE a.status = 'leased' AND a.concurrency_key = r.concurrency_key AND a.lease_expires_at > ?1))";
 
 /// The FIFO scan of due pending runs whose concurrency key is free, through
-/// `idx_durably_runs_listed` (`listed_status` is `status`, but for leased runs).
+/// `idx_durably_runs_pending` (`(status, created_at, id)` of pending runs only).
 ///
 /// Its limit is a literal (the caller stops reading early): with `LIMIT ?`, SQLite re-prepares
 /// the statement on every execution once it was re-prepared for any reason, because the bound
@@ -56,7 +56,7 @@ pub(super) const KEY_FREE: &str = "(r.concurrency_key IS NULL OR NOT EXISTS (SEL
 pub(crate) fn claim_pending_sql() -> String {
     format!(
         "SELECT {CANDIDATE_COLUMNS} FROM durably_runs r
-         WHERE r.listed_status = 'pending' AND (r.not_before IS NULL OR r.not_before <= ?1) AND {KEY_FREE}
+         WHERE r.status = 'pending' AND (r.not_before IS NULL OR r.not_before <= ?1) AND {KEY_FREE}
          ORDER BY r.created_at, r.id LIMIT 2000"
     )
 }

@@ -1,4 +1,4 @@
-//! Step-job runs on SQLite: the schema (migrations 2, 4 and 6) and the [`RunStore`] operations
+//! Step-job runs on SQLite: the schema (migrations 2, 4, 6 and 7) and the [`RunStore`] operations
 //! as plain functions over a connection, run through the store's group-committed writer
 //! (`write`) or its read connections (`read`).
 //!
@@ -9,11 +9,12 @@
 //! - several indexes are partial, so a row only pays for the indexes its status uses
 //!   (`status_lease_expires` leased runs only, the idempotency and concurrency indexes keyed
 //!   rows only);
-//! - listings are answered by `(listed_status, created_at, id)` and `(job_name, listed_status,
-//!   created_at, id)` (migration 6; `listed_status` is a virtual column, `status` but for
-//!   leased runs, which neither index holds), one index range per job and status, so a page
-//!   costs its size and not the number of runs of other statuses; the first ends with `id` so
-//!   the FIFO claim order needs no sort;
+//! - listings are answered by one index range per job and status, so a page costs its size and
+//!   not the number of runs of other statuses (migration 7): pending runs by `(status,
+//!   created_at, id)` of pending runs only, which ends with `id` so the FIFO claim order needs
+//!   no sort; completed, failed and cancelled runs by `(status, created_at, id)` and `(job_name,
+//!   status, created_at, id)` of ended runs only; leased runs by `status_lease_expires`. A run
+//!   enters each once and leaves only the pending one;
 //! - `durably_steps` is clustered on `(run_id, "index", id)` (`WITHOUT ROWID`), which replaces
 //!   `idx_durably_steps_run_index`, and has no unique index on `(run_id, name)` of completed
 //!   steps (dropped by migration 4): a step insert touches one b-tree instead of four. The
@@ -43,12 +44,14 @@ use claim::*;
 pub(crate) use codec::format_ts;
 use enqueue::*;
 use fenced::*;
-pub(crate) use schema::{DROP_STEP_NAME_INDEX, LISTING_INDEXES, RUNS_SCHEMA};
+pub(crate) use schema::{
+    DROP_STEP_NAME_INDEX, LISTING_INDEXES, PENDING_AND_ENDED_INDEXES, RUNS_SCHEMA,
+};
 
-/// The step-job tables as the migrations leave them (2, 4, then 6).
+/// The step-job tables as the migrations leave them (2, 4, 6, then 7).
 #[cfg(any(test, feature = "bench-internals"))]
 pub(crate) fn schema_after_migrations() -> String {
-    format!("{RUNS_SCHEMA}\n{DROP_STEP_NAME_INDEX}\n{LISTING_INDEXES}")
+    format!("{RUNS_SCHEMA}\n{DROP_STEP_NAME_INDEX}\n{LISTING_INDEXES}\n{PENDING_AND_ENDED_INDEXES}")
 }
 
 use crate::store::runs::{

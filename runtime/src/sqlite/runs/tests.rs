@@ -172,9 +172,10 @@ fn the_schema_has_the_named_indexes() {
         "idx_durably_logs_run_created",
         "idx_durably_run_labels_listed",
         "idx_durably_run_labels_pk",
+        "idx_durably_runs_ended",
+        "idx_durably_runs_job_ended",
         "idx_durably_runs_job_idempotency",
-        "idx_durably_runs_job_listed",
-        "idx_durably_runs_listed",
+        "idx_durably_runs_pending",
         "idx_durably_runs_pending_concurrency",
         "idx_durably_runs_status_concurrency",
         "idx_durably_runs_status_lease_expires",
@@ -184,19 +185,46 @@ fn the_schema_has_the_named_indexes() {
             "{expected} missing from {names:?}"
         );
     }
-    // Migration 4 dropped the first, migration 6 the others.
+    // Migration 4 dropped the first, migration 6 the next four, migration 7 the last two.
     for dropped in [
         "idx_durably_steps_completed_unique",
         "idx_durably_runs_job_created",
         "idx_durably_runs_status_completed",
         "idx_durably_runs_status_created",
         "idx_durably_run_labels_key_value",
+        "idx_durably_runs_listed",
+        "idx_durably_runs_job_listed",
     ] {
         assert!(
             !names.iter().any(|n| n == dropped),
             "{dropped} in {names:?}"
         );
     }
+    // And the virtual column only they used: it was computed on every write of a run.
+    let listed: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_xinfo('durably_runs') WHERE name = 'listed_status'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("columns");
+    assert_eq!(listed, 0);
+}
+
+/// The claim reads pending runs oldest first through the pending-only index, in its order:
+/// no sort, and no other run read.
+#[test]
+fn the_claim_reads_the_pending_index_in_order() {
+    let (_d, c) = db();
+    let steps = plan(&c, &claim_pending_sql());
+    let all = steps.join("\n");
+    assert!(
+        steps
+            .first()
+            .is_some_and(|s| s == "SEARCH r USING INDEX idx_durably_runs_pending (status=?)"),
+        "{all}"
+    );
+    assert!(!all.contains("TEMP B-TREE"), "{all}");
 }
 
 #[test]
@@ -398,17 +426,22 @@ fn a_page_of_rare_runs_costs_the_same_among_ten_times_more_other_runs() {
 #[test]
 fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
     let (_d, c) = db();
-    let status_index = "idx_durably_runs_listed (listed_status=?";
-    let job_index = "idx_durably_runs_job_listed (job_name=? AND listed_status=?";
-    let leased_index = "idx_durably_runs_status_lease_expires (status=?)";
-    let label_index = "idx_durably_run_labels_listed (key=? AND value=?)";
+    let pending = "idx_durably_runs_pending (status=?";
+    let ended = "idx_durably_runs_ended (status=?";
+    let job_ended = "idx_durably_runs_job_ended (job_name=? AND status=?";
+    let leased = "idx_durably_runs_status_lease_expires (status=?)";
+    let label = "idx_durably_run_labels_listed (key=? AND value=?)";
     let cursor = crate::store::runs::RunCursor::new(T0, "r1");
-    for (what, filter, index) in [
-        ("every run", RunFilter::new().limit(50), status_index),
+    for (what, filter, indexes) in [
         (
-            "one status",
+            "every run",
+            RunFilter::new().limit(50),
+            &[pending, leased, ended][..],
+        ),
+        (
+            "one ended status",
             RunFilter::new().status(RunStatus::Failed).limit(50),
-            status_index,
+            &[ended],
         ),
         (
             "two statuses",
@@ -416,12 +449,17 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
                 .status(RunStatus::Pending)
                 .status(RunStatus::Failed)
                 .limit(50),
-            status_index,
+            &[pending, ended],
+        ),
+        (
+            "pending runs",
+            RunFilter::new().status(RunStatus::Pending).limit(50),
+            &[pending],
         ),
         (
             "one job",
             RunFilter::new().job_name("a").limit(50),
-            job_index,
+            &[pending, leased, job_ended],
         ),
         (
             "a job's failed runs",
@@ -429,7 +467,15 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
                 .job_name("a")
                 .status(RunStatus::Failed)
                 .limit(50),
-            job_index,
+            &[job_ended],
+        ),
+        (
+            "a job's pending runs",
+            RunFilter::new()
+                .job_name("a")
+                .status(RunStatus::Pending)
+                .limit(50),
+            &[pending],
         ),
         (
             "a time range",
@@ -437,7 +483,7 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
                 .created_since(T0)
                 .created_until(T0 + Duration::from_secs(3600))
                 .limit(50),
-            status_index,
+            &[pending, leased, ended],
         ),
         (
             "a keyset page",
@@ -445,7 +491,7 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
                 .status(RunStatus::Completed)
                 .before(cursor.clone())
                 .limit(50),
-            status_index,
+            &[ended],
         ),
         (
             "an offset page",
@@ -453,7 +499,7 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
                 .status(RunStatus::Cancelled)
                 .limit(50)
                 .offset(200),
-            status_index,
+            &[ended],
         ),
         (
             "a label",
@@ -461,18 +507,18 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
                 .label("tenant", "acme")
                 .status(RunStatus::Failed)
                 .limit(50),
-            label_index,
+            &[label],
         ),
         (
             "no limit",
             RunFilter::new().status(RunStatus::Cancelled),
-            status_index,
+            &[ended],
         ),
         // Leased runs, as many as the workers hold, are sorted.
         (
             "leased runs",
             RunFilter::new().status(RunStatus::Leased).limit(50),
-            leased_index,
+            &[leased],
         ),
     ] {
         let statements = statements_run_by(&c, |c| {
@@ -481,10 +527,12 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
         assert_eq!(statements.len(), 1, "{what}: {statements:?}");
         let steps = plan(&c, &statements[0]);
         let all = steps.join("\n");
-        assert!(
-            steps.iter().any(|s| s.contains(index)),
-            "{what}: expected {index} in\n{all}"
-        );
+        for index in indexes {
+            assert!(
+                steps.iter().any(|s| s.contains(index)),
+                "{what}: expected {index} in\n{all}"
+            );
+        }
         for step in &steps {
             // A scan of the runs or labels, or a search of the runs through another index
             // (walking a job's runs to check their status, say), reads runs the page does
@@ -495,9 +543,7 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
             );
             if step.starts_with("SEARCH r ") {
                 assert!(
-                    step.contains(status_index)
-                        || step.contains(job_index)
-                        || step.contains(leased_index)
+                    indexes.iter().any(|index| step.contains(index))
                         || step.contains("INTEGER PRIMARY KEY (rowid=?)")
                         || step.contains("sqlite_autoindex_durably_runs_1 (id=?)"),
                     "{what}: runs searched by another index in\n{all}"
