@@ -1,14 +1,14 @@
 //! Shared fixtures of the integration tests: jobs that record what they see and do what the
-//! test tells them, a registry, and a harness that runs an engine on a real SQLite file with a
-//! test clock.
+//! test tells them, a registry, and a harness that runs an engine on real data (a SQLite file,
+//! or a PostgreSQL schema) with a test clock.
 //!
 //! Every engine the behavioural suites start opens its store through a [`TestDb`], on the
 //! [`backing`] of the test binary: a SQLite file owned exclusively in each suite's own binary,
 //! shared in the `shared` test binary, which runs the same suites a second time with the
-//! engine's leased claims.
+//! engine's leased claims, and a schema on a PostgreSQL server in the `postgres` binary, which
+//! runs them a third time.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub mod kill;
 pub mod multiprocess;
 pub mod powercut;
 
-pub use backing::{backing, ownership, store_options, Backing, TestDb};
+pub use backing::{backing, ownership, postgres_url, store_options, Backing, Schema, TestDb};
 
 /// What a handler was called with.
 #[derive(Clone, Debug, PartialEq)]
@@ -515,8 +515,6 @@ pub struct Harness {
     pub clock: TestClock,
     /// The jobs' application state.
     pub probe: Probe,
-    /// The database file, on a SQLite backing.
-    pub path: PathBuf,
     /// The data, to open another store on.
     pub db: TestDb,
 }
@@ -534,7 +532,6 @@ impl Harness {
             client,
             clock,
             probe,
-            path: db.path().to_owned(),
             db,
         }
     }
@@ -556,7 +553,6 @@ impl Harness {
             client,
             clock,
             probe,
-            path,
             db,
         } = self;
         drop(client);
@@ -569,7 +565,6 @@ impl Harness {
             client,
             clock,
             probe,
-            path,
             db,
         }
     }
@@ -577,5 +572,12 @@ impl Harness {
     /// The temporary folder.
     pub fn dir(&self) -> &std::path::Path {
         self.db.dir()
+    }
+
+    /// The database file, for the tests about SQLite files, which run on SQLite backings only.
+    pub fn sqlite_file(&self) -> &std::path::Path {
+        self.db
+            .sqlite_file()
+            .expect("a test about SQLite files, in a binary whose backing is not SQLite")
     }
 }
