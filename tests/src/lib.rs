@@ -1,14 +1,14 @@
 //! Shared fixtures of the integration tests: jobs that record what they see and do what the
-//! test tells them, a registry, and a harness that runs an engine on a real SQLite file with a
-//! test clock.
+//! test tells them, a registry, and a harness that runs an engine on real data (a SQLite file,
+//! or a PostgreSQL schema) with a test clock.
 //!
 //! Every engine the behavioural suites start opens its store through a [`TestDb`], on the
 //! [`backing`] of the test binary: a SQLite file owned exclusively in each suite's own binary,
 //! shared in the `shared` test binary, which runs the same suites a second time with the
-//! engine's leased claims.
+//! engine's leased claims, and a schema on a PostgreSQL server in the `postgres` binary, which
+//! runs them a third time.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub mod multiprocess;
 pub mod pg_server;
 pub mod powercut;
 
-pub use backing::{backing, ownership, store_options, Backing, TestDb};
+pub use backing::{backing, ownership, postgres_url, store_options, Backing, Schema, TestDb};
 
 /// What a handler was called with.
 #[derive(Clone, Debug, PartialEq)]
@@ -516,8 +516,6 @@ pub struct Harness {
     pub clock: TestClock,
     /// The jobs' application state.
     pub probe: Probe,
-    /// The database file, on a SQLite backing.
-    pub path: PathBuf,
     /// The data, to open another store on.
     pub db: TestDb,
 }
@@ -535,7 +533,6 @@ impl Harness {
             client,
             clock,
             probe,
-            path: db.path().to_owned(),
             db,
         }
     }
@@ -557,7 +554,6 @@ impl Harness {
             client,
             clock,
             probe,
-            path,
             db,
         } = self;
         drop(client);
@@ -570,7 +566,6 @@ impl Harness {
             client,
             clock,
             probe,
-            path,
             db,
         }
     }
@@ -578,5 +573,12 @@ impl Harness {
     /// The temporary folder.
     pub fn dir(&self) -> &std::path::Path {
         self.db.dir()
+    }
+
+    /// The database file, for the tests about SQLite files, which run on SQLite backings only.
+    pub fn sqlite_file(&self) -> &std::path::Path {
+        self.db
+            .sqlite_file()
+            .expect("a test about SQLite files, in a binary whose backing is not SQLite")
     }
 }

@@ -471,21 +471,29 @@ async fn a_run_whose_end_cannot_be_written_waits_a_lease_before_running_again() 
     c.start("u", count(0)).await.unwrap();
     // The store refuses every write of this instance from now on, as a failing disk would,
     // except a claim (which sets a lease; a shared store writes it).
-    let side = rusqlite::Connection::open(&h.path).unwrap();
-    side.busy_timeout(Duration::from_secs(5)).unwrap();
-    side.execute_batch(
-        "CREATE TRIGGER refuse_u BEFORE UPDATE ON instances
-         WHEN old.id = 'u' AND new.lease_owner IS NULL
-         BEGIN SELECT RAISE(ABORT, 'the disk is on fire'); END;",
-    )
-    .unwrap();
+    let (refuse, allow) = match backing() {
+        Backing::Sqlite(_) => (
+            "CREATE TRIGGER refuse_u BEFORE UPDATE ON instances
+             WHEN old.id = 'u' AND new.lease_owner IS NULL
+             BEGIN SELECT RAISE(ABORT, 'the disk is on fire'); END;",
+            "DROP TRIGGER refuse_u",
+        ),
+        Backing::Postgres => (
+            "CREATE FUNCTION refuse_u() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'the disk is on fire'; END $$;
+             CREATE TRIGGER refuse_u BEFORE UPDATE ON instances FOR EACH ROW
+                 WHEN (old.id = 'u' AND new.lease_owner IS NULL) EXECUTE FUNCTION refuse_u();",
+            "DROP TRIGGER refuse_u ON instances",
+        ),
+    };
+    h.db.execute(refuse).await;
 
     // The run falls due, runs, and cannot record its end. Its alarm is still due in the file,
     // but it does not fire again before a lease (60 s) has passed.
     h.clock.advance(HALF_HOUR + Duration::from_secs(50)).await;
     assert_eq!(h.probe.calls_of("execute").len(), 1);
 
-    side.execute_batch("DROP TRIGGER refuse_u").unwrap();
+    h.db.execute(allow).await;
     h.clock.advance(Duration::from_secs(15)).await;
     assert_eq!(h.probe.calls_of("execute").len(), 2);
     assert_eq!(c.get_state("u").await.unwrap(), Some(count(1)));

@@ -159,38 +159,6 @@ async fn payloads_over_the_limit_are_refused_and_create_nothing() {
 }
 
 #[tokio::test]
-async fn a_second_engine_on_the_same_file_gets_a_storage_error() {
-    let h = Harness::start().await;
-    let err = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&h.path))
-        .app(Probe::default())
-        .start()
-        .await
-        .err()
-        .unwrap();
-    assert!(matches!(err, Error::Storage { .. }), "{err:?}");
-}
-
-#[tokio::test]
-async fn a_file_that_is_not_a_database_gets_a_storage_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("not-a-db");
-    std::fs::write(
-        &path,
-        b"this is definitely not an sqlite database, just some text bytes",
-    )
-    .unwrap();
-    let err = Engine::<TestJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
-        .app(Probe::default())
-        .start()
-        .await
-        .err()
-        .unwrap();
-    assert!(matches!(err, Error::Storage { .. }), "{err:?}");
-}
-
-#[tokio::test]
 async fn calls_after_shutdown_get_a_shut_down_error() {
     let h = Harness::start().await;
     let client = h.client.clone();

@@ -1,70 +1,90 @@
-//! Engines on the PostgreSQL store (`EngineBuilder::postgres_options`): the job kinds run on
-//! it as on SQLite, and engines sharing one schema, as processes on several machines do, run
-//! each alarm once between them.
+//! The behavioural suites again, on PostgreSQL: each test's data is a schema of its own on the
+//! server at `DURABLE_JOBS_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`;
+//! `.ci/run` provides one), dropped afterwards; without a server the tests fail. A PostgreSQL
+//! store is shared ([`Ownership::Shared`]): every alarm execution claims its row with a durable
+//! lease, nothing is cached, and engines hear other processes' writes through `LISTEN`.
 //!
-//! Each test works in a schema of its own on the server at `DURABLE_JOBS_PG_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`; `.ci/run` provides one), dropped afterwards.
-//! Without a server the tests fail.
+//! Left out, with the reason:
+//! - `faults/files.rs`: the SQLite file itself (paths, links, deletion, a file that is not a
+//!   database); `faults/docs.rs`: the docs' text, no store;
+//! - `crash`, `kill`, `powercut`, `storage_faults`, `multiprocess`: processes and disks under a
+//!   SQLite file; `history` and `metrics` open SQLite stores of their own; `system_clock` runs
+//!   on the system clock (`database_server` covers following a server's clock);
+//! - `client_api` and `docs`: no store.
+//!
+//! Besides the suites, tests of PostgreSQL's own: engines sharing a schema, as processes on
+//! several machines do, run each alarm once between them; and an engine wakes as soon as
+//! another process writes (`LISTEN`/`NOTIFY`), or polls when it does not listen.
+
+// The suites are written as crate roots of their own binaries, where their `pub` items are
+// reachable; here they are modules.
+#![allow(unreachable_pub)]
+
+#[path = "continuous.rs"]
+mod continuous;
+#[path = "debounce.rs"]
+mod debounce;
+#[path = "error_table.rs"]
+mod error_table;
+#[path = "errors.rs"]
+mod errors;
+#[path = "introspection.rs"]
+mod introspection;
+#[path = "model.rs"]
+mod model;
+#[path = "restart.rs"]
+mod restart;
+#[path = "serialisation.rs"]
+mod serialisation;
+#[path = "steps.rs"]
+mod steps;
+#[path = "steps_client.rs"]
+mod steps_client;
+#[path = "task.rs"]
+mod task;
+#[path = "telemetry.rs"]
+mod telemetry;
+
+// The faults suite (`faults/main.rs`) without its SQLite-file module.
+#[path = "faults/deploys.rs"]
+mod faults_deploys;
+#[path = "faults/input.rs"]
+mod faults_input;
+#[path = "faults/panics.rs"]
+mod faults_panics;
+#[path = "faults/shutdown.rs"]
+mod faults_shutdown;
+
+#[path = "postgres/wakeups.rs"]
+mod wakeups;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use durable_jobs::postgres::PostgresOptions;
 use durable_jobs::store::{Ownership, Store};
 use durable_jobs::testing::TestClock;
 use durable_jobs::{ContinuousState, Engine};
 use durable_jobs_tests::*;
 
-fn server_url() -> String {
-    std::env::var("DURABLE_JOBS_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A schema for one test, dropped with everything in it when the guard is.
-struct Schema(String);
-
-impl Schema {
-    fn new() -> Self {
-        Schema(format!(
-            "dj_engine_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
+#[tokio::test]
+async fn this_binary_runs_the_suites_on_postgres() {
+    assert_eq!(backing(), Backing::Postgres);
+    assert_eq!(ownership(), Ownership::Shared);
+    let db = TestDb::new().await;
+    assert!(db.sqlite_file().is_none());
+    let store = db.open().await;
+    assert_eq!(store.ownership(), Ownership::Shared);
+    assert!(store.changes().is_some(), "the store listens");
+    // The data is the test's schema.
+    assert_eq!(
+        db.int(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'instances'",
+            db.postgres_schema().unwrap()
         ))
-    }
-
-    fn options(&self) -> PostgresOptions {
-        PostgresOptions::new(server_url())
-            .schema(&self.0)
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    use sqlx::Connection;
-                    let mut conn = sqlx::PgConnection::connect(&server_url()).await?;
-                    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-                        .execute(&mut conn)
-                        .await?;
-                    conn.close().await
-                })
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
-            eprintln!("could not drop test schema {}: {e}", self.0);
-        }
-    }
+        .await,
+        1
+    );
+    store.close().await.unwrap();
 }
 
 async fn engine(schema: &Schema, clock: &TestClock, probe: &Probe) -> Engine<TestJobs> {
@@ -74,7 +94,7 @@ async fn engine(schema: &Schema, clock: &TestClock, probe: &Probe) -> Engine<Tes
         .app(probe.clone())
         .start()
         .await
-        .unwrap_or_else(|e| panic!("an engine on PostgreSQL at {}: {e}", server_url()))
+        .unwrap_or_else(|e| panic!("an engine on PostgreSQL at {}: {e}", postgres_url()))
 }
 
 fn count(n: i64) -> Count {
@@ -198,5 +218,5 @@ async fn the_store_is_shared_and_keeps_to_its_schema() {
         .await
         .unwrap();
     assert_eq!(store.ownership(), Ownership::Shared);
-    assert_eq!(store.schema(), schema.0);
+    assert_eq!(store.schema(), schema.name());
 }

@@ -437,12 +437,11 @@ async fn alarm_executions_run_at_most_max_concurrent_executions_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_alarm_shows_no_next_time_and_its_claim_is_written_only_on_a_shared_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jobs.db");
+    let db = durable_jobs_tests::TestDb::new().await;
     let gate = Arc::new(Gate::default());
     let clock = TestClock::new();
     let engine = Engine::<GatedJobs>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
+        .store_arc(db.open().await)
         .clock(clock.clone())
         .app(gate.clone())
         .start()
@@ -461,10 +460,6 @@ async fn a_running_alarm_shows_no_next_time_and_its_claim_is_written_only_on_a_s
 
     let status = gated.status("a").await.unwrap();
     assert_eq!(status.next_run_at, None, "{status:?}");
-    let row = |sql: &str| -> i64 {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
-    };
     // An exclusive store holds the file alone: the claim is a check, not a write, and the run
     // costs one write. A shared store's claim is a durable lease another process can see.
     let leases_written = match durable_jobs_tests::ownership() {
@@ -472,10 +467,11 @@ async fn a_running_alarm_shows_no_next_time_and_its_claim_is_written_only_on_a_s
         Ownership::Shared => 1,
     };
     assert_eq!(
-        row("SELECT count(*) FROM instances WHERE lease_owner IS NOT NULL"),
+        db.int("SELECT count(*) FROM instances WHERE lease_owner IS NOT NULL")
+            .await,
         leases_written
     );
-    let version_while_running = row("SELECT version FROM instances");
+    let version_while_running = db.int("SELECT version FROM instances").await;
 
     gate.open.add_permits(1);
     advance.await.unwrap();
@@ -483,7 +479,7 @@ async fn a_running_alarm_shows_no_next_time_and_its_claim_is_written_only_on_a_s
     // One write for the run's end (after the claim, on a shared store). The next run is 20 ms
     // of the test clock away.
     assert_eq!(
-        row("SELECT version FROM instances"),
+        db.int("SELECT version FROM instances").await,
         version_while_running + 1
     );
     assert!(gated.status("a").await.unwrap().next_run_at.is_some());

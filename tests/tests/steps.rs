@@ -1,6 +1,6 @@
 //! Step jobs through the public client and the `#[step_job]` macro, including an engine dropped
-//! mid-run without a shutdown: the run resumes after its last completed step when the file is
-//! reopened. (Real `SIGKILL`s of a child process are in `crash.rs` and `kill.rs`.)
+//! mid-run without a shutdown: the run resumes after its last completed step when the store is
+//! opened again. (Real `SIGKILL`s of a child process are in `crash.rs` and `kill.rs`.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use durable_jobs::prelude::*;
-use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::{Disposition, RunStatus, StepError, StepOptions, TriggerOptions};
 use durable_jobs::{Engine, Error};
 use serde::{Deserialize, Serialize};
@@ -247,19 +246,10 @@ async fn bad_input_on_the_dynamic_path_is_refused_and_creates_nothing() {
     engine.shutdown().await.unwrap();
 }
 
+/// `crash.rs` kills a real process inside a step instead, in both of SQLite's synchronous modes
+/// (with `FULL` a step's write is acknowledged only after another thread synced the log).
 #[tokio::test]
 async fn a_worker_killed_mid_run_resumes_after_its_last_completed_step() {
-    killed_mid_run_then_resumed(Synchronous::Normal).await;
-}
-
-/// With `Full` a step's write is acknowledged only after a separate thread synced the log; the
-/// next step must still start only after that acknowledgement.
-#[tokio::test]
-async fn with_synchronous_full_a_worker_killed_mid_run_resumes_after_its_last_completed_step() {
-    killed_mid_run_then_resumed(Synchronous::Full).await;
-}
-
-async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
     // On an exclusive store the restarted engine expires every lease at once; on a shared one
     // the crashed worker's lease must lapse first (it could be another live process), so it is
     // short here.
@@ -270,12 +260,10 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
     let (tx, mut entered) = mpsc::unbounded_channel();
     *app.entered.lock().unwrap() = Some(tx);
     *app.hold.lock().unwrap() = Some("sync-b".into());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jobs.db");
+    let db = durable_jobs_tests::TestDb::new().await;
 
     let engine = StepTests::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
-        .synchronous(synchronous)
+        .store_arc(db.open().await)
         .step_options(options.clone())
         .app(app.clone())
         .start()
@@ -305,8 +293,7 @@ async fn killed_mid_run_then_resumed(synchronous: Synchronous) {
 
     *app.hold.lock().unwrap() = None;
     let engine = Engine::<StepTests>::builder()
-        .sqlite_options(durable_jobs_tests::store_options(&path))
-        .synchronous(synchronous)
+        .store_arc(db.open().await)
         .step_options(options)
         .app(app.clone())
         .start()

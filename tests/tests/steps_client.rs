@@ -234,13 +234,15 @@ async fn a_stored_input_that_no_longer_decodes_is_a_validation_error() {
         .await
         .unwrap();
     engine.shutdown().await.unwrap();
-    let conn = rusqlite::Connection::open(dir.path()).unwrap();
-    conn.execute(
-        "UPDATE durably_runs SET input = '{\"n\":\"one\"}' WHERE id = ?1",
-        [&done.id],
-    )
-    .unwrap();
-    drop(conn);
+    let runs = match durable_jobs_tests::backing() {
+        durable_jobs_tests::Backing::Sqlite(_) => "durably_runs",
+        durable_jobs_tests::Backing::Postgres => "runs",
+    };
+    dir.execute(&format!(
+        "UPDATE {runs} SET input = '{{\"n\":\"one\"}}' WHERE id = '{}'",
+        done.id
+    ))
+    .await;
     let engine = Engine::<Doublers>::builder()
         .store_arc(dir.open().await)
         .app(Arc::new(Gate(Semaphore::new(0))))

@@ -3,9 +3,11 @@
 //!
 #![doc = include_str!("../../../docs/postgres.md")]
 
+mod announce;
 mod builder;
 mod codec;
 mod instances;
+mod listen;
 mod listing;
 mod migrations;
 mod options;
@@ -13,6 +15,7 @@ mod runs;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod wakeups;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,14 +27,15 @@ use sqlx::{Postgres, Transaction};
 
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{
-    AlarmScan, Backend, BoxFuture, InstanceCounts, InstanceQuery, InstanceRecord, OutboxEntry,
-    Ownership, Store, StoreError, UnregisteredJob, WriteBatch,
+    AlarmScan, Backend, BoxFuture, Change, ChangeFeed, InstanceCounts, InstanceQuery,
+    InstanceRecord, OutboxEntry, Ownership, Store, StoreError, UnregisteredJob, WriteBatch,
 };
 use crate::time::Timestamp;
 
-use codec::{check_schema_name, is_transient, Context, Sql};
+use codec::{check_schema_name, is_transient, Context, DbTime, Sql};
 use options::Source;
-pub use options::{PostgresOptions, DEFAULT_SCHEMA};
+pub use options::{PostgresOptions, DEFAULT_FALLBACK_POLL_INTERVAL, DEFAULT_SCHEMA};
+use wakeups::Wakeups;
 
 /// The PostgreSQL store: a [`Store`] in a schema of a PostgreSQL database, shared by every
 /// engine that connects to it.
@@ -59,7 +63,13 @@ pub struct PostgresStore {
     sql: Sql,
     /// Whether the pool is the store's own, to close with it (not the caller's).
     owns_pool: bool,
+    /// How often engines look for other processes' writes: the fallback poll when the store
+    /// listens, the poll interval when it does not.
     poll_interval: Duration,
+    /// How far ahead an alarm a write sets may be and still be announced: the fallback poll of
+    /// listening stores, which find a later one by polling before it falls due.
+    announce_within: Duration,
+    wakeups: Wakeups,
     closed: AtomicBool,
 }
 
@@ -67,6 +77,7 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("schema", &self.sql.schema())
+            .field("listening", &self.wakeups.feed().is_some())
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -101,7 +112,10 @@ impl PostgresStore {
         Self::open(PostgresOptions::new(url)).await
     }
 
-    /// Connects with `options`, creating the schema and applying missing migrations.
+    /// Connects with `options`, creating the schema and applying missing migrations, and starts
+    /// listening for other processes' writes (unless [`PostgresOptions::listen`] says not to).
+    /// Must be called within a Tokio runtime: the store runs two tasks of its own there, one
+    /// announcing its writes and one listening.
     ///
     /// # Errors
     ///
@@ -137,13 +151,28 @@ impl PostgresStore {
             }
             return Err(e);
         }
+        // The channel is the schema's name: the stores of one schema hear each other, and
+        // only them (channels are per database).
+        let wakeups = Wakeups::start(&pool, sql.schema(), options.listen).await;
+        let poll_interval = match wakeups.feed() {
+            Some(_) => options.fallback_poll_interval,
+            None => options.poll_interval,
+        };
         Ok(PostgresStore {
             pool,
             sql,
             owns_pool,
-            poll_interval: options.poll_interval,
+            poll_interval,
+            announce_within: options.fallback_poll_interval,
+            wakeups,
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the store hears other processes' writes through `LISTEN`: then engines on it
+    /// wake as soon as another process writes, and poll only as a fallback.
+    pub fn is_listening(&self) -> bool {
+        self.wakeups.feed().is_some()
     }
 
     /// The pool the store runs on: its own, or the one it was opened with.
@@ -259,7 +288,11 @@ impl Backend for PostgresStore {
                     (tx, applied.map(Decision::Commit))
                 })
             })
-            .await
+            .await?;
+            if announce::sets_an_alarm_soon(batch, self.announce_within) {
+                self.wakeups.announce(Change::Alarms);
+            }
+            Ok(())
         })
     }
 
@@ -349,12 +382,20 @@ impl Backend for PostgresStore {
         job: &'a str,
         at: Timestamp,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.transaction(move |mut tx, sql| {
-            Box::pin(async move {
-                let moved = instances::pull_alarms_to(&mut tx, sql, kind, job, at).await;
-                (tx, moved.map(Decision::Commit))
-            })
-        }))
+        Box::pin(async move {
+            let moved = self
+                .transaction(move |mut tx, sql| {
+                    Box::pin(async move {
+                        let moved = instances::pull_alarms_to(&mut tx, sql, kind, job, at).await;
+                        (tx, moved.map(Decision::Commit))
+                    })
+                })
+                .await?;
+            if moved > 0 {
+                self.wakeups.announce(Change::Alarms);
+            }
+            Ok(moved)
+        })
     }
 
     fn recover(&self, owner: &str, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -369,6 +410,7 @@ impl Backend for PostgresStore {
                 })
                 .await?;
             if released > 0 {
+                self.wakeups.announce(Change::Alarms);
                 tracing::info!(
                     owner,
                     released,
@@ -435,11 +477,13 @@ impl Backend for PostgresStore {
         })
     }
 
-    /// Refuses every later call, and closes the store's own pool (waiting for the connections
-    /// in use to be returned). A pool the store was opened with stays open.
+    /// Refuses every later call, stops listening, announces what is left to announce, and
+    /// closes the store's own pool (waiting for the connections in use to be returned). A pool
+    /// the store was opened with stays open.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.closed.store(true, Ordering::Release);
+            self.wakeups.stop().await;
             if self.owns_pool {
                 self.pool.close().await;
             }
@@ -457,10 +501,28 @@ impl Store for PostgresStore {
         Some(self.poll_interval)
     }
 
+    fn changes(&self) -> Option<ChangeFeed> {
+        self.wakeups.feed()
+    }
+
+    /// The server's `clock_timestamp()`: the time it is read, where `now()` would be the
+    /// start of its transaction.
+    fn database_time(&self) -> Option<BoxFuture<'_, Result<Timestamp, StoreError>>> {
+        Some(Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let now: DbTime = sqlx::query_scalar("SELECT clock_timestamp()")
+                .fetch_one(&mut *conn)
+                .await
+                .context("reading the database's clock")?;
+            Ok(now.0)
+        }))
+    }
+
     fn close_blocking(&self) {
         // Refuses every later call at once. The pool's connections close when the last handle
         // of the pool is dropped, or, on a runtime, as soon as they are returned.
         self.closed.store(true, Ordering::Release);
+        self.wakeups.stop_now();
         if self.owns_pool {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let pool = self.pool.clone();

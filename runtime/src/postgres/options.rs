@@ -8,6 +8,10 @@ use sqlx::postgres::PgPool;
 /// The schema the store keeps its tables in unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "durable_jobs";
 
+/// How often engines on a listening store poll anyway, unless told otherwise
+/// ([`PostgresOptions::fallback_poll_interval`]).
+pub const DEFAULT_FALLBACK_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Where the PostgreSQL store keeps its data and how it connects.
 ///
 /// # Examples
@@ -19,8 +23,13 @@ pub const DEFAULT_SCHEMA: &str = "durable_jobs";
 /// let options = PostgresOptions::new("postgres://jobs@db.internal/app")
 ///     .schema("billing_jobs")
 ///     .max_connections(8)
-///     .poll_interval(Duration::from_millis(250));
+///     .fallback_poll_interval(Duration::from_secs(5));
 /// assert_eq!(options.schema_name(), "billing_jobs");
+///
+/// // Behind a transaction-mode pooler, where `LISTEN` hears nothing: poll instead.
+/// let pooled = PostgresOptions::new("postgres://jobs@pgbouncer.internal:6432/app")
+///     .listen(false)
+///     .poll_interval(Duration::from_millis(250));
 /// ```
 #[derive(Clone)]
 pub struct PostgresOptions {
@@ -29,6 +38,8 @@ pub struct PostgresOptions {
     pub(crate) max_connections: u32,
     pub(crate) acquire_timeout: Duration,
     pub(crate) poll_interval: Duration,
+    pub(crate) listen: bool,
+    pub(crate) fallback_poll_interval: Duration,
 }
 
 /// What the store connects through.
@@ -53,6 +64,8 @@ impl fmt::Debug for PostgresOptions {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("poll_interval", &self.poll_interval)
+            .field("listen", &self.listen)
+            .field("fallback_poll_interval", &self.fallback_poll_interval)
             .finish()
     }
 }
@@ -79,6 +92,8 @@ impl PostgresOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(30),
             poll_interval: crate::store::DEFAULT_POLL_INTERVAL,
+            listen: true,
+            fallback_poll_interval: DEFAULT_FALLBACK_POLL_INTERVAL,
         }
     }
 
@@ -111,10 +126,36 @@ impl PostgresOptions {
     }
 
     /// How often an engine looks for alarms and step runs that other processes made due, and
-    /// for the ends of runs it waits for (default 100 ms). Each look is one indexed query per
-    /// kind of work. Its own writes wake the engine at once.
+    /// for the ends of runs it waits for, when the store does not hear of other processes'
+    /// writes through `LISTEN` ([`listen(false)`](Self::listen), or `LISTEN` found not to
+    /// work): default 100 ms. Each look is one indexed query per kind of work. Its own writes
+    /// wake the engine at once.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether the store listens for other processes' writes (default `true`): `LISTEN` on a
+    /// connection of its own (besides the pool's), so that engines wake as soon as another
+    /// process enqueues a run, sets an alarm due or ends a run, and poll only every
+    /// [`fallback_poll_interval`](Self::fallback_poll_interval). The store checks at start that
+    /// a notification sent through its pool arrives, and polls every
+    /// [`poll_interval`](Self::poll_interval) when none does. Turn it off behind a
+    /// transaction-mode pooler (PgBouncer's `pool_mode = transaction`), where `LISTEN` hears
+    /// nothing, to save that check (up to a second at start). The store announces its own
+    /// writes either way, for the processes that listen.
+    pub fn listen(mut self, listen: bool) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// How often an engine looks anyway while the store listens (default 1 s): for what no
+    /// notification announces (a lease that lapses with its process, an alarm set further
+    /// ahead than this), and for notifications lost while the listening connection was down.
+    /// Give every process on a schema the same value: a write announces only the alarms due
+    /// within its own process's value, counting on the others to poll at least that often.
+    pub fn fallback_poll_interval(mut self, interval: Duration) -> Self {
+        self.fallback_poll_interval = interval.max(Duration::from_millis(1));
         self
     }
 }

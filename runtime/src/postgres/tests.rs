@@ -370,3 +370,6 @@ async fn enqueues_racing_in_two_processes_honour_idempotency_and_concurrency_key
         assert_eq!(conflicts, 1, "round {round}");
     }
 }
+
+/// Wake-ups across processes, and the database's clock.
+mod wakeups;

@@ -268,15 +268,16 @@ async fn a_changed_state_type_leaves_the_instance_broken_until_a_migration_is_de
         })
     );
     // The state was written back in its new shape, at its new version.
-    let stored: (String, u32) = rusqlite::Connection::open(db.path())
-        .unwrap()
-        .query_row(
-            "SELECT state, state_version FROM instances WHERE id = 'm'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(stored, (r#"{"label":"count 1+"}"#.to_owned(), 1));
+    let stored = db
+        .rows("SELECT state, state_version FROM instances WHERE id = 'm'")
+        .await;
+    assert_eq!(
+        stored,
+        [[
+            Some(r#"{"label":"count 1+"}"#.to_owned()),
+            Some("1".to_owned())
+        ]]
+    );
     drop(meter);
     third.shutdown().await.unwrap();
 }
@@ -452,10 +453,7 @@ async fn a_corrupted_state_is_broken_and_not_counted() {
     assert_eq!(runs(&app), (1, 0, 1));
 
     // Every stored state is damaged outside the engine.
-    rusqlite::Connection::open(db.path())
-        .unwrap()
-        .execute("UPDATE instances SET state = '{\"trunc'", [])
-        .unwrap();
+    db.execute("UPDATE instances SET state = '{\"trunc'").await;
 
     let second = deploy::<corrupted::Deploy>(&db, &clock, &app).await;
     let mut events = second.events();
@@ -652,13 +650,9 @@ async fn a_state_stored_by_an_older_version_is_migrated_before_a_handler_sees_it
     );
     drop(client);
     second.shutdown().await.unwrap();
-    let versions: Vec<(String, u32)> = rusqlite::Connection::open(db.path())
-        .unwrap()
-        .prepare("SELECT id, state_version FROM instances ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(versions, [("n".to_owned(), 1), ("t".to_owned(), 1)]);
+    let versions = db
+        .rows("SELECT id, state_version FROM instances ORDER BY id")
+        .await;
+    let row = |id: &str| [Some(id.to_owned()), Some("1".to_owned())];
+    assert_eq!(versions, [row("n"), row("t")]);
 }

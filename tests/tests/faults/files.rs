@@ -1,5 +1,6 @@
-//! The database file: one engine per file whatever path reaches it, and writes into a file that
-//! was deleted under the engine are refused, not acknowledged.
+//! The database file: one engine per file whatever path reaches it, a file that is not a
+//! database is refused, and writes into a file that was deleted under the engine are refused,
+//! not acknowledged.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,11 +57,11 @@ async fn a_database_opened_through_a_symlink_is_refused() {
     let h = Harness::start().await;
     let dir = h.dir().to_owned();
     let link = dir.join("link.db");
-    std::os::unix::fs::symlink(&h.path, &link).unwrap();
+    std::os::unix::fs::symlink(h.sqlite_file(), &link).unwrap();
     assert_in_use(&link, &dir).await;
     // A hard link, another spelling of the path, a path relative to the opener's folder.
     let hard = dir.join("hard.db");
-    std::fs::hard_link(&h.path, &hard).unwrap();
+    std::fs::hard_link(h.sqlite_file(), &hard).unwrap();
     assert_in_use(&hard, &dir).await;
     assert_in_use(&dir.join(".").join("jobs.db"), &dir).await;
     assert_in_use(Path::new("jobs.db"), &dir).await;
@@ -73,7 +74,7 @@ async fn a_database_opened_through_a_symlink_is_refused() {
             std::fs::remove_file(&path).unwrap();
         }
     }
-    assert_in_use(&h.path, &dir).await;
+    assert_in_use(h.sqlite_file(), &dir).await;
 
     // The engine holding the file works on; once it is shut down the file opens again.
     h.client
@@ -159,7 +160,7 @@ async fn a_database_replaced_under_the_engine_fails_the_next_write() {
     let other = h.dir().join("other.db");
     let restored = open_here(&other).await.unwrap();
     restored.shutdown().await.unwrap();
-    std::fs::rename(&other, &h.path).unwrap();
+    std::fs::rename(&other, h.sqlite_file()).unwrap();
     let err = h
         .client
         .debounce::<Batcher>()
@@ -172,4 +173,36 @@ async fn a_database_replaced_under_the_engine_fails_the_next_write() {
         }
         other => panic!("expected Storage, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_second_engine_on_the_same_file_gets_a_storage_error() {
+    let h = Harness::start().await;
+    let err = Engine::<TestJobs>::builder()
+        .sqlite_options(durable_jobs_tests::store_options(h.sqlite_file()))
+        .app(Probe::default())
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_gets_a_storage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-db");
+    std::fs::write(
+        &path,
+        b"this is definitely not an sqlite database, just some text bytes",
+    )
+    .unwrap();
+    let err = Engine::<TestJobs>::builder()
+        .sqlite_options(durable_jobs_tests::store_options(&path))
+        .app(Probe::default())
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Storage { .. }), "{err:?}");
 }

@@ -328,10 +328,10 @@ async fn a_deeply_nested_stored_state_is_refused_with_validation() {
 
     // The stored state is replaced, outside the engine, by one nested 200 levels deep.
     let deep = "[".repeat(200) + &"]".repeat(200);
-    rusqlite::Connection::open(dir.path())
-        .unwrap()
-        .execute("UPDATE instances SET state = ?1 WHERE id = 's'", [deep])
-        .unwrap();
+    dir.execute(&format!(
+        "UPDATE instances SET state = '{deep}' WHERE id = 's'"
+    ))
+    .await;
     let reopened = engine(&dir).await;
     let client = reopened.client();
     let by_name = client.by_name("any_state").unwrap();

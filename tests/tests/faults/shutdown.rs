@@ -36,10 +36,7 @@ async fn shutdown_does_not_wait_for_an_unreachable_telemetry_endpoint() {
         .expect("shutdown waited for the unreachable telemetry endpoint")
         .unwrap();
 
-    let undelivered: i64 = rusqlite::Connection::open(db.path())
-        .unwrap()
-        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
-        .unwrap();
+    let undelivered = db.int("SELECT count(*) FROM outbox").await;
     // `debounce.started`, the flush of the third `add` (`max_events = 3`): `job.executed` and
     // `debounce.flushed`.
     assert_eq!(undelivered, 3);

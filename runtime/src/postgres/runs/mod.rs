@@ -16,10 +16,11 @@ mod fenced;
 
 use super::{Decision, PostgresStore};
 use crate::store::runs::{
-    CancelOutcome, Claimed, DeleteOutcome, EnqueueOutcome, Fence, Finish, FinishOutcome, LogRow,
-    NewLog, NewRun, NewStep, RunCounts, RunFilter, RunRecord, RunStore, StepRow, StoredStep,
+    CancelOutcome, Claimed, DeleteOutcome, EnqueueOutcome, Enqueued, Fence, Finish, FinishOutcome,
+    LogRow, NewLog, NewRun, NewStep, RunCounts, RunFilter, RunRecord, RunStore, StepRow,
+    StoredStep,
 };
-use crate::store::{BoxFuture, StoreError};
+use crate::store::{BoxFuture, Change, StoreError};
 use crate::time::Timestamp;
 
 use enqueue::Attempt;
@@ -32,18 +33,25 @@ impl RunStore for PostgresStore {
     ) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
         Box::pin(async move {
             let runs = &runs;
-            self.transaction(move |mut tx, sql| {
-                Box::pin(async move {
-                    let attempt = enqueue::enqueue(&mut tx, sql, runs, now).await;
-                    let decision = attempt.map(|a| match a {
-                        Attempt::Done(done) => Decision::Commit(EnqueueOutcome::Done(done)),
-                        Attempt::Conflict(conflict) => Decision::RollBack(conflict),
-                        Attempt::Raced => Decision::Retry,
-                    });
-                    (tx, decision)
+            let outcome = self
+                .transaction(move |mut tx, sql| {
+                    Box::pin(async move {
+                        let attempt = enqueue::enqueue(&mut tx, sql, runs, now).await;
+                        let decision = attempt.map(|a| match a {
+                            Attempt::Done(done) => Decision::Commit(EnqueueOutcome::Done(done)),
+                            Attempt::Conflict(conflict) => Decision::RollBack(conflict),
+                            Attempt::Raced => Decision::Retry,
+                        });
+                        (tx, decision)
+                    })
                 })
-            })
-            .await
+                .await?;
+            if let EnqueueOutcome::Done(done) = &outcome {
+                if done.iter().any(|run| matches!(run, Enqueued::Created(_))) {
+                    self.wakeups.announce(Change::Runs);
+                }
+            }
+            Ok(outcome)
         })
     }
 
@@ -190,14 +198,24 @@ impl RunStore for PostgresStore {
     ) -> BoxFuture<'_, Result<FinishOutcome, StoreError>> {
         Box::pin(async move {
             let (fence, finish, logs) = (&fence, &finish, &logs);
-            self.transaction(move |mut tx, sql| {
-                Box::pin(async move {
-                    let outcome =
-                        fenced::finish_run(&mut tx, sql, fence, finish, logs, cleanup, now).await;
-                    (tx, outcome.map(Decision::Commit))
+            let outcome = self
+                .transaction(move |mut tx, sql| {
+                    Box::pin(async move {
+                        let outcome =
+                            fenced::finish_run(&mut tx, sql, fence, finish, logs, cleanup, now)
+                                .await;
+                        (tx, outcome.map(Decision::Commit))
+                    })
                 })
-            })
-            .await
+                .await?;
+            match outcome {
+                FinishOutcome::Refused => {}
+                FinishOutcome::Retrying => self.wakeups.announce(Change::Runs),
+                FinishOutcome::Completed
+                | FinishOutcome::Failed
+                | FinishOutcome::FailedRetryBlocked => self.announce_end(),
+            }
+            Ok(outcome)
         })
     }
 
@@ -207,12 +225,20 @@ impl RunStore for PostgresStore {
         now: Timestamp,
         cleanup: bool,
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
-        Box::pin(self.transaction(move |mut tx, sql| {
-            Box::pin(async move {
-                let outcome = admin::cancel_run(&mut tx, sql, id, now, cleanup).await;
-                (tx, outcome.map(Decision::Commit))
-            })
-        }))
+        Box::pin(async move {
+            let outcome = self
+                .transaction(move |mut tx, sql| {
+                    Box::pin(async move {
+                        let outcome = admin::cancel_run(&mut tx, sql, id, now, cleanup).await;
+                        (tx, outcome.map(Decision::Commit))
+                    })
+                })
+                .await?;
+            if let CancelOutcome::Cancelled(_) = outcome {
+                self.announce_end();
+            }
+            Ok(outcome)
+        })
     }
 
     fn delete_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<DeleteOutcome, StoreError>> {
@@ -257,11 +283,28 @@ impl RunStore for PostgresStore {
     }
 
     fn recover(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.transaction(move |mut tx, sql| {
-            Box::pin(async move {
-                let expired = claim::recover(&mut tx, sql, now).await;
-                (tx, expired.map(Decision::Commit))
-            })
-        }))
+        Box::pin(async move {
+            let expired = self
+                .transaction(move |mut tx, sql| {
+                    Box::pin(async move {
+                        let expired = claim::recover(&mut tx, sql, now).await;
+                        (tx, expired.map(Decision::Commit))
+                    })
+                })
+                .await?;
+            if expired > 0 {
+                self.wakeups.announce(Change::Runs);
+            }
+            Ok(expired)
+        })
+    }
+}
+
+impl PostgresStore {
+    /// Announces that a run ended: to engines waiting for it, and to workers, since its end
+    /// may free its concurrency key for a pending run.
+    fn announce_end(&self) {
+        self.wakeups.announce(Change::RunEnded);
+        self.wakeups.announce(Change::Runs);
     }
 }
