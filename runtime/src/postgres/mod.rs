@@ -5,6 +5,7 @@
 
 mod builder;
 mod codec;
+pub(crate) mod inbox;
 mod instances;
 mod listing;
 mod migrations;
@@ -13,6 +14,7 @@ mod runs;
 mod schema;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tx;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,7 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 
+pub use crate::client::tx::{EventOutcome, Queued, TriggerOutcome};
 use codec::{check_schema_name, is_transient, Context, Sql};
 use options::Source;
 pub use options::{PostgresOptions, DEFAULT_SCHEMA};
@@ -61,6 +64,8 @@ pub struct PostgresStore {
     owns_pool: bool,
     poll_interval: Duration,
     closed: AtomicBool,
+    /// When writes inside applications' transactions last announced work.
+    announcements: tx::Announcements,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -143,6 +148,7 @@ impl PostgresStore {
             owns_pool,
             poll_interval: options.poll_interval,
             closed: AtomicBool::new(false),
+            announcements: tx::Announcements::new(),
         })
     }
 
