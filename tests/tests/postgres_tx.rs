@@ -912,3 +912,150 @@ async fn actions_in_a_transaction_are_checked_before_any_sql_and_never_abort_it(
     sqlite.shutdown().await.unwrap();
     app.end().await;
 }
+
+#[tokio::test]
+async fn work_is_announced_when_the_transaction_commits_and_not_when_it_rolls_back() {
+    let app = App::new().await;
+    let client = app.engine.client();
+    let mut listener = sqlx::postgres::PgListener::connect(&server_url())
+        .await
+        .unwrap();
+    listener.listen("durable_jobs").await.unwrap();
+
+    // A run, rolled back: its announcement goes with it.
+    let mut tx = app.pool.begin().await.unwrap();
+    client
+        .step_job::<ShipOrder>()
+        .trigger_in(&mut tx, Ship { order: 1001 }, TriggerOptions::new())
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    // A task event, committed: announced at the commit.
+    let mut tx = app.pool.begin().await.unwrap();
+    client
+        .task::<Orders>()
+        .send_in(&mut tx, "n", OrderEvent::Add { amount: 1 })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // The channel is every schema's: the first announcement for this one must be the commit's.
+    let ours = format!("{} ", app.schema.0);
+    let heard = tokio::time::timeout(WAIT, async {
+        loop {
+            let heard = listener.recv().await.unwrap();
+            if heard.payload().starts_with(&ours) {
+                return heard.payload().to_owned();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(heard, format!("{ours}alarms"));
+    app.end().await;
+}
+
+async fn backend_pid(conn: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Returns once the server's backend `pid` waits for a lock another transaction holds.
+async fn until_waiting_for_a_lock(pool: &PgPool, pid: i32) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let waiting: Option<String> =
+                sqlx::query_scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            if waiting.as_deref() == Some("Lock") {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("backend {pid} never waited for a lock"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_racing_for_a_key_wait_for_each_other_and_agree() {
+    let app = App::new().await;
+    let client = app.engine.client();
+    // Both create one batch: the second's insert waits for the first's commit, loses, and the
+    // second reads the batch again and adds to it.
+    let mut first = app.pool.begin().await.unwrap();
+    client
+        .debounce::<Batcher>()
+        .add_in(&mut first, "race", Hook { n: 1 })
+        .await
+        .unwrap();
+    let mut second = app.pool.begin().await.unwrap();
+    let pid = backend_pid(&mut second).await;
+    let racing = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let added = client
+                .debounce::<Batcher>()
+                .add_in(&mut second, "race", Hook { n: 2 })
+                .await
+                .unwrap();
+            second.commit().await.unwrap();
+            added
+        }
+    });
+    until_waiting_for_a_lock(&app.pool, pid).await;
+    first.commit().await.unwrap();
+    let added = racing.await.unwrap();
+    assert_eq!((added.created, added.event_count), (false, 2));
+    let batch = client
+        .debounce::<Batcher>()
+        .get_state("race")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.events, [1, 2]);
+
+    // Both trigger with one idempotency key: the second finds the first's run.
+    let keyed = || TriggerOptions::new().idempotency_key("race");
+    let mut first = app.pool.begin().await.unwrap();
+    let created = client
+        .step_job::<ShipOrder>()
+        .trigger_in(&mut first, Ship { order: 1101 }, keyed())
+        .await
+        .unwrap()
+        .triggered()
+        .unwrap();
+    let mut second = app.pool.begin().await.unwrap();
+    let pid = backend_pid(&mut second).await;
+    let racing = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let run = client
+                .step_job::<ShipOrder>()
+                .trigger_in(&mut second, Ship { order: 1102 }, keyed())
+                .await
+                .unwrap()
+                .triggered()
+                .unwrap();
+            second.commit().await.unwrap();
+            run
+        }
+    });
+    until_waiting_for_a_lock(&app.pool, pid).await;
+    first.commit().await.unwrap();
+    let run = racing.await.unwrap();
+    assert_eq!(run.disposition, Disposition::Idempotent);
+    assert_eq!(run.run.id, created.run.id);
+    let runs = client
+        .step_job::<ShipOrder>()
+        .get_runs(Default::default())
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    app.end().await;
+}

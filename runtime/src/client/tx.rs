@@ -254,7 +254,7 @@ impl<R: Registry, J: ContinuousJob<R::App>> ContinuousClient<R, J> {
         let store = tx::postgres_store(self.client.engine.handle.store.as_ref(), J::NAME)?;
         let row = inner.continuous_start_row(J::NAME, &key, Input::typed(input))?;
         tx::check_in_transaction(conn, J::NAME)?;
-        let found = tx::insert_instance(conn, store, &key, &row)
+        let found = tx::insert_instance(conn, store, &key, &row, inner.clock.now())
             .await
             .map_err(|e| Error::from_store("start", e))?;
         Ok(match (found, row.first()) {

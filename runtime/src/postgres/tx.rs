@@ -32,7 +32,7 @@ use crate::error::{Error, Operation, Result, ValidationTarget};
 use crate::id::InstanceKey;
 use crate::store::changes::Change;
 use crate::store::runs::{EnqueueOutcome, Enqueued, NewRun};
-use crate::store::{InstanceRecord, Store, StoreError, WriteBatch};
+use crate::store::{InstanceRecord, Store, StoreError, Write, WriteBatch};
 use crate::time::Timestamp;
 
 /// The channel on which a write inside an application's transaction announces, when that
@@ -141,6 +141,19 @@ async fn announce(
     Ok(())
 }
 
+/// Whether `batch` writes an alarm due at `now` or before: work for an engine as soon as the
+/// caller's transaction commits. A later alarm needs no announcement, the engines' poll finds
+/// it long before it is due.
+fn due_now(batch: &WriteBatch, now: Timestamp) -> bool {
+    batch.iter().any(|write| {
+        let alarm = match write {
+            Write::Insert(record) | Write::Update { record, .. } => record.alarm_at,
+            _ => None,
+        };
+        alarm.is_some_and(|at| at <= now)
+    })
+}
+
 /// A savepoint in the caller's transaction.
 async fn savepoint(
     conn: &mut PgConnection,
@@ -216,6 +229,7 @@ pub(crate) async fn insert_instance(
     store: &PostgresStore,
     key: &InstanceKey,
     batch: &WriteBatch,
+    now: Timestamp,
 ) -> std::result::Result<Option<InstanceRecord>, StoreError> {
     for _ in 0..ATTEMPTS {
         let mut sp = savepoint(conn).await?;
@@ -224,7 +238,9 @@ pub(crate) async fn insert_instance(
                 return Ok(Some(existing));
             }
             instances::apply_batch(&mut sp, &store.sql, batch).await?;
-            announce(&mut sp, store, Change::Alarms).await?;
+            if due_now(batch, now) {
+                announce(&mut sp, store, Change::Alarms).await?;
+            }
             Ok(None)
         }
         .await;
@@ -306,9 +322,11 @@ pub(crate) async fn update_instance<T>(
                 Err(StoreError::Conflict(_)) => return Ok(Step::Raced),
                 Err(e) => return Err(store_error(e, operation)),
             }
-            announce(&mut sp, store, Change::Alarms)
-                .await
-                .map_err(|e| store_error(e, operation))?;
+            if due_now(&batch, clock.now()) {
+                announce(&mut sp, store, Change::Alarms)
+                    .await
+                    .map_err(|e| store_error(e, operation))?;
+            }
             Ok(Step::Done(value))
         }
         .await;
@@ -399,5 +417,19 @@ pub(crate) async fn queue_event(
             undo(sp).await;
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_work_is_announced_at_most_once_in_a_while() {
+        let announcements = Announcements::new();
+        assert!(announcements.due(Change::Runs));
+        assert!(!announcements.due(Change::Runs), "again at once");
+        assert!(announcements.due(Change::Alarms), "another kind");
+        assert!(!announcements.due(Change::Alarms));
     }
 }
