@@ -819,25 +819,28 @@ async fn actions_in_a_transaction_are_checked_before_any_sql_and_never_abort_it(
     let ship = client.step_job::<ShipOrder>();
     let orders = client.task::<Orders>();
 
-    // Not in a transaction: refused, not committed on its own.
-    let mut conn = app.pool.acquire().await.unwrap();
-    let err = ship
-        .trigger_in(&mut conn, Ship { order: 901 }, TriggerOptions::new())
+    let mut tx = app.pool.begin().await.unwrap();
+    // In a savepoint of the transaction: rolled back with the savepoint.
+    let mut savepoint = sqlx::Connection::begin(&mut *tx).await.unwrap();
+    let undone = ship
+        .trigger_in(&mut savepoint, Ship { order: 901 }, TriggerOptions::new())
         .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Validation {
-                target: ValidationTarget::Config,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    drop(conn);
+        .unwrap()
+        .triggered()
+        .unwrap();
+    savepoint.rollback().await.unwrap();
+    let kept = ship
+        .trigger_in(&mut tx, Ship { order: 904 }, TriggerOptions::new())
+        .await
+        .unwrap()
+        .triggered()
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(ship.get_run(&undone.run.id).await.unwrap().is_none());
+    ship.wait_for_run(&kept.run.id, Some(WAIT)).await.unwrap();
 
     let mut tx = app.pool.begin().await.unwrap();
+
     // Refused before any SQL.
     let err = orders
         .send_in(&mut tx, "", OrderEvent::Add { amount: 1 })
@@ -862,8 +865,11 @@ async fn actions_in_a_transaction_are_checked_before_any_sql_and_never_abort_it(
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Validation { .. }), "{err}");
+    tx.rollback().await.unwrap();
+
     // A statement that fails fails under a savepoint: the transaction goes on.
-    sqlx::query(&format!("DROP TABLE \"{}\".inbox", app.schema.0))
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET TRANSACTION READ ONLY")
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -872,17 +878,23 @@ async fn actions_in_a_transaction_are_checked_before_any_sql_and_never_abort_it(
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Storage { .. }), "{err}");
-    app.insert_order(&mut tx, 903).await;
-    let run = ship
+    let err = ship
         .trigger_in(&mut tx, Ship { order: 903 }, TriggerOptions::new())
         .await
-        .unwrap()
-        .triggered()
+        .unwrap_err();
+    assert!(matches!(err, Error::Storage { .. }), "{err}");
+    let err = client
+        .debounce::<Batcher>()
+        .add_in(&mut tx, "b", Hook { n: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Storage { .. }), "{err}");
+    let still: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut *tx)
+        .await
         .unwrap();
-    // Rolled back, and the inbox with it.
-    tx.rollback().await.unwrap();
-    assert!(ship.get_run(&run.id).await.unwrap().is_none());
-    assert!(!app.order_exists(903).await);
+    assert_eq!(still, 1);
+    tx.commit().await.unwrap();
 
     // On another store: refused.
     let sqlite = TxJobs::builder()
@@ -1057,5 +1069,38 @@ async fn transactions_racing_for_a_key_wait_for_each_other_and_agree() {
         .await
         .unwrap();
     assert_eq!(runs.len(), 1);
+    app.end().await;
+}
+
+#[tokio::test]
+async fn an_event_its_handlers_refuse_after_the_commit_is_dropped_and_the_next_delivered() {
+    let app = App::new().await;
+    let orders = app.engine.client().task::<Orders>();
+    let mut events = app.engine.events();
+    // `on_event` fails once, and `on_error` does not rescue it.
+    app.probe.fail_next(1, "the warehouse is closed");
+
+    let mut tx = app.pool.begin().await.unwrap();
+    for amount in [1, 2] {
+        orders
+            .send_in(&mut tx, "f", OrderEvent::Add { amount })
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let failed = next_job_event(&mut events, |e| {
+        e.instance.id() == "f" && matches!(e.kind, EventKind::Failed { .. })
+    })
+    .await;
+    match &failed.kind {
+        EventKind::Failed { message, .. } => assert_eq!(message, "the warehouse is closed"),
+        other => panic!("{other:?}"),
+    }
+    // The next event waited behind it, and is delivered once it is dropped.
+    next_job_event(&mut events, executed("orders", "f")).await;
+    let order = orders.get_state("f").await.unwrap().unwrap();
+    assert_eq!(order.total, 2, "the refused event changed nothing");
+    assert_eq!(delivered(&app.probe).len(), 2);
     app.end().await;
 }

@@ -2,16 +2,16 @@
 //! start, an add or an event that exists if and only if the caller's transaction commits. See
 //! "Inside your transaction" in the [`postgres`](crate::postgres) module's guide.
 //!
-//! Each method takes the caller's connection in a transaction (`&mut tx` for an
-//! `sqlx::Transaction<'_, Postgres>`), validates what it is given before any SQL, and writes
-//! under a savepoint: a conflict comes back as an outcome ([`TriggerOutcome`],
+//! Each method takes the caller's transaction (`&mut tx`, an `sqlx::Transaction<'_, Postgres>`
+//! from `pool.begin()`, or a savepoint of one), validates what it is given before any SQL, and
+//! writes under a savepoint: a conflict comes back as an outcome ([`TriggerOutcome`],
 //! [`EventOutcome`]), and neither a conflict nor an error leaves the caller's transaction
 //! aborted. What would run the job's code inside the call runs after the commit instead, on
 //! whichever engine gets to it first: a `start_immediately` first run, a `max_events` flush, a
 //! task's `on_event`.
 
 use serde::de::DeserializeOwned;
-use sqlx::PgConnection;
+use sqlx::{Postgres, Transaction};
 
 use super::step::StepJobClient;
 use super::{typed, ContinuousClient, DebounceClient, TaskClient};
@@ -23,7 +23,7 @@ use crate::job::continuous::ContinuousJob;
 use crate::job::debounce::DebounceJob;
 use crate::job::step::StepJob;
 use crate::job::task::TaskJob;
-use crate::postgres::tx;
+use crate::postgres::tx as pg;
 use crate::steps::{BatchItem, Disposition, Run, TriggerOptions, Triggered};
 use crate::store::runs::{EnqueueOutcome, Enqueued, NewRun, RunRecord};
 
@@ -156,20 +156,20 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     /// # Errors
     ///
     /// As `trigger`'s, before any SQL: `Validation` for an input or options it refuses, and
-    /// when the engine is not on PostgreSQL or `conn` is not in a transaction. `Storage` when a
+    /// when the engine is not on PostgreSQL. `Storage` when a
     /// statement fails (the transaction is left as it was before the call, unless the
     /// connection itself failed), and under `REPEATABLE READ` or `SERIALIZABLE` when another
     /// transaction committed a run with the same key meanwhile: the caller's transaction has
     /// to run again.
     pub async fn trigger_in(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         input: J::Input,
         options: TriggerOptions,
     ) -> Result<TriggerOutcome<Triggered<J::Input, J::Output>, J::Input, J::Output>> {
         let input = Self::encode(&input)
             .map_err(|m| Error::validation(ValidationTarget::Input, Some(J::NAME), m))?;
-        let outcome = self.enqueue_in(conn, vec![(input, options)]).await?;
+        let outcome = self.enqueue_in(tx, vec![(input, options)]).await?;
         Ok(match outcome {
             TriggerOutcome::Triggered(mut runs) => match runs.pop() {
                 Some(run) => TriggerOutcome::Triggered(run),
@@ -190,31 +190,30 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     /// As [`trigger_in`](Self::trigger_in); validation messages name the item.
     pub async fn batch_trigger_in<T: Into<BatchItem<J::Input>>>(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         items: impl IntoIterator<Item = T>,
     ) -> Result<TriggerOutcome<Vec<Triggered<J::Input, J::Output>>, J::Input, J::Output>> {
         let items: Vec<BatchItem<J::Input>> = items.into_iter().map(Into::into).collect();
         let encoded = Self::encode_items(items)?;
-        self.enqueue_in(conn, encoded).await
+        self.enqueue_in(tx, encoded).await
     }
 
     async fn enqueue_in(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         items: Vec<(String, TriggerOptions)>,
     ) -> Result<TriggerOutcome<Vec<Triggered<J::Input, J::Output>>, J::Input, J::Output>> {
         let store = self
             .store
             .as_deref()
-            .ok_or_else(|| tx::not_on_postgres(J::NAME))?;
-        let store = tx::postgres_store(store, J::NAME)?;
+            .ok_or_else(|| pg::not_on_postgres(J::NAME))?;
+        let store = pg::postgres_store(store, J::NAME)?;
         let now = self.rt.shared.clock.now();
         let runs: Vec<NewRun> = self.rt.new_runs(J::NAME, items, now)?;
-        tx::check_in_transaction(conn, J::NAME)?;
         if runs.is_empty() {
             return Ok(TriggerOutcome::Triggered(Vec::new()));
         }
-        let outcome = tx::enqueue_runs(conn, store, &runs, now)
+        let outcome = pg::enqueue_runs(tx, store, &runs, now)
             .await
             .map_err(|e| Error::from_store("trigger", e))?;
         Ok(match outcome {
@@ -239,22 +238,21 @@ impl<R: Registry, J: ContinuousJob<R::App>> ContinuousClient<R, J> {
     /// # Errors
     ///
     /// `Validation` for a bad id or an input over the size limit, when the engine is not on
-    /// PostgreSQL, or when `conn` is not in a transaction (all before any SQL); `Scheduler`
+    /// PostgreSQL (all before any SQL); `Scheduler`
     /// when the schedule has no next run; `Storage` when a statement fails (the transaction is
     /// left as it was before the call, unless the connection itself failed).
     pub async fn start_in(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         id: &str,
         input: J::State,
     ) -> Result<StartResult> {
         let inner = self.client.inner();
         let _active = inner.enter(Operation::Start)?;
         let key = inner.key(JobKind::Continuous, J::NAME, id)?;
-        let store = tx::postgres_store(self.client.engine.handle.store.as_ref(), J::NAME)?;
+        let store = pg::postgres_store(self.client.engine.handle.store.as_ref(), J::NAME)?;
         let row = inner.continuous_start_row(J::NAME, &key, Input::typed(input))?;
-        tx::check_in_transaction(conn, J::NAME)?;
-        let found = tx::insert_instance(conn, store, &key, &row, inner.clock.now())
+        let found = pg::insert_instance(tx, store, &key, &row, inner.clock.now())
             .await
             .map_err(|e| Error::from_store("start", e))?;
         Ok(match (found, row.first()) {
@@ -278,17 +276,17 @@ impl<R: Registry, J: DebounceJob<R::App>> DebounceClient<R, J> {
     /// # Errors
     ///
     /// `Validation` for a bad id or a state over the size limit, when the engine is not on
-    /// PostgreSQL, or when `conn` is not in a transaction; `InvalidState` when the batch is
+    /// PostgreSQL; `InvalidState` when the batch is
     /// broken, or when called from its own `execute`; `Execution` when `on_event` panics;
     /// `Storage` when a statement fails. Whatever the error, the transaction is left as it was
     /// before the call, unless the connection itself failed.
     pub async fn add_in(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         id: &str,
         event: J::Event,
     ) -> Result<AddResult> {
-        match self.add_in_with(conn, id, event, None).await? {
+        match self.add_in_with(tx, id, event, None).await? {
             EventOutcome::Accepted(added) => Ok(added),
             EventOutcome::Duplicate { .. } => Err(Error::storage(
                 "add",
@@ -306,17 +304,17 @@ impl<R: Registry, J: DebounceJob<R::App>> DebounceClient<R, J> {
     /// As [`add_in`](Self::add_in), and `Validation` for a bad event id.
     pub async fn add_in_with_id(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         id: &str,
         event: J::Event,
         event_id: &str,
     ) -> Result<EventOutcome<AddResult>> {
-        self.add_in_with(conn, id, event, Some(event_id)).await
+        self.add_in_with(tx, id, event, Some(event_id)).await
     }
 
     async fn add_in_with(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         id: &str,
         event: J::Event,
         event_id: Option<&str>,
@@ -327,12 +325,11 @@ impl<R: Registry, J: DebounceJob<R::App>> DebounceClient<R, J> {
         let key = inner.key(JobKind::Debounce, J::NAME, id)?;
         inner.check_event_id(J::NAME, event_id)?;
         inner.refuse_reentry(&key, op)?;
-        let store = tx::postgres_store(self.client.engine.handle.store.as_ref(), J::NAME)?;
-        tx::check_in_transaction(conn, J::NAME)?;
+        let store = pg::postgres_store(self.client.engine.handle.store.as_ref(), J::NAME)?;
         // Kept to fold again if the row has to be read again (a flush ended, a race lost).
         let mut event = retained(event);
-        let added = tx::update_instance(
-            conn,
+        let added = pg::update_instance(
+            tx,
             store,
             &key,
             event_id,
@@ -385,16 +382,16 @@ impl<R: Registry, J: TaskJob<R::App>> TaskClient<R, J> {
     /// # Errors
     ///
     /// `Validation` for a bad id, an event that does not encode to JSON that reads back or is
-    /// over the size limit, when the engine is not on PostgreSQL, or when `conn` is not in a
-    /// transaction (all before any SQL); `Storage` when a statement fails (the transaction is
+    /// over the size limit, or when the engine is not on PostgreSQL (all before any SQL);
+    /// `Storage` when a statement fails (the transaction is
     /// left as it was before the call, unless the connection itself failed).
     pub async fn send_in(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         id: &str,
         event: J::Event,
     ) -> Result<Queued> {
-        match self.send_in_with(conn, id, event, None).await? {
+        match self.send_in_with(tx, id, event, None).await? {
             EventOutcome::Accepted(queued) => Ok(queued),
             EventOutcome::Duplicate { instance, .. } => Err(Error::storage(
                 "send",
@@ -412,17 +409,17 @@ impl<R: Registry, J: TaskJob<R::App>> TaskClient<R, J> {
     /// As [`send_in`](Self::send_in), and `Validation` for a bad event id.
     pub async fn send_in_with_id(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         id: &str,
         event: J::Event,
         event_id: &str,
     ) -> Result<EventOutcome<Queued>> {
-        self.send_in_with(conn, id, event, Some(event_id)).await
+        self.send_in_with(tx, id, event, Some(event_id)).await
     }
 
     async fn send_in_with(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         id: &str,
         event: J::Event,
         event_id: Option<&str>,
@@ -434,14 +431,13 @@ impl<R: Registry, J: TaskJob<R::App>> TaskClient<R, J> {
         let event = crate::json::encode(&event)
             .map_err(|m| Error::validation(ValidationTarget::Event, Some(J::NAME), m))?;
         inner.check_size(&event, ValidationTarget::Event, J::NAME)?;
-        let store = tx::postgres_store(self.client.engine.handle.store.as_ref(), J::NAME)?;
-        tx::check_in_transaction(conn, J::NAME)?;
+        let store = pg::postgres_store(self.client.engine.handle.store.as_ref(), J::NAME)?;
         let (event_id, given) = match event_id {
             Some(event_id) => (event_id.to_owned(), true),
             None => (format!("tx-{}", ulid::Ulid::new()), false),
         };
         let now = inner.clock.now();
-        let queued = tx::queue_event(conn, store, &key, &event, &event_id, given, now)
+        let queued = pg::queue_event(tx, store, &key, &event, &event_id, given, now)
             .await
             .map_err(|e| Error::from_store("send", e))?;
         Ok(if queued {

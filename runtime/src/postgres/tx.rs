@@ -65,20 +65,6 @@ pub(crate) fn not_on_postgres(job: &str) -> Error {
     )
 }
 
-/// Refuses a connection that is not in a transaction begun through sqlx, before any SQL: the
-/// action would be committed on its own, and the caller meant it to go with their transaction.
-pub(crate) fn check_in_transaction(conn: &PgConnection, job: &str) -> Result<()> {
-    if conn.is_in_transaction() {
-        return Ok(());
-    }
-    Err(Error::validation(
-        ValidationTarget::Config,
-        Some(job),
-        "the connection is not in a transaction: pass the transaction (`&mut tx`, from \
-         `pool.begin()`)",
-    ))
-}
-
 /// When this process last announced each kind of change, for [`ANNOUNCE_EVERY`].
 #[derive(Debug)]
 pub(crate) struct Announcements {
