@@ -7,6 +7,8 @@ mod instances;
 mod jobs;
 mod runs;
 mod step;
+#[cfg(feature = "postgres")]
+pub(crate) mod tx;
 
 use std::marker::PhantomData;
 
@@ -91,7 +93,10 @@ impl<R: Registry> Client<R> {
     where
         J: StepJobOf<R> + Registered<R>,
     {
-        StepJobClient::new(self.inner().steps.clone())
+        let client = StepJobClient::new(self.inner().steps.clone());
+        #[cfg(feature = "postgres")]
+        let client = client.with_store(self.engine.handle.store.clone());
+        client
     }
 
     /// The runs of every step job, untyped: list, read, retrigger, cancel, delete and watch

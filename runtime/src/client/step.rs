@@ -30,7 +30,10 @@ use crate::time::Timestamp;
 /// println!("{:?}", done.output);
 /// ```
 pub struct StepJobClient<A, J> {
-    rt: Arc<StepRuntime<A>>,
+    pub(super) rt: Arc<StepRuntime<A>>,
+    /// The engine's store, for the triggers made inside an application's transaction.
+    #[cfg(feature = "postgres")]
+    pub(super) store: Option<Arc<dyn crate::store::Store>>,
     _job: PhantomData<fn() -> J>,
 }
 
@@ -38,6 +41,8 @@ impl<A, J> Clone for StepJobClient<A, J> {
     fn clone(&self) -> Self {
         StepJobClient {
             rt: self.rt.clone(),
+            #[cfg(feature = "postgres")]
+            store: self.store.clone(),
             _job: PhantomData,
         }
     }
@@ -110,8 +115,17 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
     pub(crate) fn new(runtime: Arc<StepRuntime<A>>) -> Self {
         StepJobClient {
             rt: runtime,
+            #[cfg(feature = "postgres")]
+            store: None,
             _job: PhantomData,
         }
+    }
+
+    /// The client, knowing the engine's store.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn with_store(mut self, store: Arc<dyn crate::store::Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// The job's persisted name.
@@ -119,11 +133,29 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
         J::NAME
     }
 
-    fn encode(input: &J::Input) -> Result<String, String> {
+    pub(super) fn encode(input: &J::Input) -> Result<String, String> {
         crate::json::encode(input)
     }
 
-    fn triggered(
+    /// The inputs of a batch, encoded; the first that cannot be is refused, naming its index.
+    pub(super) fn encode_items(
+        items: Vec<BatchItem<J::Input>>,
+    ) -> Result<Vec<(String, TriggerOptions)>, Error> {
+        let mut encoded = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let input = Self::encode(&item.input).map_err(|m| {
+                Error::validation(
+                    ValidationTarget::Input,
+                    Some(J::NAME),
+                    format!("at index {i}: {m}"),
+                )
+            })?;
+            encoded.push((input, item.options));
+        }
+        Ok(encoded)
+    }
+
+    pub(super) fn triggered(
         out: Vec<(RunRecord, Disposition)>,
     ) -> Result<TriggeredRuns<J::Input, J::Output>, Error> {
         out.into_iter()
@@ -175,17 +207,7 @@ impl<A: Send + Sync + 'static, J: StepJob<A>> StepJobClient<A, J> {
         items: impl IntoIterator<Item = T>,
     ) -> Result<TriggeredRuns<J::Input, J::Output>, Error> {
         let items: Vec<BatchItem<J::Input>> = items.into_iter().map(Into::into).collect();
-        let mut encoded = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            let input = Self::encode(&item.input).map_err(|m| {
-                Error::validation(
-                    ValidationTarget::Input,
-                    Some(J::NAME),
-                    format!("at index {i}: {m}"),
-                )
-            })?;
-            encoded.push((input, item.options));
-        }
+        let encoded = Self::encode_items(items)?;
         let out = self.rt.trigger_encoded(J::NAME, encoded).await?;
         Self::triggered(out)
     }

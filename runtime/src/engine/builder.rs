@@ -391,6 +391,11 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
         if inner.claims.renews_leases() {
             tasks.push(tokio::spawn(scheduler::renew_leases(inner.clone())));
         }
+        // Task events sent inside applications' transactions, applied after their commit.
+        #[cfg(feature = "postgres")]
+        if let Some(inbox) = crate::postgres::inbox::applier(&inner, &owned) {
+            tasks.push(tokio::spawn(inbox));
+        }
         if has_step_jobs {
             steps.start();
         }

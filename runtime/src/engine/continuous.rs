@@ -227,6 +227,51 @@ impl<A: Send + Sync + 'static> Inner<A> {
         }
     }
 
+    /// The row a `start` made inside an application's transaction inserts, built before any
+    /// SQL: the input encoded and checked as `start` checks it, and the first run as its alarm.
+    /// With `start_immediately` the alarm is due now and the scheduler makes the first run once
+    /// the transaction commits, where `start` would make it inside the call.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn continuous_start_row(
+        &self,
+        job: &str,
+        key: &InstanceKey,
+        input: Input,
+    ) -> Result<crate::store::WriteBatch> {
+        let h = self.continuous_handler(job)?;
+        let (state, _) = h
+            .encode_input(input)
+            .map_err(|m| Error::validation(ValidationTarget::Input, Some(job), m))?;
+        self.check_size(&state, ValidationTarget::Input, job)?;
+        let now = self.clock.now();
+        let config = h.config();
+        let mut rec = InstanceRecord::new(key.clone(), now);
+        rec.state = Some(state);
+        rec.state_version = h.state_version();
+        rec.alarm_at = Some(if config.start_immediately {
+            now
+        } else {
+            self.next_run(config, key, now)?
+        });
+        let mut batch: crate::store::WriteBatch = Self::persist(None, key, Some(rec), now)
+            .into_iter()
+            .collect();
+        self.claims.version_inserts(&mut batch, now);
+        Ok(batch)
+    }
+
+    /// What `start` inside an application's transaction answers for the instance's row:
+    /// inserted by the call (`created`) or found.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn continuous_started(&self, rec: &InstanceRecord, created: bool) -> StartResult {
+        StartResult {
+            instance: rec.key.clone(),
+            created,
+            status: status_of(rec),
+            next_run_at: self.pending_alarm(rec),
+        }
+    }
+
     pub(crate) async fn continuous_trigger(&self, job: &str, id: &str) -> Result<TriggerResult> {
         let op = Operation::Trigger;
         let _active = self.enter(op)?;

@@ -136,6 +136,41 @@ fn due_at(config: &DebounceConfig, rec: &InstanceRecord) -> Timestamp {
     }
 }
 
+/// Records a folded event in the batch's row: its state, its count, and the flush alarm, which
+/// a pending retry keeps.
+fn fold_into_row(
+    config: &DebounceConfig,
+    state_version: u32,
+    rec: &mut InstanceRecord,
+    state: String,
+    event_count: u64,
+    now: Timestamp,
+) {
+    rec.state = Some(state);
+    rec.state_version = state_version;
+    rec.event_count = event_count;
+    rec.last_event_at = Some(now);
+    if rec.retry_attempt <= 1 {
+        rec.alarm_at = Some(due_at(config, rec));
+    }
+}
+
+/// Why a batch's alarm flushes it at `now`.
+fn alarm_reason(config: &DebounceConfig, rec: &InstanceRecord, now: Timestamp) -> FlushReason {
+    let deadline = rec.batch_started_at.unwrap_or(rec.created_at) + config.flush_after;
+    // Before its deadline, a batch not retrying that holds `max_events` was brought there by an
+    // add inside an application's transaction, which leaves the flush to the alarm (an add
+    // outside one flushes at once, and a batch kept after a failed flush starts a new window).
+    let full = config.max_events.is_some_and(|max| rec.event_count >= max);
+    if full && rec.retry_attempt <= 1 && now < deadline {
+        FlushReason::MaxEvents
+    } else if config.quiet.is_some() && now < deadline {
+        FlushReason::Quiet
+    } else {
+        FlushReason::FlushAfter
+    }
+}
+
 impl<A: Send + Sync + 'static> Inner<A> {
     fn debounce_handler(&self, name: &str) -> Result<Arc<dyn DebounceHandler<A>>> {
         match self.handler(name)? {
@@ -229,13 +264,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
             }
         };
         self.check_size(&state, ValidationTarget::State, job)?;
-        rec.state = Some(state);
-        rec.state_version = h.state_version();
-        rec.event_count = event_count;
-        rec.last_event_at = Some(now);
-        if rec.retry_attempt <= 1 {
-            rec.alarm_at = Some(due_at(config, &rec));
-        }
+        fold_into_row(config, h.state_version(), &mut rec, state, event_count, now);
         let mut events = self.events();
         if created {
             let flush_at = now + config.flush_after;
@@ -295,6 +324,75 @@ impl<A: Send + Sync + 'static> Inner<A> {
             will_flush_at,
             flush,
         })
+    }
+
+    /// The write of an `add` made inside an application's transaction, to the row read there
+    /// (`existing`, locked until that transaction ends): the event folded into the batch as
+    /// `add` folds it, nothing else. A batch the event brings to `max_events` is written with
+    /// its alarm due now: the scheduler flushes it once the transaction commits
+    /// ([`FlushReason::MaxEvents`]), where `add` would flush it inside the call. A row whose
+    /// state does not decode is refused as broken (not marked: the caller's transaction may
+    /// roll back; the engine marks it when it next reads it).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn debounce_add_write(
+        &self,
+        job: &str,
+        key: &InstanceKey,
+        existing: Option<InstanceRecord>,
+        event: Input,
+    ) -> Result<(crate::store::WriteBatch, AddResult)> {
+        let op = Operation::Add;
+        let h = self.debounce_handler(job)?;
+        let event = h.decode_event(event)?;
+        let prior = match &existing {
+            Some(rec) => {
+                if let Some(why) = &rec.broken {
+                    return Err(super::broken_error(key, op, why));
+                }
+                let json = rec.state.as_deref().unwrap_or("null");
+                let decoded = h
+                    .decode_state(json, rec.state_version)
+                    .map_err(|why| super::broken_error(key, op, &why))?;
+                Some(decoded.state)
+            }
+            None => None,
+        };
+        let now = self.clock.now();
+        let config = h.config();
+        let expected = existing.as_ref().map(|r| r.version);
+        let created = existing.is_none();
+        let mut rec = existing.unwrap_or_else(|| {
+            let mut r = InstanceRecord::new(key.clone(), now);
+            r.batch_started_at = Some(now);
+            r
+        });
+        let event_count = rec.event_count + 1;
+        let ctx = EventContext {
+            instance: key.clone(),
+            event_count,
+            now,
+        };
+        let (state, _) = h.fold(prior, event, &ctx)?;
+        self.check_size(&state, ValidationTarget::State, job)?;
+        fold_into_row(config, h.state_version(), &mut rec, state, event_count, now);
+        if config.max_events.is_some_and(|max| event_count >= max) {
+            rec.alarm_at = Some(now);
+        }
+        let will_flush_at = rec.alarm_at;
+        let mut batch: crate::store::WriteBatch = Self::persist(expected, key, Some(rec), now)
+            .into_iter()
+            .collect();
+        self.claims.version_inserts(&mut batch, now);
+        Ok((
+            batch,
+            AddResult {
+                instance: key.clone(),
+                created,
+                event_count,
+                will_flush_at,
+                flush: None,
+            },
+        ))
     }
 
     pub(crate) async fn debounce_flush(&self, job: &str, id: &str) -> Result<FlushResult> {
@@ -414,12 +512,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
         let expected = rec.version;
         let now = self.clock.now();
         let config = h.config();
-        let deadline = rec.batch_started_at.unwrap_or(rec.created_at) + config.flush_after;
-        let reason = if config.quiet.is_some() && now < deadline {
-            FlushReason::Quiet
-        } else {
-            FlushReason::FlushAfter
-        };
+        let reason = alarm_reason(config, &rec, now);
         let mut events = self.events();
         let key = rec.key.clone();
         let end = self

@@ -307,6 +307,13 @@ impl<A: Send + Sync + 'static> Inner<A> {
         key: &InstanceKey,
         operation: Operation,
     ) -> Result<KeyGuard<'_>> {
+        self.refuse_reentry(key, operation)?;
+        Ok(self.locks.lock(key).await)
+    }
+
+    /// Refuses an action on `key` made from the user code of one of `key`'s own executions,
+    /// which would wait for that execution to end.
+    pub(crate) fn refuse_reentry(&self, key: &InstanceKey, operation: Operation) -> Result<()> {
         if EXECUTING
             .try_with(|running| running == key)
             .unwrap_or(false)
@@ -317,7 +324,7 @@ impl<A: Send + Sync + 'static> Inner<A> {
                 state: "executing (the call comes from its own handler)".into(),
             });
         }
-        Ok(self.locks.lock(key).await)
+        Ok(())
     }
 
     pub(crate) async fn load(

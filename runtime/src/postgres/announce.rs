@@ -32,6 +32,14 @@ const KINDS: [(Change, &str); 3] = [
     (Change::RunEnded, "ended"),
 ];
 
+/// The payload that announces `change` on the schema's channel.
+pub(crate) fn payload(change: Change) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(kind, _)| *kind == change)
+        .map_or("alarms", |(_, word)| *word)
+}
+
 /// The change a payload announces; `None` for another payload (a probe's).
 pub(crate) fn parse(payload: &str) -> Option<Change> {
     KINDS

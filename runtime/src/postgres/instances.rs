@@ -47,6 +47,27 @@ pub(super) async fn load(
     row.map(|row| record_from_row(&row)).transpose()
 }
 
+/// The instance row of `key`, if any, locked until the end of the transaction (`FOR UPDATE`):
+/// what an action inside the application's transaction changes.
+pub(super) async fn load_for_update(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    key: &InstanceKey,
+) -> Result<Option<InstanceRecord>, StoreError> {
+    let row = sqlx::query(&sql.get(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM {s}.instances WHERE kind = $1 AND job = $2 AND id = $3 FOR UPDATE"
+    )))
+    .bind(key.kind().as_str())
+    .bind(key.job())
+    .bind(key.id())
+    .fetch_optional(conn)
+    .await
+    .context_with(|| format!("locking {key}"))?;
+    row.map(|row| record_from_row(&row)).transpose()
+}
+
 /// Whether `event_id` was recorded for `key`.
 pub(super) async fn has_event_id(
     conn: &mut PgConnection,
@@ -116,7 +137,7 @@ pub(super) async fn apply_batch(
     Ok(())
 }
 
-async fn insert(
+pub(super) async fn insert(
     conn: &mut PgConnection,
     sql: &Sql,
     record: &InstanceRecord,
@@ -140,7 +161,7 @@ async fn insert(
 /// Writes every column, fenced on the version. Writing a column its stored value changes
 /// nothing for PostgreSQL's HOT updates, which compare the indexed columns' values: an update
 /// that leaves the alarm and the lease where they were writes no index entry either way.
-async fn update(
+pub(super) async fn update(
     conn: &mut PgConnection,
     sql: &Sql,
     record: &InstanceRecord,
@@ -188,7 +209,7 @@ async fn delete(
     }
 }
 
-async fn record_event(
+pub(super) async fn record_event(
     conn: &mut PgConnection,
     sql: &Sql,
     key: &InstanceKey,
@@ -221,9 +242,11 @@ async fn record_event(
 /// Claims the alarm of `key` if it is due and not held by a live lease; see
 /// [`Backend::claim_alarm`](crate::store::Backend::claim_alarm).
 ///
-/// One conditional `UPDATE`: a concurrent claim of the same row waits for this one's commit,
-/// then finds the lease live (PostgreSQL checks the condition again on the row it waited for)
-/// and claims nothing.
+/// One conditional `UPDATE` of the row, if no other transaction holds it locked (`SKIP
+/// LOCKED`): a concurrent claim of the same row claims nothing, and neither does a claim of a
+/// row an application's transaction holds (an `add_in` not yet committed), which would
+/// otherwise keep this connection waiting for as long as that transaction lasts. The alarm stays
+/// due, and the scheduler's next look claims it.
 pub(super) async fn claim_alarm(
     conn: &mut PgConnection,
     sql: &Sql,
@@ -239,6 +262,9 @@ pub(super) async fn claim_alarm(
           WHERE kind = $1 AND job = $2 AND id = $3
             AND alarm_at IS NOT NULL AND alarm_at <= $4
             AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= $4)
+            AND (kind, job, id) IN (SELECT kind, job, id FROM {s}.instances
+                                     WHERE kind = $1 AND job = $2 AND id = $3
+                                       FOR UPDATE SKIP LOCKED)
           RETURNING ",
         record_columns!()
     )))

@@ -27,10 +27,16 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: schema::VERSION_1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: schema::VERSION_1,
+    },
+    Migration {
+        version: 2,
+        sql: schema::VERSION_2,
+    },
+];
 
 /// The second key of the advisory lock migrations take (the first is the schema's hash).
 pub(crate) const MIGRATION_LOCK: i32 = 1;

@@ -6,6 +6,7 @@
 mod announce;
 mod builder;
 mod codec;
+pub(crate) mod inbox;
 mod instances;
 mod listen;
 mod listing;
@@ -15,6 +16,7 @@ mod runs;
 mod schema;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tx;
 mod wakeups;
 
 use std::fmt;
@@ -32,6 +34,7 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 
+pub use crate::client::tx::{EventOutcome, Queued, TriggerOutcome};
 use codec::{check_schema_name, is_transient, Context, DbTime, Sql};
 use options::Source;
 pub use options::{PostgresOptions, DEFAULT_FALLBACK_POLL_INTERVAL, DEFAULT_SCHEMA};
@@ -71,6 +74,8 @@ pub struct PostgresStore {
     announce_within: Duration,
     wakeups: Wakeups,
     closed: AtomicBool,
+    /// When writes inside applications' transactions last announced work.
+    announcements: tx::Announcements,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -166,6 +171,7 @@ impl PostgresStore {
             announce_within: options.fallback_poll_interval,
             wakeups,
             closed: AtomicBool::new(false),
+            announcements: tx::Announcements::new(),
         })
     }
 

@@ -143,3 +143,30 @@ CREATE TABLE {s}.run_logs (
 ) WITH (autovacuum_vacuum_insert_scale_factor = 0.05);
 CREATE INDEX run_logs_run ON {s}.run_logs (run_id, created_at, id);
 "#;
+
+/// Migration 2: the inbox of events sent to task instances inside an application's own
+/// transaction (`TaskClient::send_in`). An engine applies each after the transaction commits,
+/// through the same `send` as any other event, and deletes it: per instance in `seq` order, one
+/// entry at a time, each leased to the engine applying it. Every entry has an event id (the
+/// caller's, or one made for it), recorded when it is applied, so an entry applied by an engine
+/// that died before deleting it is not applied twice.
+pub(crate) const VERSION_2: &str = r#"
+CREATE TABLE {s}.inbox (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind        text COLLATE "C" NOT NULL,
+    job         text COLLATE "C" NOT NULL,
+    id          text COLLATE "C" NOT NULL,
+    event       text        NOT NULL,
+    event_id    text COLLATE "C" NOT NULL,
+    created_at  timestamptz NOT NULL,
+    lease_owner text,
+    lease_until timestamptz,
+    attempts    bigint      NOT NULL DEFAULT 0,
+    last_error  text
+) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.05);
+
+-- Each instance's entries in order (the head is the one applied next), and one entry per
+-- event id and instance.
+CREATE UNIQUE INDEX inbox_event_ids ON {s}.inbox (kind, job, id, event_id);
+CREATE INDEX inbox_instances ON {s}.inbox (kind, job, id, seq);
+"#;

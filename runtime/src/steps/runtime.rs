@@ -278,33 +278,11 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
         job: &str,
         items: Vec<(String, TriggerOptions)>,
     ) -> Result<Vec<(RunRecord, Disposition)>, Error> {
-        if self.job(job).is_none() {
-            return Err(Error::JobNotFound {
-                name: job.to_owned(),
-            });
-        }
-        let batch = items.len() > 1;
-        for (i, (_, options)) in items.iter().enumerate() {
-            options
-                .validate(job)
-                .map_err(|e| at_index(e, batch.then_some(i)))?;
-        }
-        if items.is_empty() {
+        let now = self.shared.clock.now();
+        let runs = self.new_runs(job, items, now)?;
+        if runs.is_empty() {
             return Ok(Vec::new());
         }
-        let now = self.shared.clock.now();
-        let runs: Vec<NewRun> = items
-            .into_iter()
-            .map(|(input, o)| NewRun {
-                id: self.shared.next_id(now),
-                job_name: job.to_owned(),
-                input,
-                idempotency_key: o.idempotency_key,
-                concurrency_key: o.concurrency_key,
-                labels: o.labels,
-                coalesce: o.coalesce.is_some(),
-            })
-            .collect();
         let inputs: Vec<(String, super::run::Labels)> = if self.shared.events.listening() {
             runs.iter()
                 .map(|r| (r.input.clone(), r.labels.clone()))
@@ -367,6 +345,39 @@ impl<A: Send + Sync + 'static> StepRuntime<A> {
             self.shared.wake.notify_one();
         }
         Ok(out)
+    }
+
+    /// The runs of `job` that `items` (inputs already encoded) create at `now`, with their
+    /// ids, once every item's options are valid. Nothing is written.
+    pub(crate) fn new_runs(
+        &self,
+        job: &str,
+        items: Vec<(String, TriggerOptions)>,
+        now: Timestamp,
+    ) -> Result<Vec<NewRun>, Error> {
+        if self.job(job).is_none() {
+            return Err(Error::JobNotFound {
+                name: job.to_owned(),
+            });
+        }
+        let batch = items.len() > 1;
+        for (i, (_, options)) in items.iter().enumerate() {
+            options
+                .validate(job)
+                .map_err(|e| at_index(e, batch.then_some(i)))?;
+        }
+        Ok(items
+            .into_iter()
+            .map(|(input, o)| NewRun {
+                id: self.shared.next_id(now),
+                job_name: job.to_owned(),
+                input,
+                idempotency_key: o.idempotency_key,
+                concurrency_key: o.concurrency_key,
+                labels: o.labels,
+                coalesce: o.coalesce.is_some(),
+            })
+            .collect())
     }
 
     /// Creates runs of `job` from JSON inputs, decoding each into the job's input type first

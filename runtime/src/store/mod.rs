@@ -97,7 +97,10 @@ pub enum Ownership {
 /// Hand one to [`EngineBuilder::store`](crate::EngineBuilder::store);
 /// [`sqlite(path)`](crate::EngineBuilder::sqlite) and
 /// [`in_memory()`](crate::EngineBuilder::in_memory) are shortcuts for the embedded SQLite store.
-pub trait Store: Backend + RunStore {
+///
+/// A store is also [`Any`](std::any::Any), so that what only one driver can do (PostgreSQL's
+/// enqueue inside the application's transaction) finds that driver behind `dyn Store`.
+pub trait Store: Backend + RunStore + std::any::Any {
     /// Whether this store is the only process on its data. Asked once, when the engine starts:
     /// the engine picks its claim, cache and recovery strategy from the answer.
     fn ownership(&self) -> Ownership;

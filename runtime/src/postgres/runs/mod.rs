@@ -11,7 +11,7 @@
 mod admin;
 mod claim;
 pub(crate) mod codec;
-mod enqueue;
+pub(super) mod enqueue;
 mod fenced;
 
 use super::{Decision, PostgresStore};
