@@ -54,7 +54,7 @@ install_durably() {
 install_npm_peer() {
   local name=$1 dir=$work/$1
   mkdir -p "$dir"
-  cp "$here/peers/$name/package.json" "$here/peers/$name/package-lock.json" \
+  cp -p "$here/peers/$name/package.json" "$here/peers/$name/package-lock.json" \
      "$here/peers/$name/bench.mjs" "$dir/"
   if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
