@@ -107,6 +107,37 @@ pub(crate) fn burndown_variant(mode: durable_jobs::sqlite::Synchronous, c: usize
     format!("synchronous={} concurrency={c}", sync_name(mode))
 }
 
+/// The variant name of `steps` on PostgreSQL (with its worker concurrency when one was given).
+pub(crate) fn steps_variant_postgres(cfg: &Config) -> String {
+    let mut variant = "backend=postgres".to_owned();
+    if let Some(c) = cfg.step_concurrency {
+        variant.push_str(&format!(" concurrency={c}"));
+    }
+    variant
+}
+
+/// The variant name of `burndown` on PostgreSQL at worker concurrency `c`.
+pub(crate) fn burndown_variant_postgres(c: usize) -> String {
+    format!("backend=postgres concurrency={c}")
+}
+
+/// Runs of the durably `steps` peer on PostgreSQL: by default 200 (it drains a few dozen runs
+/// a second there, so its drain takes seconds).
+pub(crate) fn durably_postgres_runs(cfg: &Config) -> usize {
+    cfg.peer_runs.unwrap_or(200).max(1)
+}
+
+/// Jobs of the graphile-worker peer: batched, as many as ours (it drains thousands a second);
+/// with its defaults a tenth (hundreds a second), so that each drains in seconds.
+pub(crate) fn graphile_jobs(cfg: &Config, batched: bool) -> usize {
+    match (cfg.peer_jobs, batched) {
+        (Some(jobs), _) => jobs,
+        (None, true) => cfg.burndown_jobs,
+        (None, false) => cfg.burndown_jobs / 10,
+    }
+    .max(1)
+}
+
 /// Runs of the durably `steps` peer: by default 1,000, so that its drain takes seconds like
 /// ours (20,000 runs in about one) instead of minutes. durably drains a small table faster
 /// than a large one, so a smaller size favours it.
@@ -287,6 +318,114 @@ fn specs(cfg: &Config) -> Vec<Spec> {
                 metric: "drain_share_of_limit",
                 variant: ours.clone(),
             });
+        }
+    }
+    specs.extend(postgres_specs(cfg));
+    specs
+}
+
+/// The comparisons of `--backend postgres`: durably on PostgreSQL for `steps`, graphile-worker
+/// (batched, and its defaults) for `burndown`, each on the same server right after ours.
+fn postgres_specs(cfg: &Config) -> Vec<Spec> {
+    let mut specs = Vec::new();
+    let ours = steps_variant_postgres(cfg);
+    let steps_size = format!("{} runs", human(cfg.steps_runs as f64));
+    let durably = format!(
+        "durably 0.15.0 on PostgreSQL (8 slots, 10 ms poll), {} runs",
+        human(durably_postgres_runs(cfg) as f64)
+    );
+    for (metric, what, kind, target, name) in [
+        (
+            "drain_runs_per_s",
+            "drain",
+            Kind::Times,
+            Some(Target::AtLeast(50.0)),
+            "drain_vs_durably",
+        ),
+        (
+            "trigger_per_s",
+            "trigger",
+            Kind::Times,
+            None,
+            "trigger_vs_durably",
+        ),
+        (
+            "cpu_us_total_per_unit",
+            "CPU per run (whole process)",
+            Kind::LessCpu,
+            None,
+            "cpu_vs_durably",
+        ),
+    ] {
+        specs.push(Spec {
+            figure: format!("steps postgres {what}"),
+            ours: Side::new("steps", &ours, metric).label(&steps_size),
+            theirs: Side::new("steps", format!("durably {ours}"), metric).label(&durably),
+            kind,
+            target,
+            workload: "steps",
+            metric: name,
+            variant: ours.clone(),
+        });
+    }
+    let ours_jobs = format!("{} jobs", human(cfg.burndown_jobs as f64));
+    for &c in &cfg.burndown_concurrency {
+        let ours = burndown_variant_postgres(c);
+        for (mode, settings) in [
+            ("batched", "local queue 500, batch delays 0"),
+            ("defaults", "defaults"),
+        ] {
+            let label = format!(
+                "graphile-worker 0.18.0 ({settings}), {} jobs",
+                human(graphile_jobs(cfg, mode == "batched") as f64)
+            );
+            let theirs = format!("graphile {mode} {ours}");
+            let figures: &[(&'static str, &str, Kind, Option<Target>, &'static str)] =
+                if mode == "batched" {
+                    &[
+                        (
+                            "drain_per_s",
+                            "drain",
+                            Kind::Times,
+                            Some(Target::AtLeast(2.0)),
+                            "drain_vs_graphile_batched",
+                        ),
+                        (
+                            "enqueue_per_s",
+                            "enqueue",
+                            Kind::Times,
+                            None,
+                            "enqueue_vs_graphile_batched",
+                        ),
+                        (
+                            "cpu_us_total_per_unit",
+                            "CPU per job (whole process)",
+                            Kind::LessCpu,
+                            None,
+                            "cpu_vs_graphile_batched",
+                        ),
+                    ]
+                } else {
+                    &[(
+                        "drain_per_s",
+                        "drain",
+                        Kind::Times,
+                        None,
+                        "drain_vs_graphile_defaults",
+                    )]
+                };
+            for &(metric, what, kind, target, name) in figures {
+                specs.push(Spec {
+                    figure: format!("burndown postgres c={c} {what}, graphile {mode}"),
+                    ours: Side::new("burndown", &ours, metric).label(&ours_jobs),
+                    theirs: Side::new("burndown", theirs.clone(), metric).label(label.clone()),
+                    kind,
+                    target,
+                    workload: "burndown",
+                    metric: name,
+                    variant: ours.clone(),
+                });
+            }
         }
     }
     specs

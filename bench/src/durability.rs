@@ -24,6 +24,17 @@ impl fmt::Display for Durability {
     }
 }
 
+impl Durability {
+    /// A PostgreSQL server's commits: `journal_mode` is `postgres`, the level its
+    /// `synchronous_commit` (`ON`, `OFF`, `REMOTE_APPLY`, ...).
+    pub(crate) fn postgres(synchronous_commit: &str) -> Durability {
+        Durability {
+            journal_mode: "postgres".into(),
+            synchronous: synchronous_commit.to_ascii_uppercase(),
+        }
+    }
+}
+
 /// SQLite's number for a `synchronous` level, or its name, as the name.
 fn level_name(level: &str) -> String {
     match level.to_ascii_uppercase().as_str() {
@@ -84,5 +95,10 @@ mod tests {
         let line = serde_json::json!({"journal_mode": "WAL", "synchronous": "normal"});
         assert_eq!(of_peer(&line).unwrap().to_string(), "wal/NORMAL");
         assert!(of_peer(&serde_json::json!({"drain_per_s": 5})).is_none());
+
+        // A PostgreSQL peer's line and ours agree when the server's level is the same.
+        let line = serde_json::json!({"journal_mode": "postgres", "synchronous": "on"});
+        assert_eq!(of_peer(&line), Some(Durability::postgres("on")));
+        assert_eq!(Durability::postgres("on").to_string(), "postgres/ON");
     }
 }

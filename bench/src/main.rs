@@ -5,6 +5,7 @@ mod compare;
 mod durability;
 mod jobs;
 mod peers;
+mod pg;
 mod processes;
 mod report;
 mod stats;
@@ -66,6 +67,13 @@ OPTIONS:
                          their file (default exclusive): `shared` runs the engine as one of
                          several processes on the file (durable leased claims, no cache);
                          peers are compared with exclusive mode only
+    --backend sqlite|postgres   the store of `steps` and `burndown` (default sqlite):
+                         postgres keeps each run in a fresh schema (dropped afterwards) of
+                         the server DURABLE_JOBS_PG_URL names (default
+                         postgres://postgres@127.0.0.1:5432/test) and reports the server's
+                         synchronous_commit; its peers are durably on PostgreSQL (`steps`) and
+                         graphile-worker (`burndown`); --sync, --mode and --processes do not
+                         apply to it
     --processes N        `steps` and `burndown` in shared mode: N engine processes drain the
                          same file (this one and N-1 children; default 1)
     --runs N             steps: runs (default 20000)
@@ -91,6 +99,15 @@ OUTPUT:
     missed; 1 when a workload failed.
 ";
 
+/// Where `steps` and `burndown` keep their engine's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// A SQLite file in the temp dir.
+    Sqlite,
+    /// A fresh schema of a PostgreSQL server.
+    Postgres,
+}
+
 /// Sizes and switches of a benchmark run.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -102,6 +119,7 @@ pub(crate) struct Config {
     pub(crate) sync: Vec<Synchronous>,
     pub(crate) modes: Vec<Ownership>,
     pub(crate) processes: usize,
+    pub(crate) backend: Backend,
     pub(crate) steps_runs: usize,
     pub(crate) steps_batch: usize,
     pub(crate) steps_per_run: usize,
@@ -129,6 +147,7 @@ impl Default for Config {
             sync: vec![Synchronous::Normal, Synchronous::Full],
             modes: vec![Ownership::Exclusive],
             processes: 1,
+            backend: Backend::Sqlite,
             steps_runs: 20_000,
             steps_batch: 500,
             steps_per_run: 3,
@@ -224,7 +243,7 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
             "--repeat" | "--peer-runs" | "--peer-jobs" | "--sync" | "--runs" | "--batch"
             | "--instances" | "--events" | "--callers" | "--seconds" | "--iterations"
             | "--jobs" | "--concurrency" | "--dir" | "--step-concurrency" | "--mode"
-            | "--processes" => {
+            | "--processes" | "--backend" => {
                 let v = value(&arg)?;
                 overrides.push((arg, v));
             }
@@ -306,6 +325,13 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
                 mode_given = true;
             }
             "--processes" => cfg.processes = n()?.clamp(1, 64),
+            "--backend" => {
+                cfg.backend = match v.to_ascii_lowercase().as_str() {
+                    "sqlite" => Backend::Sqlite,
+                    "postgres" | "postgresql" => Backend::Postgres,
+                    _ => return Err(format!("--backend takes sqlite or postgres, not `{v}`")),
+                }
+            }
             _ => unreachable!("every option is matched above"),
         }
     }
@@ -319,6 +345,19 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
                         alone"
                     .into(),
             );
+        }
+    }
+    if cfg.backend == Backend::Postgres {
+        if cfg.processes > 1 {
+            return Err("--processes runs on SQLite only for now".into());
+        }
+        if let Some(w) = workloads
+            .iter()
+            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown))
+        {
+            return Err(format!(
+                "--backend postgres runs `steps` and `burndown` only, not {w:?}"
+            ));
         }
     }
     if workloads.is_empty() {
@@ -482,6 +521,26 @@ mod tests {
             .unwrap_err()
             .contains("--mode"));
         assert_eq!(mode_suffix(&cfg, Ownership::Exclusive), "");
+    }
+
+    #[test]
+    fn the_backend_is_sqlite_unless_postgres_is_asked_for() {
+        let (_, cfg, _) = parse_args(args("steps")).unwrap();
+        assert_eq!(cfg.backend, Backend::Sqlite);
+        let (w, cfg, _) = parse_args(args("steps burndown --backend postgres")).unwrap();
+        assert_eq!(w, vec![Workload::Steps, Workload::Burndown]);
+        assert_eq!(cfg.backend, Backend::Postgres);
+        let (_, cfg, _) = parse_args(args("burndown --backend PostgreSQL")).unwrap();
+        assert_eq!(cfg.backend, Backend::Postgres);
+        assert!(parse_args(args("steps --backend mysql"))
+            .unwrap_err()
+            .contains("--backend"));
+        assert!(parse_args(args("latency --backend postgres"))
+            .unwrap_err()
+            .contains("Latency"));
+        assert!(parse_args(args("steps --backend postgres --processes 3"))
+            .unwrap_err()
+            .contains("--processes"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::report::{Metric, Report};
 use crate::stats::rate;
 use crate::step_jobs::NoOp;
 use crate::sys::Usage;
+use crate::workloads::steps::Place;
 use crate::{sync_name, BenchResult, Config};
 
 pub(crate) async fn run(
@@ -25,6 +26,12 @@ pub(crate) async fn run(
     report: &mut Report,
     peers: &mut Peers,
 ) -> BenchResult {
+    if cfg.backend == crate::Backend::Postgres {
+        for &c in &cfg.burndown_concurrency {
+            run_postgres(cfg, report, peers, c).await?;
+        }
+        return Ok(());
+    }
     for &mode in &cfg.sync {
         for &c in &cfg.burndown_concurrency {
             for &ownership in &cfg.modes {
@@ -44,11 +51,56 @@ async fn run_one(
     c: usize,
     ownership: Ownership,
 ) -> BenchResult {
-    let n = cfg.burndown_jobs;
     let variant = burndown_variant(mode, c) + &crate::mode_suffix(cfg, ownership);
     let path = dir.join(format!("burndown-{}-{c}-{ownership:?}.db", sync_name(mode)));
-    let (engine, app) = super::steps::engine(&path, mode, ownership, Some(c), false).await?;
-    let durability = crate::durability::of_engine(&engine).await?;
+    let place = Place::File {
+        path,
+        sync: mode,
+        ownership,
+    };
+    let variant = measure(cfg, report, &place, &variant, c).await?;
+
+    // Right after ours: effectum in WAL at the same level, the pair's other half
+    // (exclusive mode only: effectum holds its file alone too).
+    if ownership != Ownership::Exclusive {
+        return Ok(());
+    }
+    let wal_jobs = effectum_jobs(cfg, Some(mode));
+    if let Some(v) = peers.run(
+        "effectum",
+        &[wal_jobs.to_string(), c.to_string()],
+        &[("JOURNAL", "wal"), ("SYNC", sync_name(mode))],
+        report,
+    ) {
+        let variant = format!("effectum {variant}");
+        crate::peers::record(report, "burndown", &variant, &v, &FIGURES);
+    }
+    // effectum as shipped sets NORMAL itself (and syncs at every commit all the same).
+    if mode == Synchronous::Normal {
+        if let Some(v) = peers.run(
+            "effectum",
+            &[effectum_jobs(cfg, None).to_string(), c.to_string()],
+            &[("JOURNAL", "delete")],
+            report,
+        ) {
+            let variant = format!("effectum as shipped concurrency={c}");
+            crate::peers::record(report, "burndown", &variant, &v, &FIGURES);
+        }
+    }
+    Ok(())
+}
+
+/// Enqueues and drains the jobs on an engine at `place`, and records the figures as `variant`.
+async fn measure(
+    cfg: &Config,
+    report: &mut Report,
+    place: &Place,
+    variant: &str,
+    c: usize,
+) -> BenchResult<String> {
+    let n = cfg.burndown_jobs;
+    let variant = variant.to_owned();
+    let (engine, app, durability) = place.start(Some(c)).await?;
     let client = engine.client();
     let jobs = client.step_job::<NoOp>();
 
@@ -60,7 +112,15 @@ async fn run_one(
         i = end;
     }
     let enqueued = start.elapsed();
-    let children = super::steps::children(cfg, ownership, &path, mode, c)?;
+    // Other processes drain a shared file with this one when asked (SQLite only).
+    let children = match place {
+        Place::File {
+            path,
+            sync,
+            ownership,
+        } => super::steps::children(cfg, *ownership, path, *sync, c)?,
+        Place::Postgres(_) => None,
+    };
     let usage = Usage::now();
     let drain = Instant::now();
     let children_ns = super::steps::drain(&jobs, &app, children, n, c).await?;
@@ -84,38 +144,42 @@ async fn run_one(
         .push(Metric::new("burndown", "drain_per_s", rate(n, drained), "jobs/s").variant(&variant));
     report.durability("burndown", &variant, durability);
     report.load("burndown", &variant);
+    Ok(variant)
+}
 
-    // Right after ours: effectum in WAL at the same level, the pair's other half
-    // (exclusive mode only: effectum holds its file alone too).
-    if ownership != Ownership::Exclusive {
-        return Ok(());
-    }
-    let figures = [
-        ("enqueue_per_s", "jobs/s"),
-        ("drain_per_s", "jobs/s"),
-        ("cpu_us_total_per_unit", "us"),
-    ];
-    let wal_jobs = effectum_jobs(cfg, Some(mode));
-    if let Some(v) = peers.run(
-        "effectum",
-        &[wal_jobs.to_string(), c.to_string()],
-        &[("JOURNAL", "wal"), ("SYNC", sync_name(mode))],
-        report,
-    ) {
-        let variant = format!("effectum {variant}");
-        crate::peers::record(report, "burndown", &variant, &v, &figures);
-    }
-    // effectum as shipped sets NORMAL itself (and syncs at every commit all the same).
-    if mode == Synchronous::Normal {
+/// `burndown` on PostgreSQL at concurrency `c`, then graphile-worker on the same server:
+/// batched (the pair's other half) and with its defaults (shown, never divided by).
+async fn run_postgres(
+    cfg: &Config,
+    report: &mut Report,
+    peers: &mut Peers,
+    c: usize,
+) -> BenchResult {
+    let place = Place::Postgres(crate::pg::Schema::fresh().await?);
+    let variant = crate::compare::burndown_variant_postgres(c);
+    let measured = measure(cfg, report, &place, &variant, c).await;
+    place.clean_up().await?;
+    let variant = measured?;
+    for (mode, jobs) in [
+        ("batched", crate::compare::graphile_jobs(cfg, true)),
+        ("defaults", crate::compare::graphile_jobs(cfg, false)),
+    ] {
         if let Some(v) = peers.run(
-            "effectum",
-            &[effectum_jobs(cfg, None).to_string(), c.to_string()],
-            &[("JOURNAL", "delete")],
+            "graphile-worker",
+            &[jobs.to_string(), c.to_string(), mode.into()],
+            &[],
             report,
         ) {
-            let variant = format!("effectum as shipped concurrency={c}");
-            crate::peers::record(report, "burndown", &variant, &v, &figures);
+            let variant = format!("graphile {mode} {variant}");
+            crate::peers::record(report, "burndown", &variant, &v, &FIGURES);
         }
     }
     Ok(())
 }
+
+/// The figures of the peers' JSON lines, and their units.
+const FIGURES: [(&str, &str); 3] = [
+    ("enqueue_per_s", "jobs/s"),
+    ("drain_per_s", "jobs/s"),
+    ("cpu_us_total_per_unit", "us"),
+];

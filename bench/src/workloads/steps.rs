@@ -46,6 +46,74 @@ pub(crate) async fn engine(
     Ok((engine, app))
 }
 
+/// An engine running the step-job workloads' jobs on the PostgreSQL store `options` points
+/// at, its gate closed.
+pub(crate) async fn engine_postgres(
+    options: durable_jobs::postgres::PostgresOptions,
+    concurrency: Option<usize>,
+) -> BenchResult<(Engine<StepJobs>, Arc<StepApp>)> {
+    let app = Arc::new(StepApp::new(false));
+    let mut step_options = StepOptions::default();
+    if let Some(c) = concurrency {
+        step_options = step_options.max_concurrent_runs(c);
+    }
+    let engine = Engine::<StepJobs>::builder()
+        .postgres_options(options)
+        .step_options(step_options)
+        .app(app.clone())
+        .start()
+        .await?;
+    Ok((engine, app))
+}
+
+/// Where one run of a workload keeps its engine's data.
+pub(crate) enum Place {
+    /// A SQLite file.
+    File {
+        path: std::path::PathBuf,
+        sync: Synchronous,
+        ownership: Ownership,
+    },
+    /// A fresh schema on the PostgreSQL server.
+    Postgres(crate::pg::Schema),
+}
+
+impl Place {
+    /// Starts the workloads' engine here (gate closed) and reads how it commits.
+    pub(crate) async fn start(
+        &self,
+        concurrency: Option<usize>,
+    ) -> BenchResult<(
+        Engine<StepJobs>,
+        Arc<StepApp>,
+        crate::durability::Durability,
+    )> {
+        match self {
+            Place::File {
+                path,
+                sync,
+                ownership,
+            } => {
+                let (engine, app) = engine(path, *sync, *ownership, concurrency, false).await?;
+                let durability = crate::durability::of_engine(&engine).await?;
+                Ok((engine, app, durability))
+            }
+            Place::Postgres(schema) => {
+                let (engine, app) = engine_postgres(schema.options(), concurrency).await?;
+                Ok((engine, app, schema.durability().await?))
+            }
+        }
+    }
+
+    /// Removes what the run left (the schema; the temp dir goes with the workload).
+    pub(crate) async fn clean_up(self) -> BenchResult {
+        match self {
+            Place::File { .. } => Ok(()),
+            Place::Postgres(schema) => schema.drop_now().await,
+        }
+    }
+}
+
 /// Waits until `n` run bodies ended and the completions of the last of them are committed;
 /// then checks that no run is left pending, leased or failed.
 pub(crate) async fn wait_drained<J: StepJob<Arc<StepApp>>>(
@@ -162,9 +230,19 @@ pub(crate) async fn run(
     report: &mut Report,
     peers: &mut Peers,
 ) -> BenchResult {
-    for mode in &cfg.sync {
+    if cfg.backend == crate::Backend::Postgres {
+        let schema = crate::pg::Schema::fresh().await?;
+        return run_one(cfg, report, peers, Place::Postgres(schema)).await;
+    }
+    for &sync in &cfg.sync {
         for &ownership in &cfg.modes {
-            run_one(cfg, dir, report, peers, *mode, ownership).await?;
+            let path = dir.join(format!("steps-{}-{ownership:?}.db", sync_name(sync)));
+            let place = Place::File {
+                path,
+                sync,
+                ownership,
+            };
+            run_one(cfg, report, peers, place).await?;
         }
     }
     Ok(())
@@ -172,18 +250,19 @@ pub(crate) async fn run(
 
 async fn run_one(
     cfg: &Config,
-    dir: &Path,
     report: &mut Report,
     peers: &mut Peers,
-    mode: Synchronous,
-    ownership: Ownership,
+    place: Place,
 ) -> BenchResult {
     let n = cfg.steps_runs;
     let steps = STEPS_PER_RUN as usize;
-    let variant = crate::compare::steps_variant(cfg, mode) + &crate::mode_suffix(cfg, ownership);
-    let path = dir.join(format!("steps-{}-{ownership:?}.db", sync_name(mode)));
-    let (engine, app) = engine(&path, mode, ownership, cfg.step_concurrency, false).await?;
-    let durability = crate::durability::of_engine(&engine).await?;
+    let variant = match &place {
+        Place::File {
+            sync, ownership, ..
+        } => crate::compare::steps_variant(cfg, *sync) + &crate::mode_suffix(cfg, *ownership),
+        Place::Postgres(_) => crate::compare::steps_variant_postgres(cfg),
+    };
+    let (engine, app, durability) = place.start(cfg.step_concurrency).await?;
     let client = engine.client();
     let runs = client.step_job::<ThreeSteps>();
 
@@ -199,7 +278,14 @@ async fn run_one(
     let concurrency = cfg
         .step_concurrency
         .unwrap_or(StepOptions::default().max_concurrent_runs);
-    let children = children(cfg, ownership, &path, mode, concurrency)?;
+    let children = match &place {
+        Place::File {
+            path,
+            sync,
+            ownership,
+        } => children(cfg, *ownership, path, *sync, concurrency)?,
+        Place::Postgres(_) => None,
+    };
     let usage = Usage::now();
     let drain = Instant::now();
     let children_ns = self::drain(&runs, &app, children, n, concurrency).await?;
@@ -220,7 +306,14 @@ async fn run_one(
         Metric::new("steps", "trigger_per_s", rate(n, triggered), "runs/s").variant(&variant),
     );
     let m = Metric::new("steps", "drain_runs_per_s", rate(n, drained), "runs/s").variant(&variant);
-    report.push(if mode == Synchronous::Full {
+    let full = matches!(
+        place,
+        Place::File {
+            sync: Synchronous::Full,
+            ..
+        }
+    );
+    report.push(if full {
         m.target(Target::AtLeast(5_000.0))
     } else {
         m
@@ -237,6 +330,36 @@ async fn run_one(
     report.durability("steps", &variant, durability);
     report.load("steps", &variant);
 
+    let (mode, ownership) = match &place {
+        Place::File {
+            sync, ownership, ..
+        } => (*sync, *ownership),
+        Place::Postgres(_) => {
+            place.clean_up().await?;
+            // Right after ours: durably on the same server, the pair's other half.
+            if let Some(v) = peers.run(
+                "durably-pg",
+                &[
+                    "steps".into(),
+                    crate::compare::durably_postgres_runs(cfg).to_string(),
+                    steps.to_string(),
+                    "8".into(),
+                    "10".into(),
+                ],
+                &[],
+                report,
+            ) {
+                crate::peers::record(
+                    report,
+                    "steps",
+                    &format!("durably {variant}"),
+                    &v,
+                    &PEER_FIGURES,
+                );
+            }
+            return Ok(());
+        }
+    };
     // Right after ours: the pair's other half (exclusive mode only: the peers hold their
     // files alone too).
     if ownership != Ownership::Exclusive {
@@ -259,13 +382,16 @@ async fn run_one(
             "steps",
             &format!("durably {variant}"),
             &v,
-            &[
-                ("trigger_per_s", "runs/s"),
-                ("drain_runs_per_s", "runs/s"),
-                ("drain_steps_per_s", "steps/s"),
-                ("cpu_us_total_per_unit", "us"),
-            ],
+            &PEER_FIGURES,
         );
     }
     Ok(())
 }
+
+/// The figures of the durably peers' JSON lines, and their units.
+const PEER_FIGURES: [(&str, &str); 4] = [
+    ("trigger_per_s", "runs/s"),
+    ("drain_runs_per_s", "runs/s"),
+    ("drain_steps_per_s", "steps/s"),
+    ("cpu_us_total_per_unit", "us"),
+];

@@ -1,0 +1,69 @@
+//! `--backend postgres`: each run of `steps` and `burndown` keeps its engine's tables in a
+//! fresh schema of the server `DURABLE_JOBS_PG_URL` names (default the local test server),
+//! dropped afterwards, and reads the durability of its commits from the server.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use durable_jobs::postgres::PostgresOptions;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::durability::Durability;
+use crate::BenchResult;
+
+/// The server used when `DURABLE_JOBS_PG_URL` is not set.
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The server's URL.
+pub(crate) fn url() -> String {
+    std::env::var("DURABLE_JOBS_PG_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// A schema of one run, dropped by [`Schema::drop_now`].
+pub(crate) struct Schema {
+    name: String,
+    admin: PgPool,
+}
+
+impl Schema {
+    /// A schema no earlier run used (the store creates it when the engine starts).
+    pub(crate) async fn fresh() -> BenchResult<Schema> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "bench_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url())
+            .await
+            .map_err(|e| format!("cannot connect to PostgreSQL at {}: {e}", url()))?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+            .execute(&admin)
+            .await?;
+        Ok(Schema { name, admin })
+    }
+
+    /// The store's options: this schema on the server.
+    pub(crate) fn options(&self) -> PostgresOptions {
+        PostgresOptions::new(url()).schema(&self.name)
+    }
+
+    /// What every commit of the server is acknowledged with: its `synchronous_commit`, as a
+    /// session of the server reads it (the store's sessions set none of their own).
+    pub(crate) async fn durability(&self) -> BenchResult<Durability> {
+        let level: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&self.admin)
+            .await?;
+        Ok(Durability::postgres(&level))
+    }
+
+    /// Drops the schema and everything in it.
+    pub(crate) async fn drop_now(self) -> BenchResult {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
+            .execute(&self.admin)
+            .await?;
+        self.admin.close().await;
+        Ok(())
+    }
+}
