@@ -16,7 +16,7 @@ use durable_jobs::sqlite::Synchronous;
 use durable_jobs::steps::{Run, RunFilter};
 use durable_jobs::store::BoxFuture;
 use durable_jobs::testing::TestClock;
-use durable_jobs::{Client, Engine, EngineBuilder, Registry};
+use durable_jobs::{Client, ContinuousState, Engine, EngineBuilder, Registry};
 
 use super::fresh_seed;
 use super::ledger::{Final, Ledger, Tally};
@@ -225,8 +225,8 @@ impl Life {
 }
 
 /// Starts this process's engine on the file, answers what was left unanswered, waits until
-/// every run has ended, every batch is flushed and every task schedule has fired, and shuts
-/// down. Returns what the jobs printed meanwhile.
+/// every run has ended, every batch is flushed, every task schedule has fired and every
+/// ticker is scheduled again, and shuts down. Returns what the jobs printed meanwhile.
 pub async fn drain(db: impl Into<Db>, synchronous: Synchronous, resends: &str) -> Vec<String> {
     let out = Reporter::memory();
     let engine = db
@@ -263,6 +263,19 @@ pub async fn drain(db: impl Into<Db>, synchronous: Synchronous, resends: &str) -
                 .scheduled_at
                 .is_some()
             {
+                busy.push(id);
+            }
+        }
+        // A ticker whose execution a killed process held shows no next run until that claim
+        // lapses and a live engine runs it again: wait for that, then its schedule is read.
+        for c in 0..TICKERS {
+            let id = format!("c{c}");
+            let status = client.continuous::<KillTicker>().status(&id).await.unwrap();
+            let live = matches!(
+                status.status,
+                ContinuousState::Running | ContinuousState::Retrying
+            );
+            if live && status.next_run_at.is_none() {
                 busy.push(id);
             }
         }
