@@ -236,7 +236,10 @@ async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {PAUSE_PATIENCE:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {PAUSE_PATIENCE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -262,7 +265,11 @@ fn resume(holder: &Proc, dir: &Path, what: &str) {
 async fn run_and_steps(
     conn: &mut sqlx::PgConnection,
     id: &str,
-) -> (String, Option<String>, Vec<(String, String, Option<String>)>) {
+) -> (
+    String,
+    Option<String>,
+    Vec<(String, String, Option<String>)>,
+) {
     let (status, output): (String, Option<String>) =
         sqlx::query_as("SELECT status, output FROM durable_jobs.runs WHERE id = $1")
             .bind(id)
@@ -406,7 +413,11 @@ async fn a_paused_process_cannot_complete_the_work_another_took_over() {
         .filter(|&&(run, _)| run == 1)
         .map(|&(_, pid)| pid)
         .collect();
-    assert_eq!(first, [b], "the first run counted once, the taker's: {state:?}");
+    assert_eq!(
+        first,
+        [b],
+        "the first run counted once, the taker's: {state:?}"
+    );
     assert_eq!(
         usize::try_from(run_count).unwrap(),
         state.len(),
@@ -415,7 +426,13 @@ async fn a_paused_process_cannot_complete_the_work_another_took_over() {
 
     // Nothing the holder did while it held the leases was reported as a success.
     for line in holder.drain() {
-        assert!(!line.starts_with("run-event run:complete"), "the holder: {line}");
-        assert_ne!(line, "job-event job.executed c 1", "the holder ran the first tick");
+        assert!(
+            !line.starts_with("run-event run:complete"),
+            "the holder: {line}"
+        );
+        assert_ne!(
+            line, "job-event job.executed c 1",
+            "the holder ran the first tick"
+        );
     }
 }

@@ -17,7 +17,11 @@ async fn write_events(store: &PostgresStore, numbers: std::ops::Range<u64>) {
 fn numbers_of(batch: &[OutboxEntry]) -> Vec<u64> {
     batch
         .iter()
-        .map(|entry| serde_json::from_str::<Value>(&entry.json).unwrap()["n"].as_u64().unwrap())
+        .map(|entry| {
+            serde_json::from_str::<Value>(&entry.json).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -201,7 +205,11 @@ mod senders {
         let (sender_a, wake_a) = sender(&a, &url, "a", Duration::from_secs(60));
         let (sender_b, wake_b) = sender(&b, &url, "b", Duration::from_secs(60));
         for n in 40..60 {
-            let (store, wake) = if n % 2 == 0 { (&a, &wake_a) } else { (&b, &wake_b) };
+            let (store, wake) = if n % 2 == 0 {
+                (&a, &wake_a)
+            } else {
+                (&b, &wake_b)
+            };
             write_events(store, n * 10..n * 10 + 10).await;
             wake.notify_one();
         }
@@ -219,7 +227,10 @@ mod senders {
             *by_node.entry(request.node.clone()).or_default() += 1;
             for n in request.numbers {
                 if let Some(first) = seen.insert(n, request.node.clone()) {
-                    panic!("event {n} posted twice: by {first}, then by {}", request.node);
+                    panic!(
+                        "event {n} posted twice: by {first}, then by {}",
+                        request.node
+                    );
                 }
             }
         }
@@ -257,7 +268,10 @@ mod senders {
             .await
             .expect("a posts")
             .unwrap();
-        assert_eq!((held.node.as_str(), held.numbers.clone()), ("a", (0..10).collect()));
+        assert_eq!(
+            (held.node.as_str(), held.numbers.clone()),
+            ("a", (0..10).collect())
+        );
         // a dies with its request in flight: its task ends, and nothing is given back.
         drop(sender_a);
         let (lapses_at,): (DbTime,) = sqlx::query_as(&format!(
