@@ -237,7 +237,7 @@ mod senders {
         sender_a.shutdown(Duration::from_secs(10)).await;
         sender_b.shutdown(Duration::from_secs(10)).await;
         // Nothing more came after the last event, and nothing is left.
-        while let Ok(request) = requests.try_recv() {
+        if let Ok(request) = requests.try_recv() {
             panic!(
                 "{} posted {:?} again after all arrived",
                 request.node, request.numbers
