@@ -431,6 +431,11 @@ async fn a_paused_process_cannot_complete_the_work_another_took_over() {
             "the holder: {line}"
         );
         assert_ne!(
+            *line,
+            format!("finishing in-step {a}"),
+            "the refused step went on"
+        );
+        assert_ne!(
             line, "job-event job.executed c 1",
             "the holder ran the first tick"
         );
