@@ -22,6 +22,7 @@ pub mod crash;
 pub mod forwarding;
 pub mod kill;
 pub mod multiprocess;
+pub mod pause;
 pub mod pg_server;
 pub mod powercut;
 

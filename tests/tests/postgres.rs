@@ -13,7 +13,8 @@
 //! - `client_api` and `docs`: no store.
 //!
 //! Besides the suites, tests of PostgreSQL's own: engines sharing a schema, as processes on
-//! several machines do, run each alarm once between them; and an engine wakes as soon as
+//! several machines do, run each alarm once between them and post each telemetry event once;
+//! and an engine wakes as soon as
 //! another process writes (`LISTEN`/`NOTIFY`), or polls when it does not listen.
 
 // The suites are written as crate roots of their own binaries, where their `pub` items are
@@ -61,9 +62,9 @@ mod wakeups;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use durable_jobs::store::{Ownership, Store};
+use durable_jobs::store::{Backend, Ownership, Store};
 use durable_jobs::testing::TestClock;
-use durable_jobs::{ContinuousState, Engine};
+use durable_jobs::{ContinuousState, Engine, HttpTelemetry};
 use durable_jobs_tests::*;
 
 #[tokio::test]
@@ -209,6 +210,87 @@ async fn engines_sharing_a_schema_run_each_alarm_once() {
     for engine in engines {
         engine.shutdown().await.unwrap();
     }
+}
+
+/// Three engines on one schema post their telemetry to one endpoint, as three processes do:
+/// every engine's sender looks at the one outbox, after its own engine's writes and at its poll,
+/// and every event reaches the endpoint once, whichever engine wrote it and whichever posted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_sharing_a_schema_post_each_telemetry_event_once() {
+    let schema = Schema::new();
+    let (events, mut posted) = tokio::sync::mpsc::unbounded_channel();
+    async fn ingest(
+        axum::extract::State(events): axum::extract::State<
+            tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+        >,
+        axum::Json(body): axum::Json<serde_json::Value>,
+    ) -> &'static str {
+        for event in body["events"].as_array().unwrap() {
+            events.send(event.clone()).unwrap();
+        }
+        "ok"
+    }
+    let app = axum::Router::new()
+        .route("/ingest", axum::routing::post(ingest))
+        .with_state(events);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut engines = Vec::new();
+    for _ in 0..3 {
+        let engine = Engine::<TestJobs>::builder()
+            .postgres_options(schema.options())
+            .telemetry(HttpTelemetry::new(&url, "test", "svc").batch_size(3))
+            .app(Probe::default())
+            .start()
+            .await
+            .unwrap();
+        engines.push(engine);
+    }
+    // Each instance started (and run at once) by one engine and terminated by another: 90
+    // events, written by all three.
+    for i in 0..30 {
+        let id = format!("u{i}");
+        let refresher = |n: usize| engines[n % 3].client().continuous::<Refresher>();
+        refresher(i).start(&id, count(0)).await.unwrap();
+        refresher(i + 1).terminate(&id, None).await.unwrap();
+    }
+    let store = durable_jobs::postgres::PostgresStore::open(schema.options())
+        .await
+        .unwrap();
+    // A row leaves the outbox once the endpoint accepted the request that carried it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !store.outbox_peek(1).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox was never emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for engine in engines {
+        engine.shutdown().await.unwrap();
+    }
+    store.close().await.unwrap();
+
+    let mut received = Vec::new();
+    while let Ok(event) = posted.try_recv() {
+        received.push(event);
+    }
+    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ids = std::collections::HashSet::new();
+    for event in &received {
+        let id = event["eventId"].as_str().unwrap();
+        assert!(ids.insert(id.to_owned()), "posted twice: {event}");
+        *by_type
+            .entry(event["type"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = ["job.executed", "job.started", "job.terminated"]
+        .into_iter()
+        .map(|t| (t.to_owned(), 30))
+        .collect();
+    assert_eq!(by_type, expected);
 }
 
 #[tokio::test]

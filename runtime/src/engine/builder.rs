@@ -317,6 +317,11 @@ impl<R: Registry> EngineBuilder<R, WithApp<R::App>> {
                     store.clone(),
                     config.clone(),
                     wake.clone(),
+                    http::SenderRole {
+                        owner: owner.clone(),
+                        clock: clock.clone(),
+                        poll: owned.poll_interval(),
+                    },
                 )),
                 _ => None,
             };

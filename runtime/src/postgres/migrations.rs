@@ -36,6 +36,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: schema::VERSION_2,
     },
+    Migration {
+        version: 3,
+        sql: schema::VERSION_3,
+    },
 ];
 
 /// The second key of the advisory lock migrations take (the first is the schema's hash).

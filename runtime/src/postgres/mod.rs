@@ -12,6 +12,7 @@ mod listen;
 mod listing;
 mod migrations;
 mod options;
+mod outbox;
 mod runs;
 mod schema;
 #[cfg(test)]
@@ -438,6 +439,37 @@ impl Backend for PostgresStore {
         Box::pin(async move {
             let mut conn = self.connection().await?;
             instances::outbox_ack(&mut conn, &self.sql, seq).await
+        })
+    }
+
+    fn outbox_claim<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            outbox::claim(&mut conn, &self.sql, owner, now, until, limit).await
+        })
+    }
+
+    fn outbox_delivered<'a>(
+        &'a self,
+        batch: &'a [OutboxEntry],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let seqs: Vec<i64> = batch.iter().map(|entry| entry.seq).collect();
+            let mut conn = self.connection().await?;
+            outbox::delivered(&mut conn, &self.sql, &seqs).await
+        })
+    }
+
+    fn outbox_release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            outbox::release(&mut conn, &self.sql, owner).await
         })
     }
 

@@ -170,3 +170,16 @@ CREATE TABLE {s}.inbox (
 CREATE UNIQUE INDEX inbox_event_ids ON {s}.inbox (kind, job, id, event_id);
 CREATE INDEX inbox_instances ON {s}.inbox (kind, job, id, seq);
 "#;
+
+/// Migration 3: claims on outbox rows. Every engine with HTTP telemetry runs a sender; on a
+/// database several processes share, each sender takes a batch of rows for itself until
+/// `claimed_until` (`FOR UPDATE SKIP LOCKED`), so no two live senders post the same row, and
+/// rows a sender took and never deleted (it died) go to another once the claim lapses. Both
+/// columns are null on a row nobody took. Adding nullable columns without a default rewrites
+/// nothing. A claim updates its rows, which the sender deletes soon after: room left in the
+/// pages (`fillfactor`, for pages written from now on) keeps that update on the row's page,
+/// with no index entry (a HOT update).
+pub(crate) const VERSION_3: &str = r#"
+ALTER TABLE {s}.outbox ADD COLUMN claimed_by text, ADD COLUMN claimed_until timestamptz;
+ALTER TABLE {s}.outbox SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02);
+"#;

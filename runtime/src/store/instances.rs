@@ -509,6 +509,45 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes outbox events up to and including `seq`.
     fn outbox_ack(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Up to `limit` outbox events, oldest first, taken by the sender `owner` until `until`
+    /// to deliver, then [remove](Backend::outbox_delivered). A store that several processes
+    /// share hands each event to one sender at a time: it leaves out the events another sender
+    /// took, unless their claim has lapsed at `now` (that sender died, or stalled), and hands a
+    /// sender its own again, claimed anew. The default, for a store one process owns and so one
+    /// sender reads, is [`outbox_peek`](Backend::outbox_peek).
+    fn outbox_claim<'a>(
+        &'a self,
+        owner: &'a str,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StoreError>> {
+        let _ = (owner, now, until);
+        self.outbox_peek(limit)
+    }
+
+    /// Removes the outbox events of `batch`, which [`outbox_claim`](Backend::outbox_claim)
+    /// handed out and the endpoint accepted. The default removes every event up to the
+    /// batch's last, as [`outbox_ack`](Backend::outbox_ack) does: with one sender, the batch
+    /// is the head of the outbox.
+    fn outbox_delivered<'a>(
+        &'a self,
+        batch: &'a [OutboxEntry],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        match batch.iter().map(|entry| entry.seq).max() {
+            Some(last) => self.outbox_ack(last),
+            None => Box::pin(std::future::ready(Ok(()))),
+        }
+    }
+
+    /// Gives back the events `owner` took and did not deliver, for another sender to take at
+    /// once rather than after the claim lapses: a sender that stops calls it. The default has
+    /// nothing to give back.
+    fn outbox_release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = owner;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Deletes up to `limit` event-id records older than `before`, oldest first; returns how
     /// many. The engine prunes in batches, so no one write holds the store for long.
     fn prune_event_ids(

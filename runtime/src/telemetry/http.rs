@@ -8,6 +8,12 @@
 //! Shutdown does not wait for delivery: the request in flight, if any, is let finish (within the
 //! shutdown timeout), and nothing more is sent or retried. What was not delivered stays in the
 //! outbox and is sent after the next start.
+//!
+//! Every engine on a store runs a sender. On a store several processes share (PostgreSQL), each
+//! sender takes its batch for itself before posting it ([`Backend::outbox_claim`]), for at most
+//! the claim's duration, and posts a batch for at most half of it: no two live senders post the
+//! same event. A sender that stops gives back what it took; one that dies leaves it claimed
+//! until the claim lapses, and another sender posts it then.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +23,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
 use crate::retry::Backoff;
 use crate::store::{Backend, OutboxEntry, StoreError};
 
@@ -26,6 +33,11 @@ use crate::store::{Backend, OutboxEntry, StoreError};
 /// and `serviceKey` besides its own fields. A failed request is retried with exponential
 /// backoff (from 100 ms, doubling, up to [`max_backoff`](Self::max_backoff)); events wait in
 /// the database meanwhile, so none is dropped.
+///
+/// On a database several processes share (PostgreSQL), every engine's sender takes the events
+/// it posts for itself, for [`claim_duration`](Self::claim_duration): while two engines live,
+/// none posts an event the other took, and the events of an engine that died are posted by
+/// another once its claim lapses.
 ///
 /// # Examples
 ///
@@ -47,6 +59,7 @@ pub struct HttpTelemetry {
     pub(crate) batch_size: usize,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) max_backoff: Duration,
+    pub(crate) claim_duration: Duration,
     /// The first retry delay; tests shorten it.
     pub(crate) initial_backoff: Duration,
 }
@@ -65,6 +78,7 @@ impl HttpTelemetry {
             batch_size: 100,
             headers: Vec::new(),
             max_backoff: Duration::from_secs(60),
+            claim_duration: Duration::from_secs(60),
             initial_backoff: Duration::from_millis(100),
         }
     }
@@ -86,6 +100,21 @@ impl HttpTelemetry {
         self.max_backoff = max;
         self
     }
+
+    /// On a store several processes share, how long the events a sender took for a request stay
+    /// its own (default 60 s, at least 2 ms): after a crash, other engines post them this long
+    /// after they were taken. A request is given half of it, and at most 30 s, then counts as
+    /// failed, so that its answer never comes after the claim lapsed. Alone on its store
+    /// (SQLite), an engine takes nothing and this changes only the request's time limit.
+    pub fn claim_duration(mut self, claim: Duration) -> Self {
+        self.claim_duration = claim.max(Duration::from_millis(2));
+        self
+    }
+
+    /// How long a request may take: half the claim, at most [`REQUEST_TIMEOUT`].
+    fn request_timeout(&self) -> Duration {
+        (self.claim_duration / 2).min(REQUEST_TIMEOUT)
+    }
 }
 
 /// Longest wait for an answer to one request; a hung endpoint counts as a failure.
@@ -96,11 +125,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct HttpSender {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    store: Arc<dyn Backend>,
+    owner: String,
 }
 
 impl HttpSender {
     /// Stops: lets the request in flight finish (for at most `timeout`) and sends nothing more.
-    /// What was not delivered stays in the outbox for the next start.
+    /// What was not delivered stays in the outbox, given back for the other engines on the
+    /// store to send, or for the next start.
     pub(crate) async fn shutdown(mut self, timeout: Duration) {
         let _ = self.stop.send(true);
         let Some(mut task) = self.task.take() else {
@@ -114,6 +146,13 @@ impl HttpSender {
                 "a telemetry request was still in flight at shutdown; its events stay in the outbox for the next start"
             );
         }
+        match self.store.outbox_release(&self.owner).await {
+            Ok(()) | Err(StoreError::Closed) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "giving back undelivered telemetry failed; other engines send it once the claim lapses"
+            ),
+        }
     }
 }
 
@@ -125,23 +164,44 @@ impl Drop for HttpSender {
     }
 }
 
+/// Who a sender is, and when it looks at the outbox besides when it is woken.
+pub(crate) struct SenderRole {
+    /// Whose claims it makes: the engine's owner id.
+    pub(crate) owner: String,
+    /// The time of its claims: the engine's.
+    pub(crate) clock: Clock,
+    /// On a store other processes write too, how often it looks for what they left for it: rows
+    /// of a process that died before sending them, or whose claim lapsed. `None` on a store
+    /// this process owns, where every row is written by it, and wakes it.
+    pub(crate) poll: Option<Duration>,
+}
+
 /// Starts delivering the outbox of `store` to the endpoint of `config`: at once (for rows left
-/// by an earlier run), then whenever `wake` is notified (after a commit that wrote outbox rows).
+/// by an earlier run), then whenever `wake` is notified (after a commit that wrote outbox rows),
+/// and every `role.poll`.
 pub(crate) fn spawn_sender(
     store: Arc<dyn Backend>,
     config: HttpTelemetry,
     wake: Arc<Notify>,
+    role: SenderRole,
 ) -> HttpSender {
     let (stop, stopping) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let Some(sender) = Sender::new(store, config) else {
-            return;
-        };
-        sender.run(&wake, stopping).await;
-    });
+    let owner = role.owner.clone();
+    let task = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let poll = role.poll;
+            let Some(sender) = Sender::new(store, config, role.owner, role.clock) else {
+                return;
+            };
+            sender.run(&wake, poll, stopping).await;
+        })
+    };
     HttpSender {
         stop,
         task: Some(task),
+        store,
+        owner,
     }
 }
 
@@ -150,6 +210,9 @@ struct Sender {
     client: reqwest::Client,
     headers: HeaderMap,
     config: HttpTelemetry,
+    /// Whose claims these are.
+    owner: String,
+    clock: Clock,
 }
 
 /// Why a delivery round ended.
@@ -163,10 +226,16 @@ enum Ended {
 }
 
 impl Sender {
-    fn new(store: Arc<dyn Backend>, config: HttpTelemetry) -> Option<Sender> {
+    fn new(
+        store: Arc<dyn Backend>,
+        config: HttpTelemetry,
+        owner: String,
+        clock: Clock,
+    ) -> Option<Sender> {
+        let timeout = config.request_timeout();
         let client = match reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .build()
         {
             Ok(client) => client,
@@ -193,18 +262,32 @@ impl Sender {
             client,
             headers,
             config,
+            owner,
+            clock,
         })
     }
 
-    async fn run(&self, wake: &Notify, mut stopping: watch::Receiver<bool>) {
+    async fn run(
+        &self,
+        wake: &Notify,
+        poll: Option<Duration>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         loop {
             match self.deliver_all(&mut stopping).await {
                 Ended::StoreClosed | Ended::Stopping => return,
                 Ended::Drained if *stopping.borrow() => return,
                 Ended::Drained => {}
             }
+            let polled = async {
+                match poll {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = wake.notified() => {}
+                () = polled => {}
                 _ = stopping.changed() => return,
             }
         }
@@ -218,7 +301,13 @@ impl Sender {
             if *stopping.borrow() {
                 return Ended::Stopping;
             }
-            let batch = match self.store.outbox_peek(self.config.batch_size).await {
+            let now = self.clock.now();
+            let until = now + self.config.claim_duration;
+            let claimed = self
+                .store
+                .outbox_claim(&self.owner, now, until, self.config.batch_size)
+                .await;
+            let batch = match claimed {
                 Ok(batch) => batch,
                 Err(StoreError::Closed) => return Ended::StoreClosed,
                 Err(e) => {
@@ -229,9 +318,9 @@ impl Sender {
                     continue;
                 }
             };
-            let Some(last) = batch.last().map(|entry| entry.seq) else {
+            if batch.is_empty() {
                 return Ended::Drained;
-            };
+            }
             if let Err(e) = self.post(&batch).await {
                 tracing::warn!(
                     endpoint = %self.config.endpoint,
@@ -245,7 +334,7 @@ impl Sender {
                 }
                 continue;
             }
-            match self.store.outbox_ack(last).await {
+            match self.store.outbox_delivered(&batch).await {
                 Ok(()) => backoff.reset(),
                 Err(StoreError::Closed) => return Ended::StoreClosed,
                 Err(e) => {
@@ -419,6 +508,16 @@ mod tests {
         (url, rx)
     }
 
+    /// A sender alone on its store, as an engine on a store it owns runs it.
+    fn start(store: Arc<dyn Backend>, config: HttpTelemetry, wake: Arc<Notify>) -> HttpSender {
+        let role = SenderRole {
+            owner: "engine-test".into(),
+            clock: Clock::system(),
+            poll: None,
+        };
+        spawn_sender(store, config, wake, role)
+    }
+
     fn config(url: &str) -> HttpTelemetry {
         let mut config = HttpTelemetry::new(url, "test", "svc-key");
         config.initial_backoff = Duration::from_millis(1);
@@ -452,7 +551,7 @@ mod tests {
         let (url, mut received) = serve([]).await;
         let wake = Arc::new(Notify::new());
         let backend: Arc<dyn Backend> = store.clone();
-        let sender = spawn_sender(
+        let sender = start(
             backend,
             config(&url)
                 .batch_size(3)
@@ -495,7 +594,7 @@ mod tests {
         ])
         .await;
         let backend: Arc<dyn Backend> = store.clone();
-        let sender = spawn_sender(backend, config(&url), Arc::new(Notify::new()));
+        let sender = start(backend, config(&url), Arc::new(Notify::new()));
 
         let mut attempts = Vec::new();
         while attempts
@@ -525,7 +624,7 @@ mod tests {
         drop(listener);
 
         let backend: Arc<dyn Backend> = store.clone();
-        let sender = spawn_sender(backend, config(&url), Arc::new(Notify::new()));
+        let sender = start(backend, config(&url), Arc::new(Notify::new()));
         let timeout = Duration::from_millis(300);
         let started = Instant::now();
         sender.shutdown(timeout).await;
@@ -543,7 +642,7 @@ mod tests {
         let (url, _received) = serve([]).await;
         let backend: Arc<dyn Backend> = store.clone();
         let wake = Arc::new(Notify::new());
-        let sender = spawn_sender(backend, config(&url), wake.clone());
+        let sender = start(backend, config(&url), wake.clone());
         store.close().await.unwrap();
         wake.notify_one();
         // The task ends by itself: shutdown does not need its timeout.
@@ -558,6 +657,8 @@ mod tests {
         let sender = Sender::new(
             store,
             HttpTelemetry::new("http://127.0.0.1:1/", "prod", "svc"),
+            "engine-test".into(),
+            Clock::system(),
         )
         .unwrap();
         let body: Value = serde_json::from_str(&sender.body(&[
