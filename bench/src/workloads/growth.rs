@@ -167,11 +167,7 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
             // it costs".
             let m = if matches!(
                 metric,
-                "database_mib"
-                    | "log_mib"
-                    | "rss_mib"
-                    | "keys_known_ms"
-                    | "get_runs_offset_10k_ms"
+                "database_mib" | "log_mib" | "rss_mib" | "keys_known_ms" | "get_runs_offset_10k_ms"
             ) {
                 Metric::new(WORKLOAD, metric, l / s, "x").variant("large/small")
             } else {

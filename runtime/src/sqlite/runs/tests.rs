@@ -220,7 +220,9 @@ fn every_end_and_nothing_else_enters_the_ended_indexes() {
     for id in held {
         add(&c, new_run(id, "job"), T0);
     }
-    let claimed = claim(&c, "w", T0, T0 + LEASE, held.len()).expect("claim").runs;
+    let claimed = claim(&c, "w", T0, T0 + LEASE, held.len())
+        .expect("claim")
+        .runs;
     assert_eq!(claimed.len(), held.len());
     let fence = |id: &str| {
         let run = claimed.iter().find(|r| r.id == id).expect("claimed");
@@ -661,7 +663,10 @@ fn the_pruner_reads_ended_runs_through_the_ended_indexes() {
             let steps = plan(&c, select);
             let all = steps.join("\n");
             assert_eq!(steps.len(), 1, "{job:?}: {all}");
-            assert!(steps[0].contains(index), "{job:?}: expected {index} in\n{all}");
+            assert!(
+                steps[0].contains(index),
+                "{job:?}: expected {index} in\n{all}"
+            );
         }
     }
 }
