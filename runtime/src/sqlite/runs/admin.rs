@@ -24,9 +24,9 @@ pub(crate) fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRecord>, 
 /// status when it names none), each read newest first and cut at the page's end (limit plus
 /// offset), then merged. Ended runs are read through `(status, created_at, id)` or, for one
 /// job, `(job_name, status, created_at, id)`, both of runs with an end time (each range says
-/// `completed_at IS NOT NULL`, the indexes' condition); pending runs through the pending-only `(status,
-/// created_at, id)`, for one job too (its job checked on each: pending runs are the queue, not
-/// the history); leased runs, as many as the workers hold, through the lease index, and
+/// `completed_at IS NOT NULL`, the indexes' condition); pending runs through the pending-only
+/// `(status, created_at, id)`, for one job too (its job checked on each: pending runs are the
+/// queue, not the history); leased runs, as many as the workers hold, through the lease index, and
 /// sorted. A page thus costs its size times the number of ranges, not the number of ended runs
 /// of other jobs or statuses. A time range and a cursor narrow each range in the index. With
 /// labels, the runs carrying the first label are read newest
@@ -293,9 +293,9 @@ pub(crate) fn delete_run(conn: &Connection, id: &str) -> Result<DeleteOutcome, S
 /// Terminal runs that ended before `before`, oldest first by creation, at most `limit`. Each
 /// terminal status is read through `(status, created_at, id)` of ended runs, or `(job_name,
 /// status, created_at, id)` for one job (the statement says their condition, `completed_at IS
-/// NOT NULL`), from its oldest run: a run that ended before `before`
-/// was created before it too, so the range read holds the runs to delete and, at its end, only
-/// the few created before `before` that ended after it.
+/// NOT NULL`), from its oldest run: a run that ended before `before` was created before it too,
+/// so the range read holds the runs to delete and, at its end, only the few created before
+/// `before` that ended after it.
 pub(crate) fn purge_runs(
     conn: &Connection,
     job: Option<&str>,

@@ -144,9 +144,9 @@ CREATE INDEX idx_durably_run_labels_listed
 /// every end (completion, failure, cancellation, pending or leased) sets `completed_at` in the
 /// statement that sets the status, and nothing else does, so the two sets are the same. A
 /// partial index's condition is evaluated on every write that changes a column the index
-/// names, the claim's status among them: `completed_at IS NOT NULL` is one test of a column,
-/// where a condition on the status compared it with three strings, on the row before and
-/// after. Listings and the pruner say `completed_at IS NOT NULL` beside the status, which is
+/// names, the claim's status among them, on the row before and after: `completed_at IS NOT
+/// NULL` is one test of a column (a condition on the status would compare it with three
+/// strings). Listings and the pruner say `completed_at IS NOT NULL` beside the status, which is
 /// what lets SQLite read these indexes. Files written before carry an end time on every ended
 /// run; the backfill below sets one (the run's last update) where one is missing and clears it
 /// on runs that have not ended, so that each index holds exactly its phase.
