@@ -479,6 +479,13 @@ fn a_page_of_rare_runs_costs_the_same_among_ten_times_more_other_runs() {
             .created_until(T0 + Duration::from_secs(1))
             .limit(10),
         RunFilter::new().limit(10),
+        // A keyset page below every other run.
+        RunFilter::new()
+            .before(crate::store::runs::RunCursor::new(
+                T0 + Duration::from_secs(1),
+                "",
+            ))
+            .limit(10),
     ];
     let cost = |c: &Connection| -> Vec<u64> {
         filters
