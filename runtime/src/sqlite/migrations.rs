@@ -377,19 +377,22 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         let before = MIGRATIONS.iter().take_while(|m| m.version < 7).count();
         apply(&mut conn, &MIGRATIONS[..before], Timestamp::from_millis(1)).unwrap();
-        // One run in each status, of two jobs.
-        for (id, job, status) in [
-            ("p", "j", "pending"),
-            ("l", "j", "leased"),
-            ("c", "j", "completed"),
-            ("f", "k", "failed"),
-            ("x", "k", "cancelled"),
+        // One run in each status, of two jobs; an ended run without an end time and a pending
+        // one with one, which no build writes but a file may hold.
+        for (id, job, status, ended) in [
+            ("p", "j", "pending", None),
+            ("p2", "j", "pending", Some("2026-01-01T00:00:03.000Z")),
+            ("l", "j", "leased", None),
+            ("c", "j", "completed", Some("2026-01-01T00:00:01.000Z")),
+            ("f", "k", "failed", Some("2026-01-01T00:00:01.000Z")),
+            ("x", "k", "cancelled", None),
         ] {
             conn.execute(
-                "INSERT INTO durably_runs (id, job_name, input, status, created_at, updated_at)
+                "INSERT INTO durably_runs (id, job_name, input, status, created_at, updated_at,
+                    completed_at)
                  VALUES (?1, ?2, '{}', ?3, '2026-01-01T00:00:00.000Z',
-                         '2026-01-01T00:00:00.000Z')",
-                [id, job, status],
+                         '2026-01-01T00:00:02.000Z', ?4)",
+                rusqlite::params![id, job, status, ended],
             )
             .unwrap();
         }
@@ -406,24 +409,35 @@ mod tests {
         assert_eq!(
             ids(
                 "SELECT id FROM durably_runs INDEXED BY idx_durably_runs_pending
-                  WHERE status = 'pending'"
+                  WHERE status = 'pending' ORDER BY id"
             ),
-            ["p"]
+            ["p", "p2"]
         );
         assert_eq!(
             ids(
                 "SELECT id FROM durably_runs INDEXED BY idx_durably_runs_ended
-                  WHERE status = 'completed' OR status = 'failed' OR status = 'cancelled'
-                  ORDER BY id"
+                  WHERE completed_at IS NOT NULL ORDER BY id"
             ),
             ["c", "f", "x"]
         );
         assert_eq!(
             ids(
                 "SELECT id FROM durably_runs INDEXED BY idx_durably_runs_job_ended
-                  WHERE job_name = 'k' AND status = 'failed'"
+                  WHERE job_name = 'k' AND status = 'failed' AND completed_at IS NOT NULL"
             ),
             ["f"]
+        );
+        // Ended runs keep their end time or get their last update's; the others have none.
+        assert_eq!(
+            ids("SELECT id || ' ' || COALESCE(completed_at, '-') FROM durably_runs ORDER BY id"),
+            [
+                "c 2026-01-01T00:00:01.000Z",
+                "f 2026-01-01T00:00:01.000Z",
+                "l -",
+                "p -",
+                "p2 -",
+                "x 2026-01-01T00:00:02.000Z"
+            ]
         );
         let names = ids("SELECT name FROM sqlite_master WHERE tbl_name = 'durably_runs'");
         for gone in ["idx_durably_runs_listed", "idx_durably_runs_job_listed"] {

@@ -23,9 +23,10 @@ pub(crate) fn get_run(conn: &Connection, id: &str) -> Result<Option<RunRecord>, 
 /// The listing is a union of index ranges, one per job and status the filter names (every
 /// status when it names none), each read newest first and cut at the page's end (limit plus
 /// offset), then merged. Ended runs are read through `(status, created_at, id)` or, for one
-/// job, `(job_name, status, created_at, id)`; pending runs through the pending-only `(status,
-/// created_at, id)`, for one job too (its job checked on each: pending runs are the queue, not
-/// the history); leased runs, as many as the workers hold, through the lease index, and
+/// job, `(job_name, status, created_at, id)`, both of runs with an end time (each range says
+/// `completed_at IS NOT NULL`, the indexes' condition); pending runs through the pending-only
+/// `(status, created_at, id)`, for one job too (its job checked on each: pending runs are the
+/// queue, not the history); leased runs, as many as the workers hold, through the lease index, and
 /// sorted. A page thus costs its size times the number of ranges, not the number of ended runs
 /// of other jobs or statuses. A time range and a cursor narrow each range in the index. With
 /// labels, the runs carrying the first label are read newest
@@ -136,12 +137,11 @@ fn listing_sql(filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
         return Ok((sql, values));
     }
 
-    // One index range per (job, status).
-    let statuses: Vec<&'static str> = if statuses.is_empty() {
-        RunStatus::ALL.iter().map(|s| s.as_str()).collect()
-    } else {
-        statuses.into_iter().collect()
-    };
+    // One index range per (job, status), each status once.
+    let statuses: Vec<RunStatus> = RunStatus::ALL
+        .into_iter()
+        .filter(|s| statuses.is_empty() || statuses.contains(s.as_str()))
+        .collect();
     let jobs: Vec<Option<&str>> = if jobs.is_empty() {
         vec![None]
     } else {
@@ -150,10 +150,17 @@ fn listing_sql(filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
     let mut arms = Vec::with_capacity(jobs.len() * statuses.len());
     for job in &jobs {
         for status in &statuses {
-            // Statuses are ours, written as literals: SQLite uses a partial index only for
-            // conditions it can see imply the index's.
+            // Statuses are ours, written as literals, and an ended status says the ended
+            // indexes' condition too: SQLite uses a partial index only for conditions it can
+            // see imply the index's.
+            let ended = if status.is_terminal() {
+                " AND r.completed_at IS NOT NULL"
+            } else {
+                ""
+            };
             let mut arm = format!(
-                "SELECT r.rowid, r.created_at, r.id FROM durably_runs r WHERE r.status = '{status}'"
+                "SELECT r.rowid, r.created_at, r.id FROM durably_runs r
+                  WHERE r.status = '{status}'{ended}"
             );
             if let Some(job) = job {
                 arm.push_str(&format!(
@@ -285,9 +292,10 @@ pub(crate) fn delete_run(conn: &Connection, id: &str) -> Result<DeleteOutcome, S
 
 /// Terminal runs that ended before `before`, oldest first by creation, at most `limit`. Each
 /// terminal status is read through `(status, created_at, id)` of ended runs, or `(job_name,
-/// status, created_at, id)` for one job, from its oldest run: a run that ended before `before`
-/// was created before it too, so the range read holds the runs to delete and, at its end, only
-/// the few created before `before` that ended after it.
+/// status, created_at, id)` for one job (the statement says their condition, `completed_at IS
+/// NOT NULL`), from its oldest run: a run that ended before `before` was created before it too,
+/// so the range read holds the runs to delete and, at its end, only the few created before
+/// `before` that ended after it.
 pub(crate) fn purge_runs(
     conn: &Connection,
     job: Option<&str>,
@@ -307,7 +315,8 @@ pub(crate) fn purge_runs(
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT created_at, id FROM durably_runs
-                 WHERE status = '{status}' {of_job} AND created_at < ?1 AND completed_at < ?1
+                 WHERE status = '{status}' {of_job} AND completed_at IS NOT NULL
+                   AND created_at < ?1 AND completed_at < ?1
                  ORDER BY created_at, id LIMIT ?3"
             ))
             .map_err(db)?;

@@ -133,12 +133,23 @@ CREATE INDEX idx_durably_run_labels_listed
 /// - `pending` `(status, created_at, id)`, pending runs only (what `status_created` was): the
 ///   FIFO claim, and listings of pending runs, of all jobs or of one (the job then checked on
 ///   each run: pending runs are those not yet claimed, not the history);
-/// - `ended` `(status, created_at, id)`, completed, failed and cancelled runs: listings of
-///   one ended status across jobs, and the pruner's walk from the oldest;
+/// - `ended` `(status, created_at, id)`, runs with an end time: listings of one ended status
+///   across jobs, and the pruner's walk from the oldest;
 /// - `job_ended` `(job_name, status, created_at, id)`, the same runs: one job's runs of one
 ///   ended status, however many runs of other jobs or statuses there are;
 /// - leased runs, as many as the workers hold, are still listed through
 ///   `status_lease_expires` and sorted.
+///
+/// The ended indexes hold the runs whose `completed_at` is set, not those of an ended status:
+/// every end (completion, failure, cancellation, pending or leased) sets `completed_at` in the
+/// statement that sets the status, and nothing else does, so the two sets are the same. A
+/// partial index's condition is evaluated on every write that changes a column the index
+/// names, the claim's status among them, on the row before and after: `completed_at IS NOT
+/// NULL` is one test of a column (a condition on the status would compare it with three
+/// strings). Listings and the pruner say `completed_at IS NOT NULL` beside the status, which is
+/// what lets SQLite read these indexes. Files written before carry an end time on every ended
+/// run; the backfill below sets one (the run's last update) where one is missing and clears it
+/// on runs that have not ended, so that each index holds exactly its phase.
 ///
 /// `listed_status` goes with the indexes that were its only use: a virtual column is computed
 /// on every write of a run, and dropping it rewrites no row.
@@ -146,12 +157,14 @@ pub(crate) const PENDING_AND_ENDED_INDEXES: &str = "
 DROP INDEX IF EXISTS idx_durably_runs_listed;
 DROP INDEX IF EXISTS idx_durably_runs_job_listed;
 ALTER TABLE durably_runs DROP COLUMN listed_status;
+UPDATE durably_runs SET completed_at = updated_at
+ WHERE completed_at IS NULL AND status IN ('completed', 'failed', 'cancelled');
+UPDATE durably_runs SET completed_at = NULL
+ WHERE completed_at IS NOT NULL AND status IN ('pending', 'leased');
 CREATE INDEX idx_durably_runs_pending
     ON durably_runs (status, created_at, id) WHERE status = 'pending';
 CREATE INDEX idx_durably_runs_ended
-    ON durably_runs (status, created_at, id)
-    WHERE status = 'completed' OR status = 'failed' OR status = 'cancelled';
+    ON durably_runs (status, created_at, id) WHERE completed_at IS NOT NULL;
 CREATE INDEX idx_durably_runs_job_ended
-    ON durably_runs (job_name, status, created_at, id)
-    WHERE status = 'completed' OR status = 'failed' OR status = 'cancelled';
+    ON durably_runs (job_name, status, created_at, id) WHERE completed_at IS NOT NULL;
 ";

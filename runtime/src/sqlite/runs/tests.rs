@@ -211,6 +211,92 @@ fn the_schema_has_the_named_indexes() {
     assert_eq!(listed, 0);
 }
 
+/// The ended indexes hold the runs with an end time, so every way a run ends must set it and
+/// nothing else may: a run missing from them is missing from every listing of its status.
+#[test]
+fn every_end_and_nothing_else_enters_the_ended_indexes() {
+    let (_d, c) = db();
+    let held = ["done", "failed", "leased", "retried", "stopped"];
+    for id in held {
+        add(&c, new_run(id, "job"), T0);
+    }
+    let claimed = claim(&c, "w", T0, T0 + LEASE, held.len())
+        .expect("claim")
+        .runs;
+    assert_eq!(claimed.len(), held.len());
+    let fence = |id: &str| {
+        let run = claimed.iter().find(|r| r.id == id).expect("claimed");
+        Fence {
+            run_id: run.id.clone(),
+            generation: run.generation,
+            hint: run.hint,
+        }
+    };
+    add(&c, new_run("pending", "job"), T0);
+    add(&c, new_run("withdrawn", "job"), T0);
+    let later = T0 + Duration::from_secs(1);
+    let completed = Finish::Completed {
+        output: Some("1".into()),
+        completed_step_count: 0,
+        current_step_index: 0,
+    };
+    let finish = |id: &str, how: &Finish| {
+        finish_run(&c, &fence(id), how, &[], false, later).expect("finish")
+    };
+    assert_eq!(finish("done", &completed), FinishOutcome::Completed);
+    let failed = |retry| Finish::Failed {
+        error: "boom".into(),
+        retry,
+    };
+    assert_eq!(finish("failed", &failed(None)), FinishOutcome::Failed);
+    assert_eq!(
+        finish("retried", &failed(Some((2, later)))),
+        FinishOutcome::Retrying
+    );
+    // A leased run reporting progress and renewing its lease has not ended.
+    assert!(update_progress(&c, &fence("leased"), Some("{}"), &[], later).expect("progress"));
+    assert_eq!(
+        renew_leases(&c, "w", later, later + LEASE)
+            .expect("renew")
+            .len(),
+        2
+    );
+    for id in ["stopped", "withdrawn"] {
+        assert!(matches!(
+            cancel_run(&c, id, later, false).expect("cancel"),
+            crate::store::runs::CancelOutcome::Cancelled(_)
+        ));
+    }
+    let ids = |sql: &str| -> Vec<String> {
+        c.prepare(sql)
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let ended = ["done", "failed", "stopped", "withdrawn"];
+    assert_eq!(
+        ids("SELECT id FROM durably_runs
+              WHERE status IN ('completed', 'failed', 'cancelled') ORDER BY id"),
+        ended
+    );
+    for index in ["idx_durably_runs_ended", "idx_durably_runs_job_ended"] {
+        assert_eq!(
+            ids(&format!(
+                "SELECT id FROM durably_runs INDEXED BY {index}
+                  WHERE completed_at IS NOT NULL ORDER BY id"
+            )),
+            ended,
+            "{index}"
+        );
+    }
+    assert_eq!(
+        ids("SELECT completed_at FROM durably_runs WHERE completed_at IS NOT NULL"),
+        vec![format_ts(later); 4]
+    );
+}
+
 /// The claim reads pending runs oldest first through the pending-only index, in its order:
 /// no sort, and no other run read.
 #[test]
@@ -393,6 +479,13 @@ fn a_page_of_rare_runs_costs_the_same_among_ten_times_more_other_runs() {
             .created_until(T0 + Duration::from_secs(1))
             .limit(10),
         RunFilter::new().limit(10),
+        // A keyset page below every other run.
+        RunFilter::new()
+            .before(crate::store::runs::RunCursor::new(
+                T0 + Duration::from_secs(1),
+                "",
+            ))
+            .limit(10),
     ];
     let cost = |c: &Connection| -> Vec<u64> {
         filters
@@ -549,6 +642,38 @@ fn every_run_listing_reads_index_ranges_and_never_walks_the_table() {
                     "{what}: runs searched by another index in\n{all}"
                 );
             }
+        }
+    }
+}
+
+/// The pruner reads each ended status from its oldest run through an ended index, one job's
+/// through the job's: no scan of the runs, no sort, and no run of another status read.
+#[test]
+fn the_pruner_reads_ended_runs_through_the_ended_indexes() {
+    let (_d, c) = db();
+    for (job, index) in [
+        (None, "idx_durably_runs_ended (status=? AND created_at<?)"),
+        (
+            Some("a"),
+            "idx_durably_runs_job_ended (job_name=? AND status=? AND created_at<?)",
+        ),
+    ] {
+        let statements = statements_run_by(&c, |c| {
+            purge_runs(c, job, T0, 100).expect("purge");
+        });
+        let selects: Vec<&String> = statements
+            .iter()
+            .filter(|s| s.trim_start().starts_with("SELECT"))
+            .collect();
+        assert_eq!(selects.len(), 3, "one per ended status: {statements:?}");
+        for select in selects {
+            let steps = plan(&c, select);
+            let all = steps.join("\n");
+            assert_eq!(steps.len(), 1, "{job:?}: {all}");
+            assert!(
+                steps[0].contains(index),
+                "{job:?}: expected {index} in\n{all}"
+            );
         }
     }
 }

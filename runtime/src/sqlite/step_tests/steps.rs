@@ -292,7 +292,7 @@ async fn a_cancel_written_to_the_database_while_a_step_runs_wins() {
     env.app.entered().await;
     // Another process cancels: nothing in this process is told.
     env.exec(&format!(
-        "UPDATE durably_runs SET status = 'cancelled' WHERE id = '{}'",
+        "UPDATE durably_runs SET status = 'cancelled', completed_at = updated_at WHERE id = '{}'",
         t.id
     ));
     env.app.release(1);
