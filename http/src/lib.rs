@@ -57,6 +57,9 @@ mod auth;
 mod body;
 mod dashboard;
 mod error;
+pub mod nodes;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod query;
 mod routes;
 pub mod sse;

@@ -3,9 +3,9 @@
 //! ring, so that a client reconnecting with `Last-Event-ID` gets what it missed.
 //!
 //! This is the one seam between the streams and where events come from. [`LocalFeed`] reads the
-//! engine in this process; a store shared by several processes implements [`EventFeed`] over
-//! its own table of changes (every node appends, every node tails), and the routes stay as they
-//! are.
+//! engine in this process; on PostgreSQL, `postgres::SharedFeed` (feature `postgres`)
+//! implements [`EventFeed`] over a table of the store's schema (every node appends, every node
+//! tails), and the routes stay as they are.
 //!
 //! The engine only builds events while someone listens, so [`LocalFeed`] listens only while a
 //! stream is open, and for a while after the last one closed (`linger`, one minute by
@@ -202,6 +202,12 @@ impl std::fmt::Debug for FeedSubscription {
 pub trait EventFeed: Send + Sync + 'static {
     /// Subscribes, resuming after `after` when possible.
     fn subscribe(&self, after: Option<&Position>) -> FeedSubscription;
+
+    /// The processes sharing this feed and what each holds, for `GET /nodes`; `None` (the
+    /// default) for a feed of one process.
+    fn nodes(&self) -> Option<crate::nodes::NodesFuture<'_>> {
+        None
+    }
 }
 
 /// Opens the engine's event stream.
