@@ -185,6 +185,19 @@ async fn a_stream_on_one_node_carries_another_nodes_runs_and_resumes_on_it() {
     // The same ids and the same data: nothing lost, nothing twice.
     assert_eq!(from_b, from_a[3..].to_vec());
 
+    // A node that joins later fills its memory from the table: it resumes the same position.
+    let c = Node::<Watcher>::start(&schema).await;
+    let mut on_c = SseReader::open(&http, &c.url("/runs/subscribe"), Some(resume_at)).await;
+    let mut from_c = Vec::new();
+    while from_c.len() < from_a.len() - 3 {
+        let (id, data) = on_c.event().await.expect("an open stream");
+        from_c.push((id.expect("an id"), data));
+    }
+    assert_eq!(from_c, from_a[3..].to_vec());
+    c.feed.stop().await;
+    c.engine.shutdown().await.unwrap();
+    c.server.abort();
+
     // Later events arrive on both, under the same ids.
     let second = trigger(&http, &b.url("/trigger"), "import", json!({ "rows": 1 })).await;
     let later_a = run_events(&mut on_a, &second).await;
@@ -324,4 +337,63 @@ async fn nodes_lists_every_live_node_with_its_leases_and_drops_a_lapsed_one() {
     c_engine.shutdown().await.unwrap();
     a.engine.shutdown().await.unwrap();
     b.engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_keeps_a_bounded_tail_and_a_pruned_position_starts_afresh() {
+    let schema = Schema::new("prune");
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    let app = Arc::new(App::default());
+    let engine = Engine::<Jobs>::builder()
+        .postgres_options(PostgresOptions::new(pg_url()).schema(&schema.name))
+        .app(app.clone())
+        .start()
+        .await
+        .unwrap();
+    let feed = SharedFeed::start(&engine, feed_options(&schema).keep(4))
+        .await
+        .unwrap();
+    let mut sub = feed.subscribe(None);
+    let (run, _) = engine
+        .client()
+        .runs()
+        .trigger("import", json!({ "rows": 3 }), Default::default())
+        .await
+        .unwrap();
+    let run = run.id;
+    let mut first = None;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), sub.live.recv())
+            .await
+            .expect("an event within 10 s")
+            .unwrap();
+        first.get_or_insert(event.seq);
+        if event.item.run_id() == Some(run.as_str()) && event.item.type_name() == "run:complete" {
+            break;
+        }
+    }
+    let first = first.unwrap();
+    let count = format!("SELECT count(*) FROM \"{}\".http_feed", schema.name);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows: i64 = sqlx::query_scalar(&count).fetch_one(&pool).await.unwrap();
+        if rows <= 4 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows} rows are kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A node that joins now cannot resume from the first event: it says so, and replays
+    // nothing rather than a part.
+    let late = SharedFeed::start(&engine, feed_options(&schema)).await.unwrap();
+    let epoch = late.subscribe(None).head.epoch;
+    let old = durable_jobs_http::sse::feed::Position { epoch: epoch.clone(), seq: first };
+    let resumed = late.subscribe(Some(&old));
+    assert!(!resumed.resumed && resumed.replay.is_empty());
+    // ... while a position it holds resumes.
+    let recent = late.subscribe(None).head;
+    assert!(late.subscribe(Some(&recent)).resumed);
+    late.stop().await;
+    feed.stop().await;
+    engine.shutdown().await.unwrap();
 }
