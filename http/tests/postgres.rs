@@ -85,7 +85,9 @@ impl<R: durable_jobs::Registry<App = Arc<App>>> Node<R> {
             .start()
             .await
             .unwrap();
-        let feed = SharedFeed::start(&engine, feed_options(schema)).await.unwrap();
+        let feed = SharedFeed::start(&engine, feed_options(schema))
+            .await
+            .unwrap();
         // No progress throttle: what a stream sends after a resume is then exactly what it
         // would have sent without one.
         let api = Api::new(&engine)
@@ -166,9 +168,23 @@ async fn a_stream_on_one_node_carries_another_nodes_runs_and_resumes_on_it() {
     assert_eq!(on_a.status, 200);
     let run = trigger(&http, &b.url("/trigger"), "import", json!({ "rows": 3 })).await;
     let from_a = run_events(&mut on_a, &run).await;
-    let types: Vec<&str> = from_a.iter().map(|(_, d)| d["type"].as_str().unwrap()).collect();
-    for expected in ["run:trigger", "run:leased", "step:start", "step:complete", "run:progress", "log:write", "run:complete"] {
-        assert!(types.contains(&expected), "{expected} missing from {types:?}");
+    let types: Vec<&str> = from_a
+        .iter()
+        .map(|(_, d)| d["type"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "run:trigger",
+        "run:leased",
+        "step:start",
+        "step:complete",
+        "run:progress",
+        "log:write",
+        "run:complete",
+    ] {
+        assert!(
+            types.contains(&expected),
+            "{expected} missing from {types:?}"
+        );
     }
     let seqs: Vec<u64> = from_a.iter().map(|(id, _)| seq(id)).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
@@ -268,7 +284,14 @@ async fn nodes_lists_every_live_node_with_its_leases_and_drops_a_lapsed_one() {
     // A run held at its gate on B.
     let run = trigger(&http, &b.url("/trigger"), "gated", json!({})).await;
     let mut events = b.engine.client().runs().events();
-    let leased = b.engine.client().runs().get_run(&run).await.unwrap().unwrap();
+    let leased = b
+        .engine
+        .client()
+        .runs()
+        .get_run(&run)
+        .await
+        .unwrap()
+        .unwrap();
     if leased.status == durable_jobs::steps::RunStatus::Pending {
         tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(e) = events.next().await {
@@ -288,7 +311,10 @@ async fn nodes_lists_every_live_node_with_its_leases_and_drops_a_lapsed_one() {
     assert!(ids.contains(&a.engine.lease_owner()) && ids.contains(&b.engine.lease_owner()));
     let node = |id: &str| listed.iter().find(|n| n["id"] == id).unwrap().clone();
     let (node_a, node_b) = (node(a.engine.lease_owner()), node(b.engine.lease_owner()));
-    assert_eq!((node_a["self"].clone(), node_b["self"].clone()), (json!(true), json!(false)));
+    assert_eq!(
+        (node_a["self"].clone(), node_b["self"].clone()),
+        (json!(true), json!(false))
+    );
     assert_eq!(node_b["leasedRuns"], 1, "{node_b}");
     assert_eq!(node_a["leasedRuns"], 0, "{node_a}");
     assert_eq!(node_b["pid"], std::process::id());
@@ -304,7 +330,9 @@ async fn nodes_lists_every_live_node_with_its_leases_and_drops_a_lapsed_one() {
         .start()
         .await
         .unwrap();
-    let c_feed = SharedFeed::start(&c_engine, feed_options(&schema)).await.unwrap();
+    let c_feed = SharedFeed::start(&c_engine, feed_options(&schema))
+        .await
+        .unwrap();
     let c_id = c_feed.node_id().to_owned();
     let listed_ids = |nodes: &Value| -> Vec<String> {
         nodes["nodes"]
@@ -323,7 +351,10 @@ async fn nodes_lists_every_live_node_with_its_leases_and_drops_a_lapsed_one() {
             assert_eq!(ids.len(), 2, "{ids:?}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "node C is still listed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node C is still listed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -380,14 +411,22 @@ async fn the_table_keeps_a_bounded_tail_and_a_pruned_position_starts_afresh() {
         if rows <= 4 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{rows} rows are kept");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{rows} rows are kept"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A node that joins now cannot resume from the first event: it says so, and replays
     // nothing rather than a part.
-    let late = SharedFeed::start(&engine, feed_options(&schema)).await.unwrap();
+    let late = SharedFeed::start(&engine, feed_options(&schema))
+        .await
+        .unwrap();
     let epoch = late.subscribe(None).head.epoch;
-    let old = durable_jobs_http::sse::feed::Position { epoch: epoch.clone(), seq: first };
+    let old = durable_jobs_http::sse::feed::Position {
+        epoch: epoch.clone(),
+        seq: first,
+    };
     let resumed = late.subscribe(Some(&old));
     assert!(!resumed.resumed && resumed.replay.is_empty());
     // ... while a position it holds resumes.

@@ -522,18 +522,18 @@ async function nodesPage() {
       h("table", { "data-testid": "nodes" },
         h("thead", {}, h("tr", {}, ["node", "host", "pid", "joined", "last seen", "leased runs", "leased instances"].map((c) => h("th", {}, c)))),
         h("tbody", {}, n.nodes.map((node) => h("tr", { "data-node": node.id },
-          h("td", { class: "mono" }, node.id, node.self ? h("span", { class: "badge ok" }, "this node") : null),
+          h("td", { class: "mono" }, node.id, node.self ? h("span", { class: "badge ok self" }, "this node") : null),
           h("td", {}, node.host), h("td", { class: "num" }, node.pid),
           h("td", {}, when(node.startedAt)), h("td", {}, since(node.lastSeen) + " ago"),
           h("td", { class: "num" }, node.leasedRuns), h("td", { class: "num" }, node.leasedInstances))))),
-      n.otherHolders.length ? [
+      ...(n.otherHolders.length ? [
         h("h2", {}, "Leases held outside the live nodes"),
         h("p", { class: "muted" }, "A process that stopped without leaving holds these until they lapse; then another node takes them over."),
         h("table", { "data-testid": "other-holders" },
           h("thead", {}, h("tr", {}, ["lease owner", "leased runs", "leased instances"].map((c) => h("th", {}, c)))),
           h("tbody", {}, n.otherHolders.map((o) => h("tr", {},
             h("td", { class: "mono" }, o.owner), h("td", { class: "num" }, o.leasedRuns), h("td", { class: "num" }, o.leasedInstances)))))
-      ] : null);
+      ] : []));
   }
   await load();
   const timer = setInterval(() => load().catch(() => {}), 5000);

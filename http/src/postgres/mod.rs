@@ -85,14 +85,14 @@ impl SharedFeedOptions {
         }
     }
 
-    /// Connects to the database at `url` with a pool of its own (two connections, plus one
-    /// that listens).
+    /// Connects to the database at `url` with a pool of its own (three connections, one of
+    /// them listening).
     pub fn new(url: impl Into<String>) -> Self {
         Self::with(Connect::Url(url.into()))
     }
 
-    /// Runs on the application's pool (it borrows a connection for a statement or a short
-    /// transaction at a time, and one more to listen).
+    /// Runs on the application's pool: it keeps one of its connections to listen, and borrows
+    /// another for a statement or a short transaction at a time.
     pub fn from_pool(pool: PgPool) -> Self {
         Self::with(Connect::Pool(pool))
     }
@@ -383,7 +383,7 @@ impl SharedFeed {
         let pool = match &options.connect {
             Connect::Pool(pool) => pool.clone(),
             Connect::Url(url) => PgPoolOptions::new()
-                .max_connections(2)
+                .max_connections(3)
                 .connect(url)
                 .await
                 .context("connecting to the database")?,
@@ -457,7 +457,12 @@ impl SharedFeed {
         for task in &self.tasks.others {
             task.abort();
         }
-        if let Err(e) = self.inner.tables.leave(&self.inner.pool, &self.inner.node.id).await {
+        if let Err(e) = self
+            .inner
+            .tables
+            .leave(&self.inner.pool, &self.inner.node.id)
+            .await
+        {
             tracing::warn!(error = %e, "could not remove the node's row; it lapses");
         }
     }

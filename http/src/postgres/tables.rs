@@ -50,7 +50,9 @@ impl Tables {
     pub(crate) fn new(schema: &str) -> Result<Tables, FeedError> {
         let valid = !schema.is_empty()
             && schema.len() <= 63
-            && schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && !schema.as_bytes().first().is_some_and(u8::is_ascii_digit);
         if !valid {
             return Err(FeedError::new(format!(
@@ -147,9 +149,12 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
         let (sources, bodies): (Vec<&str>, Vec<&str>) =
             events.iter().map(|(s, b)| (*s, b.as_str())).unzip();
         let mut tx = pool.begin().await.context("starting an append")?;
-        tx.execute(self.sql("LOCK TABLE {s}.http_feed IN EXCLUSIVE MODE").as_str())
-            .await
-            .context("locking the feed for an append")?;
+        tx.execute(
+            self.sql("LOCK TABLE {s}.http_feed IN EXCLUSIVE MODE")
+                .as_str(),
+        )
+        .await
+        .context("locking the feed for an append")?;
         sqlx::query(&self.sql(
             "INSERT INTO {s}.http_feed (source, body, node)
              SELECT e.source, e.body, $3
@@ -172,7 +177,11 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
     }
 
     /// The rows after `after`, oldest first, at most [`READ_MOST`].
-    pub(crate) async fn read_after(&self, pool: &PgPool, after: i64) -> Result<Vec<Row>, FeedError> {
+    pub(crate) async fn read_after(
+        &self,
+        pool: &PgPool,
+        after: i64,
+    ) -> Result<Vec<Row>, FeedError> {
         sqlx::query_as(&self.sql(
             "SELECT seq, source, body FROM {s}.http_feed WHERE seq > $1 ORDER BY seq LIMIT $2",
         ))
@@ -192,19 +201,20 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
         count: usize,
     ) -> Result<(Vec<Row>, i64), FeedError> {
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
-        let mut rows: Vec<Row> = sqlx::query_as(&self.sql(
-            "SELECT seq, source, body FROM {s}.http_feed ORDER BY seq DESC LIMIT $1",
-        ))
+        let mut rows: Vec<Row> = sqlx::query_as(
+            &self.sql("SELECT seq, source, body FROM {s}.http_feed ORDER BY seq DESC LIMIT $1"),
+        )
         .bind(limit)
         .fetch_all(pool)
         .await
         .context("reading the feed's newest events")?;
         rows.reverse();
         // Read after the rows: a prune in between only makes this larger (safer).
-        let pruned: i64 = sqlx::query_scalar(&self.sql("SELECT pruned_through FROM {s}.http_feed_meta"))
-            .fetch_one(pool)
-            .await
-            .context("reading what the feed pruned")?;
+        let pruned: i64 =
+            sqlx::query_scalar(&self.sql("SELECT pruned_through FROM {s}.http_feed_meta"))
+                .fetch_one(pool)
+                .await
+                .context("reading what the feed pruned")?;
         let covered = if rows.len() as i64 == limit {
             rows.first().map_or(pruned, |(seq, _, _)| seq - 1)
         } else {
@@ -225,9 +235,9 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
         retention: Duration,
     ) -> Result<u64, FeedError> {
         let mut tx = pool.begin().await.context("starting a prune")?;
-        let by_count: Option<i64> = sqlx::query_scalar(&self.sql(
-            "SELECT seq FROM {s}.http_feed ORDER BY seq DESC OFFSET $1 LIMIT 1",
-        ))
+        let by_count: Option<i64> = sqlx::query_scalar(
+            &self.sql("SELECT seq FROM {s}.http_feed ORDER BY seq DESC OFFSET $1 LIMIT 1"),
+        )
         .bind(i64::try_from(keep).unwrap_or(i64::MAX))
         .fetch_optional(&mut *tx)
         .await
@@ -252,9 +262,10 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
             .await
             .context("pruning the feed")?
             .rows_affected();
-        sqlx::query(&self.sql(
-            "UPDATE {s}.http_feed_meta SET pruned_through = greatest(pruned_through, $1)",
-        ))
+        sqlx::query(
+            &self
+                .sql("UPDATE {s}.http_feed_meta SET pruned_through = greatest(pruned_through, $1)"),
+        )
         .bind(through)
         .execute(&mut *tx)
         .await
@@ -308,12 +319,11 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
         conn: &mut PgConnection,
         lapse: Duration,
     ) -> Result<(Vec<NodeRow>, i64), FeedError> {
-        let now: i64 = sqlx::query_scalar(
-            "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .context("reading the database's time")?;
+        let now: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(&mut *conn)
+                .await
+                .context("reading the database's time")?;
         let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(&self.sql(
             "SELECT id, host, pid,
                     (extract(epoch FROM started_at) * 1000)::bigint,

@@ -86,7 +86,10 @@ pub(super) async fn append(
                     if batch.len() > HELD_MOST {
                         let dropped = batch.len() - HELD_MOST;
                         batch.drain(..dropped);
-                        tracing::warn!(dropped, "the shared event feed dropped its oldest unappended events");
+                        tracing::warn!(
+                            dropped,
+                            "the shared event feed dropped its oldest unappended events"
+                        );
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_MOST);

@@ -128,9 +128,8 @@ pub(crate) async fn run<R: Registry, A: HttpAuth>(
     let run_id = run.id.clone();
     let map = move |e: &FeedEvent| -> Option<Frame> {
         let kind = e.item.type_name();
-        (e.item.run_id() == Some(run_id.as_str()) && ONE_RUN_TYPES.contains(&kind)).then(|| {
-            run_frame(&position(&epoch, e.seq), e.item.json(), &run_id, kind)
-        })
+        (e.item.run_id() == Some(run_id.as_str()) && ONE_RUN_TYPES.contains(&kind))
+            .then(|| run_frame(&position(&epoch, e.seq), e.item.json(), &run_id, kind))
     };
     let mut map = map;
     let mut options = s.stream_options(true);
