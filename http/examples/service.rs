@@ -27,10 +27,10 @@ use axum::extract::Path as UrlPath;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use durable_jobs::postgres::PostgresOptions;
 use durable_jobs::prelude::*;
 use durable_jobs::steps::{StepError, StepOptions, TriggerOptions};
 use durable_jobs::Engine;
-use durable_jobs::postgres::PostgresOptions;
 use durable_jobs_http::postgres::{SharedFeed, SharedFeedOptions};
 use durable_jobs_http::{Api, BearerTokens};
 use serde::{Deserialize, Serialize};
@@ -248,7 +248,9 @@ fn options() -> Result<Options, String> {
             "--schema" => o.schema = value()?,
             "--heartbeat-ms" => {
                 let ms = value()?;
-                let ms: u64 = ms.parse().map_err(|_| format!("--heartbeat-ms {ms}: not a number"))?;
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|_| format!("--heartbeat-ms {ms}: not a number"))?;
                 o.heartbeat = Duration::from_millis(ms.max(10));
             }
             other => return Err(format!("unknown option {other}")),

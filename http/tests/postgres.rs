@@ -436,3 +436,68 @@ async fn the_table_keeps_a_bounded_tail_and_a_pruned_position_starts_afresh() {
     feed.stop().await;
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_reach_every_node_each_once_in_seq_order() {
+    let schema = Schema::new("order");
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    let b1 = Node::<Jobs>::start(&schema).await;
+    let b2 = Node::<Jobs>::start(&schema).await;
+    let a = Node::<Watcher>::start(&schema).await;
+    // Read as they come (the feed's channel holds 1,024 events for a slow reader).
+    let mut sub = a.feed.subscribe(None);
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = sub.live.recv().await {
+                received
+                    .lock()
+                    .unwrap()
+                    .push(i64::try_from(event.seq).unwrap());
+            }
+        })
+    };
+    // Both producers append at once, many times over.
+    let runs = |engine: Engine<Jobs>| async move {
+        let client = engine.client();
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            let (run, _) = client
+                .runs()
+                .trigger("import", json!({ "rows": 2 }), Default::default())
+                .await
+                .unwrap();
+            ids.push(run.id);
+        }
+        for id in &ids {
+            client
+                .runs()
+                .wait_for_run(id, Some(Duration::from_secs(30)))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(runs(b1.engine.clone()), runs(b2.engine.clone()));
+    b1.feed.stop().await;
+    b2.feed.stop().await;
+    let table: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT seq FROM \"{}\".http_feed ORDER BY seq",
+        schema.name
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(table.len() > 600, "{} events", table.len());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while received.lock().unwrap().len() < table.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*received.lock().unwrap(), table);
+    reader.abort();
+    a.feed.stop().await;
+    for engine in [b1.engine, b2.engine] {
+        engine.shutdown().await.unwrap();
+    }
+    a.engine.shutdown().await.unwrap();
+}

@@ -248,6 +248,20 @@ impl Inner {
         }
     }
 
+    /// The table was pruned through `pruned` before this node read it all: positions before it
+    /// can no longer be resumed from here. Streams open now missed those events.
+    fn pruned_past(&self, pruned: i64) {
+        let pruned = u64::try_from(pruned).unwrap_or_default();
+        let mut ring = self.ring();
+        tracing::warn!(
+            last_read = ring.last,
+            pruned,
+            "the shared event feed was pruned past what this node had read; its open streams missed events"
+        );
+        ring.covered = ring.covered.max(pruned);
+        ring.events.retain(|e| e.seq > pruned);
+    }
+
     async fn nodes(&self) -> Result<Nodes, FeedError> {
         let mut conn = self.pool.acquire().await.context("reading the nodes")?;
         let (rows, now) = self

@@ -192,6 +192,14 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
         .context("reading the feed")
     }
 
+    /// The last `seq` pruned.
+    pub(crate) async fn pruned_through(&self, pool: &PgPool) -> Result<i64, FeedError> {
+        sqlx::query_scalar(&self.sql("SELECT pruned_through FROM {s}.http_feed_meta"))
+            .fetch_one(pool)
+            .await
+            .context("reading what the feed pruned")
+    }
+
     /// The newest `count` rows, oldest first, and the seq after which the feed holds every
     /// row: the one before the oldest returned when there were more, the last pruned
     /// otherwise.
@@ -210,11 +218,7 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
         .context("reading the feed's newest events")?;
         rows.reverse();
         // Read after the rows: a prune in between only makes this larger (safer).
-        let pruned: i64 =
-            sqlx::query_scalar(&self.sql("SELECT pruned_through FROM {s}.http_feed_meta"))
-                .fetch_one(pool)
-                .await
-                .context("reading what the feed pruned")?;
+        let pruned = self.pruned_through(pool).await?;
         let covered = if rows.len() as i64 == limit {
             rows.first().map_or(pruned, |(seq, _, _)| seq - 1)
         } else {
@@ -226,8 +230,9 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
     /// Deletes the events beyond the newest `keep`, and those older than `retention`.
     ///
     /// Rows in `seq` order are in append order, so the old ones are a prefix: the scan stops
-    /// at the first young row. The watermark moves in the same transaction, so a node filling
-    /// its ring knows which positions it can no longer resume from.
+    /// at the first young row. The watermark (always the `seq` of a row that was there) moves
+    /// in the same transaction, so a node filling its memory knows which positions it can no
+    /// longer resume from, and a node whose reading fell behind a prune can tell.
     pub(crate) async fn prune(
         &self,
         pool: &PgPool,
@@ -243,11 +248,12 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
         .await
         .context("finding the events beyond the count kept")?;
         let by_age: Option<i64> = sqlx::query_scalar(&self.sql(
-            "SELECT COALESCE(
-                 (SELECT seq - 1 FROM {s}.http_feed
-                   WHERE at >= clock_timestamp() - make_interval(secs => $1)
-                   ORDER BY seq LIMIT 1),
-                 (SELECT max(seq) FROM {s}.http_feed))",
+            "SELECT max(seq) FROM {s}.http_feed
+              WHERE seq < COALESCE(
+                  (SELECT seq FROM {s}.http_feed
+                    WHERE at >= clock_timestamp() - make_interval(secs => $1)
+                    ORDER BY seq LIMIT 1),
+                  9223372036854775807)",
         ))
         .bind(retention.as_secs_f64())
         .fetch_one(&mut *tx)

@@ -135,6 +135,17 @@ async fn read_new(inner: &Inner) {
         match inner.tables.read_after(&inner.pool, last).await {
             Ok(rows) => {
                 let full = rows.len() as i64 == super::tables::READ_MOST;
+                // Rolled-back appends leave gaps too; a prune that passed this node by (it
+                // could not read for longer than the retention) is told apart by the watermark.
+                if rows.first().is_some_and(|(seq, _, _)| *seq > last + 1) {
+                    match inner.tables.pruned_through(&inner.pool).await {
+                        Ok(pruned) if pruned > last => inner.pruned_past(pruned),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the shared event feed failed")
+                        }
+                    }
+                }
                 inner.push(rows);
                 if !full {
                     return;
