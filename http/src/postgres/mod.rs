@@ -526,3 +526,6 @@ impl EventFeed for SharedFeed {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

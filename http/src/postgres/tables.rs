@@ -146,6 +146,17 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
         node: &str,
         events: &[(&'static str, String)],
     ) -> Result<(), FeedError> {
+        let tx = self.write_append(pool, node, events).await?;
+        tx.commit().await.context("committing an append")
+    }
+
+    /// An append's writes, in a transaction left open for [`append`](Self::append) to commit.
+    pub(crate) async fn write_append(
+        &self,
+        pool: &PgPool,
+        node: &str,
+        events: &[(&'static str, String)],
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, FeedError> {
         let (sources, bodies): (Vec<&str>, Vec<&str>) =
             events.iter().map(|(s, b)| (*s, b.as_str())).unzip();
         let mut tx = pool.begin().await.context("starting an append")?;
@@ -173,7 +184,7 @@ CREATE TABLE IF NOT EXISTS {s}.http_nodes (
             .execute(&mut *tx)
             .await
             .context("announcing an append")?;
-        tx.commit().await.context("committing an append")
+        Ok(tx)
     }
 
     /// The rows after `after`, oldest first, at most [`READ_MOST`].
