@@ -277,6 +277,7 @@ async fn events_cross_nodes_exactly_as_the_engine_built_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_lists_every_live_node_with_its_leases_and_drops_a_lapsed_one() {
     let schema = Schema::new("nodes");
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
     let b = Node::<Jobs>::start(&schema).await;
     let a = Node::<Watcher>::start(&schema).await;
     let http = reqwest::Client::new();
@@ -357,6 +358,40 @@ async fn nodes_lists_every_live_node_with_its_leases_and_drops_a_lapsed_one() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A node whose engine shut down leaves, even while its feed is still held.
+    let d_engine = Engine::<Watcher>::builder()
+        .postgres_options(PostgresOptions::new(pg_url()).schema(&schema.name))
+        .app(Arc::new(App::default()))
+        .start()
+        .await
+        .unwrap();
+    let d_feed = SharedFeed::start(&d_engine, feed_options(&schema))
+        .await
+        .unwrap();
+    let d_id = d_feed.node_id().to_owned();
+    assert!(listed_ids(&get(&http, &b.url("/nodes")).await).contains(&d_id));
+    d_engine.shutdown().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{}\".http_nodes WHERE id = $1",
+            schema.name
+        ))
+        .bind(&d_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if rows == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node D's row stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(d_feed);
 
     // A node that stops leaves at once.
     a.feed.stop().await;

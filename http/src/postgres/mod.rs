@@ -35,6 +35,7 @@ mod tables;
 mod tasks;
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -216,6 +217,8 @@ pub(crate) struct Inner {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<FeedEvent>,
     options: SharedFeedOptions,
+    /// Set when the engine's event stream ended: the heartbeat stops and the node leaves.
+    engine_gone: AtomicBool,
 }
 
 impl Inner {
@@ -430,6 +433,7 @@ impl SharedFeed {
             }),
             tx: broadcast::channel(1024).0,
             options,
+            engine_gone: AtomicBool::new(false),
         });
         inner.push(rows);
         let (stop, stopped) = watch::channel(false);

@@ -1,6 +1,7 @@
 //! A node's three tasks: appending its engine's events, tailing the table, and the heartbeat
 //! that also prunes.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +51,10 @@ pub(super) async fn append(
             tokio::select! {
                 event = events.next() => match event {
                     Some(event) => batch.extend(encode(&event)),
-                    None => ended = true,
+                    None => {
+                        ended = true;
+                        inner.engine_gone.store(true, Ordering::Release);
+                    }
                 },
                 _ = stop.wait_for(|stop| *stop) => ended = true,
             }
@@ -61,7 +65,10 @@ pub(super) async fn append(
             tokio::select! {
                 event = events.next() => match event {
                     Some(event) => batch.extend(encode(&event)),
-                    None => ended = true,
+                    None => {
+                        ended = true;
+                        inner.engine_gone.store(true, Ordering::Release);
+                    }
                 },
                 _ = tokio::time::sleep_until(until) => break,
                 _ = stop.wait_for(|stop| *stop) => ended = true,
@@ -167,6 +174,13 @@ pub(super) async fn heartbeat(inner: Arc<Inner>) {
     beat.tick().await;
     loop {
         beat.tick().await;
+        if inner.engine_gone.load(Ordering::Acquire) {
+            // The engine shut down: the node holds nothing and produces nothing any more.
+            if let Err(e) = inner.tables.leave(&inner.pool, &inner.node.id).await {
+                tracing::warn!(error = %e, "could not remove the node's row; it lapses");
+            }
+            return;
+        }
         if let Err(e) = inner
             .tables
             .heartbeat(&inner.pool, &inner.node, FORGET)
