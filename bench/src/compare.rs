@@ -113,6 +113,9 @@ pub(crate) fn steps_variant_postgres(cfg: &Config) -> String {
     if let Some(c) = cfg.step_concurrency {
         variant.push_str(&format!(" concurrency={c}"));
     }
+    if cfg.shared_feed {
+        variant.push_str(" shared-feed");
+    }
     variant
 }
 

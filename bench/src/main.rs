@@ -74,6 +74,9 @@ OPTIONS:
                          synchronous_commit; its peers are durably on PostgreSQL (`steps`) and
                          graphile-worker (`burndown`); --sync, --mode and --processes do not
                          apply to it
+    --shared-feed        with --backend postgres, `steps` joins its engine to the HTTP API's
+                         shared event feed (every event appended to a table in batches), to
+                         measure what that costs the jobs
     --processes N        `steps` and `burndown` in shared mode: N engine processes drain the
                          same file (this one and N-1 children; default 1)
     --runs N             steps: runs (default 20000)
@@ -120,6 +123,7 @@ pub(crate) struct Config {
     pub(crate) modes: Vec<Ownership>,
     pub(crate) processes: usize,
     pub(crate) backend: Backend,
+    pub(crate) shared_feed: bool,
     pub(crate) steps_runs: usize,
     pub(crate) steps_batch: usize,
     pub(crate) steps_per_run: usize,
@@ -148,6 +152,7 @@ impl Default for Config {
             modes: vec![Ownership::Exclusive],
             processes: 1,
             backend: Backend::Sqlite,
+            shared_feed: false,
             steps_runs: 20_000,
             steps_batch: 500,
             steps_per_run: 3,
@@ -240,6 +245,7 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
             "--quick" => cfg.quick = true,
             "--peers" => cfg.peers = Some(true),
             "--no-peers" => cfg.peers = Some(false),
+            "--shared-feed" => cfg.shared_feed = true,
             "--repeat" | "--peer-runs" | "--peer-jobs" | "--sync" | "--runs" | "--batch"
             | "--instances" | "--events" | "--callers" | "--seconds" | "--iterations"
             | "--jobs" | "--concurrency" | "--dir" | "--step-concurrency" | "--mode"
@@ -346,6 +352,9 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
                     .into(),
             );
         }
+    }
+    if cfg.shared_feed && cfg.backend != Backend::Postgres {
+        return Err("--shared-feed needs --backend postgres".into());
     }
     if cfg.backend == Backend::Postgres {
         if cfg.processes > 1 {

@@ -45,6 +45,15 @@ impl Schema {
     }
 
     /// The store's options: this schema on the server.
+    /// Joins `engine` to the HTTP API's shared event feed on this schema.
+    pub(crate) async fn join_feed<R: durable_jobs::Registry>(
+        &self,
+        engine: &durable_jobs::Engine<R>,
+    ) -> BenchResult<durable_jobs_http::postgres::SharedFeed> {
+        let options = durable_jobs_http::postgres::SharedFeedOptions::new(url()).schema(&self.name);
+        Ok(durable_jobs_http::postgres::SharedFeed::start(engine, options).await?)
+    }
+
     pub(crate) fn options(&self) -> PostgresOptions {
         PostgresOptions::new(url()).schema(&self.name)
     }

@@ -66,6 +66,8 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         window: u64,
     },
+    /// The processes sharing a PostgreSQL store and what each holds ("single process" otherwise).
+    Nodes,
     /// Follow events as JSON lines (every run's, one run's, or the job events); resumes after a
     /// dropped connection.
     Tail(Tail),
@@ -522,6 +524,63 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     &["name", "kind", "schedule", "batching", "max attempts"],
                     &rows,
                 )
+            });
+        }
+        Command::Nodes => {
+            let v = api.get("/nodes", &[]).await?;
+            print(j, &v, |v| {
+                if v["shared"] != Value::Bool(true) {
+                    return "single process: this engine runs alone on its store".to_owned();
+                }
+                let nodes: Vec<Vec<String>> = rows(&v["nodes"])
+                    .iter()
+                    .map(|n| {
+                        let id = cell(&n["id"]);
+                        vec![
+                            if n["self"] == Value::Bool(true) {
+                                format!("{id} (answering)")
+                            } else {
+                                id
+                            },
+                            cell(&n["host"]),
+                            cell(&n["pid"]),
+                            cell(&n["startedAt"]),
+                            cell(&n["lastSeen"]),
+                            cell(&n["leasedRuns"]),
+                            cell(&n["leasedInstances"]),
+                        ]
+                    })
+                    .collect();
+                let mut out = render(
+                    &[
+                        "node",
+                        "host",
+                        "pid",
+                        "joined",
+                        "last seen",
+                        "leased runs",
+                        "leased instances",
+                    ],
+                    &nodes,
+                );
+                let others: Vec<Vec<String>> = rows(&v["otherHolders"])
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            cell(&o["owner"]),
+                            cell(&o["leasedRuns"]),
+                            cell(&o["leasedInstances"]),
+                        ]
+                    })
+                    .collect();
+                if !others.is_empty() {
+                    out.push_str("\n\nleases held outside the live nodes:\n");
+                    out.push_str(&render(
+                        &["lease owner", "leased runs", "leased instances"],
+                        &others,
+                    ));
+                }
+                out
             });
         }
         Command::Stats { window } => {

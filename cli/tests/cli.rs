@@ -238,6 +238,13 @@ async fn instances_jobs_stats_and_bulk() {
 
     let out = cli(&s.url, "ro", &["stats"]).await;
     assert!(out.stdout.contains("counter"), "{}", out.stdout);
+    let out = cli(&s.url, "ro", &["nodes"]).await;
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (0, "single process: this engine runs alone on its store")
+    );
+    let out = cli(&s.url, "ro", &["--json", "nodes"]).await;
+    assert_eq!(out.json()["shared"], false);
 
     finished(&s, json!([-1])).await;
     finished(&s, json!([-2])).await;

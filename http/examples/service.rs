@@ -12,9 +12,12 @@
 //! a file in a temporary folder), `--token TOKEN` (operator token; also
 //! `DURABLE_JOBS_TOKEN`), `--read-only-token TOKEN`, `--open` (no auth, writes allowed: local
 //! use only), `--seed` (a few runs and instances to look at), `--page-dir DIR` (serves the
-//! files of DIR under `/app/`, for a page that uses `@coji/durably-react`). It prints
-//! `listening on http://ADDR` once it accepts requests, and stops gracefully on Ctrl-C or
-//! SIGTERM.
+//! files of DIR under `/app/`, for a page that uses `@coji/durably-react`), `--postgres URL`
+//! (the engine on PostgreSQL instead, joined to the store's shared feed: run several on one
+//! schema and each serves every stream and lists the others), `--schema NAME` (default
+//! `durable_jobs`), `--heartbeat-ms N` (the shared feed's heartbeat, default 5000; a node is
+//! dropped four heartbeats after its last). It prints `listening on http://ADDR` once it
+//! accepts requests, and stops gracefully on Ctrl-C or SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,9 +27,11 @@ use axum::extract::Path as UrlPath;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use durable_jobs::postgres::PostgresOptions;
 use durable_jobs::prelude::*;
 use durable_jobs::steps::{StepError, StepOptions, TriggerOptions};
 use durable_jobs::Engine;
+use durable_jobs_http::postgres::{SharedFeed, SharedFeedOptions};
 use durable_jobs_http::{Api, BearerTokens};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -208,6 +213,9 @@ struct Options {
     open: bool,
     seed: bool,
     page_dir: Option<PathBuf>,
+    postgres: Option<String>,
+    schema: String,
+    heartbeat: Duration,
 }
 
 fn options() -> Result<Options, String> {
@@ -221,6 +229,9 @@ fn options() -> Result<Options, String> {
         open: false,
         seed: false,
         page_dir: None,
+        postgres: None,
+        schema: durable_jobs::postgres::DEFAULT_SCHEMA.to_owned(),
+        heartbeat: Duration::from_secs(5),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -233,6 +244,15 @@ fn options() -> Result<Options, String> {
             "--page-dir" => o.page_dir = Some(value()?.into()),
             "--open" => o.open = true,
             "--seed" => o.seed = true,
+            "--postgres" => o.postgres = Some(value()?),
+            "--schema" => o.schema = value()?,
+            "--heartbeat-ms" => {
+                let ms = value()?;
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|_| format!("--heartbeat-ms {ms}: not a number"))?;
+                o.heartbeat = Duration::from_millis(ms.max(10));
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -324,19 +344,36 @@ async fn stopped() {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let o = options().map_err(|e| format!("{e}\nusage: service [--addr ADDR] [--db PATH] [--token T] [--read-only-token T] [--open] [--seed] [--page-dir DIR]"))?;
+    let o = options().map_err(|e| format!("{e}\nusage: service [--addr ADDR] [--db PATH] [--token T] [--read-only-token T] [--open] [--seed] [--page-dir DIR] [--postgres URL [--schema NAME] [--heartbeat-ms N]]"))?;
     let dir = tempfile::tempdir()?;
     let db = o.db.clone().unwrap_or_else(|| dir.path().join("jobs.db"));
-    let engine = Engine::<Jobs>::builder()
-        .sqlite(&db)
+    let builder = Engine::<Jobs>::builder();
+    let builder = match &o.postgres {
+        Some(url) => builder.postgres_options(PostgresOptions::new(url).schema(&o.schema)),
+        None => builder.sqlite(&db),
+    };
+    let engine = builder
         .step_options(StepOptions::default().preserve_steps(true))
         .app(App::default())
         .start()
         .await?;
+    let feed = match &o.postgres {
+        Some(url) => {
+            let options = SharedFeedOptions::new(url)
+                .schema(&o.schema)
+                .heartbeat(o.heartbeat)
+                .node_lapse(o.heartbeat * 4);
+            Some(SharedFeed::start(&engine, options).await?)
+        }
+        None => None,
+    };
     if o.seed {
         seed(&engine).await?;
     }
-    let api = Api::new(&engine);
+    let mut api = Api::new(&engine);
+    if let Some(feed) = &feed {
+        api = api.feed(feed.clone());
+    }
     let (router, closer) = if o.token.is_some() || o.read_only_token.is_some() {
         let mut tokens = BearerTokens::new();
         if let Some(t) = &o.token {
@@ -375,6 +412,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             closer.close();
         })
         .await?;
+    if let Some(feed) = feed {
+        feed.stop().await;
+    }
     engine.shutdown().await?;
     Ok(())
 }

@@ -10,8 +10,11 @@
 //!   debounce and task jobs (`GET /instances` with filters and keyset pages, `GET /instance`
 //!   with its state, and `POST /instance/{start,event,trigger,flush,clear,terminate}`),
 //!   `GET /events/subscribe` (the eight job events), `POST /runs/bulk` (cancel, retrigger or
-//!   delete by filter, with a dry run), `GET /stats`, `GET /health`, `GET /openapi.json` and
-//!   the dashboard under `/dashboard/`.
+//!   delete by filter, with a dry run), `GET /stats`, `GET /health`, `GET /nodes`, `GET
+//!   /openapi.json` and the dashboard under `/dashboard/`.
+//! - **Several processes on PostgreSQL** (feature `postgres`): `postgres::SharedFeed` makes
+//!   every stream carry the events of every process on the store and resume on any of them,
+//!   and lists the processes (`GET /nodes`, the dashboard's Nodes view).
 //! - **Streams** carry an `id:` per event and resume after a reconnect from `Last-Event-ID`
 //!   without losing events; idle streams get a `: ping` every 15 s; `run:progress` is
 //!   throttled per run as `@coji/durably` does (100 ms).
@@ -57,6 +60,9 @@ mod auth;
 mod body;
 mod dashboard;
 mod error;
+pub mod nodes;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod query;
 mod routes;
 pub mod sse;
@@ -84,6 +90,12 @@ pub use wire::TriggerRequest;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeExamples;
+
+/// docs/http.md, whose Rust examples (joining the shared feed on PostgreSQL) are compiled as
+/// this crate's doctests.
+#[cfg(all(doctest, feature = "postgres"))]
+#[doc = include_str!("../../docs/http.md")]
+pub struct HttpGuideExamples;
 
 use crate::sse::feed::{EventFeed, LocalFeed};
 

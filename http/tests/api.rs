@@ -694,6 +694,20 @@ async fn jobs_stats_health_openapi_and_the_dashboard_files() {
 }
 
 #[tokio::test]
+async fn nodes_says_one_process_without_a_shared_feed() {
+    let s = open_server().await;
+    let r = s.get("/nodes").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json,
+        json!({ "shared": false, "nodes": [], "otherHolders": [] })
+    );
+    let spec = s.get("/openapi.json").await.json;
+    assert_eq!(spec["paths"]["/nodes"]["get"]["operationId"], "listNodes");
+    assert_eq!(s.post_empty("/nodes").await.status, 405);
+}
+
+#[tokio::test]
 async fn bulk_actions_count_first_then_act_on_what_the_filter_matches() {
     let s = open_server().await;
     let mut failed = Vec::new();

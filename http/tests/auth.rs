@@ -149,6 +149,8 @@ async fn tokens_give_roles_and_the_rest_is_unauthorized() {
     );
     let sse = s.http.get(s.url("/runs/subscribe")).send().await.unwrap();
     assert_eq!(sse.status(), 401);
+    // Which processes run where is for authenticated callers only.
+    assert_eq!(call(&s, "GET", "/nodes", None, None).await.status, 401);
     // Public: the dashboard's files, the description and health.
     for path in [
         "/dashboard/",

@@ -263,6 +263,10 @@ async fn run_one(
         Place::Postgres(_) => crate::compare::steps_variant_postgres(cfg),
     };
     let (engine, app, durability) = place.start(cfg.step_concurrency).await?;
+    let feed = match &place {
+        Place::Postgres(schema) if cfg.shared_feed => Some(schema.join_feed(&engine).await?),
+        _ => None,
+    };
     let client = engine.client();
     let runs = client.step_job::<ThreeSteps>();
 
@@ -335,6 +339,9 @@ async fn run_one(
             sync, ownership, ..
         } => (*sync, *ownership),
         Place::Postgres(_) => {
+            if let Some(feed) = feed {
+                feed.stop().await;
+            }
             place.clean_up().await?;
             // Right after ours: durably on the same server, the pair's other half.
             if let Some(v) = peers.run(

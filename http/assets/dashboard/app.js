@@ -1,6 +1,7 @@
 // The durable-jobs operator dashboard: plain JavaScript over the HTTP API it is served by.
 // Hash routes: #/ (overview), #/runs, #/run/<id>, #/instances, #/instance/<job>/<id>,
-// #/schedules, #/bulk. Live updates come from the API's event streams.
+// #/schedules, #/bulk, #/nodes (on PostgreSQL with a shared feed). Live updates come from the
+// API's event streams.
 "use strict";
 
 const BASE = location.pathname.replace(/\/dashboard(\/.*)?$/, "");
@@ -491,6 +492,56 @@ async function bulkPage() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Nodes
+
+/// Shows the Nodes link when the API runs on a feed shared by several processes; asked once,
+/// after the first page loaded (so signed in).
+let nodesAsked = false;
+async function showNodesLink() {
+  if (nodesAsked) return;
+  nodesAsked = true;
+  try {
+    const nodes = await get("/nodes");
+    document.querySelector("[data-nav=nodes]").hidden = !nodes.shared;
+  } catch { /* signed out, or an older server: no link */ }
+}
+
+async function nodesPage() {
+  const view = h("div", {});
+  async function load() {
+    const n = await get("/nodes");
+    if (!n.shared) {
+      view.replaceChildren(h("h1", {}, "Nodes"),
+        h("p", { class: "muted", "data-testid": "single-process" }, "Single process: this engine runs alone on its store."));
+      return;
+    }
+    const now = new Date(n.now).getTime();
+    const since = (iso) => ago(now - new Date(iso).getTime());
+    view.replaceChildren(h("h1", {}, "Nodes"),
+      h("p", { class: "muted" }, "The processes sharing this store, as their heartbeats last said; refreshed every 5 s."),
+      h("table", { "data-testid": "nodes" },
+        h("thead", {}, h("tr", {}, ["node", "host", "pid", "joined", "last seen", "leased runs", "leased instances"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, n.nodes.map((node) => h("tr", { "data-node": node.id },
+          h("td", { class: "mono" }, node.id, node.self ? h("span", { class: "badge ok self" }, "this node") : null),
+          h("td", {}, node.host), h("td", { class: "num" }, node.pid),
+          h("td", {}, when(node.startedAt)), h("td", {}, since(node.lastSeen) + " ago"),
+          h("td", { class: "num" }, node.leasedRuns), h("td", { class: "num" }, node.leasedInstances))))),
+      ...(n.otherHolders.length ? [
+        h("h2", {}, "Leases held outside the live nodes"),
+        h("p", { class: "muted" }, "A process that stopped without leaving holds these until they lapse; then another node takes them over."),
+        h("table", { "data-testid": "other-holders" },
+          h("thead", {}, h("tr", {}, ["lease owner", "leased runs", "leased instances"].map((c) => h("th", {}, c)))),
+          h("tbody", {}, n.otherHolders.map((o) => h("tr", {},
+            h("td", { class: "mono" }, o.owner), h("td", { class: "num" }, o.leasedRuns), h("td", { class: "num" }, o.leasedInstances)))))
+      ] : []));
+  }
+  await load();
+  const timer = setInterval(() => load().catch(() => {}), 5000);
+  cleanup.push(() => clearInterval(timer));
+  return view;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Routing
 
 async function route() {
@@ -512,9 +563,11 @@ async function route() {
     else if (section === "instance") view = await instancePage(parts[1], parts.slice(2).join("/"));
     else if (section === "schedules") view = await schedulesPage();
     else if (section === "bulk") view = await bulkPage();
+    else if (section === "nodes") view = await nodesPage();
     else view = h("p", {}, "Nothing here.");
     app.replaceChildren(view);
     app.dataset.ready = section;
+    showNodesLink();
     document.getElementById("logout").hidden = !document.cookie.includes("durable_jobs_token=");
     if (section === "overview") stream("/runs/subscribe", debounce(route, 1500));
   } catch (e) {

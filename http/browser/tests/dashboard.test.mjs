@@ -1,6 +1,6 @@
 // The operator dashboard in Chromium against the example service with seed data: sign in, read
 // the overview, filter runs, open a failed run and retry it, terminate an instance, count and
-// apply a bulk action; a screenshot of each page.
+// apply a bulk action, see that one process has no Nodes view; a screenshot of each page.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { launch, startService, screenshots } from "./support.mjs";
@@ -113,4 +113,13 @@ test("a bulk action counts first and acts after confirmation", async () => {
   await page.click("[data-nav=runs]");
   await ready("runs");
   await page.waitForFunction(() => document.querySelectorAll("[data-testid=run-row] [data-status=failed]").length === 0);
+});
+
+test("one process has no Nodes link, and its Nodes page says so", async () => {
+  // The link is shown only for a shared feed; by now the dashboard asked.
+  await page.waitForFunction(() => document.querySelector("[data-nav=nodes]").hidden);
+  await page.goto(service.url + "/api/dashboard/#/nodes");
+  await ready("nodes");
+  assert.equal(await page.textContent("[data-testid=single-process]"), "Single process: this engine runs alone on its store.");
+  assert.equal(await page.isHidden("[data-nav=nodes]"), true);
 });

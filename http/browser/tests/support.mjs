@@ -48,10 +48,12 @@ export function startService(args) {
         resolvePromise({
           url: m[1],
           stop: () => new Promise((done) => {
+            if (child.exitCode !== null || child.signalCode !== null) return done();
             child.once("exit", done);
             child.kill("SIGTERM");
             setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
           }),
+          kill: (signal) => child.kill(signal),
         });
       }
     });

@@ -95,6 +95,29 @@ pub(crate) async fn health<R: Registry, A: HttpAuth>(
     }
 }
 
+/// `GET /nodes`: on a feed shared by several processes, the nodes heard from lately (id =
+/// their engine's lease owner, host, pid, when they joined and were last heard of) with the
+/// step runs and instances each holds, and the leases held by owners that are not live nodes;
+/// `{"shared": false, "nodes": []}` for one process.
+pub(crate) async fn nodes<R: Registry, A: HttpAuth>(
+    State(s): State<Arc<Shared<R, A>>>,
+    _caller: Caller<A::Context>,
+) -> ApiResult<Json<Value>> {
+    let Some(reading) = s.feed.nodes() else {
+        return Ok(Json(crate::nodes::to_json(None)));
+    };
+    match reading.await {
+        Ok(nodes) => Ok(Json(crate::nodes::to_json(Some(&nodes)))),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the nodes failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Reading the nodes failed: {e}"),
+            ))
+        }
+    }
+}
+
 /// `GET /metrics`: the application's metrics, 404 when it has none.
 pub(crate) async fn metrics<R: Registry, A: HttpAuth>(
     State(s): State<Arc<Shared<R, A>>>,

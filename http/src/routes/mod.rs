@@ -41,6 +41,7 @@ pub(crate) fn router<R: Registry, A: HttpAuth>(
             .route("/jobs", get(meta::jobs::<R, A>))
             .route("/stats", get(meta::stats::<R, A>))
             .route("/health", get(meta::health::<R, A>))
+            .route("/nodes", get(meta::nodes::<R, A>))
             .route("/metrics", get(meta::metrics::<R, A>))
             .route("/openapi.json", get(meta::openapi))
             .route("/instances", get(instances::list::<R, A>))

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use durable_jobs::steps::{Run, RunEvent, RunStatus};
+use durable_jobs::steps::{Run, RunStatus};
 use durable_jobs::{JobKind, Registry};
 use serde_json::{json, Map, Value};
 
 use super::run_access;
 use crate::error::ApiError;
 use crate::query::QueryPairs;
-use crate::sse::feed::{FeedEvent, Position};
+use crate::sse::feed::{FeedEvent, Position, WireEvent};
 use crate::sse::throttle::Frame;
 use crate::sse::{self, plain_frame, run_frame};
 use crate::wire::iso;
@@ -127,17 +127,9 @@ pub(crate) async fn run<R: Registry, A: HttpAuth>(
     let epoch = sub.head.epoch.clone();
     let run_id = run.id.clone();
     let map = move |e: &FeedEvent| -> Option<Frame> {
-        match e.item.as_run() {
-            Some(ev) if ev.run_id == run_id && ONE_RUN_TYPES.contains(&ev.type_name()) => {
-                Some(run_frame(
-                    &position(&epoch, e.seq),
-                    &ev.to_json(),
-                    &ev.run_id,
-                    ev.type_name(),
-                ))
-            }
-            _ => None,
-        }
+        let kind = e.item.type_name();
+        (e.item.run_id() == Some(run_id.as_str()) && ONE_RUN_TYPES.contains(&kind))
+            .then(|| run_frame(&position(&epoch, e.seq), e.item.json(), &run_id, kind))
     };
     let mut map = map;
     let mut options = s.stream_options(true);
@@ -157,8 +149,8 @@ pub(crate) async fn run<R: Registry, A: HttpAuth>(
 }
 
 /// The slim form `GET /runs/subscribe` sends: no input or output, as `@coji/durably` does.
-fn slim(ev: &RunEvent) -> Option<Value> {
-    let full = ev.to_json();
+fn slim(ev: &WireEvent) -> Option<Value> {
+    let full = ev.json();
     let keep: &[&str] = match ev.type_name() {
         "run:trigger" | "run:leased" | "run:complete" | "run:fail" | "run:cancel"
         | "run:delete" => &[],
@@ -179,12 +171,15 @@ fn slim(ev: &RunEvent) -> Option<Value> {
     Some(Value::Object(m))
 }
 
-fn matches(filter: &SubscribeFilter, ev: &RunEvent) -> bool {
-    (filter.job_names.is_empty() || filter.job_names.contains(&ev.job_name))
-        && filter
-            .labels
-            .iter()
-            .all(|(k, v)| ev.labels.get(k).is_some_and(|have| have == v))
+fn matches(filter: &SubscribeFilter, ev: &WireEvent) -> bool {
+    let labels = ev.labels();
+    (filter.job_names.is_empty() || filter.job_names.iter().any(|j| j == ev.job_name()))
+        && filter.labels.iter().all(|(k, v)| {
+            labels
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .is_some_and(|have| have == v)
+        })
 }
 
 /// `GET /runs/subscribe?jobName=&label.<k>=`: every run's events in slim form; never closes.
@@ -204,11 +199,12 @@ pub(crate) async fn runs<R: Registry, A: HttpAuth>(
     let sub = s.feed.subscribe(after.as_ref());
     let epoch = sub.head.epoch.clone();
     let mut map = move |e: &FeedEvent| -> Option<Frame> {
-        match e.item.as_run() {
-            Some(ev) if matches(&filter, ev) => slim(ev)
-                .map(|v| run_frame(&position(&epoch, e.seq), &v, &ev.run_id, ev.type_name())),
-            _ => None,
+        let ev = &e.item;
+        let run_id = ev.run_id()?;
+        if !matches(&filter, ev) {
+            return None;
         }
+        slim(ev).map(|v| run_frame(&position(&epoch, e.seq), &v, run_id, ev.type_name()))
     };
     let first = sub.replay.iter().filter_map(&mut map).collect();
     sse::stream(first, sub, map, s.stream_options(false))
@@ -241,16 +237,12 @@ pub(crate) async fn job_events<R: Registry, A: HttpAuth>(
     let sub = s.feed.subscribe(after.as_ref());
     let epoch = sub.head.epoch.clone();
     let mut map = move |e: &FeedEvent| -> Option<Frame> {
-        match e.item.as_job() {
-            Some(ev)
-                if (kinds.is_empty() || kinds.contains(&ev.job_kind()))
-                    && (jobs.is_empty() || jobs.iter().any(|j| j == ev.instance.job()))
-                    && (types.is_empty() || types.iter().any(|t| t == ev.type_name())) =>
-            {
-                Some(plain_frame(&position(&epoch, e.seq), &ev.to_json()))
-            }
-            _ => None,
-        }
+        let ev = &e.item;
+        let kind = ev.job_kind()?;
+        ((kinds.is_empty() || kinds.contains(&kind))
+            && (jobs.is_empty() || jobs.iter().any(|j| j == ev.job_name()))
+            && (types.is_empty() || types.iter().any(|t| t == ev.type_name())))
+        .then(|| plain_frame(&position(&epoch, e.seq), ev.json()))
     };
     let first = sub.replay.iter().filter_map(&mut map).collect();
     sse::stream(first, sub, map, s.stream_options(false))

@@ -3,9 +3,9 @@
 //! ring, so that a client reconnecting with `Last-Event-ID` gets what it missed.
 //!
 //! This is the one seam between the streams and where events come from. [`LocalFeed`] reads the
-//! engine in this process; a store shared by several processes implements [`EventFeed`] over
-//! its own table of changes (every node appends, every node tails), and the routes stay as they
-//! are.
+//! engine in this process; on PostgreSQL, `postgres::SharedFeed` (feature `postgres`)
+//! implements [`EventFeed`] over a table of the store's schema (every node appends, every node
+//! tails), and the routes stay as they are.
 //!
 //! The engine only builds events while someone listens, so [`LocalFeed`] listens only while a
 //! stream is open, and for a while after the last one closed (`linger`, one minute by
@@ -18,9 +18,119 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use durable_jobs::{Event, EventStream};
+use durable_jobs::{Event, EventStream, JobKind};
+use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+
+/// Where an event comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A step-job run: `run:*`, `step:*`, `log:write`, `worker:error`.
+    Run,
+    /// A continuous, debounce or task job: `job.*`, `debounce.*`, `task.*`.
+    Job,
+}
+
+impl Source {
+    /// `run` or `job`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Run => "run",
+            Source::Job => "job",
+        }
+    }
+
+    /// The source named `run` or `job`.
+    pub fn parse(s: &str) -> Option<Source> {
+        match s {
+            "run" => Some(Source::Run),
+            "job" => Some(Source::Job),
+            _ => None,
+        }
+    }
+}
+
+/// An event in the form the streams send it: the wire form of a run event
+/// ([`RunEvent::to_json`](durable_jobs::steps::RunEvent::to_json)) or a job event
+/// ([`JobEvent::to_json`](durable_jobs::JobEvent::to_json)). A feed shared by several
+/// processes stores this JSON as text and reads it back unchanged, so a stream sends the same
+/// bytes whichever node produced the event and whichever node serves the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WireEvent {
+    source: Source,
+    json: Arc<Value>,
+}
+
+impl WireEvent {
+    /// An event in its wire form; `json` is an object with at least `type`.
+    pub fn new(source: Source, json: Value) -> WireEvent {
+        WireEvent {
+            source,
+            json: Arc::new(json),
+        }
+    }
+
+    /// The wire form of one of the engine's events.
+    pub fn from_event(event: &Event) -> Option<WireEvent> {
+        if let Some(run) = event.as_run() {
+            Some(WireEvent::new(Source::Run, run.to_json()))
+        } else {
+            event
+                .as_job()
+                .map(|job| WireEvent::new(Source::Job, job.to_json()))
+        }
+    }
+
+    /// A run event or a job event.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The whole wire form, as sent.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    fn text(&self, key: &str) -> Option<&str> {
+        self.json.get(key).and_then(Value::as_str)
+    }
+
+    /// The wire name, such as `run:complete` or `job.executed`.
+    pub fn type_name(&self) -> &str {
+        self.text("type").unwrap_or_default()
+    }
+
+    /// The run a run event concerns (none for a job event, or a `worker:error` not tied to a
+    /// run).
+    pub fn run_id(&self) -> Option<&str> {
+        match self.source {
+            Source::Run => self.text("runId"),
+            Source::Job => None,
+        }
+    }
+
+    /// The job's name.
+    pub fn job_name(&self) -> &str {
+        self.text("jobName").unwrap_or_default()
+    }
+
+    /// A run event's labels.
+    pub fn labels(&self) -> Option<&Map<String, Value>> {
+        match self.source {
+            Source::Run => self.json.get("labels").and_then(Value::as_object),
+            Source::Job => None,
+        }
+    }
+
+    /// A job event's kind of job.
+    pub fn job_kind(&self) -> Option<JobKind> {
+        match self.source {
+            Source::Job => self.text("jobType").and_then(JobKind::parse),
+            Source::Run => None,
+        }
+    }
+}
 
 /// An event and its position in the feed.
 #[derive(Clone, Debug)]
@@ -29,7 +139,7 @@ pub struct FeedEvent {
     pub seq: u64,
     /// What happened: a run event (`run:*`, `step:*`, `log:write`) or a job event (`job.*`,
     /// `debounce.*`, `task.*`).
-    pub item: Event,
+    pub item: WireEvent,
 }
 
 /// A position a client reached: the `id:` of the last event it received.
@@ -67,7 +177,9 @@ pub struct FeedSubscription {
     /// `live`). `false` without a position, or when the position is from another epoch or
     /// older than what the feed still holds: the stream starts afresh.
     pub resumed: bool,
-    /// The position of the last event before `live`'s first.
+    /// The position the stream is at once `replay` is sent: `live` events at or before it are
+    /// skipped (a feed that has not yet read as far as the position a client resumes from
+    /// sends those events again, and the stream drops them).
     pub head: Position,
     /// Events from now on. A receiver that lags has lost events: end the stream, and the
     /// client resumes from its last position.
@@ -90,6 +202,12 @@ impl std::fmt::Debug for FeedSubscription {
 pub trait EventFeed: Send + Sync + 'static {
     /// Subscribes, resuming after `after` when possible.
     fn subscribe(&self, after: Option<&Position>) -> FeedSubscription;
+
+    /// The processes sharing this feed and what each holds, for `GET /nodes`; `None` (the
+    /// default) for a feed of one process.
+    fn nodes(&self) -> Option<crate::nodes::NodesFuture<'_>> {
+        None
+    }
 }
 
 /// Opens the engine's event stream.
@@ -181,7 +299,10 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, item: Event) {
+    fn push(&self, event: Event) {
+        let Some(item) = WireEvent::from_event(&event) else {
+            return;
+        };
         let mut st = self.lock();
         let event = FeedEvent {
             seq: st.next_seq,

@@ -103,7 +103,10 @@ async fn drive<M>(
     M: FnMut(&FeedEvent) -> Option<Frame> + Send,
 {
     let FeedSubscription {
-        mut live, watch, ..
+        mut live,
+        watch,
+        head,
+        ..
     } = sub;
     let _watch = watch;
     let mut throttle = Throttle::new(options.throttle);
@@ -139,6 +142,7 @@ async fn drive<M>(
             _ = options.shutdown.changed() => break,
             _ = tx.closed() => return,
             received = live.recv() => match received {
+                Ok(event) if event.seq <= head.seq => {}
                 Ok(event) => {
                     if let Some(frame) = map(&event) {
                         if !send(throttle.offer(frame, Instant::now()), &tx).await {

@@ -108,6 +108,13 @@ impl<R: Registry> Engine<R> {
         self.handle.inner.telemetry.subscribe()
     }
 
+    /// The name this engine's leases carry: the `lease_owner` of the step runs it executes and
+    /// of the instances it holds while it runs them, and the `leaseOwner` of its `run:leased`
+    /// events. Unique per engine start; on a shared store it tells which process holds what.
+    pub fn lease_owner(&self) -> &str {
+        &self.handle.inner.owner
+    }
+
     /// Stops gracefully: no new actions or claims, running executions finish (up to the
     /// configured shutdown timeout), the store is closed. Telemetry delivery is not waited for:
     /// a request in flight may finish, and undelivered events stay in the outbox for the next
