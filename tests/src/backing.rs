@@ -271,6 +271,38 @@ impl Default for Schema {
     }
 }
 
+/// Drops a test's schema. The test is over, but an engine it dropped without shutting down
+/// may still hold a connection inside a transaction whose rollback waits for a task of the
+/// test's runtime, which is blocked on this very drop: the drop would wait for that
+/// transaction's locks forever. So it waits a few seconds, then ends whichever sessions still
+/// hold locks on the schema's tables, and drops again.
+async fn drop_schema(conn: &mut sqlx::PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("SET lock_timeout = '3s'")
+        .execute(&mut *conn)
+        .await?;
+    let drop = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+    for _ in 0..10 {
+        match sqlx::raw_sql(&drop).execute(&mut *conn).await {
+            Ok(_) => return Ok(()),
+            // 55P03: lock_not_available.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                sqlx::query(
+                    "SELECT pg_terminate_backend(l.pid)
+                       FROM pg_locks l
+                       JOIN pg_class c ON c.oid = l.relation
+                       JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
+                )
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    sqlx::raw_sql(&drop).execute(&mut *conn).await.map(|_| ())
+}
+
 impl Drop for Schema {
     fn drop(&mut self) {
         // Drop cannot await, and may run inside the test's runtime: the schema is dropped on a
@@ -283,9 +315,7 @@ impl Drop for Schema {
                 .unwrap()
                 .block_on(async move {
                     let mut conn = sqlx::PgConnection::connect(&postgres_url()).await?;
-                    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-                        .execute(&mut conn)
-                        .await?;
+                    drop_schema(&mut conn, &name).await?;
                     conn.close().await
                 })
         })
