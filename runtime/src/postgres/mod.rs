@@ -107,9 +107,11 @@ pub(crate) enum Decision<T> {
 /// loses a race it can resolve by running again.
 const ATTEMPTS: u32 = 8;
 
-/// How many connections the writer commits on: while one waits for its commit to be flushed,
-/// the next group runs on another.
-const WRITER_CONNECTIONS: usize = 2;
+/// How many connections the writer commits on. One: the groups of two connections of one
+/// process hold row locks for the whole group and deadlock on each other (a renewal of every
+/// lease against a step write), which the server only detects after `deadlock_timeout` (1 s),
+/// long enough for leases to lapse. While a group commits, the next one gathers in the queue.
+const WRITER_CONNECTIONS: usize = 1;
 
 impl PostgresStore {
     /// Connects to the database at `url` with the default options (schema `durable_jobs`),
@@ -316,15 +318,16 @@ impl Backend for PostgresStore {
         owner: &'a str,
         lease_until: Timestamp,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(
-            self.write((owner.to_owned(), lease_until), |conn, sql, (owner, until)| {
+        Box::pin(self.write(
+            (owner.to_owned(), lease_until),
+            |conn, sql, (owner, until)| {
                 Box::pin(async move {
                     instances::renew_leases(conn, sql, owner, *until)
                         .await
                         .map(Decision::Commit)
                 })
-            }),
-        )
+            },
+        ))
     }
 
     fn scan_alarms<'a>(

@@ -310,7 +310,10 @@ enum Ended {
     /// A write must roll back alone: run the group again with a savepoint around each.
     Replay,
     /// Nothing of the group committed; `broken` when the connection must be closed.
-    Failed { failure: Failure, broken: bool },
+    Failed {
+        failure: Failure,
+        broken: bool,
+    },
 }
 
 impl Ended {

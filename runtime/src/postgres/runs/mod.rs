@@ -239,11 +239,7 @@ impl RunStore for PostgresStore {
 
     fn delete_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<DeleteOutcome, StoreError>> {
         Box::pin(self.write(id.to_owned(), |conn, sql, id| {
-            Box::pin(async move {
-                admin::delete_run(conn, sql, id)
-                    .await
-                    .map(Decision::Commit)
-            })
+            Box::pin(async move { admin::delete_run(conn, sql, id).await.map(Decision::Commit) })
         }))
     }
 
@@ -282,7 +278,9 @@ impl RunStore for PostgresStore {
         Box::pin(async move {
             let expired = self
                 .write(now, |conn, sql, now| {
-                    Box::pin(async move { claim::recover(conn, sql, *now).await.map(Decision::Commit) })
+                    Box::pin(
+                        async move { claim::recover(conn, sql, *now).await.map(Decision::Commit) },
+                    )
                 })
                 .await?;
             if expired > 0 {
