@@ -1,11 +1,12 @@
 //! The writer: every write of the store, grouped into shared transactions (group commit).
 //!
-//! A write is queued with its reply channel. A few writer tasks, each on a connection of the
-//! pool, take the first waiting write and every other one queued behind it (up to
-//! [`MAX_GROUP`]) and run them in one transaction: one commit, one wait for the server's log
-//! flush, answers them all. While one group waits for its commit, the next one runs on another
-//! connection. Replies are sent only after `COMMIT` returned, so no caller sees a write that
-//! could still be rolled back; announcements are the callers' own, made after their reply.
+//! A write is queued with its reply channel. The writer task takes the first waiting write and
+//! every other one queued behind it (up to [`MAX_GROUP`]) and runs them in one transaction on
+//! a connection of the pool: one commit, one wait for the server's log flush, answers them
+//! all, and the writes queued meanwhile make the next group. Replies are sent only after
+//! `COMMIT` returned, so no caller sees a write that could still be rolled back; announcements
+//! are the callers' own, made after their reply. The writer runs the store's own statements
+//! only, never user code, so no transaction stays open across it.
 //!
 //! The writes of a group run without savepoints first. A savepoint costs a round trip to the
 //! server and a subtransaction: a transaction with more than 64 of them overflows the server's
@@ -181,6 +182,8 @@ type Queue = mpsc::UnboundedReceiver<Box<dyn Job>>;
 /// The writer tasks and their queue.
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::UnboundedSender<Box<dyn Job>>>>,
+    /// The queue's other end, which the tasks take turns to read.
+    receiver: Arc<tokio::sync::Mutex<Queue>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -201,6 +204,7 @@ impl Writer {
             .collect();
         Writer {
             queue: Mutex::new(Some(sender)),
+            receiver,
             tasks: Mutex::new(tasks),
         }
     }
@@ -231,6 +235,13 @@ impl Writer {
             }
         }
         answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// How many writes wait in the queue while no task reads it (one that waits for a write
+    /// holds it, and this waits for it).
+    #[cfg(test)]
+    pub(crate) async fn queued(&self) -> usize {
+        self.receiver.lock().await.len()
     }
 
     /// Refuses later writes; the writer tasks finish the queued ones, then end.
