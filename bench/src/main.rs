@@ -67,13 +67,14 @@ OPTIONS:
                          their file (default exclusive): `shared` runs the engine as one of
                          several processes on the file (durable leased claims, no cache);
                          peers are compared with exclusive mode only
-    --backend sqlite|postgres   the store of `steps` and `burndown` (default sqlite):
+    --backend sqlite|postgres   the store of `steps`, `burndown` and `limit` (default sqlite):
                          postgres keeps each run in a fresh schema (dropped afterwards) of
                          the server DURABLE_JOBS_PG_URL names (default
                          postgres://postgres@127.0.0.1:5432/test) and reports the server's
                          synchronous_commit; its peers are durably on PostgreSQL (`steps`) and
-                         graphile-worker (`burndown`); --sync, --mode and --processes do not
-                         apply to it
+                         graphile-worker (`burndown`); `limit` runs the PostgreSQL store's
+                         own statements for the same rows, 1,000 a transaction; --sync,
+                         --mode and --processes do not apply to it
     --processes N        `steps` and `burndown` in shared mode: N engine processes drain the
                          same file (this one and N-1 children; default 1)
     --runs N             steps: runs (default 20000)
@@ -353,10 +354,10 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
         }
         if let Some(w) = workloads
             .iter()
-            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown))
+            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown | Workload::Limit))
         {
             return Err(format!(
-                "--backend postgres runs `steps` and `burndown` only, not {w:?}"
+                "--backend postgres runs `steps`, `burndown` and `limit` only, not {w:?}"
             ));
         }
     }
@@ -475,6 +476,7 @@ async fn run_one(
         Workload::Continuous => workloads::continuous::run(cfg, dir, report).await,
         Workload::Latency => workloads::latency::run(cfg, dir, report, peers).await,
         Workload::Scale => workloads::scale::run(cfg, dir, report).await,
+        Workload::Limit if cfg.backend == Backend::Postgres => pg::limit::run(cfg, report).await,
         Workload::Limit => workloads::limit::run(cfg, dir, report).await,
         Workload::Burndown => workloads::burndown::run(cfg, dir, report, peers).await,
         Workload::Growth => workloads::growth::run(cfg, dir, report).await,

@@ -4,6 +4,8 @@
 #![doc = include_str!("../../../docs/postgres.md")]
 
 mod announce;
+#[cfg(feature = "bench-internals")]
+pub(crate) mod bench;
 mod builder;
 mod codec;
 pub(crate) mod inbox;

@@ -183,6 +183,7 @@ type Queue = mpsc::UnboundedReceiver<Box<dyn Job>>;
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::UnboundedSender<Box<dyn Job>>>>,
     /// The queue's other end, which the tasks take turns to read.
+    #[cfg(test)]
     receiver: Arc<tokio::sync::Mutex<Queue>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -204,6 +205,7 @@ impl Writer {
             .collect();
         Writer {
             queue: Mutex::new(Some(sender)),
+            #[cfg(test)]
             receiver,
             tasks: Mutex::new(tasks),
         }

@@ -9,10 +9,10 @@
 //! several processes cannot both create a run either rule forbids.
 
 mod admin;
-mod claim;
+pub(super) mod claim;
 pub(crate) mod codec;
 pub(super) mod enqueue;
-mod fenced;
+pub(super) mod fenced;
 
 use super::{Decision, PostgresStore};
 use crate::store::runs::{
