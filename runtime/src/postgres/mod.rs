@@ -8,6 +8,7 @@ mod announce;
 pub(crate) mod bench;
 mod builder;
 mod codec;
+mod completions;
 pub(crate) mod inbox;
 mod instances;
 mod listen;

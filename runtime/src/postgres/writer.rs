@@ -30,7 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::codec::{database_error, is_transient, sql_error, sqlstate, Sql};
+use super::completions::{Completion, Completions};
 use super::{Decision, ATTEMPTS};
+use crate::store::runs::FinishOutcome;
 use crate::store::{BoxFuture, StoreError};
 
 /// Most writes in one group. Bounds how long the first write of a group waits for the others.
@@ -46,7 +48,7 @@ pub(crate) type WriteFn<D, T> = for<'c> fn(
 
 /// What running a write once found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ran {
+pub(super) enum Ran {
     /// Its changes are to commit.
     Applied,
     /// Its outcome is known and nothing of it may stay: a refusal it decided, or its own error.
@@ -58,7 +60,7 @@ enum Ran {
 }
 
 /// A queued write with its reply channel, type-erased for the queue.
-trait Job: Send {
+pub(super) trait Job: Send {
     /// Runs the write and keeps its outcome (replacing one from an earlier run).
     fn run<'c>(&'c mut self, conn: &'c mut PgConnection, sql: &'c Sql) -> BoxFuture<'c, Ran>;
     /// Replies: the write's own outcome, or `failure` when its group did not commit.
@@ -69,13 +71,13 @@ trait Job: Send {
 
 /// Why a group did not commit.
 #[derive(Debug, Clone)]
-enum Failure {
+pub(super) enum Failure {
     Closed,
     Database(String),
 }
 
 impl Failure {
-    fn of(error: &StoreError) -> Failure {
+    pub(super) fn of(error: &StoreError) -> Failure {
         match error {
             StoreError::Closed => Failure::Closed,
             other => Failure::Database(other.to_string()),
@@ -83,7 +85,7 @@ impl Failure {
     }
 
     /// The error each write of the group is answered with.
-    fn to_error(&self) -> StoreError {
+    pub(super) fn to_error(&self) -> StoreError {
         match self {
             Failure::Closed => StoreError::Closed,
             Failure::Database(message) => database_error(format!(
@@ -116,11 +118,9 @@ impl<D: Send + Sync, T: Send> Job for Pending<D, T> {
                         "a transaction kept losing races with other processes; giving up",
                     ))),
                 ),
-                Err(e) => match classify(&e) {
-                    Fault::Own => (Ran::RolledBack, Some(Err(e))),
-                    Fault::Transient if !last_attempt => (Ran::Again, None),
-                    Fault::Transient => (Ran::RolledBack, Some(Err(e))),
-                    Fault::Connection => (Ran::Broken, Some(Err(e))),
+                Err(e) => match ran_after(&e, last_attempt) {
+                    Ran::Again => (Ran::Again, None),
+                    ran => (ran, Some(Err(e))),
                 },
             };
             self.outcome = outcome;
@@ -144,6 +144,16 @@ impl<D: Send + Sync, T: Send> Job for Pending<D, T> {
             Some(Err(e)) => Failure::of(e),
             _ => Failure::Database("the connection failed during a group's transaction".into()),
         }
+    }
+}
+
+/// What a write that failed with `error` did to its group.
+pub(super) fn ran_after(error: &StoreError, last_attempt: bool) -> Ran {
+    match classify(error) {
+        Fault::Own => Ran::RolledBack,
+        Fault::Transient if !last_attempt => Ran::Again,
+        Fault::Transient => Ran::RolledBack,
+        Fault::Connection => Ran::Broken,
     }
 }
 
@@ -177,11 +187,18 @@ fn classify(error: &StoreError) -> Fault {
     }
 }
 
-type Queue = mpsc::UnboundedReceiver<Box<dyn Job>>;
+/// What the writer is asked to do.
+enum Queued {
+    Write(Box<dyn Job>),
+    /// A run's completion, folded with the group's others into one statement.
+    Completion(Completion),
+}
+
+type Queue = mpsc::UnboundedReceiver<Queued>;
 
 /// The writer tasks and their queue.
 pub(crate) struct Writer {
-    queue: Mutex<Option<mpsc::UnboundedSender<Box<dyn Job>>>>,
+    queue: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
     /// The queue's other end, which the tasks take turns to read.
     #[cfg(test)]
     receiver: Arc<tokio::sync::Mutex<Queue>>,
@@ -219,24 +236,33 @@ impl Writer {
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Pending {
+        self.send(Queued::Write(Box::new(Pending {
             data,
             write,
             attempts: 0,
             outcome: None,
             reply,
-        });
-        {
-            let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            let sent = match queue.as_ref() {
-                Some(queue) => queue.send(job).is_ok(),
-                None => false,
-            };
-            if !sent {
-                return Err(StoreError::Closed);
-            }
-        }
+        })))?;
         answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Queues a run's completion (one with no logs to append) and waits for its outcome,
+    /// which comes once its group committed (or failed).
+    pub(crate) async fn complete(
+        &self,
+        completion: impl FnOnce(oneshot::Sender<Result<FinishOutcome, StoreError>>) -> Completion,
+    ) -> Result<FinishOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Queued::Completion(completion(reply)))?;
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn send(&self, queued: Queued) -> Result<(), StoreError> {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        match queue.as_ref() {
+            Some(queue) if queue.send(queued).is_ok() => Ok(()),
+            _ => Err(StoreError::Closed),
+        }
     }
 
     /// How many writes wait in the queue while no task reads it (one that waits for a write
@@ -269,13 +295,20 @@ impl Writer {
 /// is closed and empty.
 async fn next_group(receiver: &tokio::sync::Mutex<Queue>) -> Option<Vec<Box<dyn Job>>> {
     let mut receiver = receiver.lock().await;
-    let first = receiver.recv().await?;
-    let mut group = vec![first];
-    while group.len() < MAX_GROUP {
-        match receiver.try_recv() {
-            Ok(job) => group.push(job),
-            Err(_) => break,
+    let mut next = Some(receiver.recv().await?);
+    let mut group: Vec<Box<dyn Job>> = Vec::new();
+    let mut completions = Vec::new();
+    while let Some(queued) = next.take() {
+        match queued {
+            Queued::Write(job) => group.push(job),
+            Queued::Completion(completion) => completions.push(completion),
         }
+        if group.len() + completions.len() < MAX_GROUP {
+            next = receiver.try_recv().ok();
+        }
+    }
+    if !completions.is_empty() {
+        group.push(Box::new(Completions::new(completions)));
     }
     Some(group)
 }

@@ -23,6 +23,7 @@ use crate::store::runs::{
 use crate::store::{BoxFuture, Change, StoreError};
 use crate::time::Timestamp;
 
+use super::completions::Completion;
 use enqueue::Attempt;
 
 impl RunStore for PostgresStore {
@@ -192,16 +193,41 @@ impl RunStore for PostgresStore {
         now: Timestamp,
     ) -> BoxFuture<'_, Result<FinishOutcome, StoreError>> {
         Box::pin(async move {
-            let data = (fence, finish, logs, cleanup, now);
-            let outcome = self
-                .write(data, |conn, sql, (fence, finish, logs, cleanup, now)| {
-                    Box::pin(async move {
-                        fenced::finish_run(conn, sql, fence, finish, logs, *cleanup, *now)
-                            .await
-                            .map(Decision::Commit)
+            let outcome = match (finish, logs.is_empty()) {
+                // The common end: folded with the group's other completions.
+                (
+                    Finish::Completed {
+                        output,
+                        completed_step_count,
+                        current_step_index,
+                    },
+                    true,
+                ) => {
+                    self.check_open()?;
+                    self.writer
+                        .complete(|reply| Completion {
+                            fence,
+                            output,
+                            completed_step_count,
+                            current_step_index,
+                            cleanup,
+                            now,
+                            reply,
+                        })
+                        .await?
+                }
+                (finish, _) => {
+                    let data = (fence, finish, logs, cleanup, now);
+                    self.write(data, |conn, sql, (fence, finish, logs, cleanup, now)| {
+                        Box::pin(async move {
+                            fenced::finish_run(conn, sql, fence, finish, logs, *cleanup, *now)
+                                .await
+                                .map(Decision::Commit)
+                        })
                     })
-                })
-                .await?;
+                    .await?
+                }
+            };
             match outcome {
                 FinishOutcome::Refused => {}
                 FinishOutcome::Retrying => self.wakeups.announce(Change::Runs),

@@ -258,3 +258,79 @@ async fn a_group_that_loses_its_connection_fails_every_write_and_the_next_group_
     writer.stop().await;
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_folded_into_one_statement_are_each_fenced_on_their_own_run() {
+    use crate::store::runs::{Fence, Finish, FinishOutcome, NewRun, RunStatus, RunStore};
+
+    let schema = TestSchema::new();
+    let store = Arc::new(schema.open().await);
+    let now = crate::time::Timestamp::from_millis(1_767_225_600_000);
+    let runs = ["r1", "r2", "r3"].map(|id| NewRun {
+        id: id.to_owned(),
+        job_name: "job".to_owned(),
+        input: "null".to_owned(),
+        idempotency_key: None,
+        concurrency_key: None,
+        labels: Default::default(),
+        coalesce: false,
+    });
+    store.enqueue(runs.to_vec(), now).await.unwrap();
+    let until = crate::time::Timestamp::from_millis(now.as_millis() + 60_000);
+    let claimed = store.claim("me", now, until, 3).await.unwrap();
+    assert_eq!(claimed.runs.len(), 3);
+
+    let mut admin = schema.admin().await;
+    hold(&mut admin, HOLD).await;
+    let first = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.writer.write(HOLD, wait_for_lock).await }
+    });
+    waiting_for(&mut admin, HOLD).await;
+    let mut finishing = Vec::new();
+    for (i, run) in claimed.runs.iter().enumerate() {
+        // The second completion is fenced out: its generation is not the claim's.
+        let fence = Fence {
+            run_id: run.id.clone(),
+            generation: run.generation + u64::from(i == 1),
+            hint: None,
+        };
+        let finisher = Arc::clone(&store);
+        finishing.push(tokio::spawn(async move {
+            let finish = Finish::Completed {
+                output: Some(format!("{i}")),
+                completed_step_count: 0,
+                current_step_index: 0,
+            };
+            finisher
+                .finish_run(fence, finish, Vec::new(), false, now)
+                .await
+        }));
+        queued(&store.writer, i + 1).await;
+    }
+    let_go(&mut admin, HOLD).await;
+    first.await.unwrap().unwrap();
+    let mut outcomes = Vec::new();
+    for finishing in finishing {
+        outcomes.push(finishing.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        outcomes,
+        [
+            FinishOutcome::Completed,
+            FinishOutcome::Refused,
+            FinishOutcome::Completed
+        ]
+    );
+    for (i, run) in claimed.runs.iter().enumerate() {
+        let stored = store.get_run(&run.id).await.unwrap().unwrap();
+        if i == 1 {
+            assert_eq!(stored.status, RunStatus::Leased);
+            assert_eq!(stored.output, None);
+        } else {
+            assert_eq!(stored.status, RunStatus::Completed);
+            assert_eq!(stored.output.as_deref(), Some(format!("{i}").as_str()));
+        }
+    }
+    store.close().await.unwrap();
+}
