@@ -1,5 +1,6 @@
 //! Step-job runs on PostgreSQL: the [`RunStore`] operations as functions over a connection,
-//! run by the store in short transactions (or single statements) on connections of its pool.
+//! run by the store's writer (many callers' writes to a transaction, see the writer module) or
+//! as single statements on connections of its pool.
 //!
 //! The tables follow the SQLite store's (`runs` is its `durably_runs`), with the differences
 //! listed in the schema module. What several processes need is in the statements: a claim locks
