@@ -534,6 +534,8 @@ mod tests {
         assert_eq!(cfg.backend, Backend::Postgres);
         let (_, cfg, _) = parse_args(args("burndown --backend PostgreSQL")).unwrap();
         assert_eq!(cfg.backend, Backend::Postgres);
+        let (w, cfg, _) = parse_args(args("limit --backend postgres")).unwrap();
+        assert_eq!((w, cfg.backend), (vec![Workload::Limit], Backend::Postgres));
         assert!(parse_args(args("steps --backend mysql"))
             .unwrap_err()
             .contains("--backend"));
