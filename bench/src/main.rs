@@ -67,13 +67,14 @@ OPTIONS:
                          their file (default exclusive): `shared` runs the engine as one of
                          several processes on the file (durable leased claims, no cache);
                          peers are compared with exclusive mode only
-    --backend sqlite|postgres   the store of `steps` and `burndown` (default sqlite):
+    --backend sqlite|postgres   the store of `steps`, `burndown` and `limit` (default sqlite):
                          postgres keeps each run in a fresh schema (dropped afterwards) of
                          the server DURABLE_JOBS_PG_URL names (default
                          postgres://postgres@127.0.0.1:5432/test) and reports the server's
                          synchronous_commit; its peers are durably on PostgreSQL (`steps`) and
-                         graphile-worker (`burndown`); --sync, --mode and --processes do not
-                         apply to it
+                         graphile-worker (`burndown`); `limit` runs the PostgreSQL store's
+                         own statements for the same rows, 1,000 a transaction; --sync,
+                         --mode and --processes do not apply to it
     --shared-feed        with --backend postgres, `steps` joins its engine to the HTTP API's
                          shared event feed (every event appended to a table in batches), to
                          measure what that costs the jobs
@@ -362,10 +363,10 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
         }
         if let Some(w) = workloads
             .iter()
-            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown))
+            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown | Workload::Limit))
         {
             return Err(format!(
-                "--backend postgres runs `steps` and `burndown` only, not {w:?}"
+                "--backend postgres runs `steps`, `burndown` and `limit` only, not {w:?}"
             ));
         }
     }
@@ -484,6 +485,7 @@ async fn run_one(
         Workload::Continuous => workloads::continuous::run(cfg, dir, report).await,
         Workload::Latency => workloads::latency::run(cfg, dir, report, peers).await,
         Workload::Scale => workloads::scale::run(cfg, dir, report).await,
+        Workload::Limit if cfg.backend == Backend::Postgres => pg::limit::run(cfg, report).await,
         Workload::Limit => workloads::limit::run(cfg, dir, report).await,
         Workload::Burndown => workloads::burndown::run(cfg, dir, report, peers).await,
         Workload::Growth => workloads::growth::run(cfg, dir, report).await,
@@ -541,6 +543,8 @@ mod tests {
         assert_eq!(cfg.backend, Backend::Postgres);
         let (_, cfg, _) = parse_args(args("burndown --backend PostgreSQL")).unwrap();
         assert_eq!(cfg.backend, Backend::Postgres);
+        let (w, cfg, _) = parse_args(args("limit --backend postgres")).unwrap();
+        assert_eq!((w, cfg.backend), (vec![Workload::Limit], Backend::Postgres));
         assert!(parse_args(args("steps --backend mysql"))
             .unwrap_err()
             .contains("--backend"));

@@ -2,6 +2,8 @@
 //! fresh schema of the server `DURABLE_JOBS_PG_URL` names (default the local test server),
 //! dropped afterwards, and reads the durability of its commits from the server.
 
+pub(crate) mod limit;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use durable_jobs::postgres::PostgresOptions;
@@ -42,6 +44,11 @@ impl Schema {
             .execute(&admin)
             .await?;
         Ok(Schema { name, admin })
+    }
+
+    /// The schema's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// The store's options: this schema on the server.

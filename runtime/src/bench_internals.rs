@@ -13,6 +13,11 @@ pub fn step_job_schema() -> String {
 /// The statements the store runs for a run that goes well, for the same ceiling.
 pub use crate::sqlite::runs::statements as step_job_statements;
 
+/// The PostgreSQL store's statements for step-job runs, for the benchmark's raw-SQL ceiling
+/// on PostgreSQL (the same rows, the same statements, many runs a transaction, no engine).
+#[cfg(feature = "postgres")]
+pub use crate::postgres::bench::RunStatements as PostgresRunStatements;
+
 /// How an engine's store commits, read from its write connection: the benchmark prints it next
 /// to every figure it compares with another system.
 pub async fn store_durability<R: crate::Registry>(

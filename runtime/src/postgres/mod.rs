@@ -4,8 +4,11 @@
 #![doc = include_str!("../../../docs/postgres.md")]
 
 mod announce;
+#[cfg(feature = "bench-internals")]
+pub(crate) mod bench;
 mod builder;
 mod codec;
+mod completions;
 pub(crate) mod inbox;
 mod instances;
 mod listen;
@@ -19,14 +22,16 @@ mod schema;
 mod tests;
 pub(crate) mod tx;
 mod wakeups;
+mod writer;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
 
 use crate::id::{InstanceKey, JobKind};
 use crate::store::{
@@ -36,10 +41,11 @@ use crate::store::{
 use crate::time::Timestamp;
 
 pub use crate::client::tx::{EventOutcome, Queued, TriggerOutcome};
-use codec::{check_schema_name, is_transient, Context, DbTime, Sql};
+use codec::{check_schema_name, Context, DbTime, Sql};
 use options::Source;
 pub use options::{PostgresOptions, DEFAULT_FALLBACK_POLL_INTERVAL, DEFAULT_SCHEMA};
 use wakeups::Wakeups;
+use writer::{WriteFn, Writer};
 
 /// The PostgreSQL store: a [`Store`] in a schema of a PostgreSQL database, shared by every
 /// engine that connects to it.
@@ -64,7 +70,9 @@ use wakeups::Wakeups;
 /// ```
 pub struct PostgresStore {
     pool: PgPool,
-    sql: Sql,
+    sql: Arc<Sql>,
+    /// Runs every write of the store, many callers' to a transaction.
+    writer: Writer,
     /// Whether the pool is the store's own, to close with it (not the caller's).
     owns_pool: bool,
     /// How often engines look for other processes' writes: the fallback poll when the store
@@ -99,12 +107,15 @@ pub(crate) enum Decision<T> {
     Retry,
 }
 
-/// A transaction on a connection of the store's pool.
-pub(crate) type Tx = Transaction<'static, Postgres>;
-
-/// How many times a transaction is run when the server picks it as a deadlock's victim, or it
+/// How many times a write is run when the server picks it as a deadlock's victim, or it
 /// loses a race it can resolve by running again.
 const ATTEMPTS: u32 = 8;
+
+/// How many connections the writer commits on. One: the groups of two connections of one
+/// process hold row locks for the whole group and deadlock on each other (a renewal of every
+/// lease against a step write), which the server only detects after `deadlock_timeout` (1 s),
+/// long enough for leases to lapse. While a group commits, the next one gathers in the queue.
+const WRITER_CONNECTIONS: usize = 1;
 
 impl PostgresStore {
     /// Connects to the database at `url` with the default options (schema `durable_jobs`),
@@ -149,7 +160,7 @@ impl PostgresStore {
                 (pool, true)
             }
         };
-        let sql = Sql::new(&options.schema);
+        let sql = Arc::new(Sql::new(&options.schema));
         let migrated = migrations::apply(&pool, &sql, migrations::MIGRATIONS).await;
         if let Err(e) = migrated {
             if owns_pool {
@@ -164,9 +175,11 @@ impl PostgresStore {
             Some(_) => options.fallback_poll_interval,
             None => options.poll_interval,
         };
+        let writer = Writer::start(&pool, &sql, WRITER_CONNECTIONS);
         Ok(PostgresStore {
             pool,
             sql,
+            writer,
             owns_pool,
             poll_interval,
             announce_within: options.fallback_poll_interval,
@@ -209,51 +222,17 @@ impl PostgresStore {
             .context("taking a connection from the pool")
     }
 
-    /// Runs `op` in a transaction, which ends as `op`'s [`Decision`] says. A transaction that
-    /// failed because the server picked it as a deadlock's victim (or for a serialization
-    /// failure) is run again, as is one that asks to be: nothing of it was applied.
-    pub(crate) async fn transaction<'f, T, F>(&'f self, mut op: F) -> Result<T, StoreError>
+    /// Runs `write` with `data` in the writer's next group transaction, which ends as the
+    /// write's [`Decision`] says for its own part: a write that rolls back (or fails) leaves
+    /// nothing behind and the others of its group commit. A write that lost a race, or was a
+    /// deadlock's victim, is run again. The outcome comes once the group committed.
+    pub(crate) async fn write<D, T>(&self, data: D, write: WriteFn<D, T>) -> Result<T, StoreError>
     where
-        T: Send + 'f,
-        F: FnMut(Tx, &'f Sql) -> BoxFuture<'f, (Tx, Result<Decision<T>, StoreError>)> + Send + 'f,
+        D: Send + Sync + 'static,
+        T: Send + 'static,
     {
-        let mut attempt = 1;
-        loop {
-            self.check_open()?;
-            let tx = self.pool.begin().await.context("starting a transaction")?;
-            let (tx, decided) = op(tx, &self.sql).await;
-            let failed = match decided {
-                Ok(Decision::Commit(value)) => match tx.commit().await {
-                    Ok(()) => return Ok(value),
-                    Err(e) => codec::sql_error("committing", e),
-                },
-                Ok(Decision::RollBack(value)) => {
-                    tx.rollback().await.context("rolling back")?;
-                    return Ok(value);
-                }
-                Ok(Decision::Retry) if attempt < ATTEMPTS => {
-                    tx.rollback().await.context("rolling back")?;
-                    attempt += 1;
-                    continue;
-                }
-                Ok(Decision::Retry) => {
-                    return Err(codec::database_error(
-                        "a transaction kept losing races with other processes; giving up",
-                    ))
-                }
-                Err(e) => {
-                    // Dropping the transaction rolls it back on the connection's next use;
-                    // an explicit rollback frees the connection sooner.
-                    let _ = tx.rollback().await;
-                    e
-                }
-            };
-            if is_transient(&failed) && attempt < ATTEMPTS {
-                attempt += 1;
-                continue;
-            }
-            return Err(failed);
-        }
+        self.check_open()?;
+        self.writer.write(data, write).await
     }
 }
 
@@ -288,15 +267,16 @@ impl Backend for PostgresStore {
             if batch.is_empty() {
                 return self.check_open();
             }
-            let batch = &batch;
-            self.transaction(move |mut tx, sql| {
+            let announce = announce::sets_an_alarm_soon(&batch, self.announce_within);
+            self.write(batch, |conn, sql, batch| {
                 Box::pin(async move {
-                    let applied = instances::apply_batch(&mut tx, sql, batch).await;
-                    (tx, applied.map(Decision::Commit))
+                    instances::apply_batch(conn, sql, batch)
+                        .await
+                        .map(Decision::Commit)
                 })
             })
             .await?;
-            if announce::sets_an_alarm_soon(batch, self.announce_within) {
+            if announce {
                 self.wakeups.announce(Change::Alarms);
             }
             Ok(())
@@ -342,12 +322,16 @@ impl Backend for PostgresStore {
         owner: &'a str,
         lease_until: Timestamp,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.transaction(move |mut tx, sql| {
-            Box::pin(async move {
-                let renewed = instances::renew_leases(&mut tx, sql, owner, lease_until).await;
-                (tx, renewed.map(Decision::Commit))
-            })
-        }))
+        Box::pin(self.write(
+            (owner.to_owned(), lease_until),
+            |conn, sql, (owner, until)| {
+                Box::pin(async move {
+                    instances::renew_leases(conn, sql, owner, *until)
+                        .await
+                        .map(Decision::Commit)
+                })
+            },
+        ))
     }
 
     fn scan_alarms<'a>(
@@ -391,10 +375,11 @@ impl Backend for PostgresStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
             let moved = self
-                .transaction(move |mut tx, sql| {
+                .write((kind, job.to_owned(), at), |conn, sql, (kind, job, at)| {
                     Box::pin(async move {
-                        let moved = instances::pull_alarms_to(&mut tx, sql, kind, job, at).await;
-                        (tx, moved.map(Decision::Commit))
+                        instances::pull_alarms_to(conn, sql, *kind, job, *at)
+                            .await
+                            .map(Decision::Commit)
                     })
                 })
                 .await?;
@@ -409,10 +394,11 @@ impl Backend for PostgresStore {
         let owner = owner.to_owned();
         Box::pin(async move {
             let released = self
-                .transaction(move |mut tx, sql| {
+                .write(now, |conn, sql, now| {
                     Box::pin(async move {
-                        let released = instances::release_all_leases(&mut tx, sql, now).await;
-                        (tx, released.map(Decision::Commit))
+                        instances::release_all_leases(conn, sql, *now)
+                            .await
+                            .map(Decision::Commit)
                     })
                 })
                 .await?;
@@ -521,6 +507,7 @@ impl Backend for PostgresStore {
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.closed.store(true, Ordering::Release);
+            self.writer.stop().await;
             self.wakeups.stop().await;
             if self.owns_pool {
                 self.pool.close().await;
@@ -560,6 +547,7 @@ impl Store for PostgresStore {
         // Refuses every later call at once. The pool's connections close when the last handle
         // of the pool is dropped, or, on a runtime, as soon as they are returned.
         self.closed.store(true, Ordering::Release);
+        self.writer.stop_now();
         self.wakeups.stop_now();
         if self.owns_pool {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

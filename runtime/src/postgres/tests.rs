@@ -374,3 +374,4 @@ async fn enqueues_racing_in_two_processes_honour_idempotency_and_concurrency_key
 /// Wake-ups across processes, and the database's clock.
 mod outbox;
 mod wakeups;
+mod writer;

@@ -186,6 +186,39 @@ pub(crate) async fn finish_run(
             output,
             completed_step_count,
             current_step_index,
+        } if cleanup => {
+            // One statement (one round trip) for the completion and its cleanup.
+            let completed: i64 = sqlx::query_scalar(&sql.get(
+                "WITH done AS (
+                    UPDATE {s}.runs SET status = 'completed', output = $1, error = NULL,
+                           lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
+                           completed_at = $2, updated_at = $2, completed_step_count = $3,
+                           current_step_index = $4
+                     WHERE id = $5 AND status = 'leased' AND lease_generation = $6
+                     RETURNING id),
+                 steps AS (DELETE FROM {s}.run_steps WHERE run_id IN (SELECT id FROM done)),
+                 logs AS (DELETE FROM {s}.run_logs WHERE run_id IN (SELECT id FROM done))
+                 SELECT count(*) FROM done",
+            ))
+            .bind(output.as_deref())
+            .bind(DbTime(now))
+            .bind(to_i64(*completed_step_count))
+            .bind(to_i64(*current_step_index))
+            .bind(&fence.run_id)
+            .bind(generation)
+            .fetch_one(&mut *conn)
+            .await
+            .context("completing a run")?;
+            if completed != 1 {
+                insert_logs(conn, sql, &fence.run_id, logs).await?;
+                return Ok(FinishOutcome::Refused);
+            }
+            return Ok(FinishOutcome::Completed);
+        }
+        Finish::Completed {
+            output,
+            completed_step_count,
+            current_step_index,
         } => {
             let completed = sqlx::query(&sql.get(
                 "UPDATE {s}.runs SET status = 'completed', output = $1, error = NULL,

@@ -1,5 +1,6 @@
 //! Step-job runs on PostgreSQL: the [`RunStore`] operations as functions over a connection,
-//! run by the store in short transactions (or single statements) on connections of its pool.
+//! run by the store's writer (many callers' writes to a transaction, see the writer module) or
+//! as single statements on connections of its pool.
 //!
 //! The tables follow the SQLite store's (`runs` is its `durably_runs`), with the differences
 //! listed in the schema module. What several processes need is in the statements: a claim locks
@@ -9,10 +10,10 @@
 //! several processes cannot both create a run either rule forbids.
 
 mod admin;
-mod claim;
+pub(super) mod claim;
 pub(crate) mod codec;
 pub(super) mod enqueue;
-mod fenced;
+pub(super) mod fenced;
 
 use super::{Decision, PostgresStore};
 use crate::store::runs::{
@@ -23,6 +24,7 @@ use crate::store::runs::{
 use crate::store::{BoxFuture, Change, StoreError};
 use crate::time::Timestamp;
 
+use super::completions::Completion;
 use enqueue::Attempt;
 
 impl RunStore for PostgresStore {
@@ -32,17 +34,15 @@ impl RunStore for PostgresStore {
         now: Timestamp,
     ) -> BoxFuture<'_, Result<EnqueueOutcome, StoreError>> {
         Box::pin(async move {
-            let runs = &runs;
             let outcome = self
-                .transaction(move |mut tx, sql| {
+                .write((runs, now), |conn, sql, (runs, now)| {
                     Box::pin(async move {
-                        let attempt = enqueue::enqueue(&mut tx, sql, runs, now).await;
-                        let decision = attempt.map(|a| match a {
+                        let attempt = enqueue::enqueue(conn, sql, runs, *now).await?;
+                        Ok(match attempt {
                             Attempt::Done(done) => Decision::Commit(EnqueueOutcome::Done(done)),
                             Attempt::Conflict(conflict) => Decision::RollBack(conflict),
                             Attempt::Raced => Decision::Retry,
-                        });
-                        (tx, decision)
+                        })
                     })
                 })
                 .await?;
@@ -83,10 +83,12 @@ impl RunStore for PostgresStore {
         lease_until: Timestamp,
         limit: usize,
     ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
-        Box::pin(self.transaction(move |mut tx, sql| {
+        let data = (owner.to_owned(), now, lease_until, limit);
+        Box::pin(self.write(data, |conn, sql, (owner, now, until, limit)| {
             Box::pin(async move {
-                let claimed = claim::claim(&mut tx, sql, owner, now, lease_until, limit).await;
-                (tx, claimed.map(Decision::Commit))
+                claim::claim(conn, sql, owner, *now, *until, *limit)
+                    .await
+                    .map(Decision::Commit)
             })
         }))
     }
@@ -108,10 +110,12 @@ impl RunStore for PostgresStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
-        Box::pin(self.transaction(move |mut tx, sql| {
+        let data = (owner.to_owned(), now, lease_until);
+        Box::pin(self.write(data, |conn, sql, (owner, now, until)| {
             Box::pin(async move {
-                let renewed = claim::renew_leases(&mut tx, sql, owner, now, lease_until).await;
-                (tx, renewed.map(Decision::Commit))
+                claim::renew_leases(conn, sql, owner, *now, *until)
+                    .await
+                    .map(Decision::Commit)
             })
         }))
     }
@@ -132,16 +136,15 @@ impl RunStore for PostgresStore {
         step: NewStep,
         logs: Vec<NewLog>,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let (fence, step, logs) = (&fence, &step, &logs);
-            self.transaction(move |mut tx, sql| {
+        Box::pin(
+            self.write((fence, step, logs), |conn, sql, (fence, step, logs)| {
                 Box::pin(async move {
-                    let held = fenced::persist_step(&mut tx, sql, fence, step, logs).await;
-                    (tx, held.map(Decision::Commit))
+                    fenced::persist_step(conn, sql, fence, step, logs)
+                        .await
+                        .map(Decision::Commit)
                 })
-            })
-            .await
-        })
+            }),
+        )
     }
 
     fn update_progress(
@@ -151,17 +154,14 @@ impl RunStore for PostgresStore {
         logs: Vec<NewLog>,
         now: Timestamp,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let (fence, progress, logs) = (&fence, progress.as_deref(), &logs);
-            self.transaction(move |mut tx, sql| {
-                Box::pin(async move {
-                    let held =
-                        fenced::update_progress(&mut tx, sql, fence, progress, logs, now).await;
-                    (tx, held.map(Decision::Commit))
-                })
+        let data = (fence, progress, logs, now);
+        Box::pin(self.write(data, |conn, sql, (fence, progress, logs, now)| {
+            Box::pin(async move {
+                fenced::update_progress(conn, sql, fence, progress.as_deref(), logs, *now)
+                    .await
+                    .map(Decision::Commit)
             })
-            .await
-        })
+        }))
     }
 
     fn append_logs(
@@ -176,16 +176,13 @@ impl RunStore for PostgresStore {
     }
 
     fn delete_cancelled_steps(&self, run_id: String) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let run_id = &run_id;
-            self.transaction(move |mut tx, sql| {
-                Box::pin(async move {
-                    let deleted = fenced::delete_cancelled_steps(&mut tx, sql, run_id).await;
-                    (tx, deleted.map(Decision::Commit))
-                })
+        Box::pin(self.write(run_id, |conn, sql, run_id| {
+            Box::pin(async move {
+                fenced::delete_cancelled_steps(conn, sql, run_id)
+                    .await
+                    .map(Decision::Commit)
             })
-            .await
-        })
+        }))
     }
 
     fn finish_run(
@@ -197,17 +194,41 @@ impl RunStore for PostgresStore {
         now: Timestamp,
     ) -> BoxFuture<'_, Result<FinishOutcome, StoreError>> {
         Box::pin(async move {
-            let (fence, finish, logs) = (&fence, &finish, &logs);
-            let outcome = self
-                .transaction(move |mut tx, sql| {
-                    Box::pin(async move {
-                        let outcome =
-                            fenced::finish_run(&mut tx, sql, fence, finish, logs, cleanup, now)
-                                .await;
-                        (tx, outcome.map(Decision::Commit))
+            let outcome = match (finish, logs.is_empty()) {
+                // The common end: folded with the group's other completions.
+                (
+                    Finish::Completed {
+                        output,
+                        completed_step_count,
+                        current_step_index,
+                    },
+                    true,
+                ) => {
+                    self.check_open()?;
+                    self.writer
+                        .complete(|reply| Completion {
+                            fence,
+                            output,
+                            completed_step_count,
+                            current_step_index,
+                            cleanup,
+                            now,
+                            reply,
+                        })
+                        .await?
+                }
+                (finish, _) => {
+                    let data = (fence, finish, logs, cleanup, now);
+                    self.write(data, |conn, sql, (fence, finish, logs, cleanup, now)| {
+                        Box::pin(async move {
+                            fenced::finish_run(conn, sql, fence, finish, logs, *cleanup, *now)
+                                .await
+                                .map(Decision::Commit)
+                        })
                     })
-                })
-                .await?;
+                    .await?
+                }
+            };
             match outcome {
                 FinishOutcome::Refused => {}
                 FinishOutcome::Retrying => self.wakeups.announce(Change::Runs),
@@ -226,11 +247,13 @@ impl RunStore for PostgresStore {
         cleanup: bool,
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
         Box::pin(async move {
+            let data = (id.to_owned(), now, cleanup);
             let outcome = self
-                .transaction(move |mut tx, sql| {
+                .write(data, |conn, sql, (id, now, cleanup)| {
                     Box::pin(async move {
-                        let outcome = admin::cancel_run(&mut tx, sql, id, now, cleanup).await;
-                        (tx, outcome.map(Decision::Commit))
+                        admin::cancel_run(conn, sql, id, *now, *cleanup)
+                            .await
+                            .map(Decision::Commit)
                     })
                 })
                 .await?;
@@ -242,11 +265,8 @@ impl RunStore for PostgresStore {
     }
 
     fn delete_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<DeleteOutcome, StoreError>> {
-        Box::pin(self.transaction(move |mut tx, sql| {
-            Box::pin(async move {
-                let outcome = admin::delete_run(&mut tx, sql, id).await;
-                (tx, outcome.map(Decision::Commit))
-            })
+        Box::pin(self.write(id.to_owned(), |conn, sql, id| {
+            Box::pin(async move { admin::delete_run(conn, sql, id).await.map(Decision::Commit) })
         }))
     }
 
@@ -256,16 +276,15 @@ impl RunStore for PostgresStore {
         before: Timestamp,
         limit: u32,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let job = job.as_deref();
-            self.transaction(move |mut tx, sql| {
+        Box::pin(
+            self.write((job, before, limit), |conn, sql, (job, before, limit)| {
                 Box::pin(async move {
-                    let purged = admin::purge_runs(&mut tx, sql, job, before, limit).await;
-                    (tx, purged.map(Decision::Commit))
+                    admin::purge_runs(conn, sql, job.as_deref(), *before, *limit)
+                        .await
+                        .map(Decision::Commit)
                 })
-            })
-            .await
-        })
+            }),
+        )
     }
 
     fn get_steps<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Vec<StepRow>, StoreError>> {
@@ -285,11 +304,10 @@ impl RunStore for PostgresStore {
     fn recover(&self, now: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let expired = self
-                .transaction(move |mut tx, sql| {
-                    Box::pin(async move {
-                        let expired = claim::recover(&mut tx, sql, now).await;
-                        (tx, expired.map(Decision::Commit))
-                    })
+                .write(now, |conn, sql, now| {
+                    Box::pin(
+                        async move { claim::recover(conn, sql, *now).await.map(Decision::Commit) },
+                    )
                 })
                 .await?;
             if expired > 0 {
