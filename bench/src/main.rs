@@ -67,7 +67,7 @@ OPTIONS:
                          their file (default exclusive): `shared` runs the engine as one of
                          several processes on the file (durable leased claims, no cache);
                          peers are compared with exclusive mode only
-    --backend sqlite|postgres   the store of `steps` and `burndown` (default sqlite):
+    --backend sqlite|postgres   the store of `steps`, `burndown` and `growth` (default sqlite):
                          postgres keeps each run in a fresh schema (dropped afterwards) of
                          the server DURABLE_JOBS_PG_URL names (default
                          postgres://postgres@127.0.0.1:5432/test) and reports the server's
@@ -362,10 +362,10 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
         }
         if let Some(w) = workloads
             .iter()
-            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown))
+            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown | Workload::Growth))
         {
             return Err(format!(
-                "--backend postgres runs `steps` and `burndown` only, not {w:?}"
+                "--backend postgres runs `steps`, `burndown` and `growth` only, not {w:?}"
             ));
         }
     }
@@ -540,6 +540,9 @@ mod tests {
         assert_eq!(w, vec![Workload::Steps, Workload::Burndown]);
         assert_eq!(cfg.backend, Backend::Postgres);
         let (_, cfg, _) = parse_args(args("burndown --backend PostgreSQL")).unwrap();
+        assert_eq!(cfg.backend, Backend::Postgres);
+        let (w, cfg, _) = parse_args(args("growth --backend postgres")).unwrap();
+        assert_eq!(w, vec![Workload::Growth]);
         assert_eq!(cfg.backend, Backend::Postgres);
         assert!(parse_args(args("steps --backend mysql"))
             .unwrap_err()
