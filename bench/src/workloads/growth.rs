@@ -196,18 +196,18 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
 
 /// Grows the history of `place` to each size and measures it there.
 async fn grow_and_measure(cfg: &Config, place: &Place, report: &mut Report) -> BenchResult {
-    let sizes = if cfg.quick {
-        QUICK_SIZES
-    } else {
-        SIZES
-    };
+    let sizes = if cfg.quick { QUICK_SIZES } else { SIZES };
     let per_phase = if cfg.quick { 2_000 } else { 10_000 };
     let drain_runs = if cfg.quick { 2_000 } else { 20_000 };
     let latency_calls = if cfg.quick { 100 } else { 1_000 };
     let workload = place.workload();
     if let Place::Postgres(_) = place {
         // Creates the schema.
-        place.start(Arc::new(StepApp::new(true))).await?.shutdown().await?;
+        place
+            .start(Arc::new(StepApp::new(true)))
+            .await?
+            .shutdown()
+            .await?;
     }
     let mut measured: Vec<(Size, Figures)> = Vec::new();
     let mut instances = 0;
