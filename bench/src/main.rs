@@ -67,7 +67,8 @@ OPTIONS:
                          their file (default exclusive): `shared` runs the engine as one of
                          several processes on the file (durable leased claims, no cache);
                          peers are compared with exclusive mode only
-    --backend sqlite|postgres   the store of `steps`, `burndown` and `limit` (default sqlite):
+    --backend sqlite|postgres   the store of `steps`, `burndown`, `limit` and `growth` (default
+                         sqlite):
                          postgres keeps each run in a fresh schema (dropped afterwards) of
                          the server DURABLE_JOBS_PG_URL names (default
                          postgres://postgres@127.0.0.1:5432/test) and reports the server's
@@ -361,12 +362,14 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
         if cfg.processes > 1 {
             return Err("--processes runs on SQLite only for now".into());
         }
-        if let Some(w) = workloads
-            .iter()
-            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown | Workload::Limit))
-        {
+        if let Some(w) = workloads.iter().find(|w| {
+            !matches!(
+                w,
+                Workload::Steps | Workload::Burndown | Workload::Limit | Workload::Growth
+            )
+        }) {
             return Err(format!(
-                "--backend postgres runs `steps`, `burndown` and `limit` only, not {w:?}"
+                "--backend postgres runs `steps`, `burndown`, `limit` and `growth` only, not {w:?}"
             ));
         }
     }
@@ -545,6 +548,11 @@ mod tests {
         assert_eq!(cfg.backend, Backend::Postgres);
         let (w, cfg, _) = parse_args(args("limit --backend postgres")).unwrap();
         assert_eq!((w, cfg.backend), (vec![Workload::Limit], Backend::Postgres));
+        let (w, cfg, _) = parse_args(args("growth --backend postgres")).unwrap();
+        assert_eq!(
+            (w, cfg.backend),
+            (vec![Workload::Growth], Backend::Postgres)
+        );
         assert!(parse_args(args("steps --backend mysql"))
             .unwrap_err()
             .contains("--backend"));

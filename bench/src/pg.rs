@@ -1,4 +1,4 @@
-//! `--backend postgres`: each run of `steps` and `burndown` keeps its engine's tables in a
+//! `--backend postgres`: each run of `steps`, `burndown` and `growth` keeps its engine's tables in a
 //! fresh schema of the server `DURABLE_JOBS_PG_URL` names (default the local test server),
 //! dropped afterwards, and reads the durability of its commits from the server.
 
@@ -46,12 +46,6 @@ impl Schema {
         Ok(Schema { name, admin })
     }
 
-    /// The schema's name.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The store's options: this schema on the server.
     /// Joins `engine` to the HTTP API's shared event feed on this schema.
     pub(crate) async fn join_feed<R: durable_jobs::Registry>(
         &self,
@@ -61,8 +55,19 @@ impl Schema {
         Ok(durable_jobs_http::postgres::SharedFeed::start(engine, options).await?)
     }
 
+    /// The store's options: this schema on the server.
     pub(crate) fn options(&self) -> PostgresOptions {
         PostgresOptions::new(url()).schema(&self.name)
+    }
+
+    /// The schema's name, safe to quote in a statement (letters, digits and `_`).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection to the server outside any engine, for seeding and measuring.
+    pub(crate) fn admin(&self) -> &PgPool {
+        &self.admin
     }
 
     /// What every commit of the server is acknowledged with: its `synchronous_commit`, as a

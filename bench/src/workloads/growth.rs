@@ -11,8 +11,11 @@
 //! and 10,000 to 1,000 existing ones (64 callers); the drain of 20,000 three-step runs;
 //! `trigger_and_wait` p50/p99; the first page (50 runs) of each `get_runs` filter, median of 20
 //! calls; the database and log size; the process's resident memory.
+//!
+//! With `--backend postgres` the same history grows in a fresh schema of the server (see
+//! `growth_postgres`), and the database size is that of the schema's tables.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +31,64 @@ use crate::stats::{median, percentile, rate, sorted_millis};
 use crate::step_jobs::{Num, OneStep, StepApp, ThreeSteps};
 use crate::{BenchResult, Config};
 
-const WORKLOAD: &str = "growth";
+/// Where the history grows.
+enum Place {
+    /// A SQLite file.
+    File(PathBuf),
+    /// A schema of a PostgreSQL server.
+    Postgres(crate::pg::Schema),
+}
+
+impl Place {
+    /// The workload's name in the report: one per store.
+    fn workload(&self) -> &'static str {
+        match self {
+            Place::File(_) => "growth",
+            Place::Postgres(_) => "growth-postgres",
+        }
+    }
+
+    /// An engine on the store, keeping every run.
+    async fn start(&self, app: Arc<StepApp>) -> BenchResult<Engine<GrowthJobs>> {
+        let builder = Engine::<GrowthJobs>::builder();
+        let builder = match self {
+            Place::File(path) => builder.sqlite(path),
+            Place::Postgres(schema) => builder.postgres_options(schema.options()),
+        };
+        Ok(builder
+            .step_options(StepOptions::default().keep_runs_forever())
+            .app(app)
+            .start()
+            .await?)
+    }
+
+    /// Inserts finished runs until the store holds `target` runs.
+    async fn seed_runs(&self, target: usize) -> BenchResult {
+        match self {
+            Place::File(path) => seed_runs(path, target),
+            Place::Postgres(schema) => super::growth_postgres::seed_runs(schema, target).await,
+        }
+    }
+
+    /// The store's size, while the engine runs (a shutdown checkpoints SQLite's log away).
+    async fn sizes(&self) -> BenchResult<Figures> {
+        Ok(match self {
+            Place::File(path) => {
+                let bytes =
+                    |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1048576.0;
+                vec![
+                    ("database_mib", bytes(path), "MiB"),
+                    ("log_mib", bytes(&path.with_extension("db-wal")), "MiB"),
+                ]
+            }
+            Place::Postgres(schema) => vec![(
+                "database_mib",
+                super::growth_postgres::database_mib(schema).await?,
+                "MiB",
+            )],
+        })
+    }
+}
 
 /// Sums what it is sent; flushes a day after the first event (never during the benchmark).
 pub(crate) struct Tally;
@@ -85,40 +145,70 @@ struct Size {
 /// What one size measured: (metric, value, unit), in order.
 type Figures = Vec<(&'static str, f64, &'static str)>;
 
+/// The sizes measured: a small history, then a large one.
+const SIZES: [Size; 2] = [
+    Size {
+        name: "small",
+        runs: 10_000,
+        instances: 1_000,
+    },
+    Size {
+        name: "large",
+        runs: 1_000_000,
+        instances: 100_000,
+    },
+];
+
+/// The sizes of `--quick`.
+const QUICK_SIZES: [Size; 2] = [
+    Size {
+        name: "small",
+        runs: 2_000,
+        instances: 200,
+    },
+    Size {
+        name: "large",
+        runs: 50_000,
+        instances: 5_000,
+    },
+];
+
 pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchResult {
-    let sizes = if cfg.quick {
-        [
-            Size {
-                name: "small",
-                runs: 2_000,
-                instances: 200,
-            },
-            Size {
-                name: "large",
-                runs: 50_000,
-                instances: 5_000,
-            },
-        ]
+    let place = if cfg.backend == crate::Backend::Postgres {
+        let schema = crate::pg::Schema::fresh().await?;
+        report.note(format!(
+            "growth-postgres: commits {}",
+            schema.durability().await?
+        ));
+        Place::Postgres(schema)
     } else {
-        [
-            Size {
-                name: "small",
-                runs: 10_000,
-                instances: 1_000,
-            },
-            Size {
-                name: "large",
-                runs: 1_000_000,
-                instances: 100_000,
-            },
-        ]
+        let path = dir.join("growth.db");
+        // Creates the schema.
+        SqliteStore::open(SqliteOptions::file(&path))?.close_blocking();
+        Place::File(path)
     };
+    let result = grow_and_measure(cfg, &place, report).await;
+    if let Place::Postgres(schema) = place {
+        schema.drop_now().await?;
+    }
+    result
+}
+
+/// Grows the history of `place` to each size and measures it there.
+async fn grow_and_measure(cfg: &Config, place: &Place, report: &mut Report) -> BenchResult {
+    let sizes = if cfg.quick { QUICK_SIZES } else { SIZES };
     let per_phase = if cfg.quick { 2_000 } else { 10_000 };
     let drain_runs = if cfg.quick { 2_000 } else { 20_000 };
     let latency_calls = if cfg.quick { 100 } else { 1_000 };
-    let path = dir.join("growth.db");
-    // Creates the schema.
-    SqliteStore::open(SqliteOptions::file(&path))?.close_blocking();
+    let workload = place.workload();
+    if let Place::Postgres(_) = place {
+        // Creates the schema.
+        place
+            .start(Arc::new(StepApp::new(true)))
+            .await?
+            .shutdown()
+            .await?;
+    }
     let mut measured: Vec<(Size, Figures)> = Vec::new();
     let mut instances = 0;
     for size in sizes {
@@ -126,9 +216,9 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
             "growth: growing to {} runs and {} instances",
             size.runs, size.instances
         );
-        seed_runs(&path, size.runs)?;
+        place.seed_runs(size.runs).await?;
         {
-            let engine = start(&path, true).await?;
+            let engine = place.start(Arc::new(StepApp::new(true))).await?;
             let ids = (instances..size.instances)
                 .map(|n| format!("i{n}"))
                 .collect();
@@ -137,9 +227,9 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
             engine.shutdown().await?;
         }
         let touched = sizes[0].instances.min(per_phase / 10);
-        let figures = measure(&path, size, per_phase, drain_runs, latency_calls, touched).await?;
+        let figures = measure(place, size, per_phase, drain_runs, latency_calls, touched).await?;
         for &(metric, value, unit) in &figures {
-            let mut m = Metric::new(WORKLOAD, metric, value, unit).variant(size.name);
+            let mut m = Metric::new(workload, metric, value, unit).variant(size.name);
             // A first page under 5 ms at the large size; `offset` reads what it skips.
             if size.name == "large"
                 && metric.starts_with("get_runs_")
@@ -149,7 +239,7 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
             }
             report.push(m);
         }
-        report.load(WORKLOAD, size.name);
+        report.load(workload, size.name);
         measured.push((size, figures));
     }
     if let [(_, small), (_, large)] = measured.as_slice() {
@@ -169,14 +259,14 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
                 metric,
                 "database_mib" | "log_mib" | "rss_mib" | "keys_known_ms" | "get_runs_offset_10k_ms"
             ) {
-                Metric::new(WORKLOAD, metric, l / s, "x").variant("large/small")
+                Metric::new(workload, metric, l / s, "x").variant("large/small")
             } else {
                 let ratio = if metric.ends_with("_per_s") {
                     s / l
                 } else {
                     l / s
                 };
-                Metric::new(WORKLOAD, metric, ratio, "x")
+                Metric::new(workload, metric, ratio, "x")
                     .variant("large/small cost")
                     .target(Target::Below(2.0))
             };
@@ -191,7 +281,7 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
         };
         report.push(
             Metric::new(
-                WORKLOAD,
+                workload,
                 "existing_over_fresh_adds",
                 rate_of(large, "adds_existing_per_s") / rate_of(large, "adds_fresh_per_s"),
                 "x",
@@ -201,16 +291,6 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
         );
     }
     Ok(())
-}
-
-/// An engine on the file, keeping every run, its gate open or not.
-async fn start(path: &Path, open: bool) -> BenchResult<Engine<GrowthJobs>> {
-    Ok(Engine::<GrowthJobs>::builder()
-        .sqlite(path)
-        .step_options(StepOptions::default().keep_runs_forever())
-        .app(Arc::new(StepApp::new(open)))
-        .start()
-        .await?)
 }
 
 /// Inserts finished runs until the file holds `target` runs.
@@ -308,7 +388,7 @@ where
 
 /// One size's figures, on a fresh engine.
 async fn measure(
-    path: &Path,
+    place: &Place,
     size: Size,
     per_phase: usize,
     drain_runs: usize,
@@ -318,12 +398,7 @@ async fn measure(
     let mut figures: Figures = Vec::new();
     let started = Instant::now();
     let app = Arc::new(StepApp::new(false));
-    let engine = Engine::<GrowthJobs>::builder()
-        .sqlite(path)
-        .step_options(StepOptions::default().keep_runs_forever())
-        .app(app.clone())
-        .start()
-        .await?;
+    let engine = place.start(app.clone()).await?;
     instance_keys_known(&engine).await;
     figures.push((
         "keys_known_ms",
@@ -430,10 +505,7 @@ async fn measure(
         .await?;
         figures.push((metric, ms, "ms"));
     }
-    // Sizes while the engine runs (a shutdown checkpoints the log away).
-    let bytes = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1048576.0;
-    figures.push(("database_mib", bytes(path), "MiB"));
-    figures.push(("log_mib", bytes(&path.with_extension("db-wal")), "MiB"));
+    figures.extend(place.sizes().await?);
     figures.push((
         "rss_mib",
         crate::sys::status_kb("VmRSS").map_or(0.0, |kb| kb as f64 / 1024.0),

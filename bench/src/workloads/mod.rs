@@ -4,6 +4,7 @@ pub(crate) mod burndown;
 pub(crate) mod continuous;
 pub(crate) mod debounce;
 pub(crate) mod growth;
+pub(crate) mod growth_postgres;
 pub(crate) mod latency;
 pub(crate) mod limit;
 pub(crate) mod scale;

@@ -40,6 +40,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: schema::VERSION_3,
     },
+    Migration {
+        version: 4,
+        sql: schema::VERSION_4,
+    },
 ];
 
 /// The second key of the advisory lock migrations take (the first is the schema's hash).
