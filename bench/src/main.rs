@@ -358,15 +358,27 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
         return Err("--shared-feed needs --backend postgres".into());
     }
     if cfg.backend == Backend::Postgres {
-        if cfg.processes > 1 {
-            return Err("--processes runs on SQLite only for now".into());
-        }
-        if let Some(w) = workloads
-            .iter()
-            .find(|w| !matches!(w, Workload::Steps | Workload::Burndown | Workload::Limit))
+        if cfg.processes > 1
+            && workloads
+                .iter()
+                .any(|w| !matches!(w, Workload::Steps | Workload::Burndown))
         {
+            return Err("--processes runs `steps` and `burndown` only".into());
+        }
+        if let Some(w) = workloads.iter().find(|w| {
+            !matches!(
+                w,
+                Workload::Steps
+                    | Workload::Burndown
+                    | Workload::Limit
+                    | Workload::Latency
+                    | Workload::Debounce
+                    | Workload::Continuous
+            )
+        }) {
             return Err(format!(
-                "--backend postgres runs `steps`, `burndown` and `limit` only, not {w:?}"
+                "--backend postgres runs `steps`, `burndown`, `limit`, `latency`, `debounce` \
+                 and `continuous` only, not {w:?}"
             ));
         }
     }
@@ -391,6 +403,12 @@ fn main() -> ExitCode {
         }
         if first == "__drain" {
             return processes::child(&args);
+        }
+        if first == "__pg-drain" {
+            return pg::processes::child(&args);
+        }
+        if first == "__pg-stamp" {
+            return pg::latency::child(&args);
         }
     }
     let (workloads, mut cfg, peers_default) = match parse_args(args) {
@@ -481,8 +499,17 @@ async fn run_one(
 ) -> BenchResult {
     match w {
         Workload::Steps => workloads::steps::run(cfg, dir, report, peers).await,
+        Workload::Debounce if cfg.backend == Backend::Postgres => {
+            pg::debounce::run(cfg, report).await
+        }
         Workload::Debounce => workloads::debounce::run(cfg, dir, report).await,
+        Workload::Continuous if cfg.backend == Backend::Postgres => {
+            pg::continuous::run(cfg, report).await
+        }
         Workload::Continuous => workloads::continuous::run(cfg, dir, report).await,
+        Workload::Latency if cfg.backend == Backend::Postgres => {
+            pg::latency::run(cfg, report).await
+        }
         Workload::Latency => workloads::latency::run(cfg, dir, report, peers).await,
         Workload::Scale => workloads::scale::run(cfg, dir, report).await,
         Workload::Limit if cfg.backend == Backend::Postgres => pg::limit::run(cfg, report).await,
@@ -548,12 +575,31 @@ mod tests {
         assert!(parse_args(args("steps --backend mysql"))
             .unwrap_err()
             .contains("--backend"));
-        assert!(parse_args(args("latency --backend postgres"))
+        assert!(parse_args(args("scale --backend postgres"))
             .unwrap_err()
-            .contains("Latency"));
-        assert!(parse_args(args("steps --backend postgres --processes 3"))
+            .contains("Scale"));
+        let (_, cfg, _) =
+            parse_args(args("steps burndown --backend postgres --processes 3")).unwrap();
+        assert_eq!(cfg.processes, 3);
+        assert!(parse_args(args("latency --backend postgres --processes 3"))
             .unwrap_err()
             .contains("--processes"));
+    }
+
+    #[test]
+    fn latency_debounce_and_continuous_run_on_postgres() {
+        let (w, cfg, _) =
+            parse_args(args("latency debounce continuous --backend postgres")).unwrap();
+        assert_eq!(
+            w,
+            vec![Workload::Latency, Workload::Debounce, Workload::Continuous]
+        );
+        assert_eq!(cfg.backend, Backend::Postgres);
+        let (_, cfg, _) = parse_args(args("latency --backend postgres --iterations 50")).unwrap();
+        assert_eq!(cfg.latency_iterations, 50);
+        assert!(parse_args(args("latency all --backend postgres"))
+            .unwrap_err()
+            .contains("--backend postgres runs"));
     }
 
     #[test]
