@@ -2,10 +2,11 @@
 //! sequence (one warm-up call first, not measured), twice:
 //!
 //! - `in-process`: the engine that triggers also runs the job;
-//! - `across-processes`: this process's engine has no step job, so no worker, and only
-//!   triggers and waits; a child process of the bench (`__pg-stamp <schema>`) on the same
-//!   schema runs the job. The run's start reaches the child through the store's `LISTEN`, and
-//!   its end reaches the waiter the same way.
+//! - `across-processes`: this process only triggers and waits; a child process of the bench
+//!   (`__pg-stamp <schema>`) on the same schema runs the job. This process's worker runs one
+//!   run at a time and claims one ahead: two runs held at its closed gate fill it, so it
+//!   claims none of the measured runs. The run's start reaches the child through the store's
+//!   `LISTEN`, and its end reaches the waiter the same way.
 //!
 //! Besides the whole round trip, each run notes when its body started (wall clock, the same
 //! machine's), so `start_*` is the time from the trigger call to the body's start: the figure
@@ -13,16 +14,18 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use durable_jobs::prelude::*;
-use durable_jobs::steps::TriggerOptions;
+use durable_jobs::steps::{RunFilter, RunStatus, StepJobClient, StepOptions, TriggerOptions};
 use durable_jobs::{Engine, JobSet, Registered, Registry};
 
 use super::{url, Schema};
 use crate::jobs::wall_us;
 use crate::report::{Metric, Report, Target};
 use crate::stats::{percentile, sorted_millis};
+use crate::step_jobs::{NoOp, StepApp};
 use crate::{BenchResult, Config};
 
 /// Input of [`Stamp`]: when the trigger was called (wall clock, µs).
@@ -45,7 +48,7 @@ impl Job for Stamp {
     const KIND: JobKind = JobKind::Step;
 }
 
-impl StepJob<()> for Stamp {
+impl StepJob<Arc<StepApp>> for Stamp {
     type Input = Sent;
     type Output = Started;
     type Error = durable_jobs::steps::StepError;
@@ -54,7 +57,7 @@ impl StepJob<()> for Stamp {
         &self,
         step: &mut StepContext,
         _input: Sent,
-        _app: &(),
+        _app: &Arc<StepApp>,
     ) -> Result<Started, Self::Error> {
         let started_us = wall_us();
         step.run("only", move |_| async move {
@@ -68,24 +71,27 @@ impl StepJob<()> for Stamp {
 pub(crate) struct StampJobs;
 
 impl Registry for StampJobs {
-    type App = ();
-    fn register(jobs: &mut JobSet<()>) {
+    type App = Arc<StepApp>;
+    fn register(jobs: &mut JobSet<Arc<StepApp>>) {
         jobs.step_job(Stamp);
     }
 }
 
 impl Registered<StampJobs> for Stamp {}
 
-/// The registry of the process that only triggers: no step job, so its engine starts no
-/// worker and never claims a run.
-pub(crate) struct TriggerOnly;
+/// The registry of the process that triggers across processes: [`Stamp`], and [`NoOp`] whose
+/// runs, held at the gate, keep this process's worker full.
+pub(crate) struct TriggerSide;
 
-impl Registry for TriggerOnly {
-    type App = ();
-    fn register(_jobs: &mut JobSet<()>) {}
+impl Registry for TriggerSide {
+    type App = Arc<StepApp>;
+    fn register(jobs: &mut JobSet<Arc<StepApp>>) {
+        jobs.step_job(Stamp).step_job(NoOp);
+    }
 }
 
-impl Registered<TriggerOnly> for Stamp {}
+impl Registered<TriggerSide> for Stamp {}
+impl Registered<TriggerSide> for NoOp {}
 
 pub(crate) async fn run(cfg: &Config, report: &mut Report) -> BenchResult {
     let schema = Schema::fresh().await?;
@@ -99,21 +105,28 @@ async fn measure_both(cfg: &Config, schema: &Schema, report: &mut Report) -> Ben
 
     let engine = Engine::<StampJobs>::builder()
         .postgres_options(schema.options())
-        .app(())
+        .app(Arc::new(StepApp::new(true)))
         .start()
         .await?;
     let samples = measure(&engine, cfg.latency_iterations).await;
     engine.shutdown().await?;
     record(report, "backend=postgres in-process", samples?, &durability);
 
-    // The child first, so that the schema exists and its worker listens before the triggers.
-    let child = StampChild::spawn(schema.name())?;
-    let engine = Engine::<TriggerOnly>::builder()
+    let app = Arc::new(StepApp::new(false));
+    let engine = Engine::<TriggerSide>::builder()
         .postgres_options(schema.options())
-        .app(())
+        .step_options(StepOptions::default().max_concurrent_runs(1))
+        .app(app.clone())
         .start()
         .await?;
+    let held = engine.client().step_job::<NoOp>();
+    held.batch_trigger([(), ()]).await?;
+    wait_leased(&held, 2).await?;
+    // The child only now, so that the held runs are this process's.
+    let child = StampChild::spawn(schema.name())?;
     let samples = measure(&engine, cfg.latency_iterations).await;
+    app.open();
+    drop(held);
     engine.shutdown().await?;
     child.finish()?;
     record(
@@ -125,8 +138,25 @@ async fn measure_both(cfg: &Config, schema: &Schema, report: &mut Report) -> Ben
     Ok(())
 }
 
+/// Waits until `n` runs of `runs` are leased (claimed by this process's worker).
+async fn wait_leased(runs: &StepJobClient<Arc<StepApp>, NoOp>, n: u32) -> BenchResult {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs
+        .get_runs(RunFilter::new().status(RunStatus::Leased).limit(n))
+        .await?
+        .len()
+        < n as usize
+    {
+        if Instant::now() > deadline {
+            return Err(format!("{n} held runs were not claimed within 30 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
 /// Round trips and trigger-to-start times of `n` calls, after one warm-up call.
-async fn measure<R: Registry<App = ()>>(
+async fn measure<R: Registry<App = Arc<StepApp>>>(
     engine: &Engine<R>,
     n: usize,
 ) -> BenchResult<(Vec<Duration>, Vec<Duration>)>
@@ -238,7 +268,7 @@ pub(crate) fn child(args: &[String]) -> ExitCode {
                 .postgres_options(
                     durable_jobs::postgres::PostgresOptions::new(url()).schema(schema),
                 )
-                .app(())
+                .app(Arc::new(StepApp::new(true)))
                 .start()
                 .await?;
             let mut stdout = std::io::stdout();
