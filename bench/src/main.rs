@@ -67,19 +67,21 @@ OPTIONS:
                          their file (default exclusive): `shared` runs the engine as one of
                          several processes on the file (durable leased claims, no cache);
                          peers are compared with exclusive mode only
-    --backend sqlite|postgres   the store of `steps`, `burndown` and `limit` (default sqlite):
-                         postgres keeps each run in a fresh schema (dropped afterwards) of
-                         the server DURABLE_JOBS_PG_URL names (default
+    --backend sqlite|postgres   the store of `steps`, `burndown`, `limit`, `latency`,
+                         `debounce` and `continuous` (default sqlite): postgres keeps each run
+                         in a fresh schema (dropped afterwards) of the server
+                         DURABLE_JOBS_PG_URL names (default
                          postgres://postgres@127.0.0.1:5432/test) and reports the server's
                          synchronous_commit; its peers are durably on PostgreSQL (`steps`) and
                          graphile-worker (`burndown`); `limit` runs the PostgreSQL store's
-                         own statements for the same rows, 1,000 a transaction; --sync,
-                         --mode and --processes do not apply to it
+                         own statements for the same rows, 1,000 a transaction; `latency`
+                         also triggers from this process for a child process to run; --sync
+                         and --mode do not apply to it
     --shared-feed        with --backend postgres, `steps` joins its engine to the HTTP API's
                          shared event feed (every event appended to a table in batches), to
                          measure what that costs the jobs
     --processes N        `steps` and `burndown` in shared mode: N engine processes drain the
-                         same file (this one and N-1 children; default 1)
+                         same file or schema (this one and N-1 children; default 1)
     --runs N             steps: runs (default 20000)
     --batch N            steps: trigger batch size (default 500)
     --step-concurrency N steps: the worker's max_concurrent_runs (default: the engine's, 100)
