@@ -87,7 +87,7 @@ pub(crate) async fn measure(
     Usage::now().report_since(
         &usage,
         (app.executions.load(Ordering::Relaxed) - counted) as usize,
-        |name, value, unit| metric(name, value, unit),
+        metric,
         report,
     );
     drop(client);
