@@ -116,12 +116,18 @@ pub(crate) fn steps_variant_postgres(cfg: &Config) -> String {
     if cfg.shared_feed {
         variant.push_str(" shared-feed");
     }
+    if cfg.processes > 1 {
+        variant.push_str(&format!(" processes={}", cfg.processes));
+    }
     variant
 }
 
 /// The variant name of `burndown` on PostgreSQL at worker concurrency `c`.
-pub(crate) fn burndown_variant_postgres(c: usize) -> String {
-    format!("backend=postgres concurrency={c}")
+pub(crate) fn burndown_variant_postgres(cfg: &Config, c: usize) -> String {
+    match cfg.processes {
+        1 => format!("backend=postgres concurrency={c}"),
+        n => format!("backend=postgres concurrency={c} processes={n}"),
+    }
 }
 
 /// Runs of the durably `steps` peer on PostgreSQL: by default 200 (it drains a few dozen runs
@@ -373,7 +379,7 @@ fn postgres_specs(cfg: &Config) -> Vec<Spec> {
     }
     let ours_jobs = format!("{} jobs", human(cfg.burndown_jobs as f64));
     for &c in &cfg.burndown_concurrency {
-        let ours = burndown_variant_postgres(c);
+        let ours = burndown_variant_postgres(cfg, c);
         for (mode, settings) in [
             ("batched", "local queue 500, batch delays 0"),
             ("defaults", "defaults"),

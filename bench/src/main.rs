@@ -67,20 +67,21 @@ OPTIONS:
                          their file (default exclusive): `shared` runs the engine as one of
                          several processes on the file (durable leased claims, no cache);
                          peers are compared with exclusive mode only
-    --backend sqlite|postgres   the store of `steps`, `burndown`, `limit` and `growth` (default
-                         sqlite):
-                         postgres keeps each run in a fresh schema (dropped afterwards) of
-                         the server DURABLE_JOBS_PG_URL names (default
+    --backend sqlite|postgres   the store of `steps`, `burndown`, `limit`, `growth`, `latency`,
+                         `debounce` and `continuous` (default sqlite): postgres keeps each run
+                         in a fresh schema (dropped afterwards) of the server
+                         DURABLE_JOBS_PG_URL names (default
                          postgres://postgres@127.0.0.1:5432/test) and reports the server's
                          synchronous_commit; its peers are durably on PostgreSQL (`steps`) and
                          graphile-worker (`burndown`); `limit` runs the PostgreSQL store's
-                         own statements for the same rows, 1,000 a transaction; --sync,
-                         --mode and --processes do not apply to it
+                         own statements for the same rows, 1,000 a transaction; `latency`
+                         also triggers from this process for a child process to run; --sync
+                         and --mode do not apply to it
     --shared-feed        with --backend postgres, `steps` joins its engine to the HTTP API's
                          shared event feed (every event appended to a table in batches), to
                          measure what that costs the jobs
     --processes N        `steps` and `burndown` in shared mode: N engine processes drain the
-                         same file (this one and N-1 children; default 1)
+                         same file or schema (this one and N-1 children; default 1)
     --runs N             steps: runs (default 20000)
     --batch N            steps: trigger batch size (default 500)
     --step-concurrency N steps: the worker's max_concurrent_runs (default: the engine's, 100)
@@ -359,17 +360,28 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Workload>, Config, bool), String
         return Err("--shared-feed needs --backend postgres".into());
     }
     if cfg.backend == Backend::Postgres {
-        if cfg.processes > 1 {
-            return Err("--processes runs on SQLite only for now".into());
+        if cfg.processes > 1
+            && workloads
+                .iter()
+                .any(|w| !matches!(w, Workload::Steps | Workload::Burndown))
+        {
+            return Err("--processes runs `steps` and `burndown` only".into());
         }
         if let Some(w) = workloads.iter().find(|w| {
             !matches!(
                 w,
-                Workload::Steps | Workload::Burndown | Workload::Limit | Workload::Growth
+                Workload::Steps
+                    | Workload::Burndown
+                    | Workload::Limit
+                    | Workload::Growth
+                    | Workload::Latency
+                    | Workload::Debounce
+                    | Workload::Continuous
             )
         }) {
             return Err(format!(
-                "--backend postgres runs `steps`, `burndown`, `limit` and `growth` only, not {w:?}"
+                "--backend postgres runs `steps`, `burndown`, `limit`, `growth`, `latency`, \
+                 `debounce` and `continuous` only, not {w:?}"
             ));
         }
     }
@@ -394,6 +406,12 @@ fn main() -> ExitCode {
         }
         if first == "__drain" {
             return processes::child(&args);
+        }
+        if first == "__pg-drain" {
+            return pg::processes::child(&args);
+        }
+        if first == "__pg-stamp" {
+            return pg::latency::child(&args);
         }
     }
     let (workloads, mut cfg, peers_default) = match parse_args(args) {
@@ -484,8 +502,17 @@ async fn run_one(
 ) -> BenchResult {
     match w {
         Workload::Steps => workloads::steps::run(cfg, dir, report, peers).await,
+        Workload::Debounce if cfg.backend == Backend::Postgres => {
+            pg::debounce::run(cfg, report).await
+        }
         Workload::Debounce => workloads::debounce::run(cfg, dir, report).await,
+        Workload::Continuous if cfg.backend == Backend::Postgres => {
+            pg::continuous::run(cfg, report).await
+        }
         Workload::Continuous => workloads::continuous::run(cfg, dir, report).await,
+        Workload::Latency if cfg.backend == Backend::Postgres => {
+            pg::latency::run(cfg, report).await
+        }
         Workload::Latency => workloads::latency::run(cfg, dir, report, peers).await,
         Workload::Scale => workloads::scale::run(cfg, dir, report).await,
         Workload::Limit if cfg.backend == Backend::Postgres => pg::limit::run(cfg, report).await,
@@ -556,12 +583,31 @@ mod tests {
         assert!(parse_args(args("steps --backend mysql"))
             .unwrap_err()
             .contains("--backend"));
-        assert!(parse_args(args("latency --backend postgres"))
+        assert!(parse_args(args("scale --backend postgres"))
             .unwrap_err()
-            .contains("Latency"));
-        assert!(parse_args(args("steps --backend postgres --processes 3"))
+            .contains("Scale"));
+        let (_, cfg, _) =
+            parse_args(args("steps burndown --backend postgres --processes 3")).unwrap();
+        assert_eq!(cfg.processes, 3);
+        assert!(parse_args(args("latency --backend postgres --processes 3"))
             .unwrap_err()
             .contains("--processes"));
+    }
+
+    #[test]
+    fn latency_debounce_and_continuous_run_on_postgres() {
+        let (w, cfg, _) =
+            parse_args(args("latency debounce continuous --backend postgres")).unwrap();
+        assert_eq!(
+            w,
+            vec![Workload::Latency, Workload::Debounce, Workload::Continuous]
+        );
+        assert_eq!(cfg.backend, Backend::Postgres);
+        let (_, cfg, _) = parse_args(args("latency --backend postgres --iterations 50")).unwrap();
+        assert_eq!(cfg.latency_iterations, 50);
+        assert!(parse_args(args("latency all --backend postgres"))
+            .unwrap_err()
+            .contains("--backend postgres runs"));
     }
 
     #[test]

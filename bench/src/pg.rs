@@ -1,8 +1,12 @@
-//! `--backend postgres`: each run of `steps`, `burndown` and `growth` keeps its engine's tables in a
+//! `--backend postgres`: each run of a workload keeps its engine's tables in a
 //! fresh schema of the server `DURABLE_JOBS_PG_URL` names (default the local test server),
 //! dropped afterwards, and reads the durability of its commits from the server.
 
+pub(crate) mod continuous;
+pub(crate) mod debounce;
+pub(crate) mod latency;
 pub(crate) mod limit;
+pub(crate) mod processes;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

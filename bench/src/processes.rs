@@ -34,14 +34,24 @@ impl Children {
         sync: Synchronous,
         concurrency: usize,
     ) -> BenchResult<Children> {
+        let concurrency = concurrency.to_string();
+        let args = [
+            "__drain".as_ref(),
+            path.as_os_str(),
+            crate::sync_name(sync).as_ref(),
+            concurrency.as_ref(),
+        ];
+        Self::spawn_with(n, &args)
+    }
+
+    /// Starts `n` children, this program with `args` (a child command that ends in
+    /// [`serve`]), and waits until each has its engine open.
+    pub(crate) fn spawn_with(n: usize, args: &[&std::ffi::OsStr]) -> BenchResult<Children> {
         let exe = std::env::current_exe()?;
         let mut children = Vec::with_capacity(n);
         for _ in 0..n {
             let mut child = Command::new(&exe)
-                .arg("__drain")
-                .arg(path)
-                .arg(crate::sync_name(sync))
-                .arg(concurrency.to_string())
+                .args(args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()?;
@@ -145,28 +155,7 @@ pub(crate) fn child(args: &[String]) -> ExitCode {
                 false,
             )
             .await?;
-            let mut stdout = std::io::stdout();
-            writeln!(stdout, "ready")?;
-            stdout.flush()?;
-            // The input says `go`, then ends: the gate opens on the first, the child stops on
-            // the second.
-            let (go_tx, go_rx) = tokio::sync::oneshot::channel();
-            let input_ended = tokio::task::spawn_blocking(move || {
-                let mut lines = std::io::stdin().lock().lines();
-                let _ = go_tx.send(matches!(lines.next(), Some(Ok(line)) if line == "go"));
-                lines.count()
-            });
-            if !go_rx.await.unwrap_or(false) {
-                return Err("no `go` on the input".into());
-            }
-            let started = Usage::now();
-            app.open();
-            input_ended.await?;
-            let used = Usage::now().cpu_ns_since(&started);
-            writeln!(stdout, "cpu_ns {used}")?;
-            stdout.flush()?;
-            engine.shutdown().await?;
-            BenchResult::Ok(())
+            serve(engine, app).await
         })
     };
     match run() {
@@ -176,4 +165,34 @@ pub(crate) fn child(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A child's part once its engine is open, gate closed: says `ready`, opens the gate on `go`,
+/// and when its input ends prints the CPU time it used since `go` and shuts the engine down.
+pub(crate) async fn serve(
+    engine: durable_jobs::Engine<crate::step_jobs::StepJobs>,
+    app: std::sync::Arc<StepApp>,
+) -> BenchResult {
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "ready")?;
+    stdout.flush()?;
+    // The input says `go`, then ends: the gate opens on the first, the child stops on the
+    // second.
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let input_ended = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::stdin().lock().lines();
+        let _ = go_tx.send(matches!(lines.next(), Some(Ok(line)) if line == "go"));
+        lines.count()
+    });
+    if !go_rx.await.unwrap_or(false) {
+        return Err("no `go` on the input".into());
+    }
+    let started = Usage::now();
+    app.open();
+    input_ended.await?;
+    let used = Usage::now().cpu_ns_since(&started);
+    writeln!(stdout, "cpu_ns {used}")?;
+    stdout.flush()?;
+    engine.shutdown().await?;
+    Ok(())
 }

@@ -112,14 +112,14 @@ async fn measure(
         i = end;
     }
     let enqueued = start.elapsed();
-    // Other processes drain a shared file with this one when asked (SQLite only).
+    // Other processes drain a shared file or schema with this one when asked.
     let children = match place {
         Place::File {
             path,
             sync,
             ownership,
         } => super::steps::children(cfg, *ownership, path, *sync, c)?,
-        Place::Postgres(_) => None,
+        Place::Postgres(schema) => crate::pg::processes::children(cfg, schema, c)?,
     };
     let usage = Usage::now();
     let drain = Instant::now();
@@ -156,7 +156,7 @@ async fn run_postgres(
     c: usize,
 ) -> BenchResult {
     let place = Place::Postgres(crate::pg::Schema::fresh().await?);
-    let variant = crate::compare::burndown_variant_postgres(c);
+    let variant = crate::compare::burndown_variant_postgres(cfg, c);
     let measured = measure(cfg, report, &place, &variant, c).await;
     place.clean_up().await?;
     let variant = measured?;

@@ -25,6 +25,27 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
         .app(app.clone())
         .start()
         .await?;
+    measure(cfg, engine, &app, None, report).await
+}
+
+/// Starts `cfg.continuous_instances` instances through `engine` spread over one second, lets
+/// each run once, then records executions and lateness over the measured window; shuts the
+/// engine down. `variant` names the store when it is not the default SQLite file.
+pub(crate) async fn measure(
+    cfg: &Config,
+    engine: Engine<TickJobs>,
+    app: &TickApp,
+    variant: Option<&str>,
+    report: &mut Report,
+) -> BenchResult {
+    let n = cfg.continuous_instances;
+    let metric = |name: &'static str, value: f64, unit: &'static str| {
+        let m = Metric::new("continuous", name, value, unit);
+        match variant {
+            Some(v) => m.variant(v),
+            None => m,
+        }
+    };
     let client = engine.client();
 
     // Start instance i at t0 + i/n s, from 64 callers.
@@ -66,7 +87,7 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
     Usage::now().report_since(
         &usage,
         (app.executions.load(Ordering::Relaxed) - counted) as usize,
-        |metric, value, unit| Metric::new("continuous", metric, value, unit),
+        metric,
         report,
     );
     drop(client);
@@ -79,35 +100,12 @@ pub(crate) async fn run(cfg: &Config, dir: &Path, report: &mut Report) -> BenchR
         .map(|l| l.iter().map(|us| *us as f64 / 1e3).collect())
         .unwrap_or_default();
     late.sort_by(f64::total_cmp);
-    report.push(Metric::new(
-        "continuous",
-        "executions_per_s",
-        executions / secs,
-        "exec/s",
-    ));
-    report.push(Metric::new(
-        "continuous",
-        "scheduled_per_s",
-        n as f64,
-        "exec/s",
-    ));
-    report.push(Metric::new(
-        "continuous",
-        "lateness_p50_ms",
-        percentile(&late, 50.0),
-        "ms",
-    ));
-    report.push(
-        Metric::new(
-            "continuous",
-            "lateness_p99_ms",
-            percentile(&late, 99.0),
-            "ms",
-        )
-        .target(Target::Below(10.0)),
-    );
-    report.push(Metric::new(
-        "continuous",
+    report.push(metric("executions_per_s", executions / secs, "exec/s"));
+    report.push(metric("scheduled_per_s", n as f64, "exec/s"));
+    report.push(metric("lateness_p50_ms", percentile(&late, 50.0), "ms"));
+    report
+        .push(metric("lateness_p99_ms", percentile(&late, 99.0), "ms").target(Target::Below(10.0)));
+    report.push(metric(
         "lateness_max_ms",
         late.last().copied().unwrap_or(0.0),
         "ms",

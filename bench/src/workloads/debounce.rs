@@ -32,9 +32,7 @@ async fn run_one(
     ownership: Ownership,
 ) -> BenchResult {
     let variant = crate::mode_suffix(cfg, ownership).trim().to_owned();
-    let instances = cfg.debounce_instances;
-    let total = instances * cfg.debounce_events;
-    let app = Arc::new(BatchApp::new(total));
+    let app = Arc::new(BatchApp::new(cfg.debounce_instances * cfg.debounce_events));
     let engine = Engine::<BatchJobs>::builder()
         .sqlite_options(
             SqliteOptions::file(dir.join(format!("debounce-{ownership:?}.db")))
@@ -43,6 +41,38 @@ async fn run_one(
         .app(app.clone())
         .start()
         .await?;
+    drive(
+        cfg,
+        engine,
+        &app,
+        &variant,
+        report,
+        Targets {
+            adds_per_s: 100_000.0,
+            add_p99_ms: 10.0,
+        },
+    )
+    .await
+}
+
+/// What `debounce` aims at on one store.
+pub(crate) struct Targets {
+    pub(crate) adds_per_s: f64,
+    pub(crate) add_p99_ms: f64,
+}
+
+/// Sends every event through `engine` from the callers, shuts it down, and records the rates,
+/// the latencies and whether every event was flushed exactly once.
+pub(crate) async fn drive(
+    cfg: &Config,
+    engine: Engine<BatchJobs>,
+    app: &BatchApp,
+    variant: &str,
+    report: &mut Report,
+    targets: Targets,
+) -> BenchResult {
+    let instances = cfg.debounce_instances;
+    let total = instances * cfg.debounce_events;
     let client = engine.client();
     let next = Arc::new(AtomicUsize::new(0));
     let usage = Usage::now();
@@ -75,7 +105,7 @@ async fn run_one(
     Usage::now().report_since(
         &usage,
         total,
-        |metric, value, unit| Metric::new("debounce", metric, value, unit).variant(&variant),
+        |metric, value, unit| Metric::new("debounce", metric, value, unit).variant(variant),
         report,
     );
     drop(client);
@@ -84,16 +114,16 @@ async fn run_one(
     let sorted = sorted_millis(&latencies);
     report.push(
         Metric::new("debounce", "adds_per_s", rate(total, elapsed), "adds/s")
-            .variant(&variant)
-            .target(Target::AtLeast(100_000.0)),
+            .variant(variant)
+            .target(Target::AtLeast(targets.adds_per_s)),
     );
     report.push(
-        Metric::new("debounce", "add_p50_ms", percentile(&sorted, 50.0), "ms").variant(&variant),
+        Metric::new("debounce", "add_p50_ms", percentile(&sorted, 50.0), "ms").variant(variant),
     );
     report.push(
         Metric::new("debounce", "add_p99_ms", percentile(&sorted, 99.0), "ms")
-            .variant(&variant)
-            .target(Target::Below(10.0)),
+            .variant(variant)
+            .target(Target::Below(targets.add_p99_ms)),
     );
     let (missing, repeated) = app.check();
     let flushes = app.flushes.load(Ordering::Relaxed) as usize;
@@ -105,7 +135,7 @@ async fn run_one(
             (missing + repeated) as f64,
             "events",
         )
-        .variant(&variant)
+        .variant(variant)
         .target(Target::Below(1.0)),
     );
     if missing + repeated > 0 || flushes != expected_flushes {

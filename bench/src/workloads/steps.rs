@@ -288,7 +288,7 @@ async fn run_one(
             sync,
             ownership,
         } => children(cfg, *ownership, path, *sync, concurrency)?,
-        Place::Postgres(_) => None,
+        Place::Postgres(schema) => crate::pg::processes::children(cfg, schema, concurrency)?,
     };
     let usage = Usage::now();
     let drain = Instant::now();
