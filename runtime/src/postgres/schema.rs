@@ -184,12 +184,11 @@ ALTER TABLE {s}.outbox ADD COLUMN claimed_by text, ADD COLUMN claimed_until time
 ALTER TABLE {s}.outbox SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02);
 "#;
 
-/// Migration 4: failed runs newest first. A listing of failed runs (one run in a hundred, say)
-/// otherwise walks every run newest first until it has a page: the statement's `status =
-/// ANY($1)` cannot read `runs_status_created` in creation order. The planner uses this index
-/// for a plan of the literal status (a prepared statement's custom plan, which it keeps: the
-/// generic plan is costed higher), with or without a job filter, reading about a page of rows.
-/// Only failed runs enter it, so every other write leaves it alone.
+/// Migration 4: failed runs newest first, the listing an operator opens first. With the
+/// status named as one value (`status = $n`, as listings write it), `runs_status_created`
+/// serves it too; this smaller index, which only failed runs enter (every other write leaves
+/// it alone), keeps the page of failed runs, of all jobs or of one, a read of about a page
+/// whichever plan the server settles on for the prepared statement.
 pub(crate) const VERSION_4: &str = r#"
 CREATE INDEX runs_failed_created ON {s}.runs (created_at, id) WHERE status = 'failed';
 "#;

@@ -44,9 +44,17 @@ async fn lock_run(
         .pop())
 }
 
-/// A page of runs, newest first (ties by id, newest first). The conditions the filter sets
-/// are the statement's; the listing indexes (`created`, `status_created`, `job_created`,
-/// `run_labels_listed`) serve the orders and ranges.
+/// A page of runs, newest first (ties by id, newest first), read as a page of an index rather
+/// than a walk of the history:
+///
+/// - a single status or job is a plain equality, so `runs_status_created` or
+///   `runs_job_created` is read backwards from the page's start (an `= ANY($1)` of one value
+///   would not be read in creation order: the planner walks every run newest first and
+///   filters);
+/// - a label filter is driven from the label's rows (`run_labels_listed`, which carry their
+///   run's creation time), newest first, each joined to its run: probing the labels of every
+///   run until a page is found reads the history when the label is rare;
+/// - the cursor and the time range bound the same index ranges.
 pub(crate) async fn get_runs(
     conn: &mut PgConnection,
     sql: &Sql,
@@ -57,23 +65,55 @@ pub(crate) async fn get_runs(
             return Err(database_error(format!("invalid label key {key:?}")));
         }
     }
-    let select = sql.expand(concat!(
-        "SELECT ",
-        run_columns!(),
-        " FROM {s}.runs r WHERE true"
-    ));
     let labels_table = sql.expand("{s}.run_labels");
-    let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(select);
-    if !filter.statuses.is_empty() {
-        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-        q.push(" AND r.status = ANY(").push_bind(statuses).push(")");
+    let mut labels = filter.labels.iter();
+    // The order and the ranges are the driving table's: the first label's rows, or the runs.
+    let driver = labels.next();
+    let (created, id) = if driver.is_some() {
+        ("d.created_at", "d.run_id")
+    } else {
+        ("r.created_at", "r.id")
+    };
+    let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(match driver {
+        Some(_) => sql.expand(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM {s}.run_labels d JOIN {s}.runs r ON r.id = d.run_id WHERE true"
+        )),
+        None => sql.expand(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM {s}.runs r WHERE true"
+        )),
+    });
+    if let Some((key, value)) = driver {
+        q.push(" AND d.key = ")
+            .push_bind(key.clone())
+            .push(" AND d.value = ")
+            .push_bind(value.clone());
     }
-    if !filter.job_names.is_empty() {
-        q.push(" AND r.job_name = ANY(")
-            .push_bind(filter.job_names.clone())
-            .push(")");
+    match filter.statuses.as_slice() {
+        [] => {}
+        [status] => {
+            q.push(" AND r.status = ").push_bind(status.as_str());
+        }
+        statuses => {
+            let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            q.push(" AND r.status = ANY(").push_bind(statuses).push(")");
+        }
     }
-    for (key, value) in &filter.labels {
+    match filter.job_names.as_slice() {
+        [] => {}
+        [job] => {
+            q.push(" AND r.job_name = ").push_bind(job.clone());
+        }
+        jobs => {
+            q.push(" AND r.job_name = ANY(")
+                .push_bind(jobs.to_vec())
+                .push(")");
+        }
+    }
+    for (key, value) in labels {
         q.push(format!(
             " AND EXISTS (SELECT 1 FROM {labels_table} l WHERE l.run_id = r.id AND l.key = "
         ))
@@ -83,19 +123,21 @@ pub(crate) async fn get_runs(
         .push(")");
     }
     if let Some(since) = filter.created_since {
-        q.push(" AND r.created_at >= ").push_bind(DbTime(since));
+        q.push(format!(" AND {created} >= "))
+            .push_bind(DbTime(since));
     }
     if let Some(until) = filter.created_until {
-        q.push(" AND r.created_at < ").push_bind(DbTime(until));
+        q.push(format!(" AND {created} < "))
+            .push_bind(DbTime(until));
     }
     if let Some(cursor) = &filter.before {
-        q.push(" AND (r.created_at, r.id) < (")
+        q.push(format!(" AND ({created}, {id}) < ("))
             .push_bind(DbTime(cursor.created_at))
             .push(", ")
             .push_bind(cursor.id.clone())
             .push(")");
     }
-    q.push(" ORDER BY r.created_at DESC, r.id DESC");
+    q.push(format!(" ORDER BY {created} DESC, {id} DESC"));
     if let Some(limit) = filter.limit {
         q.push(" LIMIT ").push_bind(i64::from(limit));
     }

@@ -105,6 +105,7 @@ macro_rules! conformance_tests {
             runs::purge_removes_only_old_terminal_runs,
             runs::counts_runs_per_job_and_status,
             runs::runs_are_listed_newest_first_with_cursors,
+            runs::label_listings_page_with_cursors_and_ranges,
         );
     };
     (@each $open:expr; $($side:ident :: $check:ident,)*) => {

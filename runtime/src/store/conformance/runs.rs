@@ -915,3 +915,39 @@ pub(crate) async fn runs_are_listed_newest_first_with_cursors(store: Arc<dyn Sto
     let window = RunFilter::new().created_since(at(1)).created_until(at(3));
     assert_eq!(ids(store.get_runs(window).await.unwrap()), ["r2", "r1"]);
 }
+
+/// A listing by label pages like any other: newest first with ties by id, after a cursor,
+/// inside a time range, with a status, a job and a second label checked on each run, and
+/// the runs without the label (or with another value) left out.
+pub(crate) async fn label_listings_page_with_cursors_and_ranges(store: Arc<dyn Store>) {
+    // Two runs at each instant, so the cursor's tie-break by id is exercised.
+    for i in 0..8u64 {
+        let mut r = new_run(&format!("r{i}"), if i % 2 == 0 { "even" } else { "odd" });
+        if i != 5 {
+            r.labels
+                .insert("env".into(), if i == 6 { "dev" } else { "prod" }.into());
+        }
+        if i % 3 == 0 {
+            r.labels.insert("tier".into(), "gold".into());
+        }
+        add(&*store, r, at(i / 2)).await;
+    }
+    store.cancel_run("r3", at(10), true).await.unwrap();
+    let ids = |filter: RunFilter| ids(&*store, filter);
+    let prod = RunFilter::new().label("env", "prod");
+    assert_eq!(
+        ids(prod.clone()).await,
+        ["r7", "r4", "r3", "r2", "r1", "r0"]
+    );
+    let page = prod.clone().limit(2).before(RunCursor::new(at(2), "r4"));
+    assert_eq!(ids(page).await, ["r3", "r2"]);
+    let page = prod.clone().limit(2).before(RunCursor::new(at(1), "r3"));
+    assert_eq!(ids(page).await, ["r2", "r1"]);
+    let window = prod.clone().created_since(at(1)).created_until(at(3));
+    assert_eq!(ids(window).await, ["r4", "r3", "r2"]);
+    assert_eq!(ids(prod.clone().status(RunStatus::Cancelled)).await, ["r3"]);
+    assert_eq!(ids(prod.clone().job_name("even")).await, ["r4", "r2", "r0"]);
+    assert_eq!(ids(prod.clone().label("tier", "gold")).await, ["r3", "r0"]);
+    assert_eq!(ids(prod.limit(2).offset(4)).await, ["r1", "r0"]);
+    assert_eq!(ids(RunFilter::new().label("env", "dev")).await, ["r6"]);
+}
